@@ -1,0 +1,26 @@
+#!/bin/bash
+# Installs every system tool that building `rescue`, running it and its tests need on Debian 12.
+# Idempotent; run as root. Used by the README quick start and by .ci/run.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(
+  # probing and storage replay
+  util-linux fdisk e2fsprogs xfsprogs btrfs-progs dosfstools mtools lvm2 mdadm cryptsetup-bin
+  parted gdisk efibootmgr kmod
+  # archive and transport, and the baselines we compare against
+  tar gzip pigz zstd rsync acl attr nfs-common cifs-utils
+  # rescue image
+  cpio xorriso isolinux syslinux-common grub-pc-bin grub-efi-amd64-bin grub-common busybox-static
+  # VM tests
+  qemu-system-x86 qemu-utils ovmf debootstrap
+  # misc
+  jq file procps hyperfine time
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,164 @@
+//! The command line: one clap-derive tree. Each command's arguments and code
+//! live in `workflow::<command>`; this file only wires them together.
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::error::{exit_code_for, EXIT_INPUT};
+use crate::workflow;
+
+const ABOUT: &str = "Bare-metal recovery for Linux: record the storage layout, build a rescue image, back up, recover.";
+
+const LONG_ABOUT: &str = "\
+rescue records how a server's storage is built (disks, partitions, RAID, LUKS, LVM,
+filesystems, mounts, bootloader) in a readable TOML descriptor, and uses it to bring
+the server back on the same or on different hardware.
+
+Exit codes: 0 success; 1 changed / check failed / completed with warnings (where the
+command says so); 2 usage or input error; 3 runtime failure.";
+
+const EXAMPLES: &str = "\
+Examples:
+  rescue savelayout                      record the layout to /var/lib/rescue/layout.toml
+  rescue checklayout || rescue savelayout
+                                         refresh the descriptor when the layout changed
+  rescue layout show /var/lib/rescue/layout.toml
+  rescue dump                            effective config and what rescue sees on this system";
+
+#[derive(Debug, Parser)]
+#[command(name = "rescue", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, value_name = "FILE", env = "RESCUE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More output (-vv for trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print data as JSON on stdout (for commands whose output is data).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    //SAVELAYOUT
+    /// Show the effective configuration and what rescue finds on this system.
+    #[command(after_long_help = workflow::dump::EXAMPLES)]
+    Dump(workflow::dump::Args),
+    /// Work with descriptor files: validate, show.
+    #[command(subcommand)]
+    Layout(workflow::layoutcmd::LayoutCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_long_help = "Example:\n  rescue completions bash > /etc/bash_completion.d/rescue")]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for rescue and every subcommand into DIR.
+    #[command(after_long_help = "Example:\n  rescue manpages /usr/local/share/man/man8")]
+    Manpages { dir: PathBuf },
+}
+
+/// Everything a command needs from the global flags and the config.
+pub struct Ctx {
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub json: bool,
+    pub verbosity: i8,
+}
+
+/// Parse, run, print the error chain once, and return the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_INPUT } else { 0 };
+        }
+    };
+    let verbosity = if cli.quiet { -1 } else { cli.verbose.min(3) as i8 };
+    let (config_path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let config = match Config::load(&config_path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rescue: error: {e:#}");
+            return exit_code_for(&e);
+        }
+    };
+    let log_dir = match &cli.command {
+        // Pure file and help commands do not need a log.
+        Command::Completions { .. } | Command::Manpages { .. } | Command::Layout(_) => None,
+        _ => Some(config.log_dir.clone()),
+    };
+    crate::logging::init(verbosity, log_dir.as_deref(), command_name(&cli.command));
+    let ctx = Ctx { config, config_path, json: cli.json, verbosity };
+    match run(&ctx, cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::debug!("error: {e:?}");
+            eprintln!("rescue: error: {e:#}");
+            exit_code_for(&e)
+        }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Dump(_) => "dump",
+        Command::Layout(_) => "layout",
+        Command::Completions { .. } => "completions",
+        Command::Manpages { .. } => "manpages",
+    }
+}
+
+fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Dump(a) => workflow::dump::run(ctx, a),
+        Command::Layout(c) => workflow::layoutcmd::run(ctx, c),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rescue", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Manpages { dir } => {
+            write_manpages(&dir)?;
+            Ok(0)
+        }
+    }
+}
+
+/// One man page for `rescue` and one per subcommand (`rescue-savelayout.8`...).
+pub fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut pages = vec![("rescue".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        pages.push((format!("rescue-{}", sub.get_name()), sub.clone().name(format!("rescue-{}", sub.get_name()))));
+    }
+    for (name, c) in pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).section("8").render(&mut buf)?;
+        let path = dir.join(format!("{name}.8"));
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

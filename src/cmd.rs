@@ -1,0 +1,304 @@
+//! The one way `rescue` runs an external program.
+//!
+//! Every failure names the full command line and carries the tail of its
+//! stderr, so an error printed at 3 a.m. says exactly what was run and why it
+//! failed. A program that is not installed gets an error naming the Debian
+//! package that provides it.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{anyhow, Context, Result};
+
+/// How many bytes of a failing command's stderr end up in the error.
+const STDERR_TAIL: usize = 2048;
+
+/// A command line to run, built like `std::process::Command` but always
+/// reporting failures with the whole command and its stderr.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    env: Vec<(OsString, OsString)>,
+    /// Exit codes other than 0 that still count as success.
+    ok_codes: Vec<i32>,
+}
+
+/// What a finished command produced.
+#[derive(Debug, Clone)]
+pub struct CmdOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub code: Option<i32>,
+}
+
+impl CmdOutput {
+    pub fn stdout_str(&self) -> Result<String> {
+        String::from_utf8(self.stdout.clone()).context("command printed output that is not UTF-8")
+    }
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Self {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            stdin: None,
+            env: Vec::new(),
+            ok_codes: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Feed these bytes to the command's standard input.
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Treat these non-zero exit codes as success too (e.g. `wipefs` or
+    /// `blkid`, which exit 2 when there is simply nothing to report).
+    pub fn ok_codes(mut self, codes: &[i32]) -> Self {
+        self.ok_codes.extend_from_slice(codes);
+        self
+    }
+
+    pub fn program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// The command line as a person would type it (arguments with spaces or
+    /// shell metacharacters are quoted).
+    pub fn display(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(self.args.iter())
+            .map(|a| shell_quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Run the command, capture stdout and stderr, and fail (with the command
+    /// line and stderr tail) unless it exits 0 or with one of `ok_codes`.
+    pub fn output(&self) -> Result<CmdOutput> {
+        let out = self.spawn_and_wait()?;
+        let code = out.status.code();
+        let ok = out.status.success() || code.is_some_and(|c| self.ok_codes.contains(&c));
+        if !ok {
+            return Err(anyhow!(CommandFailed {
+                command: self.display(),
+                status: match code {
+                    Some(c) => format!("exit status {c}"),
+                    None => "killed by a signal".to_string(),
+                },
+                stderr: tail(&out.stderr),
+            }));
+        }
+        Ok(CmdOutput { stdout: out.stdout, stderr: out.stderr, code })
+    }
+
+    /// Run and return stdout as a string.
+    pub fn read(&self) -> Result<String> {
+        self.output()?.stdout_str().with_context(|| format!("reading the output of `{}`", self.display()))
+    }
+
+    /// Run for the effect only.
+    pub fn run(&self) -> Result<()> {
+        self.output().map(|_| ())
+    }
+
+    /// Run with stdout and stderr passed through to ours (for long tools whose
+    /// own progress output the user should see). The error still names the command.
+    pub fn run_interactive(&self) -> Result<()> {
+        let mut c = self.command();
+        c.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        let status = c.status().map_err(|e| self.spawn_error(e))?;
+        if status.success() || status.code().is_some_and(|c| self.ok_codes.contains(&c)) {
+            Ok(())
+        } else {
+            Err(anyhow!(CommandFailed {
+                command: self.display(),
+                status: status.to_string(),
+                stderr: String::from("(stderr was shown above)"),
+            }))
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        // Tools must speak the language we parse.
+        c.env("LC_ALL", "C");
+        c
+    }
+
+    fn spawn_and_wait(&self) -> Result<Output> {
+        tracing::debug!(command = %self.display(), "running");
+        let mut c = self.command();
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = c.spawn().map_err(|e| self.spawn_error(e))?;
+        if let Some(data) = &self.stdin {
+            let mut pipe = child.stdin.take().context("stdin pipe missing")?;
+            let data = data.clone();
+            // Write from a thread so a command that fills its stdout before
+            // reading all of stdin cannot deadlock us.
+            let writer = std::thread::spawn(move || pipe.write_all(&data));
+            let out = child
+                .wait_with_output()
+                .with_context(|| format!("waiting for `{}`", self.display()))?;
+            let _ = writer.join();
+            return Ok(out);
+        }
+        child.wait_with_output().with_context(|| format!("waiting for `{}`", self.display()))
+    }
+
+    fn spawn_error(&self, e: std::io::Error) -> anyhow::Error {
+        let program = self.program.to_string_lossy().to_string();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!(ToolMissing { package: package_for(&program).map(str::to_string), program })
+        } else {
+            anyhow::Error::new(e).context(format!("starting `{}`", self.display()))
+        }
+    }
+}
+
+/// A command ran and failed.
+#[derive(Debug, thiserror::Error)]
+#[error("`{command}` failed ({status}): {stderr}")]
+pub struct CommandFailed {
+    pub command: String,
+    pub status: String,
+    pub stderr: String,
+}
+
+/// A program we need is not installed.
+#[derive(Debug, thiserror::Error)]
+#[error("the program `{program}` is not installed{}", match package { Some(p) => format!("; install the Debian package `{p}` (apt-get install {p})"), None => String::new() })]
+pub struct ToolMissing {
+    pub program: String,
+    pub package: Option<String>,
+}
+
+/// Whether a program can be found in `PATH` (or is an existing path).
+pub fn have_program(program: &str) -> bool {
+    find_program(program).is_some()
+}
+
+/// Full path of a program found in `PATH`, the way `execvp` would find it.
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        let p = Path::new(program);
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].iter().map(Into::into))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The Debian package that ships a program we call, for error messages.
+pub fn package_for(program: &str) -> Option<&'static str> {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    Some(match base {
+        "sfdisk" => "fdisk",
+        "blkid" | "lsblk" | "wipefs" | "partx" | "losetup" | "mount" | "umount" | "findmnt" | "mkswap"
+        | "swapon" | "swapoff" | "blockdev" => "util-linux",
+        "mkfs.ext2" | "mkfs.ext3" | "mkfs.ext4" | "dumpe2fs" | "tune2fs" | "e2fsck" | "mke2fs" => "e2fsprogs",
+        "mkfs.xfs" | "xfs_info" | "xfs_db" | "xfs_admin" => "xfsprogs",
+        "mkfs.btrfs" | "btrfs" | "btrfstune" => "btrfs-progs",
+        "mkfs.vfat" | "mkfs.fat" | "fatlabel" | "fsck.vfat" => "dosfstools",
+        "mcopy" | "mdir" | "mmd" => "mtools",
+        "lvm" | "pvcreate" | "vgcreate" | "lvcreate" | "vgchange" | "pvs" | "vgs" | "lvs" => "lvm2",
+        "mdadm" => "mdadm",
+        "cryptsetup" => "cryptsetup-bin",
+        "efibootmgr" => "efibootmgr",
+        "grub-install" | "grub-mkconfig" | "grub-mkimage" | "grub-mkrescue" => "grub-common (plus grub-pc-bin or grub-efi-amd64-bin)",
+        "xorriso" => "xorriso",
+        "rsync" => "rsync",
+        "bconsole" => "bacula-console",
+        "tar" => "tar",
+        "zstd" => "zstd",
+        "pigz" => "pigz",
+        "cpio" => "cpio",
+        "qemu-system-x86_64" => "qemu-system-x86",
+        "qemu-img" => "qemu-utils",
+        "udevadm" => "udev",
+        "modprobe" | "depmod" => "kmod",
+        "mount.nfs" => "nfs-common",
+        "mount.cifs" => "cifs-utils",
+        _ => return None,
+    })
+}
+
+fn tail(stderr: &[u8]) -> String {
+    let start = stderr.len().saturating_sub(STDERR_TAIL);
+    let s = String::from_utf8_lossy(&stderr[start..]).trim().to_string();
+    if s.is_empty() {
+        "(no output on stderr)".to_string()
+    } else {
+        s
+    }
+}
+
+/// Quote a word for display the way a shell would need it.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_names_command_and_stderr() {
+        let err = Cmd::new("sh").args(["-c", "echo boom >&2; exit 3"]).run().unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("`sh -c 'echo boom >&2; exit 3'`"), "{msg}");
+        assert!(msg.contains("exit status 3"), "{msg}");
+        assert!(msg.contains("boom"), "{msg}");
+    }
+
+    #[test]
+    fn missing_program_names_package() {
+        let err = Cmd::new("mkfs.xfs-does-not-exist").run().unwrap_err();
+        assert!(err.downcast_ref::<ToolMissing>().is_some());
+        let err = Cmd::new("/nonexistent/sfdisk").run().unwrap_err();
+        assert!(format!("{err:#}").contains("apt-get install fdisk"), "{err:#}");
+    }
+
+    #[test]
+    fn ok_codes_and_stdin() {
+        Cmd::new("sh").args(["-c", "exit 2"]).ok_codes(&[2]).run().unwrap();
+        let out = Cmd::new("cat").stdin("hello").read().unwrap();
+        assert_eq!(out, "hello");
+    }
+}

@@ -1,0 +1,141 @@
+//! The configuration file (`/etc/rescue/rescue.toml` by default): typed,
+//! unknown keys rejected, kebab-case, and every key has a default so that
+//! `rescue` works with no config file at all. Documented in docs/config.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rescue/rescue.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    /// Where logs go (one file per command run, plus `rescue.log`).
+    pub log_dir: PathBuf,
+    /// Where the saved layout descriptor and other state live.
+    pub state_dir: PathBuf,
+    pub capture: CaptureConfig,
+    pub backup: BackupConfig,
+    pub recover: RecoverConfig,
+    /// Recorded disk (block id in the descriptor) to the device to recover it onto.
+    pub mapping: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            log_dir: "/var/log/rescue".into(),
+            state_dir: "/var/lib/rescue".into(),
+            capture: CaptureConfig::default(),
+            backup: BackupConfig::default(),
+            recover: RecoverConfig::default(),
+            mapping: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CaptureConfig {
+    /// Disks never to record (kernel names or /dev paths), e.g. a USB backup disk.
+    pub exclude_disks: Vec<String>,
+    /// Mount points never to record nor back up (e.g. `/scratch`).
+    pub exclude_mounts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BackupConfig {
+    /// Where the backup goes (`file:///path`, `nfs://host/export`, `usb:///dev/disk/by-label/REAR-000`, `iso:///backup`).
+    pub url: Option<String>,
+    /// Paths (globs) not to back up, besides pseudo filesystems and the backup target.
+    pub exclude: Vec<String>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self { url: None, exclude: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RecoverConfig {
+    /// Where the recreated filesystems are mounted during recovery.
+    pub target_root: PathBuf,
+}
+
+impl Default for RecoverConfig {
+    fn default() -> Self {
+        Self { target_root: "/mnt/local".into() }
+    }
+}
+
+impl Config {
+    /// Load the config. A missing file at the default path means "all
+    /// defaults"; a missing file that the user named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_toml(&text).with_context(|| format!("in the config file {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) => Err(anyhow::Error::new(InputError(format!("cannot read the config file {}: {e}", path.display())))),
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| InputError(format!("{e}")).into())
+    }
+
+    /// The default place of the saved layout descriptor.
+    pub fn layout_path(&self) -> PathBuf {
+        self.state_dir.join("layout.toml")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn keys_are_kebab_case_and_typed() {
+        let c = Config::from_toml(
+            r#"
+            log-dir = "/tmp/l"
+            [capture]
+            exclude-disks = ["sdz"]
+            [mapping]
+            sda = "/dev/vdb"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.log_dir, PathBuf::from("/tmp/l"));
+        assert_eq!(c.capture.exclude_disks, vec!["sdz"]);
+        assert_eq!(c.mapping["sda"], "/dev/vdb");
+    }
+
+    #[test]
+    fn unknown_key_is_an_input_error_with_line() {
+        let e = Config::from_toml("log-dir = \"/x\"\nlogdir = 3\n").unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("unknown field `logdir`"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        assert_eq!(crate::error::exit_code_for(&e), 2);
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_missing_explicit_is_not() {
+        let p = Path::new("/nonexistent/rescue.toml");
+        assert!(Config::load(p, false).is_ok());
+        assert!(Config::load(p, true).is_err());
+    }
+}

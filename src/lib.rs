@@ -1,0 +1,14 @@
+//! `rescue`: bare-metal recovery for Linux.
+//!
+//! The modules follow the data: `layout` (the descriptor) ← `probe` (capture
+//! from the running system); `workflow` holds the commands a user runs.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod layout;
+pub mod logging;
+pub mod probe;
+pub mod util;
+pub mod workflow;

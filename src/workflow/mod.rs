@@ -1,0 +1,5 @@
+//! The commands a user runs, one module each. A workflow reads the config,
+//! calls the library modules in order, and reports.
+
+pub mod dump;
+pub mod layoutcmd;
