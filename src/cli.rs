@@ -163,6 +163,7 @@ pub fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

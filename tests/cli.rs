@@ -1,6 +1,8 @@
 //! The command line as a user meets it: help with examples on every command,
 //! exit codes, logs, man pages and completions.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use clap::CommandFactory;

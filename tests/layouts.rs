@@ -1,6 +1,8 @@
 //! Every example descriptor in layouts/ loads and validates, and invalid
 //! descriptors give precise errors naming the item and the line.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use rescue::layout::Layout;

@@ -4,6 +4,8 @@
 //! report. Then `checklayout` says 0 when nothing changed and 1 after a
 //! partition is added.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

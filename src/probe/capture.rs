@@ -562,7 +562,8 @@ fn capture_lvm(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout) {
     let Some(vgs) = run(p, "vg", "vg_name,vg_uuid,vg_extent_size") else { return };
     let Some(lvs) = run(p, "lv", "lv_name,vg_name,lv_uuid,lv_size,segtype,stripes,stripe_size,lv_dm_path") else { return };
     // A VG is in scope when all its PVs are.
-    let mut vg_pvs: BTreeMap<String, Vec<(String, BTreeMap<String, String>)>> = BTreeMap::new();
+    type Row = BTreeMap<String, String>;
+    let mut vg_pvs: BTreeMap<String, Vec<(String, Row)>> = BTreeMap::new();
     for pv in &pvs {
         let vg = pv.get("vg_name").cloned().unwrap_or_default();
         let k = pv.get("pv_name").and_then(|n| kname_of_path(p, n)).unwrap_or_default();
@@ -911,6 +912,7 @@ fn capture_bootloader(p: &mut Probe, opts: &CaptureOptions, disks: &BTreeSet<Str
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! running the `rescue` binary, and probing with `blkid`/`sfdisk`.
 #![allow(dead_code)]
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
