@@ -108,7 +108,7 @@ mod tests {
 
     fn table(pairs: &[(&str, &str)]) -> RenameTable {
         let mut v: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        v.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         RenameTable(v)
     }
 
