@@ -71,14 +71,7 @@ impl Probe<'_> {
             return b.clone();
         }
         let path = self.devs.get(kname).map(|d| d.node.path.clone()).filter(|p| !p.is_empty()).unwrap_or(format!("/dev/{kname}"));
-        // Exit status 2 means "no signature found": an empty answer, not a failure.
-        let b = match self.sys.run(&["blkid", "-p", "--cache-file", "/dev/null", "-o", "export", &path]) {
-            Ok(out) => parse::key_values(&out),
-            Err(e) => {
-                tracing::debug!("blkid found nothing on {path}: {e:#}");
-                BTreeMap::new()
-            }
-        };
+        let b = blkid_of(self.sys, &path);
         self.blkid.insert(kname.to_string(), b.clone());
         b
     }
@@ -119,6 +112,18 @@ impl Probe<'_> {
             }
         }
         out
+    }
+}
+
+/// Signatures on a device, read from the device itself (works without udev).
+fn blkid_of(sys: &dyn SystemView, path: &str) -> BTreeMap<String, String> {
+    // Exit status 2 means "no signature found": an empty answer, not a failure.
+    match sys.run(&["blkid", "-p", "--cache-file", "/dev/null", "-o", "export", path]) {
+        Ok(out) => parse::key_values(&out),
+        Err(e) => {
+            tracing::debug!("blkid found nothing on {path}: {e:#}");
+            BTreeMap::new()
+        }
     }
 }
 
@@ -179,6 +184,17 @@ pub fn capture(sys: &dyn SystemView, opts: &CaptureOptions) -> Result<Capture> {
                 }
             }
         }
+    }
+
+    // One `blkid -p` per device, in parallel: it is most of the probe's calls.
+    {
+        use rayon::prelude::*;
+        let todo: Vec<(String, String)> = scope
+            .iter()
+            .map(|k| (k.clone(), p.devs.get(k).map(|d| d.node.path.clone()).filter(|x| !x.is_empty()).unwrap_or(format!("/dev/{k}"))))
+            .collect();
+        let found: Vec<(String, BTreeMap<String, String>)> = todo.par_iter().map(|(k, path)| (k.clone(), blkid_of(sys, path))).collect();
+        p.blkid.extend(found);
     }
 
     let mut layout = Layout {
@@ -618,6 +634,7 @@ fn capture_lvm(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout) {
 /// Filesystems and swap on every in-scope device that has a block id.
 fn capture_contents(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout) {
     let mut btrfs_seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut jobs: Vec<(usize, String, BTreeMap<String, String>)> = Vec::new();
     let ids: Vec<(String, String)> = scope.iter().filter_map(|k| p.ids.get(k).map(|id| (k.clone(), id.clone()))).collect();
     for (k, id) in ids {
         // A disk with a partition table holds no filesystem of its own.
@@ -646,7 +663,7 @@ fn capture_contents(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout
             }
             btrfs_seen.insert(uuid.clone(), layout.filesystems.len());
         }
-        let mut fs = Filesystem {
+        let fs = Filesystem {
             device: id,
             fstype,
             uuid,
@@ -659,8 +676,34 @@ fn capture_contents(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout
             vfat: None,
             btrfs: None,
         };
+        jobs.push((layout.filesystems.len(), path.clone(), b.clone()));
+        layout.filesystems.push(fs);
+    }
+    // The per-filesystem tools (dumpe2fs, xfs_info, btrfs) run in parallel.
+    use rayon::prelude::*;
+    let sys = p.sys;
+    let done: Vec<(usize, Filesystem, Vec<String>)> = jobs
+        .par_iter()
+        .map(|(i, path, b)| {
+            let mut fs = layout.filesystems[*i].clone();
+            let w = fill_fs_options(sys, &mut fs, path, b);
+            (*i, fs, w)
+        })
+        .collect();
+    for (i, fs, warnings) in done {
+        layout.filesystems[i] = fs;
+        for w in warnings {
+            p.warn(w);
+        }
+    }
+}
+
+/// Read the creation options of one filesystem with its own tool.
+fn fill_fs_options(sys: &dyn SystemView, fs: &mut Filesystem, path: &str, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let fstype = fs.fstype;
         match fstype {
-            t if t.is_ext() => match p.sys.run(&["dumpe2fs", "-h", &path]) {
+            t if t.is_ext() => match sys.run(&["dumpe2fs", "-h", &path]) {
                 Ok(out) => {
                     let m = parse::dumpe2fs(&out);
                     let num = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok());
@@ -683,9 +726,9 @@ fn capture_contents(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout
                         reserved_percent: num("Reserved block count").filter(|_| blocks > 0).map(|r| ((r as f64 * 1000.0 / blocks as f64).round()) / 10.0),
                     });
                 }
-                Err(e) => p.warn(format!("cannot read ext options of {path}: {e:#}; default options will be used at recovery")),
+                Err(e) => warnings.push(format!("cannot read ext options of {path}: {e:#}; default options will be used at recovery")),
             },
-            FsType::Xfs => match p.sys.run(&["xfs_info", &path]) {
+            FsType::Xfs => match sys.run(&["xfs_info", &path]) {
                 Ok(out) => {
                     let m = parse::xfs_info(&out);
                     let n = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -708,7 +751,7 @@ fn capture_contents(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout
                         log_size: n("log.blocks") * n("log.bsize"),
                     });
                 }
-                Err(e) => p.warn(format!("cannot read xfs options of {path}: {e:#}; default options will be used at recovery")),
+                Err(e) => warnings.push(format!("cannot read xfs options of {path}: {e:#}; default options will be used at recovery")),
             },
             FsType::Vfat => {
                 let fat_size = match b.get("VERSION").map(String::as_str) {
@@ -719,7 +762,7 @@ fn capture_contents(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout
                 fs.vfat = Some(VfatOptions { fat_size, volume_id: fs.uuid.replace('-', ""), sectors_per_cluster: None });
             }
             FsType::Btrfs => {
-                let (kv, features) = p.sys.run(&["btrfs", "inspect-internal", "dump-super", &path]).map(|o| parse::btrfs_super(&o)).unwrap_or_default();
+                let (kv, features) = sys.run(&["btrfs", "inspect-internal", "dump-super", &path]).map(|o| parse::btrfs_super(&o)).unwrap_or_default();
                 if let Some(total) = kv.get("total_bytes").and_then(|v| v.parse().ok()) {
                     fs.size = Some(total);
                 }
@@ -735,8 +778,7 @@ fn capture_contents(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout
             }
             _ => {}
         }
-        layout.filesystems.push(fs);
-    }
+    warnings
 }
 
 fn capture_mounts(p: &mut Probe, opts: &CaptureOptions, scope: &BTreeSet<String>, layout: &mut Layout) {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::cmd::Cmd;
 
 /// Read access to a system, the only way probing looks at one.
-pub trait SystemView {
+pub trait SystemView: Sync {
     /// Run a command (argv) and return its stdout. Fails like [`Cmd::read`].
     fn run(&self, argv: &[&str]) -> Result<String>;
     /// Read a text file (`/proc/...`, `/sys/...`, `/etc/...`).
