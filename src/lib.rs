@@ -9,6 +9,8 @@ pub mod config;
 pub mod error;
 pub mod layout;
 pub mod logging;
+pub mod inventory;
+pub mod plan;
 pub mod probe;
 pub mod util;
 pub mod workflow;
