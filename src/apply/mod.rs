@@ -89,8 +89,8 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
         CreatePartitionTable { device, table, disk_guid, mbr_signature, logical_sector_size, .. } => {
             table::create_table(device, *table, disk_guid.as_deref(), mbr_signature.as_deref(), *logical_sector_size)
         }
-        CreatePartition { disk_device, table, logical_sector_size, partition, .. } => {
-            table::add_partition(disk_device, *table, *logical_sector_size, partition)
+        CreatePartition { disk_device, device, table, logical_sector_size, partition, .. } => {
+            table::add_partition(disk_device, device, *table, *logical_sector_size, partition)
         }
         Settle { device, partitions, .. } => settle(device, partitions),
         WipeSignatures { device, .. } => Cmd::new("wipefs").args(["-a", "-q"]).arg(device).run(),
@@ -313,6 +313,9 @@ pub fn wait_for(paths: &[PathBuf], timeout: Duration) -> Result<()> {
 /// ext features that describe state rather than a choice made at mkfs time.
 const EXT_RUNTIME_FEATURES: &[&str] = &["needs_recovery", "journal_dev", "snapshot_bitmap"];
 
+/// Features `mkfs.btrfs` takes with `-R` rather than `-O`.
+const BTRFS_RUNTIME_FEATURES: &[&str] = &["free-space-tree", "quota"];
+
 /// The mkfs command line for a recorded filesystem on a device of `size` bytes.
 pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf]) -> Result<Cmd> {
     let same_size = f.size.is_some_and(|s| s == size);
@@ -378,7 +381,8 @@ pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf])
                 if same_size && x.agcount > 0 {
                     c = c.args(["-d", &format!("agcount={}", x.agcount)]);
                 }
-                if same_size && x.log_size > 0 {
+                // xfsprogs >= 5.x refuses logs under 64 MiB: let it choose then.
+                if same_size && x.log_size >= 64 << 20 {
                     c = c.args(["-l", &format!("size={}", x.log_size)]);
                 }
             }
@@ -416,8 +420,14 @@ pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf])
                 if let Some(s) = b.sector_size {
                     c = c.args(["-s", &s.to_string()]);
                 }
-                if !b.features.is_empty() {
-                    c = c.args(["-O", &b.features.join(",")]);
+                // Runtime features (`-R`) are a separate list for mkfs.btrfs 6.x.
+                let (runtime, fs): (Vec<&String>, Vec<&String>) =
+                    b.features.iter().partition(|f| BTRFS_RUNTIME_FEATURES.contains(&f.as_str()));
+                if !fs.is_empty() {
+                    c = c.args(["-O", &fs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")]);
+                }
+                if !runtime.is_empty() {
+                    c = c.args(["-R", &runtime.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")]);
                 }
             }
             c.arg(device).args(extra)

@@ -121,14 +121,15 @@ pub fn parse_attrs(s: &str) -> Result<u64> {
 }
 
 /// Add one partition to the table on `dev`.
-pub fn add_partition(dev: &Path, table: TableType, lss: u64, p: &NewPartition) -> Result<()> {
+/// `node` is the partition's device path (used to number it in the sfdisk case).
+pub fn add_partition(dev: &Path, node: &Path, table: TableType, lss: u64, p: &NewPartition) -> Result<()> {
     match table {
-        TableType::Gpt => add_gpt(dev, lss, p),
+        TableType::Gpt => add_gpt(dev, node, lss, p),
         TableType::Msdos => add_mbr(dev, lss, p),
     }
 }
 
-fn add_gpt(dev: &Path, lss: u64, p: &NewPartition) -> Result<()> {
+fn add_gpt(dev: &Path, node: &Path, lss: u64, p: &NewPartition) -> Result<()> {
     let file = open_rw(dev)?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
@@ -139,7 +140,7 @@ fn add_gpt(dev: &Path, lss: u64, p: &NewPartition) -> Result<()> {
         disk.partitions().iter().filter(|(_, x)| x.is_used()).map(|(k, v)| (*k, v.clone())).collect();
     if p.number as usize != parts.len() + 1 || parts.keys().enumerate().any(|(i, k)| *k as usize != i + 1) {
         drop(disk);
-        return add_gpt_sfdisk(dev, p);
+        return add_gpt_sfdisk(dev, node, p);
     }
     let type_guid = gpt::partition_types::Type::from_str(&p.type_id)
         .map_err(|e| anyhow!("the partition type {} is not a GUID: {e}", p.type_id))?;
@@ -175,9 +176,12 @@ fn add_gpt(dev: &Path, lss: u64, p: &NewPartition) -> Result<()> {
     Ok(())
 }
 
-/// The gap case (see the module docs): `sfdisk -N NUMBER` with a one-line script.
-fn add_gpt_sfdisk(dev: &Path, p: &NewPartition) -> Result<()> {
-    let mut line = format!("start={}, size={}, type={}", p.start, p.size, p.type_id);
+/// The gap case (see the module docs): dump the table with `sfdisk -d`, add
+/// a line named after the partition node (sfdisk numbers a partition from
+/// its node name, `-N` would take the next free number), write it back.
+fn add_gpt_sfdisk(dev: &Path, node: &Path, p: &NewPartition) -> Result<()> {
+    let mut script = Cmd::new("sfdisk").arg("-d").arg(dev).read()?;
+    let mut line = format!("{} : start={}, size={}, type={}", node.display(), p.start, p.size, p.type_id);
     if let Some(u) = &p.uuid {
         line += &format!(", uuid={u}");
     }
@@ -187,11 +191,8 @@ fn add_gpt_sfdisk(dev: &Path, p: &NewPartition) -> Result<()> {
     if let Some(a) = &p.attrs {
         line += &format!(", attrs=\"{a}\"");
     }
-    Cmd::new("sfdisk")
-        .args(["--no-reread", "--no-tell-kernel", "-q", "-N", &p.number.to_string()])
-        .arg(dev)
-        .stdin(format!("{line}\n"))
-        .run()
+    script += &format!("{line}\n");
+    Cmd::new("sfdisk").args(["--no-reread", "--no-tell-kernel", "-q"]).arg(dev).stdin(script).run()
 }
 
 fn add_mbr(dev: &Path, lss: u64, p: &NewPartition) -> Result<()> {
@@ -214,6 +215,13 @@ fn add_mbr(dev: &Path, lss: u64, p: &NewPartition) -> Result<()> {
         PartitionKind::Primary | PartitionKind::Extended => {
             if !(1..=4).contains(&p.number) {
                 bail!("MBR primary/extended partition number {} must be 1-4", p.number);
+            }
+            if p.kind == PartitionKind::Extended {
+                // The first EBR goes at the start of the extended partition:
+                // old data there must not read as a chain of logical partitions.
+                use std::io::{Seek, SeekFrom, Write};
+                file.seek(SeekFrom::Start(p.start * lss))?;
+                file.write_all(&vec![0u8; lss as usize])?;
             }
             mbr[p.number as usize] = entry;
         }

@@ -173,7 +173,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let ask = |name: &str| ask_passphrase(name);
     let quiet = ctx.verbosity < 0 || ctx.json;
     let progress = |i: usize, n: usize, op: &plan::Operation| {
-        tracing::info!("[{}/{n}] {op}", i + 1);
+        tracing::debug!("[{}/{n}] {op}", i + 1);
         if !quiet {
             eprintln!("[{}/{n}] {op}", i + 1);
         }
