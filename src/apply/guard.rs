@@ -23,7 +23,7 @@ impl Undo {
         match self {
             Undo::Umount(p) => Cmd::new("umount").arg(p).run(),
             Undo::CloseLuks(n) => Cmd::new("cryptsetup").args(["close", n]).run(),
-            Undo::DeactivateVg(n) => Cmd::new("lvm").args(["vgchange", "-an", n]).run(),
+            Undo::DeactivateVg(n) => crate::apply::lvm::lvm_cmd().args(["vgchange", "-an", n]).run(),
             Undo::StopRaid(p) => Cmd::new("mdadm").arg("--stop").arg(p).run(),
         }
     }

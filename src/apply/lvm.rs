@@ -16,6 +16,11 @@ use serde::Deserialize;
 
 use crate::cmd::Cmd;
 
+/// `lvm` (all LVM commands go through it), quiet about descriptors it inherits.
+pub fn lvm_cmd() -> Cmd {
+    Cmd::new("lvm").env("LVM_SUPPRESS_FD_WARNINGS", "1")
+}
+
 #[derive(Debug, Clone)]
 pub struct PvState {
     pub device: PathBuf,
@@ -63,7 +68,7 @@ struct PvRow {
 
 /// Where each PV's data area starts and how big the device is, as LVM sees it.
 pub fn pv_geometry(devices: &[PathBuf]) -> Result<Vec<(u64, u64)>> {
-    let out = Cmd::new("lvm")
+    let out = crate::apply::lvm::lvm_cmd()
         .args(["pvs", "--reportformat", "json", "--units", "s", "--nosuffix", "-o", "pv_name,pe_start,dev_size"])
         .args(devices)
         .read()?;
@@ -200,7 +205,7 @@ impl VgState {
     pub fn restore(&mut self, dir: &Path) -> Result<()> {
         let file = dir.join(format!("{}.vg", self.name));
         std::fs::write(&file, self.metadata()).with_context(|| format!("writing {}", file.display()))?;
-        Cmd::new("lvm").args(["vgcfgrestore", "--file"]).arg(&file).arg(&self.name).run()?;
+        crate::apply::lvm::lvm_cmd().args(["vgcfgrestore", "--file"]).arg(&file).arg(&self.name).run()?;
         self.seqno += 1;
         Ok(())
     }

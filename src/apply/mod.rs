@@ -156,7 +156,7 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             st.teardown.push(Undo::CloseLuks(block.clone()));
             wait_for(&[mapper.clone()], Duration::from_secs(20))
         }
-        CreatePv { device, uuid, .. } => Cmd::new("lvm")
+        CreatePv { device, uuid, .. } => crate::apply::lvm::lvm_cmd()
             .args(["pvcreate", "--yes", "-ff", "--uuid", uuid, "--norestorefile"])
             .arg(device)
             .run(),
@@ -175,10 +175,10 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             state.restore(st.work.path())
         }
         ActivateVg { name } => {
-            Cmd::new("lvm").args(["vgchange", "-ay", name]).run()?;
+            crate::apply::lvm::lvm_cmd().args(["vgchange", "-ay", name]).run()?;
             st.teardown.push(Undo::DeactivateVg(name.clone()));
             if !udev_running() {
-                Cmd::new("lvm").args(["vgmknodes", name]).run()?;
+                crate::apply::lvm::lvm_cmd().args(["vgmknodes", name]).run()?;
             }
             let devs: Vec<PathBuf> = plan
                 .operations

@@ -199,7 +199,7 @@ pub fn teardown_target(target_root: &Path, layout: Option<&Layout>) -> Result<Ve
         for vg in &l.lvm_vgs {
             let prefix = format!("{}-", vg.name.replace('-', "--"));
             if dm_names.iter().any(|n| n.starts_with(&prefix)) {
-                Cmd::new("lvm").args(["vgchange", "-an", &vg.name]).run()?;
+                crate::apply::lvm::lvm_cmd().args(["vgchange", "-an", &vg.name]).run()?;
                 done.push(format!("deactivated volume group {}", vg.name));
             }
         }
