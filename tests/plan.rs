@@ -362,3 +362,68 @@ fn every_example_plans_onto_its_own_disks() {
         );
     }
 }
+
+/// A synthetic descriptor: 20 disks; 10 carry 10 ext4 partitions each, 10
+/// carry one PV each of a VG holding 100 xfs LVs: 200 volumes, all mounted.
+fn big_layout() -> Layout {
+    use std::fmt::Write;
+    let mut t = String::from("version = 1\n[host]\nhostname = \"big\"\nfirmware = \"bios\"\n");
+    let gib = 1u64 << 30;
+    for d in 0..20 {
+        let _ = write!(t, "[[disk]]\nname = \"sd{d}\"\npath = \"/dev/sd{d}\"\nserial = \"SER{d}\"\nsize = {}\ntable = \"gpt\"\n", 100 * gib);
+    }
+    for d in 0..10 {
+        for p in 1..=10u64 {
+            let start = 2048 + (p - 1) * 8 * gib / 512;
+            let _ = write!(
+                t,
+                "[[partition]]\nname = \"sd{d}p{p}\"\ndisk = \"sd{d}\"\nnumber = {p}\nstart = {start}\nsize = {}\ntype = \"0FC63DAF-8483-4772-8E79-3D69D8477DE4\"\n",
+                8 * gib / 512
+            );
+            let _ = write!(t, "[[filesystem]]\ndevice = \"sd{d}p{p}\"\ntype = \"ext4\"\nuuid = \"00000000-0000-4000-8000-{d:06}{p:06}\"\nused-bytes = 1000000\n");
+            let _ = write!(t, "[[mount]]\npath = \"/data/{d}/{p}\"\ndevice = \"sd{d}p{p}\"\nsource = \"UUID=00000000-0000-4000-8000-{d:06}{p:06}\"\n");
+        }
+    }
+    for d in 10..20 {
+        let _ = write!(
+            t,
+            "[[partition]]\nname = \"sd{d}p1\"\ndisk = \"sd{d}\"\nnumber = 1\nstart = 2048\nsize = {}\ntype = \"E6D6D379-F507-44C2-A23C-238F2A3DF928\"\n",
+            100 * gib / 512 - 2048 - 34
+        );
+        let _ = write!(t, "[[lvm-pv]]\ndevice = \"sd{d}p1\"\nuuid = \"PV{d}\"\nvg = \"vg\"\n");
+    }
+    let _ = write!(t, "[[lvm-vg]]\nname = \"vg\"\nuuid = \"VG\"\nextent-size = 4194304\n");
+    for v in 0..100 {
+        let _ = write!(t, "[[lvm-lv]]\nvg = \"vg\"\nname = \"lv{v}\"\nuuid = \"LV{v}\"\nsize = {}\n", 9 * gib);
+        let _ = write!(t, "[[filesystem]]\ndevice = \"vg/lv{v}\"\ntype = \"xfs\"\nuuid = \"11111111-0000-4000-8000-{v:012}\"\nused-bytes = 1000000\n");
+        let _ = write!(t, "[[mount]]\npath = \"/lv/{v}\"\ndevice = \"vg/lv{v}\"\nsource = \"/dev/mapper/vg-lv{v}\"\n");
+    }
+    Layout::from_toml(&t).unwrap()
+}
+
+/// Benchmark: planning 20 disks and 200 volumes (onto larger disks, so every
+/// disk and the VG are resized) takes milliseconds. Prints the time.
+#[test]
+fn bench_plan_20_disks_200_volumes() {
+    let l = big_layout();
+    assert_eq!(l.filesystems.len(), 200);
+    let inv = Inventory {
+        disks: (0..20)
+            .map(|d| {
+                let mut p = disk(&format!("vd{d}"), 120 * GIB);
+                p.serial = Some(format!("SER{d}"));
+                p
+            })
+            .collect(),
+    };
+    let runs = 20;
+    let start = std::time::Instant::now();
+    let mut ops = 0;
+    for _ in 0..runs {
+        let p = plan::build(&l, &inv, &opts()).unwrap();
+        ops = p.operations.len();
+    }
+    let per = start.elapsed() / runs;
+    println!("planning 20 disks, 200 volumes ({ops} operations): {per:?} per plan");
+    assert!(per < std::time::Duration::from_secs(1), "planning took {per:?}");
+}
