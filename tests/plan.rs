@@ -1,6 +1,8 @@
 //! Planning and disk mapping as data, on the example descriptors with made-up
 //! inventories: nothing here touches a device.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -336,7 +338,7 @@ fn luks_lvm_plan_opens_before_the_volume_group() {
     let l = layout("luks2-lvm.toml");
     let inv = Inventory { disks: vec![disk("vda", l.disks[0].size)] };
     let p = plan::build(&l, &inv, &opts()).unwrap();
-    let idx = |f: &dyn Fn(&Operation) -> bool| p.operations.iter().position(|o| f(o)).unwrap();
+    let idx = |f: &dyn Fn(&Operation) -> bool| p.operations.iter().position(f).unwrap();
     let open = idx(&|o| matches!(o, Operation::OpenLuks { .. }));
     let pv = idx(&|o| matches!(o, Operation::CreatePv { device, .. } if device == Path::new("/dev/mapper/cryptroot")));
     let act = idx(&|o| matches!(o, Operation::ActivateVg { .. }));

@@ -28,11 +28,14 @@ pub enum LuksKey {
     Bytes(Vec<u8>),
 }
 
+/// Asks a person for the key of the named LUKS volume.
+pub type KeyPrompt<'a> = &'a dyn Fn(&str) -> Result<Vec<u8>>;
+
 pub struct ApplyOptions<'a> {
     /// LUKS mapper name -> key.
     pub luks_keys: BTreeMap<String, PathBuf>,
     /// Asked for a LUKS key that has no file (interactive prompt); `None`: fail.
-    pub ask_key: Option<&'a dyn Fn(&str) -> Result<Vec<u8>>>,
+    pub ask_key: Option<KeyPrompt<'a>>,
     /// Called before each operation (index from 0, total).
     pub progress: &'a dyn Fn(usize, usize, &Operation),
 }
@@ -122,7 +125,7 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             c = c.args(spares);
             c.run()?;
             st.teardown.push(Undo::StopRaid(device.clone()));
-            wait_for(&[device.clone()], Duration::from_secs(20))
+            wait_for(std::slice::from_ref(device), Duration::from_secs(20))
         }
         CreateLuks { block, device, version, uuid, cipher, key_size, hash, pbkdf, label, subsystem, sector_size, offset } => {
             let mut c = Cmd::new("cryptsetup")
@@ -154,7 +157,7 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             let c = Cmd::new("cryptsetup").arg("open");
             with_key(c, block, opts)?.arg(device).arg(block).run()?;
             st.teardown.push(Undo::CloseLuks(block.clone()));
-            wait_for(&[mapper.clone()], Duration::from_secs(20))
+            wait_for(std::slice::from_ref(mapper), Duration::from_secs(20))
         }
         CreatePv { device, uuid, .. } => crate::apply::lvm::lvm_cmd()
             .args(["pvcreate", "--yes", "-ff", "--uuid", uuid, "--norestorefile"])
@@ -440,4 +443,45 @@ pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf])
 /// close the LUKS mappings, VGs and MD arrays the descriptor names.
 pub fn umount_all(target_root: &Path, layout: Option<&Layout>) -> Result<Vec<String>> {
     teardown_target(target_root, layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs_of(layout: &str, device: &str) -> Filesystem {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts").join(layout);
+        let l = Layout::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        l.filesystem_on(device).cloned().unwrap_or_else(|| panic!("no filesystem on {device}"))
+    }
+
+    #[test]
+    fn mkfs_lines_carry_the_recorded_identity_and_options() {
+        let dev = Path::new("/dev/x");
+        let ext = fs_of("bios-gpt-ext4.toml", "vda2");
+        let c = mkfs_command(dev, ext.size.unwrap_or(0), &ext, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        assert!(c.starts_with("mkfs.ext4 -F -q -U 8e5b7f0a-3c4d-4e6f-9a1b-2c3d4e5f6a7b -L root -b 4096 -I 256 -i 16384 -m 5 -O none,has_journal,"), "{c}");
+        assert!(c.ends_with(",metadata_csum /dev/x"), "{c}");
+
+        let xfs = fs_of("uefi-lvm-xfs.toml", "vg0/root");
+        let same = mkfs_command(dev, xfs.size.unwrap_or(0), &xfs, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        assert!(same.contains("-d agcount=4"), "{same}");
+        assert!(same.contains("-m uuid=0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d,crc=1,finobt=1,reflink=1,rmapbt=0,bigtime=1,inobtcount=1"), "{same}");
+        assert!(same.contains("-i size=512,sparse=1 ") && same.contains("-L root /dev/x"), "{same}");
+        // On a device of another size the geometry is left to mkfs.xfs.
+        let other = mkfs_command(dev, 1 << 40, &xfs, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        assert!(!other.contains("agcount"), "{other}");
+
+        let esp = fs_of("uefi-lvm-xfs.toml", "nvme0n1p1");
+        let c = mkfs_command(dev, 1 << 29, &esp, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        assert_eq!(c, "mkfs.vfat -F 32 -i 1A2B3C4D -n ESP /dev/x");
+
+        let b = fs_of("btrfs-subvolumes.toml", "vda2");
+        let c = mkfs_command(dev, 1 << 34, &b, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        assert_eq!(
+            c,
+            "mkfs.btrfs -f -U b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e -L system -d single -m dup -n 16384 -s 4096 \
+             -O extref,skinny-metadata,no-holes -R free-space-tree /dev/x"
+        );
+    }
 }

@@ -95,7 +95,7 @@ fn parse_signature(s: &str) -> Result<[u8; 4]> {
 pub fn parse_attrs(s: &str) -> Result<u64> {
     let mut bits = 0u64;
     let mut guid_mode = false;
-    for tok in s.split(|c: char| c == ' ' || c == ',').filter(|t| !t.is_empty()) {
+    for tok in s.split([' ', ',']).filter(|t| !t.is_empty()) {
         let num = if let Some(rest) = tok.strip_prefix("GUID:") {
             guid_mode = true;
             Some(rest)

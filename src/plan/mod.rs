@@ -61,6 +61,8 @@ pub struct PvRef {
 /// onto; `block` fields are the descriptor's block ids.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
+// Operations are few (hundreds) and read more than moved: no boxing.
+#[allow(clippy::large_enum_variant)]
 pub enum Operation {
     /// Deactivate what is stacked on the disk (mounts under the target root,
     /// swap, LVM, LUKS, MD) and erase every signature on it and its partitions.

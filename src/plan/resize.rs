@@ -343,7 +343,7 @@ fn fit_vg(layout: &Layout, vg: &str, extent: u64, sizes: &mut BTreeMap<String, u
                 let new_res = (total as i64 + delta).max(0) as u64;
                 let mut given = 0;
                 for &i in &resizable {
-                    new_ext[i] = if total == 0 { 0 } else { old_ext[i] * new_res / total };
+                    new_ext[i] = (old_ext[i] * new_res).checked_div(total).unwrap_or(0);
                     given += new_ext[i];
                 }
                 let last = *resizable.last().unwrap_or(&0);
@@ -354,10 +354,10 @@ fn fit_vg(layout: &Layout, vg: &str, extent: u64, sizes: &mut BTreeMap<String, u
     let need: u64 = new_ext.iter().sum();
     if need > new_total || new_ext.iter().zip(&old_ext).any(|(n, o)| *n == 0 && *o > 0) {
         return Err(input_error(format!(
-            "volume group {vg} does not fit: its logical volumes need {} but the physical volumes would offer {}; {} missing",
-            human_bytes(old_ext.iter().filter(|_| true).sum::<u64>().min(used) * extent),
+            "volume group {vg} does not fit: its logical volumes need {} but its physical volumes would offer {}: {} missing",
+            human_bytes(need.max(used) * extent),
             human_bytes(new_total * extent),
-            human_bytes(used.saturating_sub(new_total) * extent)
+            human_bytes(need.max(used).saturating_sub(new_total) * extent)
         )));
     }
     for (i, lv) in lvs.iter().enumerate() {
