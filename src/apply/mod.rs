@@ -104,7 +104,8 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
                 .args(["--run", "--force", "--metadata", metadata, "--level", level])
                 .arg(format!("--raid-devices={raid_devices}"))
                 .arg(format!("--uuid={uuid}"));
-            if let Some(n) = array_name {
+            // 0.90 superblocks have no name.
+            if let Some(n) = array_name.as_ref().filter(|_| metadata.starts_with('1')) {
                 c = c.arg(format!("--name={n}"));
             }
             if let Some(k) = chunk {

@@ -231,7 +231,17 @@ pub fn map_disks(
                     .unwrap_or_default()
             )
         } else {
-            "no unused disk is present".to_string()
+            let busy: Vec<String> = inv
+                .disks
+                .iter()
+                .filter(|p| !p.busy.is_empty())
+                .map(|p| format!("{}: {}", p.path.display(), p.busy.join(", ")))
+                .collect();
+            if busy.is_empty() {
+                "no unused disk is present".to_string()
+            } else {
+                format!("no unused disk is present (in use: {})", busy.join("; "))
+            }
         };
         problem.missing.push((d.name.clone(), why));
     }
