@@ -1,9 +1,10 @@
 //! Inside a guest VM (qemu TCG, Debian kernel with dm, md, dm-crypt; udev
 //! running): the MD RAID1, UEFI/LVM/XFS and LUKS2+LVM example descriptors are
 //! recovered with `rescue recover --layout-only` onto blank disks, captured
-//! with `savelayout`, torn down with `--umount`; then each capture is
+//! with `savelayout` and left mounted and active; then each capture is
 //! recovered again over the result of the first run (so the nested wipe of
-//! active MD/LUKS/LVM is exercised) and captured again.
+//! mounted filesystems and active MD/LUKS/LVM is exercised), captured again
+//! and torn down with `--umount`.
 //!
 //! Checked on the host: every identity of the example (partition GUIDs and
 //! geometry, MD UUID/level/metadata/name, LUKS UUID/cipher/key size/offset,
@@ -60,9 +61,9 @@ fn fstab(l: &Layout) -> String {
 const RUN_SH: &str = r#"
 set -u
 fail=0
-# run NAME LAYOUT OUTNAME OLD=DEV...
+# run NAME LAYOUT OUTNAME keep|umount OLD=DEV...
 run() {
-  local name=$1 layout=$2 out=$3; shift 3
+  local name=$1 layout=$2 out=$3 end=$4; shift 4
   local maps=() disks=() m
   for m in "$@"; do maps+=(--map "$m"); disks+=(--disk "${m#*=}"); done
   echo "== $out: recover $layout ${maps[*]}"
@@ -75,6 +76,8 @@ run() {
   if ! /job/rescue savelayout "${disks[@]}" --root /mnt/$name -o "$OUT/$out.toml" >"$OUT/$out.save.log" 2>&1; then
     echo "savelayout $out failed:"; cat "$OUT/$out.save.log"; fail=1
   fi
+  # Round one leaves everything mounted and active: round two must take it down itself.
+  if [ "$end" = keep ]; then return; fi
   if ! /job/rescue recover --umount --layout "$layout" --target-root /mnt/$name >"$OUT/$out.umount.log" 2>&1; then
     echo "umount $out failed:"; cat "$OUT/$out.umount.log"; fail=1
   fi
@@ -157,12 +160,12 @@ fn md_lvm_luks_recovered_and_recaptured_in_a_guest() {
         std::fs::copy(root().join("layouts").join(file), job.join(file)).unwrap();
         std::fs::write(job.join(format!("{name}.fstab")), fstab(&l)).unwrap();
         let maps: Vec<String> = disks.iter().map(|(old, n)| format!("{old}=$DISK{n}")).collect();
-        script += &format!("run {name} /job/{file} {name}-1 {}\n", maps.join(" "));
+        script += &format!("run {name} /job/{file} {name}-1 keep {}\n", maps.join(" "));
     }
     // Second round: the captures, over the first round's result.
     for (name, _, disks) in SCENARIOS {
         let maps: Vec<String> = disks.iter().map(|(_, n)| format!("$(basename $DISK{n})=$DISK{n}")).collect();
-        script += &format!("run {name} $OUT/{name}-1.toml {name}-2 {}\n", maps.join(" "));
+        script += &format!("run {name} $OUT/{name}-1.toml {name}-2 umount {}\n", maps.join(" "));
     }
     script += "exit $fail\n";
     std::fs::write(job.join("run.sh"), script).unwrap();

@@ -317,6 +317,16 @@ pub fn wait_for(paths: &[PathBuf], timeout: Duration) -> Result<()> {
 /// ext features that describe state rather than a choice made at mkfs time.
 const EXT_RUNTIME_FEATURES: &[&str] = &["needs_recovery", "journal_dev", "snapshot_bitmap"];
 
+/// A captured inode ratio is size / inode count, a little off the `-i`
+/// value it was made with (mke2fs rounds the inodes per group). Within 2 % of
+/// a power of two, that power of two is what was meant; passing the measured
+/// value instead would drift a little with every recovery.
+fn nice_inode_ratio(r: u64) -> u64 {
+    let p = r.max(1).next_power_of_two();
+    let near = [p / 2, p].into_iter().find(|&c| c > 0 && r.abs_diff(c) * 50 <= c);
+    near.unwrap_or(r)
+}
+
 /// Features `mkfs.btrfs` takes with `-R` rather than `-O`.
 const BTRFS_RUNTIME_FEATURES: &[&str] = &["free-space-tree", "quota"];
 
@@ -337,7 +347,7 @@ pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf])
                     c = c.args(["-I", &x.inode_size.to_string()]);
                 }
                 if let Some(r) = x.inode_ratio {
-                    c = c.args(["-i", &r.to_string()]);
+                    c = c.args(["-i", &nice_inode_ratio(r).to_string()]);
                 }
                 if let Some(m) = x.reserved_percent {
                     c = c.args(["-m", &m.to_string()]);
@@ -454,6 +464,15 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts").join(layout);
         let l = Layout::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
         l.filesystem_on(device).cloned().unwrap_or_else(|| panic!("no filesystem on {device}"))
+    }
+
+    #[test]
+    fn inode_ratio_snaps_to_the_power_of_two_it_came_from() {
+        assert_eq!(nice_inode_ratio(16364), 16384);
+        assert_eq!(nice_inode_ratio(16332), 16384);
+        assert_eq!(nice_inode_ratio(16384), 16384);
+        assert_eq!(nice_inode_ratio(4100), 4096);
+        assert_eq!(nice_inode_ratio(12000), 12000);
     }
 
     #[test]
