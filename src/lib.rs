@@ -4,6 +4,7 @@
 //! from the running system); `workflow` holds the commands a user runs.
 
 pub mod apply;
+pub mod boot;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -15,3 +16,4 @@ pub mod plan;
 pub mod probe;
 pub mod util;
 pub mod workflow;
+
