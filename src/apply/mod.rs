@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd::Cmd;
-use crate::layout::{Filesystem, FsType, Layout};
+use crate::layout::{Filesystem, FsType};
 use crate::plan::{Operation, Plan};
 use guard::{TempMount, Teardown, Undo};
 
@@ -450,15 +450,11 @@ pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf])
     Ok(c)
 }
 
-/// Tear down a recovered tree: unmount everything under `target_root` and
-/// close the LUKS mappings, VGs and MD arrays the descriptor names.
-pub fn umount_all(target_root: &Path, layout: Option<&Layout>) -> Result<Vec<String>> {
-    teardown_target(target_root, layout)
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::Layout;
 
     fn fs_of(layout: &str, device: &str) -> Filesystem {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts").join(layout);

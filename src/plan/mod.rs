@@ -201,6 +201,11 @@ impl Plan {
     pub fn target_disks(&self) -> Vec<&Path> {
         self.mapping.iter().map(|m| m.device.as_path()).collect()
     }
+
+    /// Recorded block id -> device path now, as strings (what `boot::DeviceMap` takes).
+    pub fn device_paths(&self) -> BTreeMap<String, String> {
+        self.devices.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect()
+    }
 }
 
 /// The LV's device-mapper path (`/dev/mapper/vg-root`, dashes doubled).
