@@ -33,8 +33,11 @@ fn harness() -> PathBuf {
     p
 }
 
-/// (scenario, descriptor in layouts/, recorded disk -> harness disk number)
-const SCENARIOS: &[(&str, &str, &[(&str, u32)])] = &[
+/// Recorded disk -> harness disk number (`DISKn` in the guest).
+type DiskMap = &'static [(&'static str, u32)];
+
+/// (scenario, descriptor in layouts/, disks)
+const SCENARIOS: &[(&str, &str, DiskMap)] = &[
     ("md", "md-raid1-ext4.toml", &[("sda", 1), ("sdb", 2)]),
     ("lvm", "uefi-lvm-xfs.toml", &[("nvme0n1", 3)]),
     ("luks", "luks2-lvm.toml", &[("vda", 4)]),
