@@ -429,3 +429,29 @@ fn bench_plan_20_disks_200_volumes() {
     println!("planning 20 disks, 200 volumes ({ops} operations): {per:?} per plan");
     assert!(per < std::time::Duration::from_secs(1), "planning took {per:?}");
 }
+
+#[test]
+fn a_4k_sector_target_gets_converted_geometry_and_sector_size() {
+    let l = layout("luks2-lvm.toml");
+    let mut d = disk("sdb", l.disks[0].size);
+    d.logical_sector_size = 4096;
+    let inv = Inventory { disks: vec![d] };
+    let mut o = opts();
+    o.map.insert("vda".into(), "sdb".into());
+    let p = plan::build(&l, &inv, &o).unwrap();
+    let got = parts(&p);
+    // Same bytes, counted in 4096-byte sectors.
+    assert_eq!((got["vda1"].1, got["vda1"].2), (256, 256));
+    assert_eq!((got["vda2"].1, got["vda2"].2), (512, 131072));
+    // The last partition ends inside the smaller 4Kn backup area.
+    assert!(got["vda3"].1 + got["vda3"].2 <= l.disks[0].size / 4096 - 5);
+    let boot = p
+        .operations
+        .iter()
+        .find_map(|o| match o {
+            Operation::MakeFilesystem { block, sector_size, same_size, .. } if block == "vda2" => Some((*sector_size, *same_size)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(boot, (4096, true));
+}

@@ -194,8 +194,8 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
                 .collect();
             wait_for(&devs, Duration::from_secs(20))
         }
-        MakeFilesystem { device, device_size, filesystem, extra_devices, .. } => {
-            mkfs_command(device, *device_size, filesystem, extra_devices)?.run()
+        MakeFilesystem { device, same_size, sector_size, filesystem, extra_devices, .. } => {
+            mkfs_command(device, filesystem, extra_devices, *same_size, *sector_size)?.run()
         }
         MakeSwap { device, uuid, label, .. } => {
             let mut c = Cmd::new("mkswap").arg("-f");
@@ -330,9 +330,11 @@ fn nice_inode_ratio(r: u64) -> u64 {
 /// Features `mkfs.btrfs` takes with `-R` rather than `-O`.
 const BTRFS_RUNTIME_FEATURES: &[&str] = &["free-space-tree", "quota"];
 
-/// The mkfs command line for a recorded filesystem on a device of `size` bytes.
-pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf]) -> Result<Cmd> {
-    let same_size = f.size.is_some_and(|s| s == size);
+/// The mkfs command line for a recorded filesystem. `same_size`: the device
+/// keeps its recorded size (recorded xfs geometry applies); `sector_size`: the
+/// logical sector size under it (block and sector sizes cannot be smaller).
+pub fn mkfs_command(device: &Path, f: &Filesystem, extra: &[PathBuf], same_size: bool, sector_size: u64) -> Result<Cmd> {
+    let at_least = |v: u32| u64::from(v).max(sector_size).to_string();
     let c = match f.fstype {
         FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => {
             let mut c = Cmd::new(format!("mkfs.{}", f.fstype)).args(["-F", "-q", "-U", &f.uuid]);
@@ -341,7 +343,7 @@ pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf])
             }
             if let Some(x) = &f.ext {
                 if x.block_size > 0 {
-                    c = c.args(["-b", &x.block_size.to_string()]);
+                    c = c.args(["-b", &at_least(x.block_size)]);
                 }
                 if x.inode_size > 0 {
                     c = c.args(["-I", &x.inode_size.to_string()]);
@@ -376,10 +378,10 @@ pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf])
                     meta.push("finobt=0".into());
                 }
                 if x.block_size > 0 {
-                    c = c.args(["-b", &format!("size={}", x.block_size)]);
+                    c = c.args(["-b", &format!("size={}", at_least(x.block_size))]);
                 }
                 if x.sector_size > 0 {
-                    c = c.args(["-s", &format!("size={}", x.sector_size)]);
+                    c = c.args(["-s", &format!("size={}", at_least(x.sector_size))]);
                 }
                 let mut inode = Vec::new();
                 if x.inode_size > 0 {
@@ -432,7 +434,7 @@ pub fn mkfs_command(device: &Path, size: u64, f: &Filesystem, extra: &[PathBuf])
                     c = c.args(["-n", &n.to_string()]);
                 }
                 if let Some(s) = b.sector_size {
-                    c = c.args(["-s", &s.to_string()]);
+                    c = c.args(["-s", &at_least(s)]);
                 }
                 // Runtime features (`-R`) are a separate list for mkfs.btrfs 6.x.
                 let (runtime, fs): (Vec<&String>, Vec<&String>) =
@@ -475,25 +477,31 @@ mod tests {
     fn mkfs_lines_carry_the_recorded_identity_and_options() {
         let dev = Path::new("/dev/x");
         let ext = fs_of("bios-gpt-ext4.toml", "vda2");
-        let c = mkfs_command(dev, ext.size.unwrap_or(0), &ext, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let c = mkfs_command(dev, &ext, &[], true, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert!(c.starts_with("mkfs.ext4 -F -q -U 8e5b7f0a-3c4d-4e6f-9a1b-2c3d4e5f6a7b -L root -b 4096 -I 256 -i 16384 -m 5 -O none,has_journal,"), "{c}");
         assert!(c.ends_with(",metadata_csum /dev/x"), "{c}");
 
         let xfs = fs_of("uefi-lvm-xfs.toml", "vg0/root");
-        let same = mkfs_command(dev, xfs.size.unwrap_or(0), &xfs, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let same = mkfs_command(dev, &xfs, &[], true, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert!(same.contains("-d agcount=4"), "{same}");
         assert!(same.contains("-m uuid=0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d,crc=1,finobt=1,reflink=1,rmapbt=0,bigtime=1,inobtcount=1"), "{same}");
         assert!(same.contains("-i size=512,sparse=1 ") && same.contains("-L root /dev/x"), "{same}");
         // On a device of another size the geometry is left to mkfs.xfs.
-        let other = mkfs_command(dev, 1 << 40, &xfs, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let other = mkfs_command(dev, &xfs, &[], false, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert!(!other.contains("agcount"), "{other}");
+        // On a 4Kn disk, block and sector sizes are at least 4096.
+        let boot = fs_of("luks2-lvm.toml", "vda2");
+        let c = mkfs_command(dev, &boot, &[], true, 4096).unwrap_or_else(|e| panic!("{e:#}")).display();
+        assert!(c.contains("-b 4096"), "{c}");
+        let c = mkfs_command(dev, &xfs, &[], true, 4096).unwrap_or_else(|e| panic!("{e:#}")).display();
+        assert!(c.contains("-s size=4096"), "{c}");
 
         let esp = fs_of("uefi-lvm-xfs.toml", "nvme0n1p1");
-        let c = mkfs_command(dev, 1 << 29, &esp, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let c = mkfs_command(dev, &esp, &[], true, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert_eq!(c, "mkfs.vfat -F 32 -i 1A2B3C4D -n ESP /dev/x");
 
         let b = fs_of("btrfs-subvolumes.toml", "vda2");
-        let c = mkfs_command(dev, 1 << 34, &b, &[]).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let c = mkfs_command(dev, &b, &[], true, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert_eq!(
             c,
             "mkfs.btrfs -f -U b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e -L system -d single -m dup -n 16384 -s 4096 \

@@ -145,6 +145,10 @@ pub enum Operation {
         device: PathBuf,
         /// Size of the device it is made on, bytes.
         device_size: u64,
+        /// The device keeps its recorded size: recorded geometry (xfs AG count, log size) applies.
+        same_size: bool,
+        /// Largest logical sector size of the disks under it (block sizes cannot be smaller).
+        sector_size: u64,
         filesystem: Filesystem,
         /// Devices of a multi-device btrfs besides `device`.
         #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -508,15 +512,21 @@ pub fn build_with_mapping(
     for f in &layout.filesystems {
         let dev = devices[&f.device].clone();
         let size = sizes.get(&f.device).copied().unwrap_or(0);
-        let mut fs = f.clone();
-        if fs.size.is_some() && fs.size != Some(size) && resize::recorded_size(layout, &f.device) != Some(size) {
-            resized.push(Resized { block: f.device.clone(), recorded_size: fs.size.unwrap_or(0), new_size: size });
-        }
-        fs.size = Some(size);
+        let same_size = resize::recorded_size(layout, &f.device) == Some(size);
+        let sector_size = layout
+            .disks_under(&f.device)
+            .iter()
+            .filter_map(|d| mapping.iter().find(|m| &m.recorded == d))
+            .map(|m| m.logical_sector_size)
+            .max()
+            .unwrap_or(512);
+        let fs = f.clone();
         ops.push(Operation::MakeFilesystem {
             block: f.device.clone(),
             device: dev.clone(),
             device_size: size,
+            same_size,
+            sector_size,
             extra_devices: f.extra_devices.iter().filter_map(|d| devices.get(d).cloned()).collect(),
             filesystem: fs,
         });
