@@ -455,3 +455,17 @@ fn a_4k_sector_target_gets_converted_geometry_and_sector_size() {
         .unwrap();
     assert_eq!(boot, (4096, true));
 }
+
+#[test]
+fn recover_config_keys() {
+    let c = rescue::config::Config::from_toml(
+        "[recover]\nresize = \"proportional\"\nunattended-proceed = true\nluks-keys = { cryptroot = \"/etc/rescue/k\" }\n[mapping]\nsda = \"/dev/vdb\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.recover.resize, ResizePolicy::Proportional);
+    assert!(c.recover.unattended_proceed);
+    assert_eq!(c.recover.luks_keys["cryptroot"], PathBuf::from("/etc/rescue/k"));
+    assert_eq!(rescue::config::Config::default().recover.resize, ResizePolicy::Last);
+    let e = rescue::config::Config::from_toml("[recover]\nresize = \"biggest\"\n").unwrap_err();
+    assert_eq!(rescue::error::exit_code_for(&e), 2);
+}
