@@ -443,3 +443,33 @@ fn plan_changes_nothing_and_failures_report_and_clean_up() {
     let l = Layout::load(&good).unwrap();
     check_identities(&l, &disk, &plan_for(&l, "vda", &disk, &root));
 }
+
+#[test]
+fn unattended_proceeds_only_when_the_config_says_so() {
+    require_root();
+    require_tools(TOOLS);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let disk = LoopDisk::new(dir, "u", 512);
+    let root = dir.join("root");
+    let _unmount = Unmounter(vec![root.clone()]);
+    let good = fixture("gpt-ext4.toml");
+    let run = |cfg: &str| {
+        let path = dir.join("u.toml");
+        std::fs::write(&path, format!("log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n{cfg}", dir.display())).unwrap();
+        Command::new(rescue_bin())
+            .arg("--config")
+            .arg(&path)
+            .args(["recover", "--layout", good.to_str().unwrap(), "--layout-only", "--unattended"])
+            .args(["--map", &format!("vda={}", disk.dev), "--target-root", root.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run("");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unattended-proceed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(blkid(&disk.dev).is_empty(), "a refused run wrote to the disk");
+    let out = run("[recover]\nunattended-proceed = true\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(blkid(&format!("{}p2", disk.dev)).get("LABEL").map(String::as_str), Some("root"));
+}
