@@ -54,6 +54,9 @@ pub enum Command {
     /// Compare the system with the saved descriptor (exit 0 same, 1 changed, 2 error).
     #[command(after_long_help = workflow::checklayout::EXAMPLES)]
     Checklayout(workflow::checklayout::Args),
+    /// Recreate the recorded storage on this machine's disks (--plan shows it, --layout-only builds and mounts it).
+    #[command(after_long_help = workflow::recover::EXAMPLES)]
+    Recover(workflow::recover::Args),
     /// Show the effective configuration and what rescue finds on this system.
     #[command(after_long_help = workflow::dump::EXAMPLES)]
     Dump(workflow::dump::Args),
@@ -120,6 +123,7 @@ fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Savelayout(_) => "savelayout",
         Command::Checklayout(_) => "checklayout",
+        Command::Recover(_) => "recover",
         Command::Dump(_) => "dump",
         Command::Layout(_) => "layout",
         Command::Completions { .. } => "completions",
@@ -131,6 +135,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Savelayout(a) => workflow::savelayout::run(ctx, a),
         Command::Checklayout(a) => workflow::checklayout::run(ctx, a),
+        Command::Recover(a) => workflow::recover::run(ctx, a),
         Command::Dump(a) => workflow::dump::run(ctx, a),
         Command::Layout(c) => workflow::layoutcmd::run(ctx, c),
         Command::Completions { shell } => {

@@ -62,11 +62,23 @@ pub struct BackupConfig {
 pub struct RecoverConfig {
     /// Where the recreated filesystems are mounted during recovery.
     pub target_root: PathBuf,
+    /// How partitions follow a disk of another size: `last` (the last
+    /// resizable partition takes the difference) or `proportional`.
+    pub resize: crate::plan::ResizePolicy,
+    /// In unattended mode without `--yes`: whether recovery may overwrite the mapped disks.
+    pub unattended_proceed: bool,
+    /// LUKS mapper name -> key file, for unattended recovery of encrypted volumes.
+    pub luks_keys: BTreeMap<String, PathBuf>,
 }
 
 impl Default for RecoverConfig {
     fn default() -> Self {
-        Self { target_root: "/mnt/local".into() }
+        Self {
+            target_root: "/mnt/local".into(),
+            resize: crate::plan::ResizePolicy::Last,
+            unattended_proceed: false,
+            luks_keys: BTreeMap::new(),
+        }
     }
 }
 

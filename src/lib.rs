@@ -3,6 +3,7 @@
 //! The modules follow the data: `layout` (the descriptor) ← `probe` (capture
 //! from the running system); `workflow` holds the commands a user runs.
 
+pub mod apply;
 pub mod boot;
 pub mod cli;
 pub mod cmd;
@@ -10,6 +11,8 @@ pub mod config;
 pub mod error;
 pub mod layout;
 pub mod logging;
+pub mod inventory;
+pub mod plan;
 pub mod probe;
 pub mod util;
 pub mod workflow;

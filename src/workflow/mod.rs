@@ -4,4 +4,5 @@
 pub mod checklayout;
 pub mod dump;
 pub mod layoutcmd;
+pub mod recover;
 pub mod savelayout;

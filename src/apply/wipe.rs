@@ -1,0 +1,220 @@
+//! Clearing a disk before it is reused: unmount what an earlier attempt left
+//! under the target root, turn off swap, take down device-mapper (LVM, LUKS)
+//! and MD devices stacked on it (deepest first, wiping their signatures so
+//! nothing old reassembles), then erase every signature on its partitions and
+//! on the disk itself, and make the kernel forget the old partitions.
+
+use std::collections::BTreeSet;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Cmd;
+use crate::layout::Layout;
+
+/// A block device in sysfs: kernel name and `major:minor`.
+#[derive(Debug, Clone)]
+struct Node {
+    name: String,
+    devnum: String,
+    partition: bool,
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// The disk, its partitions and all holders, deepest first (holders before
+/// what they hold).
+fn tree(disk: &str) -> Vec<Node> {
+    fn visit(dir: &Path, name: &str, partition: bool, seen: &mut BTreeSet<String>, out: &mut Vec<Node>) {
+        if !seen.insert(name.to_string()) {
+            return;
+        }
+        if let Ok(rd) = std::fs::read_dir(dir.join("holders")) {
+            let mut hs: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            hs.sort();
+            for h in hs {
+                visit(&Path::new("/sys/class/block").join(&h), &h, false, seen, out);
+            }
+        }
+        if let Some(devnum) = read_trim(&dir.join("dev")) {
+            out.push(Node { name: name.to_string(), devnum, partition });
+        }
+    }
+    let sys = Path::new("/sys/block").join(disk);
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut parts: Vec<String> = std::fs::read_dir(&sys)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("partition").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    parts.sort();
+    for p in parts {
+        visit(&sys.join(&p), &p, true, &mut seen, &mut out);
+    }
+    visit(&sys, disk, false, &mut seen, &mut out);
+    out
+}
+
+struct MountLine {
+    devnum: String,
+    source: String,
+    target: PathBuf,
+}
+
+fn mountinfo() -> Result<Vec<MountLine>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            Some(MountLine {
+                devnum: f.get(2)?.to_string(),
+                source: f.get(sep + 2)?.replace("\\040", " "),
+                target: PathBuf::from(f.get(4)?.replace("\\040", " ")),
+            })
+        })
+        .collect())
+}
+
+fn devnum_of(path: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!("{}:{}", libc::major(m.rdev()), libc::minor(m.rdev())))
+}
+
+/// The kernel name of a disk path (`/dev/disk/by-id/...` resolved).
+fn kernel_name(dev: &Path) -> Result<String> {
+    let real = std::fs::canonicalize(dev).with_context(|| format!("resolving {}", dev.display()))?;
+    real.file_name().map(|n| n.to_string_lossy().into_owned()).with_context(|| format!("{} has no name", dev.display()))
+}
+
+/// Deactivate and unmount everything on the disk (only mounts under
+/// `target_root` may be undone; others are refused).
+pub fn deactivate_under(dev: &Path, target_root: &Path) -> Result<()> {
+    let name = kernel_name(dev)?;
+    let nodes = tree(&name);
+    let nums: BTreeSet<&str> = nodes.iter().map(|n| n.devnum.as_str()).collect();
+    let mut mounts: Vec<MountLine> = mountinfo()?
+        .into_iter()
+        .filter(|m| nums.contains(m.devnum.as_str()) || devnum_of(&m.source).is_some_and(|d| nums.contains(d.as_str())))
+        .collect();
+    if let Some(m) = mounts.iter().find(|m| !m.target.starts_with(target_root)) {
+        bail!(
+            "{} is in use: {} is mounted at {}; unmount it first (only mounts under {} are undone automatically)",
+            dev.display(),
+            m.source,
+            m.target.display(),
+            target_root.display()
+        );
+    }
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.target.as_os_str().len()));
+    for m in mounts {
+        Cmd::new("umount").arg(&m.target).run()?;
+    }
+    if let Ok(swaps) = std::fs::read_to_string("/proc/swaps") {
+        for s in swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()) {
+            if devnum_of(s).is_some_and(|d| nums.contains(d.as_str())) {
+                Cmd::new("swapoff").arg(s).run()?;
+            }
+        }
+    }
+    for n in nodes.iter().filter(|n| n.name != name && !n.partition) {
+        let path = format!("/dev/{}", n.name);
+        // Erase what is inside before taking the device down, so an old
+        // filesystem or PV inside cannot reappear on the new device.
+        let _ = Cmd::new("wipefs").args(["-a", "-q", &path]).run();
+        if n.name.starts_with("dm-") {
+            let dm = read_trim(&Path::new("/sys/block").join(&n.name).join("dm/name")).unwrap_or(n.name.clone());
+            Cmd::new("dmsetup").args(["remove", "--retry", &dm]).run()?;
+        } else if n.name.starts_with("md") {
+            Cmd::new("mdadm").args(["--stop", &path]).run()?;
+        }
+    }
+    Ok(())
+}
+
+/// The `Wipe` operation.
+pub fn wipe_disk(dev: &Path, target_root: &Path) -> Result<()> {
+    deactivate_under(dev, target_root)?;
+    let name = kernel_name(dev)?;
+    for n in tree(&name).iter().filter(|n| n.partition) {
+        let path = PathBuf::from(format!("/dev/{}", n.name));
+        if path.exists() {
+            Cmd::new("wipefs").args(["-a", "-q"]).arg(&path).run()?;
+        }
+    }
+    Cmd::new("wipefs").args(["-a", "-q"]).arg(dev).run()?;
+    zero_ends(dev)?;
+    // Make the kernel forget the old partitions.
+    if Cmd::new("blockdev").arg("--rereadpt").arg(dev).run().is_err() {
+        let _ = Cmd::new("partx").arg("-d").arg(dev).ok_codes(&[1]).run();
+    }
+    Ok(())
+}
+
+/// Zero the first and last MiB: old boot code, stray partition table copies.
+fn zero_ends(dev: &Path) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(dev).with_context(|| format!("opening {}", dev.display()))?;
+    let size = f.seek(SeekFrom::End(0))?;
+    let zeros = vec![0u8; 1 << 20];
+    let n = (zeros.len() as u64).min(size);
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&zeros[..n as usize]).with_context(|| format!("zeroing the start of {}", dev.display()))?;
+    if size > n {
+        let tail = n.min(size - n);
+        f.seek(SeekFrom::Start(size - tail))?;
+        f.write_all(&zeros[..tail as usize]).with_context(|| format!("zeroing the end of {}", dev.display()))?;
+    }
+    f.sync_all().with_context(|| format!("flushing {}", dev.display()))?;
+    Ok(())
+}
+
+/// Unmount everything under `target_root` (deepest first) and close what the
+/// descriptor's LUKS volumes, VGs and MD arrays have open. Returns what was done.
+pub fn teardown_target(target_root: &Path, layout: Option<&Layout>) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let mut mounts: Vec<PathBuf> = mountinfo()?.into_iter().map(|m| m.target).filter(|t| t.starts_with(target_root)).collect();
+    mounts.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
+    mounts.dedup();
+    for t in mounts {
+        Cmd::new("umount").arg(&t).run()?;
+        done.push(format!("unmounted {}", t.display()));
+    }
+    if let Some(l) = layout {
+        let dm_names: Vec<String> = std::fs::read_dir("/sys/block")
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| read_trim(&e.path().join("dm/name")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for vg in &l.lvm_vgs {
+            let prefix = format!("{}-", vg.name.replace('-', "--"));
+            if dm_names.iter().any(|n| n.starts_with(&prefix)) {
+                crate::apply::lvm::lvm_cmd().args(["vgchange", "-an", &vg.name]).run()?;
+                done.push(format!("deactivated volume group {}", vg.name));
+            }
+        }
+        for lk in l.luks.iter().rev() {
+            if dm_names.contains(&lk.name) {
+                Cmd::new("cryptsetup").args(["close", &lk.name]).run()?;
+                done.push(format!("closed LUKS volume {}", lk.name));
+            }
+        }
+        for r in l.raids.iter().rev() {
+            if Path::new("/sys/block").join(&r.name).join("md").exists() {
+                Cmd::new("mdadm").args(["--stop", &format!("/dev/{}", r.name)]).run()?;
+                done.push(format!("stopped RAID {}", r.name));
+            }
+        }
+    }
+    Ok(done)
+}
