@@ -3,6 +3,8 @@
 //! The modules follow the data: `layout` (the descriptor) ← `probe` (capture
 //! from the running system); `workflow` holds the commands a user runs.
 
+pub mod archive;
+pub mod backup;
 pub mod cli;
 pub mod cmd;
 pub mod config;

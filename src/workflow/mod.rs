@@ -1,5 +1,8 @@
 //! The commands a user runs, one module each. A workflow reads the config,
 //! calls the library modules in order, and reports.
 
+pub mod archive;
 pub mod dump;
 pub mod layoutcmd;
+pub mod mkbackuponly;
+pub mod restoreonly;
