@@ -200,6 +200,11 @@ pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedRe
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    // Hand over what was decompressed before the damage first.
+                    v.truncate(got);
+                    if got > 0 {
+                        let _ = tx.send(Ok(v));
+                    }
                     let _ = tx.send(Err(e));
                     return;
                 }

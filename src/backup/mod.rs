@@ -105,6 +105,9 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the backup directory {}", dir.display()))?;
     // Never back up the backup.
     exclude_paths.push(opened.dir().to_path_buf());
+    // A mount below another is archived as its own source, never twice
+    // (on the live system one-file-system already stops there).
+    exclude_paths.extend(mounts.iter().filter(|m| m.as_str() != "/").map(|m| under_root(&opts.root, m)));
     let sources: Vec<Source> = mounts
         .iter()
         .map(|m| Source { path: under_root(&opts.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() })

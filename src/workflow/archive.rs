@@ -13,6 +13,7 @@ use crate::util::human_bytes;
 pub const EXAMPLES: &str = "\
 Examples:
   rescue archive create /etc /home -o /srv/backup/host.tar.zst
+  rescue archive create -C /srv/data . -o /tmp/data.tar.gz --compress gzip
   rescue archive create / --one-file-system --exclude '/var/cache/*' -o nfs://nas/backups/host.tar.zst
   rescue archive list /srv/backup/host.tar.zst
   rescue archive verify /srv/backup/host.tar.zst
@@ -52,6 +53,9 @@ pub struct CreateArgs {
     /// Glob pattern to leave out; with a `/` it matches the whole path, without it the file name. Repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// Change to DIR first: SOURCES are relative to it and stored as given (like tar -C).
+    #[arg(short = 'C', long = "directory", value_name = "DIR")]
+    pub directory: Option<PathBuf>,
     /// Do not descend into other filesystems (mount points are archived as empty directories).
     #[arg(long)]
     pub one_file_system: bool,
@@ -139,7 +143,14 @@ fn create(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
         progress: ctx.verbosity >= 0,
         ..CreateOptions::default()
     };
-    let sources: Vec<Source> = a.sources.iter().map(|p| Source::from_path(p)).collect();
+    let sources: Vec<Source> = a
+        .sources
+        .iter()
+        .map(|p| match &a.directory {
+            Some(dir) => Source { path: dir.join(p).components().collect(), name: Source::from_path(p).name },
+            None => Source::from_path(p),
+        })
+        .collect();
     let report = backup::write_archive_file(&sources, &dest, &opts)?;
     Ok(backup::print_create_report(&report, &dest))
 }
