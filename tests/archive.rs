@@ -456,3 +456,93 @@ fn mkbackuponly_to_unreachable_nfs_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
 }
+
+/// An rsync daemon on a free local port, stopped on drop.
+struct RsyncDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RsyncDaemon {
+    fn start(dir: &Path) -> RsyncDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let module = dir.join("module");
+        std::fs::create_dir_all(&module).unwrap();
+        let conf = dir.join("rsyncd.conf");
+        std::fs::write(
+            &conf,
+            format!("use chroot = no\nuid = root\ngid = root\n[backups]\npath = {}\nread only = false\n", module.display()),
+        )
+        .unwrap();
+        let child = Command::new("rsync")
+            .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--config={}", conf.display()))
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "the rsync daemon did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RsyncDaemon { child, port }
+    }
+}
+
+impl Drop for RsyncDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rsync_method_round_trip() {
+    require(&[("rsync", "rsync"), ("setfacl", "acl"), ("mkfifo", "coreutils")]);
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    build_tree(&root);
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    std::fs::write(root.join("boot/vmlinuz"), b"kernel").unwrap();
+    std::fs::create_dir_all(root.join("scratch")).unwrap();
+    std::fs::write(root.join("scratch/junk"), b"junk").unwrap();
+    let daemon = RsyncDaemon::start(t.path());
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/archive/layout.toml");
+    let cfg = write_config(t.path(), &format!("rsync://127.0.0.1:{}/backups", daemon.port), "");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.arg("--config").arg(&cfg).arg("mkbackuponly").arg("--layout").arg(&layout).arg("--root").arg(&root);
+    assert_eq!(run(c).status.code(), Some(0));
+    assert!(t.path().join("module/testhost/boot/vmlinuz").is_file());
+    assert!(!t.path().join("module/testhost/scratch/junk").exists(), "excluded mounts are not copied");
+
+    let target = t.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.arg("--config").arg(&cfg).arg("restoreonly").arg("--layout").arg(&layout).arg("--target").arg(&target);
+    assert_eq!(run(c).status.code(), Some(0));
+    assert_eq!(std::fs::read(target.join("boot/vmlinuz")).unwrap(), b"kernel");
+    assert_eq!(std::fs::read(target.join("var/lib/big.bin")).unwrap(), std::fs::read(root.join("var/lib/big.bin")).unwrap());
+    assert_eq!(xattr::get(target.join("usr/bin/ping"), "security.capability").unwrap(), Some(capability_value()));
+}
+
+#[test]
+fn iso_destination_is_staged_and_restored() {
+    require(TOOLS);
+    let t = tempfile::tempdir().unwrap();
+    let root = small_tree(t.path());
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    std::fs::write(root.join("boot/vmlinuz"), b"kernel").unwrap();
+    let iso_dir = t.path().join("iso");
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/archive/layout.toml");
+    let cfg = write_config(t.path(), "iso:///backup", &format!("iso-dir = \"{}\"\n", iso_dir.display()));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.arg("--config").arg(&cfg).arg("mkbackuponly").arg("--layout").arg(&layout).arg("--root").arg(&root);
+    assert_eq!(run(c).status.code(), Some(0));
+    assert_eq!(rescue::backup::list_backups(&iso_dir.join("backup/testhost")).unwrap().len(), 1);
+    let target = t.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.arg("--config").arg(&cfg).arg("restoreonly").arg("--layout").arg(&layout).arg("--target").arg(&target);
+    assert_eq!(run(c).status.code(), Some(0));
+    assert_same_tree(&root, &target, &[]);
+}

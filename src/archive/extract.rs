@@ -275,17 +275,19 @@ fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta,
             x.dirs.push((rel, m));
         }
         Kind::File => {
-            if let Err(e) = x.clear(&rel, &full) {
-                x.warn(format!("cannot replace {}: {e}; member skipped", full.display()));
-                return Ok(());
-            }
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&full)
-                .with_context(|| format!("creating {}", full.display()))?;
+            let open = || OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&full);
+            // Create first; only when something is in the way, remove it.
+            let mut f = match open() {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if let Err(e) = x.clear(&rel, &full) {
+                        x.warn(format!("cannot replace {}: {e}; member skipped", full.display()));
+                        return Ok(());
+                    }
+                    open().with_context(|| format!("creating {}", full.display()))?
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", full.display())),
+            };
             let mut hasher = Xxh3::new();
             let regions = m.sparse.clone().unwrap_or_else(|| vec![(0, m.size)]);
             for (off, len) in &regions {
@@ -334,11 +336,17 @@ fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta,
                 x.report.outward_symlinks += 1;
                 tracing::debug!("symlink {} -> {} points outside the tree (kept; never followed during extraction)", rel.display(), lossy(&m.link));
             }
-            if let Err(e) = x.clear(&rel, &full) {
-                x.warn(format!("cannot replace {}: {e}; member skipped", full.display()));
-                return Ok(());
+            let link = OsStr::from_bytes(&m.link);
+            if let Err(e) = std::os::unix::fs::symlink(link, &full) {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return Err(e).with_context(|| format!("creating symlink {}", full.display()));
+                }
+                if let Err(e) = x.clear(&rel, &full) {
+                    x.warn(format!("cannot replace {}: {e}; member skipped", full.display()));
+                    return Ok(());
+                }
+                std::os::unix::fs::symlink(link, &full).with_context(|| format!("creating symlink {}", full.display()))?;
             }
-            std::os::unix::fs::symlink(OsStr::from_bytes(&m.link), &full).with_context(|| format!("creating symlink {}", full.display()))?;
             if let Err(e) = apply_meta_path(&full, &m) {
                 x.warn(format!("cannot set owner/time of symlink {}: {e:#}", full.display()));
             }

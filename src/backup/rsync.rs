@@ -23,7 +23,7 @@ pub fn backup(root: &Path, mounts: &[String], patterns: &[String], exclude_paths
     if !crate::cmd::have_program("rsync") {
         anyhow::bail!("the rsync method needs rsync: apt-get install rsync");
     }
-    let mut cmd = Cmd::new("rsync").args(["-aHAX", "--numeric-ids", "--one-file-system", "--relative", "--delete", "--delete-excluded", "--stats"]);
+    let mut cmd = Cmd::new("rsync").args(["-aHAXS", "--numeric-ids", "--one-file-system", "--relative", "--delete", "--delete-excluded", "--stats"]);
     for p in patterns {
         cmd = cmd.arg(format!("--exclude={p}"));
     }
@@ -68,7 +68,7 @@ pub fn restore(spec: &str, host: &str, target: &Path) -> Result<ExtractReport> {
     std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
     let src = dest_dir(spec, host);
     let out = Cmd::new("rsync")
-        .args(["-aHAX", "--numeric-ids", "--stats"])
+        .args(["-aHAXS", "--numeric-ids", "--stats"])
         .arg(&src)
         .arg(format!("{}/", target.display()))
         .ok_codes(&[PARTIAL])
