@@ -341,3 +341,43 @@ pub fn print_extract_report(r: &ExtractReport, target: &Path) -> i32 {
         crate::error::EXIT_CHANGED
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_config_keys() {
+        let c = Config::from_toml(
+            r#"
+            [backup]
+            url = "nfs://nas/backups"
+            compress = "gzip"
+            level = 9
+            keep = 3
+            one-file-system = true
+            mount-options = "vers=4.2"
+            timeout = 5
+            iso-dir = "/tmp/iso"
+            exclude = ["*.tmp"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.backup.compress, archive::Compression::Gzip);
+        assert_eq!(c.backup.level, Some(9));
+        assert_eq!(c.backup.keep, 3);
+        assert!(c.backup.one_file_system);
+        assert_eq!(c.backup.timeout, 5);
+        assert!(Config::from_toml("[backup]\ncompress = \"lz4\"\n").is_err());
+    }
+
+    #[test]
+    fn mounts_to_back_up_skip_excluded_ones() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/archive/layout.toml")).unwrap();
+        let layout = Layout::from_toml(&text).unwrap();
+        let mut config = Config::default();
+        assert_eq!(backup_mounts(&layout, &config), vec!["/", "/boot"]);
+        config.capture.exclude_mounts.push("/boot".into());
+        assert_eq!(backup_mounts(&layout, &config), vec!["/"]);
+    }
+}
