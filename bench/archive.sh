@@ -36,49 +36,60 @@ echo "tree: $TREE, $size_mb MB apparent, $files entries, $(nproc) CPUs, runs: $R
 # Warm the page cache so every command reads from memory alike.
 tar -C "$TREE" -cf - . > /dev/null
 
-# run NAME OUTPUT-FILE-OR-EMPTY PREP-CMD CMD: median wall seconds, max RSS, output size
-declare -A WALL RSS SIZE
-run() {
-  local name=$1 out=$2 prep=$3 cmd=$4 times=() rss=0
-  for _ in $(seq "$RUNS"); do
-    eval "$prep"
-    sync
-    /usr/bin/time -f "%e %M" -o "$WORK/time" bash -c "$cmd" 2>"$WORK/err" || { cat "$WORK/err" >&2; echo "FAILED: $cmd" >&2; exit 1; }
-    read -r wall kb < "$WORK/time"
-    times+=("$wall"); (( kb > rss )) && rss=$kb
+# Commands run round-robin (run 1 of every command, then run 2...) so that a
+# change in the machine's load hits all of them alike. Per command: median wall
+# seconds, median CPU seconds (user+sys), max peak RSS, output size.
+NAMES=(); OUTS=(); PREPS=(); CMDS=()
+add() { NAMES+=("$1"); OUTS+=("$2"); PREPS+=("$3"); CMDS+=("$4"); }
+declare -A WALLS CPUS RSS SIZE WALL CPU
+phase() {
+  local from=$1 to=$2
+  for r in $(seq "$RUNS"); do
+    for i in $(seq "$from" "$to"); do
+      eval "${PREPS[$i]}"
+      sync
+      /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" bash -c "${CMDS[$i]}" 2>"$WORK/err" || { cat "$WORK/err" >&2; echo "FAILED: ${CMDS[$i]}" >&2; exit 1; }
+      read -r wall user sys kb < "$WORK/time"
+      local n=${NAMES[$i]}
+      WALLS[$n]+="$wall "; CPUS[$n]+="$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }') "
+      (( kb / 1024 > ${RSS[$n]:-0} )) && RSS[$n]=$((kb / 1024))
+      [ -n "${OUTS[$i]}" ] && SIZE[$n]=$(( $(stat -c %s "${OUTS[$i]}") / 1000000 ))
+      echo "  run $r: $n: $wall s wall, $user+$sys s CPU, $((kb / 1024)) MiB" >&2
+    done
   done
-  WALL[$name]=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
-  RSS[$name]=$((rss / 1024))
-  if [ -n "$out" ]; then SIZE[$name]=$(( $(stat -c %s "$out") / 1000000 )); else SIZE[$name]=""; fi
-  echo "  $name: ${WALL[$name]} s, ${RSS[$name]} MiB peak RSS ${SIZE[$name]:+, ${SIZE[$name]} MB}" >&2
 }
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-C="create"; X="extract"
-echo "create:" >&2
-run "tar -cf - > /dev/null (read limit)" "" ":" "tar -C '$TREE' -cf - . > /dev/null"
-run "tar -czf" "$WORK/gnu.tar.gz" "rm -f $WORK/gnu.tar.gz" "tar -C '$TREE' -czf $WORK/gnu.tar.gz ."
-run "tar -cf - | zstd -T0 -3" "$WORK/gnu.tar.zst" "rm -f $WORK/gnu.tar.zst" "tar -C '$TREE' -cf - . | zstd -q -T0 -3 > $WORK/gnu.tar.zst"
-run "tar -cf - | pigz" "$WORK/pigz.tar.gz" "rm -f $WORK/pigz.tar.gz" "tar -C '$TREE' -cf - . | pigz > $WORK/pigz.tar.gz"
-run "rescue archive create --compress zstd" "$WORK/r.tar.zst" "rm -f $WORK/r.tar.zst" "$R archive create -C '$TREE' . -o $WORK/r.tar.zst --compress zstd"
-run "rescue archive create --compress gzip" "$WORK/r.tar.gz" "rm -f $WORK/r.tar.gz" "$R archive create -C '$TREE' . -o $WORK/r.tar.gz --compress gzip"
-
-echo "extract:" >&2
+add "tar -cf - | cat > /dev/null (read limit)" "" ":" "tar -C '$TREE' -cf - . | cat > /dev/null"
+add "tar -czf" "$WORK/gnu.tar.gz" "rm -f $WORK/gnu.tar.gz" "tar -C '$TREE' -czf $WORK/gnu.tar.gz ."
+add "tar -cf - | zstd -T0 -3" "$WORK/gnu.tar.zst" "rm -f $WORK/gnu.tar.zst" "tar -C '$TREE' -cf - . | zstd -q -T0 -3 > $WORK/gnu.tar.zst"
+add "tar -cf - | pigz" "$WORK/pigz.tar.gz" "rm -f $WORK/pigz.tar.gz" "tar -C '$TREE' -cf - . | pigz > $WORK/pigz.tar.gz"
+add "rescue archive create --compress zstd" "$WORK/r.tar.zst" "rm -f $WORK/r.tar.zst" "$R archive create -C '$TREE' . -o $WORK/r.tar.zst --compress zstd"
+add "rescue archive create --compress gzip" "$WORK/r.tar.gz" "rm -f $WORK/r.tar.gz" "$R archive create -C '$TREE' . -o $WORK/r.tar.gz --compress gzip"
 T=$WORK/target
-run "tar -xzf" "" "rm -rf $T; mkdir $T" "tar -C $T -xzf $WORK/gnu.tar.gz"
-run "zstd -dc | tar -xf -" "" "rm -rf $T; mkdir $T" "zstd -dc -T0 $WORK/gnu.tar.zst | tar -C $T -xf -"
-run "rescue archive extract (zstd)" "" "rm -rf $T; mkdir $T" "$R archive extract $WORK/r.tar.zst --target $T"
-run "rescue archive extract (gzip)" "" "rm -rf $T; mkdir $T" "$R archive extract $WORK/r.tar.gz --target $T"
-rm -rf "$T"
+add "tar -xzf" "" "rm -rf $T; mkdir $T" "tar -C $T -xzf $WORK/gnu.tar.gz"
+add "zstd -dc | tar -xf -" "" "rm -rf $T; mkdir $T" "zstd -dc -T0 $WORK/gnu.tar.zst | tar -C $T -xf -"
+add "rescue archive extract (zstd)" "" "rm -rf $T; mkdir $T" "$R archive extract $WORK/r.tar.zst --target $T"
+add "rescue archive extract (gzip)" "" "rm -rf $T; mkdir $T" "$R archive extract $WORK/r.tar.gz --target $T"
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "create:" >&2; phase 0 5
+echo "extract:" >&2; phase 6 9
+rm -rf "$T"
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+for n in "${NAMES[@]}"; do
+  WALL[$n]=$(echo "${WALLS[$n]}" | median); CPU[$n]=$(echo "${CPUS[$n]}" | median)
+done
 base=${WALL["tar -czf"]}
 ratio() { awk -v b="$base" -v w="$1" 'BEGIN { printf "%.1fx", b / w }'; }
 echo
-echo "| command | wall s (median of $RUNS) | vs tar -czf | peak RSS MiB | output MB |"
-echo "|---|---|---|---|---|"
-for n in "tar -cf - > /dev/null (read limit)" "tar -czf" "tar -cf - | zstd -T0 -3" "tar -cf - | pigz" \
-         "rescue archive create --compress zstd" "rescue archive create --compress gzip" \
-         "tar -xzf" "zstd -dc | tar -xf -" "rescue archive extract (zstd)" "rescue archive extract (gzip)"; do
-  echo "| \`$n\` | ${WALL[$n]} | $(ratio "${WALL[$n]}") | ${RSS[$n]} | ${SIZE[$n]} |"
+echo "| command | wall s (median of $RUNS) | tar -czf wall / this | CPU s (user+sys) | peak RSS MiB | output MB |"
+echo "|---|---|---|---|---|---|"
+for n in "${NAMES[@]}"; do
+  echo "| \`${n//|/\\|}\` | ${WALL[$n]} | $(ratio "${WALL[$n]}") | ${CPU[$n]} | ${RSS[$n]} | ${SIZE[$n]:-} |"
 done
 echo
-echo "tree: $size_mb MB apparent, $files entries; $(nproc) CPUs; $(date -u +%Y-%m-%d)"
+echo "Tree: $size_mb MB apparent, $files entries; $(nproc) CPUs; load average before/after: $load_before / $load_after; $(date -u '+%Y-%m-%d %H:%M UTC')."
+echo "Raw wall times (s):"
+for n in "${NAMES[@]}"; do echo "- ${n}: ${WALLS[$n]}"; done

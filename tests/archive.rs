@@ -312,27 +312,35 @@ fn file_growing_during_backup_is_a_warning() {
     std::fs::write(src.join("steady"), b"steady").unwrap();
     let growing = src.join("growing.log");
     std::fs::write(&growing, vec![b'x'; 8 << 20]).unwrap();
+    // A small one too (read whole by the reader threads).
+    let small = src.join("small.log");
+    std::fs::write(&small, vec![b'x'; 100_000]).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let growing = growing.clone();
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&growing).unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                f.write_all(&[b'y'; 4096]).unwrap();
-            }
+    let writers: Vec<_> = [growing.clone(), small.clone()]
+        .into_iter()
+        .map(|path| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    f.write_all(&[b'y'; 4096]).unwrap();
+                }
+            })
         })
-    };
+        .collect();
     std::thread::sleep(Duration::from_millis(50));
     let archive = t.path().join("a.tar.zst");
     let out = create(&src, &archive, &[]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
     assert_eq!(out.status.code(), Some(1), "completed with warnings");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("growing.log"), "{err}");
     assert!(err.contains("grew while being read") || err.contains("changed while being read"), "{err}");
-    assert!(err.contains("completed with 1 warnings"), "{err}");
+    assert!(err.contains("small.log grew while being read"), "{err}");
+    assert!(err.contains("completed with 2 warnings"), "{err}");
     // The archive is complete and consistent.
     let mut c = rescue();
     c.args(["archive", "verify"]).arg(&archive);
@@ -341,6 +349,7 @@ fn file_growing_during_backup_is_a_warning() {
     gnu_tar_extract(&archive, &gnu, "--zstd");
     assert_eq!(std::fs::read(gnu.join("steady")).unwrap(), b"steady");
     assert!(std::fs::metadata(gnu.join("growing.log")).unwrap().len() >= 8 << 20);
+    assert!(std::fs::metadata(gnu.join("small.log")).unwrap().len() >= 100_000);
 }
 
 #[test]

@@ -31,9 +31,9 @@ use super::{Compression, Sink};
 /// Files up to this size are read whole by the reader threads.
 const SMALL_FILE: u64 = 1 << 20;
 /// Bytes of read-ahead file data held in memory at most.
-const READ_AHEAD_BUDGET: u64 = 64 << 20;
+const READ_AHEAD_BUDGET: u64 = 32 << 20;
 /// Entries queued between the walker and the writer at most.
-const QUEUE: usize = 4096;
+const QUEUE: usize = 2048;
 const CHUNK: usize = 1 << 20;
 
 /// One tree to archive: `path` on disk, stored under `name` in the archive
@@ -412,11 +412,17 @@ fn prepare(item: Item) -> Prepared {
     if p.item.route == Route::Small {
         match open_nofollow(&p.item.fs_path) {
             Ok(mut f) => {
-                let mut data = Vec::with_capacity(p.item.meta.len() as usize + 1);
-                match f.read_to_end(&mut data) {
+                let len = p.item.meta.len();
+                let mut data = Vec::with_capacity(len as usize);
+                // At most the size seen by the walker: a file growing
+                // without end must not fill the memory.
+                match (&mut f).take(len).read_to_end(&mut data) {
                     Ok(_) => {
-                        if let Ok(after) = f.metadata() {
-                            if changed(&p.item.meta, &after) || data.len() as u64 != p.item.meta.len() {
+                        let mut one = [0u8; 1];
+                        if data.len() as u64 == len && matches!(f.read(&mut one), Ok(1)) {
+                            p.warning = Some(format!("{} grew while being read: archived its first {len} bytes", p.item.fs_path.display()));
+                        } else if let Ok(after) = f.metadata() {
+                            if changed(&p.item.meta, &after) || data.len() as u64 != len {
                                 p.warning = Some(format!(
                                     "{} changed while being read (archived as read: {} bytes)",
                                     p.item.fs_path.display(),

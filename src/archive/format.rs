@@ -151,8 +151,13 @@ fn ustar_header(name: &[u8], prefix: &[u8], link: &[u8], m: &EntryMeta, typeflag
     let mut h = [0u8; BLOCK];
     h[..name.len()].copy_from_slice(name);
     put_octal(&mut h[100..108], (m.mode & 0o7777) as u64);
-    put_octal(&mut h[108..116], m.uid).then_some(()).unwrap_or_else(|| put_zero(&mut h[108..116]));
-    put_octal(&mut h[116..124], m.gid).then_some(()).unwrap_or_else(|| put_zero(&mut h[116..124]));
+    // Values too large for a field go into the pax header; the field gets 0.
+    if !put_octal(&mut h[108..116], m.uid) {
+        put_zero(&mut h[108..116]);
+    }
+    if !put_octal(&mut h[116..124], m.gid) {
+        put_zero(&mut h[116..124]);
+    }
     if !put_octal(&mut h[124..136], size) {
         put_zero(&mut h[124..136]);
     }
@@ -207,12 +212,11 @@ pub fn write_header<W: Write>(w: &mut W, m: &EntryMeta) -> io::Result<()> {
     if m.kind == Kind::Dir && !name_path.ends_with(b"/") {
         name_path.push(b'/');
     }
-    if let Some(map) = &m.sparse {
+    if m.sparse.is_some() {
         pax_record(&mut pax, b"GNU.sparse.major", b"1");
         pax_record(&mut pax, b"GNU.sparse.minor", b"0");
         pax_record(&mut pax, b"GNU.sparse.name", &m.path);
         pax_record(&mut pax, b"GNU.sparse.realsize", m.size.to_string().as_bytes());
-        let _ = map;
         // The ustar name GNU tar uses for the data member.
         let (dir, base) = match m.path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&m.path[..i], &m.path[i + 1..]),
@@ -240,7 +244,7 @@ pub fn write_header<W: Write>(w: &mut W, m: &EntryMeta) -> io::Result<()> {
     } else {
         m.link.clone()
     };
-    if non_utf8 && pax.iter().any(|_| true) {
+    if non_utf8 && !pax.is_empty() {
         // GNU tar takes pax path values as raw bytes with this.
         let mut p2 = Vec::new();
         pax_record(&mut p2, b"hdrcharset", b"BINARY");
