@@ -36,6 +36,8 @@ echo "tree: $TREE, $size_mb MB apparent, $files entries, $(nproc) CPUs, runs: $R
 # Warm the page cache so every command reads from memory alike.
 tar -C "$TREE" -cf - . > /dev/null
 
+# Every create ends with its archive on disk: rescue fsyncs the archive before
+# renaming it into place, the baselines get `sync FILE` (what a backup needs).
 # Commands run round-robin (run 1 of every command, then run 2...) so that a
 # change in the machine's load hits all of them alike. Per command: median wall
 # seconds, median CPU seconds (user+sys), max peak RSS, output size.
@@ -61,9 +63,9 @@ phase() {
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 add "tar -cf - | cat > /dev/null (read limit)" "" ":" "tar -C '$TREE' -cf - . | cat > /dev/null"
-add "tar -czf" "$WORK/gnu.tar.gz" "rm -f $WORK/gnu.tar.gz" "tar -C '$TREE' -czf $WORK/gnu.tar.gz ."
-add "tar -cf - | zstd -T0 -3" "$WORK/gnu.tar.zst" "rm -f $WORK/gnu.tar.zst" "tar -C '$TREE' -cf - . | zstd -q -T0 -3 > $WORK/gnu.tar.zst"
-add "tar -cf - | pigz" "$WORK/pigz.tar.gz" "rm -f $WORK/pigz.tar.gz" "tar -C '$TREE' -cf - . | pigz > $WORK/pigz.tar.gz"
+add "tar -czf" "$WORK/gnu.tar.gz" "rm -f $WORK/gnu.tar.gz" "tar -C '$TREE' -czf $WORK/gnu.tar.gz . && sync $WORK/gnu.tar.gz"
+add "tar -cf - | zstd -T0 -3" "$WORK/gnu.tar.zst" "rm -f $WORK/gnu.tar.zst" "tar -C '$TREE' -cf - . | zstd -q -T0 -3 > $WORK/gnu.tar.zst && sync $WORK/gnu.tar.zst"
+add "tar -cf - | pigz" "$WORK/pigz.tar.gz" "rm -f $WORK/pigz.tar.gz" "tar -C '$TREE' -cf - . | pigz > $WORK/pigz.tar.gz && sync $WORK/pigz.tar.gz"
 add "rescue archive create --compress zstd" "$WORK/r.tar.zst" "rm -f $WORK/r.tar.zst" "$R archive create -C '$TREE' . -o $WORK/r.tar.zst --compress zstd"
 add "rescue archive create --compress gzip" "$WORK/r.tar.gz" "rm -f $WORK/r.tar.gz" "$R archive create -C '$TREE' . -o $WORK/r.tar.gz --compress gzip"
 T=$WORK/target

@@ -550,6 +550,7 @@ pub fn file_size(path: &Path) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

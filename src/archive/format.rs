@@ -865,6 +865,7 @@ pub fn parse_manifest(text: &str) -> Result<(Vec<ManifestEntry>, Option<String>)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -122,6 +122,7 @@ impl<W: Write> Drop for ParallelGzWriter<W> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Read;

@@ -320,6 +320,7 @@ fn find_iso_device() -> Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -36,7 +36,7 @@ pub fn backup(root: &Path, mounts: &[String], patterns: &[String], exclude_paths
     for m in mounts {
         let rel = m.trim_start_matches('/');
         let src = format!("{}/./{}", root.display().to_string().trim_end_matches('/'), rel);
-        cmd = cmd.arg(if rel.is_empty() { format!("{src}") } else { src });
+        cmd = cmd.arg(src);
     }
     let dest = dest_dir(spec, host);
     // Make the host directory (rsync creates only the last level).
