@@ -555,3 +555,50 @@ fn iso_destination_is_staged_and_restored() {
     assert_eq!(run(c).status.code(), Some(0));
     assert_same_tree(&root, &target, &[]);
 }
+
+/// A loop device holding an ext4 filesystem with a label, not mounted; detached on drop.
+struct LabelledLoop {
+    dev: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LabelledLoop {
+    fn drop(&mut self) {
+        // rescue unmounts its own mounts; make sure before detaching.
+        let _ = Command::new("sh").arg("-c").arg(format!("grep -q '^{} ' /proc/mounts && umount {}", self.dev, self.dev)).status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+#[test]
+fn usb_destination_by_label_is_mounted_and_restored() {
+    require(&[("losetup", "mount"), ("mkfs.ext4", "e2fsprogs"), ("blkid", "util-linux")]);
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("usb.img");
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    let out = Command::new("losetup").args(["-f", "--show"]).arg(&img).output().unwrap();
+    assert!(out.status.success());
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let label = format!("RT{}", std::process::id() % 100_000_000);
+    let usb = LabelledLoop { dev: dev.clone(), _dir: dir };
+    sh(&format!("mkfs.ext4 -q -F -L {label} {dev}"));
+
+    let t = tempfile::tempdir().unwrap();
+    let root = small_tree(t.path());
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/archive/layout.toml");
+    let cfg = write_config(t.path(), &format!("usb://{label}"), "");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.arg("--config").arg(&cfg).arg("mkbackuponly").arg("--layout").arg(&layout).arg("--root").arg(&root);
+    assert_eq!(run(c).status.code(), Some(0));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.lines().any(|l| l.starts_with(&format!("{dev} "))), "the USB filesystem is unmounted afterwards");
+
+    let target = t.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.arg("--config").arg(&cfg).arg("restoreonly").arg("--layout").arg(&layout).arg("--target").arg(&target);
+    assert_eq!(run(c).status.code(), Some(0));
+    assert_same_tree(&root, &target, &[]);
+    drop(usb);
+}

@@ -79,6 +79,15 @@ fn used_bytes(path: &Path) -> Option<u64> {
     Some((s.blocks() - s.blocks_free()) as u64 * s.fragment_size() as u64)
 }
 
+/// Whether `path` is the root of a filesystem.
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), std::fs::metadata(path.join(".."))) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev() || a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn free_bytes(path: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
     Some(s.blocks_available() as u64 * s.fragment_size() as u64)
@@ -112,7 +121,13 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
         .iter()
         .map(|m| Source { path: under_root(&opts.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() })
         .collect();
-    let expected: u64 = mounts.iter().filter_map(|m| used_bytes(&under_root(&opts.root, m))).sum();
+    // The data to back up, for the ETA and the space check: known when
+    // every source is a mount point (a whole filesystem), as on a live system.
+    let expected: Option<u64> = mounts
+        .iter()
+        .map(|m| under_root(&opts.root, m))
+        .map(|p| if is_mount_point(&p) { used_bytes(&p) } else { None })
+        .sum();
     let stamp = time::OffsetDateTime::now_utc()
         .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
         .unwrap_or_else(|_| "now".into());
@@ -126,7 +141,7 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
         exclude_paths,
         one_file_system: true,
         progress: opts.progress,
-        expected_bytes: Some(expected),
+        expected_bytes: expected,
         ..CreateOptions::default()
     };
     let create = write_archive_file(&sources, &dest, &copts)?;
