@@ -398,12 +398,18 @@ fn apply_meta_file(f: &File, m: &EntryMeta) -> Result<()> {
     use xattr::FileExt;
     std::os::unix::fs::fchown(f, Some(m.uid as u32), Some(m.gid as u32)).context("chown")?;
     f.set_permissions(std::fs::Permissions::from_mode(m.mode)).context("chmod")?;
+    // An xattr or ACL that cannot be set must not leave the time unset.
+    let mut first_err = None;
     for (k, v) in &m.xattrs {
-        f.set_xattr(OsStr::from_bytes(k), v).with_context(|| format!("setting extended attribute {}", lossy(k)))?;
+        if let Err(e) = f.set_xattr(OsStr::from_bytes(k), v).with_context(|| format!("setting extended attribute {}", lossy(k))) {
+            first_err.get_or_insert(e);
+        }
     }
-    set_acls_path(Path::new("file"), m, &|k, v| f.set_xattr(k, v))?;
+    if let Err(e) = set_acls_path(Path::new("file"), m, &|k, v| f.set_xattr(k, v)) {
+        first_err.get_or_insert(e);
+    }
     f.set_times(std::fs::FileTimes::new().set_modified(mtime(m))).context("setting the modification time")?;
-    Ok(())
+    first_err.map_or(Ok(()), Err)
 }
 
 fn apply_meta_path(path: &Path, m: &EntryMeta) -> Result<()> {
@@ -411,18 +417,23 @@ fn apply_meta_path(path: &Path, m: &EntryMeta) -> Result<()> {
     if m.kind != Kind::Symlink {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode)).context("chmod")?;
     }
+    let mut first_err = None;
     for (k, v) in &m.xattrs {
-        xattr::set(path, OsStr::from_bytes(k), v).with_context(|| format!("setting extended attribute {}", lossy(k)))?;
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(k), v).with_context(|| format!("setting extended attribute {}", lossy(k))) {
+            first_err.get_or_insert(e);
+        }
     }
     if m.kind != Kind::Symlink {
-        set_acls_path(path, m, &|k, v| xattr::set(path, k, v))?;
+        if let Err(e) = set_acls_path(path, m, &|k, v| xattr::set(path, k, v)) {
+            first_err.get_or_insert(e);
+        }
     }
     let t = mtime(m);
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let ts = nix::sys::time::TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64);
     let now = nix::sys::time::TimeSpec::UTIME_OMIT;
     nix::sys::stat::utimensat(None, path, &now, &ts, nix::sys::stat::UtimensatFlags::NoFollowSymlink).context("setting the modification time")?;
-    Ok(())
+    first_err.map_or(Ok(()), Err)
 }
 
 // ---------------------------------------------------------------- list, verify

@@ -726,7 +726,21 @@ pub fn acl_text_to_xattr(text: &str) -> Result<Vec<u8>> {
             bail!("bad ACL entry {item:?}");
         }
         let (tag, qual, perms) = (f[0], f[1], f[2]);
-        let id: u32 = if qual.is_empty() { u32::MAX } else { qual.parse().map_err(|_| anyhow::anyhow!("ACL entry {item:?} names a user or group by name; only numeric ids are supported"))? };
+        // Qualifier: a numeric id, or a name (GNU tar writes names) looked up
+        // on this system; star's form appends the id as a fourth field.
+        let id: u32 = if qual.is_empty() {
+            u32::MAX
+        } else if let Some(n) = f.get(3).and_then(|x| x.parse().ok()) {
+            n
+        } else if let Ok(n) = qual.parse() {
+            n
+        } else {
+            let found = match tag {
+                "user" | "u" => nix::unistd::User::from_name(qual).ok().flatten().map(|u| u.uid.as_raw()),
+                _ => nix::unistd::Group::from_name(qual).ok().flatten().map(|g| g.gid.as_raw()),
+            };
+            found.ok_or_else(|| anyhow::anyhow!("ACL entry {item:?} names a user or group unknown on this system"))?
+        };
         let t = match (tag, qual.is_empty()) {
             ("user" | "u", true) => ACL_USER_OBJ,
             ("user" | "u", false) => ACL_USER,
