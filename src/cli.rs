@@ -63,6 +63,15 @@ pub enum Command {
     /// Work with descriptor files: validate, show.
     #[command(subcommand)]
     Layout(workflow::layoutcmd::LayoutCommand),
+    /// Archives: create, extract, list, verify (pax tar, zstd or gzip; GNU tar reads them).
+    #[command(subcommand)]
+    Archive(workflow::archive::ArchiveCommand),
+    /// Back up the filesystems recorded in the descriptor to backup.url (no rescue image).
+    #[command(after_long_help = workflow::mkbackuponly::EXAMPLES)]
+    Mkbackuponly(workflow::mkbackuponly::Args),
+    /// Restore the newest backup into a prepared target root (default /mnt/local).
+    #[command(after_long_help = workflow::restoreonly::EXAMPLES)]
+    Restoreonly(workflow::restoreonly::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_long_help = "Example:\n  rescue completions bash > /etc/bash_completion.d/rescue")]
     Completions {
@@ -126,6 +135,9 @@ fn command_name(c: &Command) -> &'static str {
         Command::Recover(_) => "recover",
         Command::Dump(_) => "dump",
         Command::Layout(_) => "layout",
+        Command::Archive(_) => "archive",
+        Command::Mkbackuponly(_) => "mkbackuponly",
+        Command::Restoreonly(_) => "restoreonly",
         Command::Completions { .. } => "completions",
         Command::Manpages { .. } => "manpages",
     }
@@ -138,6 +150,9 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Recover(a) => workflow::recover::run(ctx, a),
         Command::Dump(a) => workflow::dump::run(ctx, a),
         Command::Layout(c) => workflow::layoutcmd::run(ctx, c),
+        Command::Archive(c) => workflow::archive::run(ctx, c),
+        Command::Mkbackuponly(a) => workflow::mkbackuponly::run(ctx, a),
+        Command::Restoreonly(a) => workflow::restoreonly::run(ctx, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rescue", &mut std::io::stdout());
             Ok(0)

@@ -48,13 +48,43 @@ pub struct CaptureConfig {
     pub exclude_mounts: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct BackupConfig {
     /// Where the backup goes (`file:///path`, `nfs://host/export`, `usb:///dev/disk/by-label/REAR-000`, `iso:///backup`).
     pub url: Option<String>,
     /// Paths (globs) not to back up, besides pseudo filesystems and the backup target.
     pub exclude: Vec<String>,
+    /// Archive compression: `zstd` (default), `gzip` or `none`.
+    pub compress: crate::archive::Compression,
+    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6).
+    pub level: Option<i32>,
+    /// How many backups to keep at the destination (the newest; at least 1).
+    pub keep: u32,
+    /// `rescue archive create`: stay on the filesystem of each source (backups always do).
+    pub one_file_system: bool,
+    /// Extra mount options for nfs://, cifs:// and usb:// destinations (e.g. `credentials=/etc/rescue/cifs.cred`).
+    pub mount_options: Option<String>,
+    /// Seconds to wait for a network destination to answer before giving up.
+    pub timeout: u64,
+    /// Where iso:// backups are staged for the rescue ISO.
+    pub iso_dir: PathBuf,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            exclude: Vec::new(),
+            compress: crate::archive::Compression::Zstd,
+            level: None,
+            keep: 1,
+            one_file_system: false,
+            mount_options: None,
+            timeout: 10,
+            iso_dir: "/var/lib/rescue/iso".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

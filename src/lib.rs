@@ -4,6 +4,8 @@
 //! from the running system); `workflow` holds the commands a user runs.
 
 pub mod apply;
+pub mod archive;
+pub mod backup;
 pub mod boot;
 pub mod cli;
 pub mod cmd;

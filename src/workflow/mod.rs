@@ -1,8 +1,11 @@
 //! The commands a user runs, one module each. A workflow reads the config,
 //! calls the library modules in order, and reports.
 
+pub mod archive;
 pub mod checklayout;
 pub mod dump;
 pub mod layoutcmd;
+pub mod mkbackuponly;
 pub mod recover;
+pub mod restoreonly;
 pub mod savelayout;

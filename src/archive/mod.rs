@@ -1,0 +1,236 @@
+//! The archive engine: a standard pax tar stream, compressed as a standard
+//! zstd or gzip stream, written fast (files read ahead by several threads,
+//! multithreaded compression) and restored safely (nothing is ever written
+//! outside the target). Used by `rescue archive`, `mkbackup(only)`,
+//! `restoreonly` and `recover`.
+//!
+//! - `format`: tar headers, pax records, ACL text, manifest lines
+//! - `create`: walking sources and writing an archive
+//! - `extract`: reading an archive: extract, list, verify
+//! - `gz`: parallel gzip compression
+
+pub mod create;
+pub mod extract;
+pub mod format;
+pub mod gz;
+pub mod progress;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+pub use create::{create, CreateOptions, CreateReport, Source};
+pub use extract::{extract, list, verify, ExtractOptions, ExtractReport, VerifyReport};
+
+/// How the tar stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// zstd (multithreaded): fast, small. `tar --zstd -xf` reads it.
+    #[default]
+    Zstd,
+    /// gzip (parallel members): the most widely readable. `tar -xzf` reads it.
+    Gzip,
+    /// A plain tar stream.
+    None,
+}
+
+impl Compression {
+    /// The file name suffix: `tar.zst`, `tar.gz`, `tar`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Zstd => "tar.zst",
+            Compression::Gzip => "tar.gz",
+            Compression::None => "tar",
+        }
+    }
+
+    pub fn default_level(self) -> i32 {
+        match self {
+            Compression::Zstd => 3,
+            Compression::Gzip => 6,
+            Compression::None => 0,
+        }
+    }
+}
+
+/// Number of CPUs we may use.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// The compressor in front of the output.
+pub enum Sink<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(gz::ParallelGzWriter<W>),
+    Plain(W),
+}
+
+impl<W: Write> Sink<W> {
+    pub fn new(out: W, compression: Compression, level: Option<i32>, threads: usize) -> Result<Self> {
+        let level = level.unwrap_or(compression.default_level());
+        Ok(match compression {
+            Compression::Zstd => {
+                if !(1..=19).contains(&level) {
+                    crate::bail_input!("zstd level {level} is out of range: use 1 (fastest) to 19 (smallest)");
+                }
+                let mut e = zstd::stream::write::Encoder::new(out, level)?;
+                e.include_checksum(true)?;
+                e.multithread(threads.max(1) as u32)?;
+                Sink::Zstd(e)
+            }
+            Compression::Gzip => {
+                if !(1..=9).contains(&level) {
+                    crate::bail_input!("gzip level {level} is out of range: use 1 (fastest) to 9 (smallest)");
+                }
+                Sink::Gzip(gz::ParallelGzWriter::new(out, level as u32, threads))
+            }
+            Compression::None => Sink::Plain(out),
+        })
+    }
+
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Sink::Zstd(e) => e.finish(),
+            Sink::Gzip(g) => g.finish(),
+            Sink::Plain(mut w) => {
+                w.flush()?;
+                Ok(w)
+            }
+        }
+    }
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Zstd(e) => e.write(buf),
+            Sink::Gzip(g) => g.write(buf),
+            Sink::Plain(w) => w.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Zstd(e) => e.write_all(buf),
+            Sink::Gzip(g) => g.write_all(buf),
+            Sink::Plain(w) => w.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Zstd(e) => e.flush(),
+            Sink::Gzip(g) => g.flush(),
+            Sink::Plain(w) => w.flush(),
+        }
+    }
+}
+
+/// Recognise the compression of a stream by its first bytes.
+pub fn detect(magic: &[u8]) -> Compression {
+    if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else if magic.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else {
+        Compression::None
+    }
+}
+
+/// A reader fed by a decompressing thread, so that decompression overlaps
+/// with writing files. Errors of the decompressor arrive in order.
+pub struct ThreadedReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Read for ThreadedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(v)) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Open a (possibly compressed) archive stream for reading: detect the
+/// compression, and decompress on a separate thread.
+pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedReader, Compression)> {
+    let mut br = BufReader::with_capacity(1 << 20, input);
+    let kind = detect(br.fill_buf()?);
+    let mut dec: Box<dyn Read + Send> = match kind {
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(br)?;
+            d.window_log_max(31)?;
+            Box::new(d)
+        }
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+        Compression::None => Box::new(br),
+    };
+    let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(8);
+    let thread = std::thread::spawn(move || loop {
+        let mut v = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < v.len() {
+            match dec.read(&mut v[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Hand over what was decompressed before the damage first.
+                    v.truncate(got);
+                    if got > 0 {
+                        let _ = tx.send(Ok(v));
+                    }
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if got == 0 {
+            return;
+        }
+        v.truncate(got);
+        if tx.send(Ok(v)).is_err() {
+            return;
+        }
+    });
+    Ok((ThreadedReader { rx, cur: Vec::new(), pos: 0, done: false, _thread: thread }, kind))
+}
+
+/// A `Read` that counts bytes into a shared counter (for progress).
+pub struct CountingReader<R> {
+    pub inner: R,
+    pub count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}

@@ -1,0 +1,103 @@
+//! Progress: an indicatif bar (bytes, files, rate, ETA) when stderr is a
+//! terminal, a plain line every few seconds otherwise (logs, serial consoles).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::util::human_bytes;
+
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Progress {
+    what: &'static str,
+    bar: Option<ProgressBar>,
+    total: Option<u64>,
+    bytes: u64,
+    files: u64,
+    start: Instant,
+    last_line: Instant,
+    enabled: bool,
+}
+
+impl Progress {
+    /// `total` is the expected byte count when known (ETA), `enabled` false
+    /// for no output at all (library callers, tests).
+    pub fn new(what: &'static str, total: Option<u64>, enabled: bool) -> Self {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = match total {
+                Some(t) => ProgressBar::new(t),
+                None => ProgressBar::new_spinner(),
+            };
+            let tpl = if total.is_some() {
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} ETA {eta}"
+            } else {
+                "{prefix} {spinner} {bytes} {msg} {binary_bytes_per_sec} {elapsed}"
+            };
+            if let Ok(style) = ProgressStyle::with_template(tpl) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(what);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        let now = Instant::now();
+        Progress { what, bar, total, bytes: 0, files: 0, start: now, last_line: now, enabled }
+    }
+
+    /// Set the absolute byte position (e.g. compressed bytes read).
+    pub fn set_bytes(&mut self, bytes: u64, files: u64) {
+        self.bytes = bytes;
+        self.files = files;
+        self.tick();
+    }
+
+    pub fn add(&mut self, bytes: u64, files: u64) {
+        self.bytes += bytes;
+        self.files += files;
+        self.tick();
+    }
+
+    fn tick(&mut self) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.bytes);
+            if self.files % 64 == 0 {
+                bar.set_message(format!("{} files", self.files));
+            }
+            return;
+        }
+        if self.last_line.elapsed() >= PLAIN_EVERY {
+            self.last_line = Instant::now();
+            let secs = self.start.elapsed().as_secs_f64().max(0.001);
+            let rate = (self.bytes as f64 / secs) as u64;
+            let eta = match self.total {
+                Some(t) if rate > 0 && t > self.bytes => format!(", ETA {} s", (t - self.bytes) / rate),
+                _ => String::new(),
+            };
+            let of = self.total.map(|t| format!(" of {}", human_bytes(t))).unwrap_or_default();
+            tracing::info!(
+                "{}: {}{of}, {} files, {}/s{eta}",
+                self.what,
+                human_bytes(self.bytes),
+                self.files,
+                human_bytes(rate)
+            );
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

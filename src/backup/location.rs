@@ -1,0 +1,349 @@
+//! Destination URLs and getting at them: `file:///path` (or a plain path),
+//! `nfs://host[:port]/export/path`, `cifs://host/share/path`,
+//! `usb:///dev/disk/by-label/LABEL[/path]` or `usb://LABEL[/path]`,
+//! `iso:///backup`, and for the rsync method `rsync://host/module/path` or
+//! `host:/path`. Network and USB destinations are mounted on a temporary
+//! directory for as long as the [`Opened`] value lives.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cmd::Cmd;
+use crate::config::BackupConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local path (`file:///path` or `/path`).
+    Local(PathBuf),
+    Nfs { host: String, port: Option<u16>, path: String },
+    Cifs { host: String, path: String },
+    /// A USB disk: a device path or a filesystem label, and a path inside it.
+    Usb { device: Option<PathBuf>, label: Option<String>, path: String },
+    /// Inside the rescue ISO (staged in `backup.iso-dir` when writing).
+    Iso { path: String },
+    /// The rsync method: `rsync://host/module/path` or `host:/path`, kept as written.
+    Rsync(String),
+}
+
+impl Location {
+    pub fn parse(s: &str) -> Result<Location> {
+        let bad = |why: &str| crate::error::input_error(format!("bad backup destination {s:?}: {why}"));
+        if let Some(rest) = s.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(bad("file:// URLs need an absolute path, e.g. file:///srv/backup"));
+            }
+            return Ok(Location::Local(PathBuf::from(rest)));
+        }
+        if let Some(rest) = s.strip_prefix("nfs://") {
+            let (hostport, path) = rest.split_once('/').ok_or_else(|| bad("expected nfs://host/export/path"))?;
+            let (host, port) = split_port(hostport).map_err(|e| bad(&e))?;
+            if host.is_empty() {
+                return Err(bad("no NFS server named"));
+            }
+            return Ok(Location::Nfs { host, port, path: format!("/{path}") });
+        }
+        if let Some(rest) = s.strip_prefix("cifs://") {
+            let (host, path) = rest.split_once('/').ok_or_else(|| bad("expected cifs://host/share/path"))?;
+            if host.is_empty() || path.is_empty() {
+                return Err(bad("expected cifs://host/share/path"));
+            }
+            return Ok(Location::Cifs { host: host.to_string(), path: format!("/{path}") });
+        }
+        if let Some(rest) = s.strip_prefix("usb://") {
+            if let Some(p) = rest.strip_prefix('/') {
+                // usb:///dev/... : the device is /dev/NAME, /dev/mapper/NAME or /dev/disk/by-*/NAME.
+                let comps: Vec<&str> = p.split('/').collect();
+                let n = match comps.as_slice() {
+                    ["dev", "disk", _, _, ..] => 4,
+                    ["dev", "mapper", _, ..] => 3,
+                    ["dev", _, ..] => 2,
+                    _ => return Err(bad("expected usb:///dev/disk/by-label/LABEL or usb://LABEL")),
+                };
+                if comps.len() < n {
+                    return Err(bad("expected usb:///dev/disk/by-label/LABEL or usb://LABEL"));
+                }
+                let dev = format!("/{}", comps[..n].join("/"));
+                let path = comps[n..].join("/");
+                let label = dev.strip_prefix("/dev/disk/by-label/").map(str::to_string);
+                return Ok(Location::Usb { device: Some(PathBuf::from(dev)), label, path });
+            }
+            let (label, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if label.is_empty() {
+                return Err(bad("no USB filesystem label"));
+            }
+            return Ok(Location::Usb { device: None, label: Some(label.to_string()), path: path.to_string() });
+        }
+        if let Some(rest) = s.strip_prefix("iso://") {
+            return Ok(Location::Iso { path: rest.trim_start_matches('/').to_string() });
+        }
+        if s.starts_with("rsync://") {
+            return Ok(Location::Rsync(s.trim_end_matches('/').to_string()));
+        }
+        if let Some(scheme) = s.split_once("://").map(|p| p.0) {
+            return Err(bad(&format!("unknown scheme {scheme}:// (use file, nfs, cifs, usb, iso, rsync)")));
+        }
+        if !s.starts_with('/') && !s.starts_with('.') {
+            if let Some((host, path)) = s.split_once(':') {
+                if !host.is_empty() && !host.contains('/') && path.starts_with('/') {
+                    return Ok(Location::Rsync(s.trim_end_matches('/').to_string()));
+                }
+            }
+        }
+        Ok(Location::Local(PathBuf::from(s)))
+    }
+
+    /// The path inside the destination (for a file target: the file).
+    fn inner_path(&self) -> String {
+        match self {
+            Location::Local(p) => p.display().to_string(),
+            Location::Nfs { path, .. } | Location::Cifs { path, .. } => path.clone(),
+            Location::Usb { path, .. } | Location::Iso { path } => path.clone(),
+            Location::Rsync(s) => s.clone(),
+        }
+    }
+}
+
+fn split_port(hp: &str) -> std::result::Result<(String, Option<u16>), String> {
+    match hp.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || hp.starts_with('[') => {
+            let port = p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?;
+            Ok((h.trim_matches(|c| c == '[' || c == ']').to_string(), Some(port)))
+        }
+        _ => Ok((hp.to_string(), None)),
+    }
+}
+
+/// A mount made by rescue, unmounted (and its directory removed) on drop.
+pub struct MountGuard {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl MountGuard {
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/"))
+    }
+
+    fn mount(what: &str, fstype: Option<&str>, options: &str, timeout: u64) -> Result<MountGuard> {
+        std::fs::create_dir_all("/run/rescue").context("creating /run/rescue")?;
+        let dir = tempfile::Builder::new().prefix("dest-").tempdir_in("/run/rescue").context("creating a mount point in /run/rescue")?;
+        let mut cmd = Cmd::new("timeout").args([format!("{timeout}"), "mount".to_string()]);
+        if let Some(t) = fstype {
+            cmd = cmd.args(["-t", t]);
+        }
+        if !options.is_empty() {
+            cmd = cmd.args(["-o", options]);
+        }
+        cmd = cmd.arg(what).arg(dir.path());
+        cmd.run().with_context(|| format!("mounting the backup destination {what} (gave up after {timeout} s)"))?;
+        Ok(MountGuard { dir: Some(dir) })
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dir {
+            if Cmd::new("umount").arg(d.path()).run().is_err() {
+                let _ = Cmd::new("umount").arg("-l").arg(d.path()).run();
+            }
+        }
+    }
+}
+
+/// A destination made reachable as a local directory.
+pub struct Opened {
+    location: Location,
+    /// The local directory of the destination (for a file target: the file's directory).
+    dir: PathBuf,
+    /// The file name, for file targets (archive commands).
+    file: Option<String>,
+    _mount: Option<MountGuard>,
+}
+
+fn is_archive_name(p: &str) -> bool {
+    [".tar", ".tar.zst", ".tar.gz", ".tzst", ".tgz", ".tar.zstd"].iter().any(|s| p.ends_with(s))
+}
+
+/// Fail fast, with a clear message, when a server does not answer.
+pub fn check_reachable(what: &str, host: &str, port: u16, timeout: u64) -> Result<()> {
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve the {what} server name {host:?}: check the name or use an IP address"))?
+        .collect();
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, Duration::from_secs(timeout.max(1))) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into());
+    anyhow::bail!(
+        "the {what} server {host} port {port} is unreachable ({e}); nothing was written. Check that the server is up and that the port is open (waited at most {timeout} s)"
+    )
+}
+
+impl Opened {
+    /// Make the destination reachable. `for_write` creates local
+    /// directories (and for iso:// uses the staging directory).
+    /// Destinations whose path ends in an archive name (`.tar.zst`...)
+    /// are file targets: the directory above is mounted.
+    pub fn open(loc: &Location, cfg: &BackupConfig, for_write: bool) -> Result<Opened> {
+        let inner = loc.inner_path();
+        let (dir_part, file) = if is_archive_name(&inner) {
+            let p = Path::new(&inner);
+            (
+                p.parent().map(|d| d.display().to_string()).unwrap_or_default(),
+                p.file_name().map(|f| f.to_string_lossy().into_owned()),
+            )
+        } else {
+            (inner.clone(), None)
+        };
+        let timeout = cfg.timeout;
+        let (dir, mount) = match loc {
+            Location::Local(_) => {
+                let d = if dir_part.is_empty() { PathBuf::from(".") } else { PathBuf::from(&dir_part) };
+                (d, None)
+            }
+            Location::Nfs { host, port, .. } => {
+                check_reachable("NFS", host, port.unwrap_or(2049), timeout)?;
+                let mut opts = format!("soft,timeo={},retrans=2,nolock", timeout * 10);
+                if let Some(p) = port {
+                    opts.push_str(&format!(",port={p}"));
+                }
+                if let Some(o) = &cfg.mount_options {
+                    opts.push(',');
+                    opts.push_str(o);
+                }
+                let export = if dir_part.is_empty() { "/".to_string() } else { dir_part.clone() };
+                let g = MountGuard::mount(&format!("{host}:{export}"), Some("nfs"), &opts, timeout * 3)?;
+                (g.path().to_path_buf(), Some(g))
+            }
+            Location::Cifs { host, .. } => {
+                check_reachable("CIFS", host, 445, timeout)?;
+                // The share is the first component; the rest is a directory inside it.
+                let trimmed = dir_part.trim_start_matches('/');
+                let (share, sub) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+                let opts = cfg.mount_options.clone().unwrap_or_else(|| "guest".into());
+                let g = MountGuard::mount(&format!("//{host}/{share}"), Some("cifs"), &opts, timeout * 3)?;
+                let d = g.path().join(sub);
+                (d, Some(g))
+            }
+            Location::Usb { device, label, .. } => {
+                let dev = resolve_usb(device.as_deref(), label.as_deref())?;
+                let g = MountGuard::mount(&dev.display().to_string(), None, cfg.mount_options.as_deref().unwrap_or(""), timeout * 3)?;
+                let base = if dir_part.is_empty() { g.path().join("rescue") } else { g.path().join(dir_part.trim_start_matches('/')) };
+                (base, Some(g))
+            }
+            Location::Iso { .. } => {
+                let staged = cfg.iso_dir.join(dir_part.trim_start_matches('/'));
+                if for_write || staged.exists() {
+                    (staged, None)
+                } else {
+                    let dev = find_iso_device()?;
+                    let g = MountGuard::mount(&dev, Some("iso9660"), "ro", timeout * 3)?;
+                    let d = g.path().join(dir_part.trim_start_matches('/'));
+                    (d, Some(g))
+                }
+            }
+            Location::Rsync(s) => {
+                crate::bail_input!("{s} is an rsync destination: it holds a file tree, not an archive file (use it as backup.url for mkbackuponly/restoreonly)")
+            }
+        };
+        if for_write {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {} on the backup destination", dir.display()))?;
+        }
+        Ok(Opened { location: loc.clone(), dir, file, _mount: mount })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The archive file path, for destinations that name a file.
+    pub fn file_path(&self) -> Result<PathBuf> {
+        match &self.file {
+            Some(f) => Ok(self.dir.join(f)),
+            None => crate::bail_input!(
+                "{} does not name an archive file: end it with .tar.zst, .tar.gz or .tar",
+                self.display()
+            ),
+        }
+    }
+
+    pub fn display(&self) -> String {
+        match &self.location {
+            Location::Local(p) => p.display().to_string(),
+            Location::Nfs { host, path, .. } => format!("nfs://{host}{path}"),
+            Location::Cifs { host, path } => format!("cifs://{host}{path}"),
+            Location::Usb { device, label, path } => format!(
+                "usb:{}/{}",
+                device.as_ref().map(|d| d.display().to_string()).or(label.clone()).unwrap_or_default(),
+                path
+            ),
+            Location::Iso { path } => format!("iso:///{path}"),
+            Location::Rsync(s) => s.clone(),
+        }
+    }
+}
+
+fn resolve_usb(device: Option<&Path>, label: Option<&str>) -> Result<PathBuf> {
+    if let Some(d) = device {
+        if d.exists() {
+            return Ok(d.to_path_buf());
+        }
+    }
+    if let Some(l) = label {
+        // Without udev /dev/disk/by-label does not exist: ask blkid.
+        let out = Cmd::new("blkid").args(["-c", "/dev/null", "-L", l]).ok_codes(&[2]).output()?;
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !dev.is_empty() {
+            return Ok(PathBuf::from(dev));
+        }
+        anyhow::bail!("no filesystem with the label {l:?} found: plug in the USB disk, or format one with that label (e.g. mkfs.ext4 -L {l} /dev/sdX1)");
+    }
+    anyhow::bail!(
+        "the USB device {} does not exist: plug in the disk or check the URL",
+        device.map(|d| d.display().to_string()).unwrap_or_default()
+    )
+}
+
+fn find_iso_device() -> Result<String> {
+    let out = Cmd::new("blkid").args(["-c", "/dev/null", "-t", "TYPE=iso9660", "-o", "device"]).ok_codes(&[2]).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("the backup is inside the rescue ISO (iso://), but no ISO 9660 device was found: boot from the rescue ISO or attach it"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_scheme() {
+        assert_eq!(Location::parse("file:///srv/b").unwrap(), Location::Local("/srv/b".into()));
+        assert_eq!(Location::parse("/srv/b").unwrap(), Location::Local("/srv/b".into()));
+        assert_eq!(
+            Location::parse("nfs://127.0.0.1:1/x").unwrap(),
+            Location::Nfs { host: "127.0.0.1".into(), port: Some(1), path: "/x".into() }
+        );
+        assert_eq!(Location::parse("cifs://nas/share/dir").unwrap(), Location::Cifs { host: "nas".into(), path: "/share/dir".into() });
+        assert_eq!(
+            Location::parse("usb:///dev/disk/by-label/REAR-000").unwrap(),
+            Location::Usb { device: Some("/dev/disk/by-label/REAR-000".into()), label: Some("REAR-000".into()), path: String::new() }
+        );
+        assert_eq!(
+            Location::parse("usb://BACKUP/hosts").unwrap(),
+            Location::Usb { device: None, label: Some("BACKUP".into()), path: "hosts".into() }
+        );
+        assert_eq!(Location::parse("iso:///backup").unwrap(), Location::Iso { path: "backup".into() });
+        assert_eq!(Location::parse("rsync://h/mod/p/").unwrap(), Location::Rsync("rsync://h/mod/p".into()));
+        assert_eq!(Location::parse("h:/srv/b").unwrap(), Location::Rsync("h:/srv/b".into()));
+        assert!(Location::parse("ftp://x/y").is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! `rescue mkbackuponly`: back up the filesystems recorded in the saved
+//! descriptor to the configured destination, without making a rescue image.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::backup::{self, BackupOptions};
+use crate::cli::Ctx;
+use crate::layout::Layout;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  rescue mkbackuponly                              to backup.url from the config
+  rescue mkbackuponly --url nfs://nas/backups      to another destination
+  rescue mkbackuponly --layout /tmp/layout.toml --root /mnt/snapshot";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The descriptor whose mounts are backed up (default: the saved one in the state directory).
+    #[arg(long, value_name = "FILE")]
+    pub layout: Option<PathBuf>,
+    /// Where the recorded mount points are found.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Destination URL (default: backup.url from the config).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
+    if !path.exists() {
+        crate::bail_input!("no layout descriptor at {}: run `rescue savelayout` first or pass --layout FILE", path.display());
+    }
+    let layout = Layout::load(&path)?;
+    let opts = BackupOptions { root: a.root, url: a.url, progress: ctx.verbosity >= 0 };
+    let r = backup::run_backup(&layout, &ctx.config, &opts)?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    tracing::info!("backed up {} to {}", r.mounts.join(", "), r.url);
+    Ok(backup::print_create_report(&r.create, std::path::Path::new(&r.archive)))
+}
