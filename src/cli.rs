@@ -49,6 +49,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     //SAVELAYOUT
+    /// Build the rescue image (ISO, PXE, USB, raw disk) from the saved layout.
+    #[command(after_long_help = workflow::mkrescue::EXAMPLES)]
+    Mkrescue(workflow::mkrescue::Args),
+    /// Prepare a USB disk as bootable rescue media with room for backups.
+    #[command(after_long_help = workflow::format::EXAMPLES)]
+    Format(workflow::format::Args),
+    /// Install a timer that refreshes the rescue image when the layout changes.
+    #[command(after_long_help = workflow::schedule::EXAMPLES)]
+    Schedule(workflow::schedule::Args),
     /// Show the effective configuration and what rescue finds on this system.
     #[command(after_long_help = workflow::dump::EXAMPLES)]
     Dump(workflow::dump::Args),
@@ -114,6 +123,9 @@ pub fn main() -> i32 {
 fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Dump(_) => "dump",
+        Command::Mkrescue(_) => "mkrescue",
+        Command::Format(_) => "format",
+        Command::Schedule(_) => "schedule",
         Command::Layout(_) => "layout",
         Command::Completions { .. } => "completions",
         Command::Manpages { .. } => "manpages",
@@ -123,6 +135,9 @@ fn command_name(c: &Command) -> &'static str {
 fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Dump(a) => workflow::dump::run(ctx, a),
+        Command::Mkrescue(a) => workflow::mkrescue::run(ctx, a),
+        Command::Format(a) => workflow::format::run(ctx, a),
+        Command::Schedule(a) => workflow::schedule::run(ctx, a),
         Command::Layout(c) => workflow::layoutcmd::run(ctx, c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rescue", &mut std::io::stdout());

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod error;
+pub mod image;
 pub mod layout;
 pub mod logging;
 pub mod probe;

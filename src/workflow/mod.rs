@@ -3,3 +3,6 @@
 
 pub mod dump;
 pub mod layoutcmd;
+pub mod format;
+pub mod mkrescue;
+pub mod schedule;
