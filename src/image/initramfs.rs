@@ -102,7 +102,8 @@ fn scrub(v: &mut toml::Value, at: &str, removed: &mut Vec<String>) {
             let keys: Vec<String> = t.keys().cloned().collect();
             for k in keys {
                 let name = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
-                if is_secret_key(&k) {
+                let is_text = matches!(t.get(&k), Some(toml::Value::String(_) | toml::Value::Table(_) | toml::Value::Array(_)));
+                if is_text && is_secret_key(&k) {
                     t.remove(&k);
                     removed.push(name);
                 } else if let Some(child) = t.get_mut(&k) {
@@ -269,7 +270,8 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     for p in &host_programs {
         tree.add_host_path(p)?;
     }
-    tree.add_host_file_as(Path::new("/usr/bin/rescue"), &inp.rescue_binary)?;
+    let rescue_bin = strip_debug(&inp.rescue_binary, &out.with_extension("rescue-bin"))?;
+    tree.add_host_file_as(Path::new("/usr/bin/rescue"), &rescue_bin)?;
 
     // busybox applets fill in whatever real program is absent.
     let busybox = find_program("busybox").context("busybox vanished")?;
@@ -473,6 +475,21 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     manifest.content_bytes = tree.content_size();
     manifest.warnings.extend(warnings.drain(..));
     Ok(())
+}
+
+/// A copy of `exe` without debug sections when it has them (a debug build
+/// of rescue is ten times its release size) and `objcopy` is installed;
+/// else `exe` itself.
+fn strip_debug(exe: &Path, scratch: &Path) -> Result<PathBuf> {
+    let data = std::fs::read(exe).with_context(|| format!("reading {}", exe.display()))?;
+    let has_debug = goblin::elf::Elf::parse(&data)
+        .map(|e| e.section_headers.iter().any(|s| e.shdr_strtab.get_at(s.sh_name).is_some_and(|n| n.starts_with(".debug"))))
+        .unwrap_or(false);
+    if !has_debug || find_program("objcopy").is_none() {
+        return Ok(exe.to_path_buf());
+    }
+    crate::cmd::Cmd::new("objcopy").arg("--strip-debug").arg(exe).arg(scratch).run()?;
+    Ok(scratch.to_path_buf())
 }
 
 /// `OpenOptions::mode(0o600)` under a readable name.
