@@ -106,7 +106,7 @@ impl LibResolver {
         search.extend(info.runpath.iter().map(|d| expand(d)));
         search.extend(self.dirs.iter().cloned());
         for dir in search {
-            let cand = dir.join(name);
+            let cand = lexical_normalize(&dir.join(name));
             let host = self.host(&cand);
             if host.is_file() {
                 match read_elf(&host) {
@@ -152,13 +152,29 @@ impl LibResolver {
                 match self.find(lib, &info, &origin_dir) {
                     Some(p) => todo.push_back((p, path.display().to_string())),
                     None => {
-                        out.missing.insert((lib.clone(), wanted_by.clone()));
+                        out.missing.insert((lib.clone(), path.display().to_string()));
                     }
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// `a/b/../c` -> `a/c` without touching the file system (the loader does
+/// the same with `$ORIGIN/../lib`).
+fn lexical_normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The result of [`LibResolver::closure`].
