@@ -113,14 +113,23 @@ fn format_usb_refuses_a_fixed_disk_then_makes_rescue_media() {
     assert!(probe((1 << 20) + (128 << 20)).contains("LABEL=RESCUE\n"), "{}", probe((1 << 20) + (128 << 20)));
     // Write the rescue system to it.
     let cfg = dir.path().join("rescue.toml");
-    std::fs::write(&cfg, "[image]\ntimeout = 1\n").unwrap();
+    std::fs::write(&cfg, "[image]\ntimeout = 1\nkernel-cmdline = \"rescue.after=poweroff\"\n").unwrap();
     let out = mkrescue_cmd(&cfg, &k, &dir.path().join("out"), "usb").arg("--usb").arg(&dev).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let listing = Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args(["-i", &format!("{dev}@@1048576"), "-b", "::/boot"]).output().unwrap();
+    // mtools cannot open a loop device at an offset (no geometry): read the backing file.
+    let fat = format!("{}@@1048576", img.display());
+    let listing = Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args(["-i", &fat, "-b", "::/boot"]).output().unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(listing.contains("vmlinuz") && listing.contains("initrd.img"), "{listing}");
-    let sys = Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args(["-a", "-i", &format!("{dev}@@1048576"), "::/boot/syslinux"]).output().unwrap();
+    let sys = Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args(["-a", "-i", &fat, "::/boot/syslinux"]).output().unwrap();
     assert!(String::from_utf8_lossy(&sys.stdout).to_lowercase().contains("ldlinux"), "{}", String::from_utf8_lossy(&sys.stdout));
+    // The backup partition survived the rewrite of the boot partition.
+    assert!(probe((1 << 20) + (128 << 20)).contains("LABEL=RESCUE\n"));
+    // And the disk boots to the rescue system (BIOS).
+    drop(lo);
+    let c = boot(Firmware::Bios, &["-drive", &format!("file={},format=raw,if=ide", img.display())], 400);
+    assert!(c.contains("SYSLINUX"), "syslinux did not start from the USB disk");
+    assert!(c.contains("RESCUE-BANNER"), "the USB disk did not boot to the banner");
 }
 
 #[test]

@@ -5,9 +5,10 @@
 //! `rescue format --usb` has a second partition, ext4 labelled `RESCUE`,
 //! with room for backups.
 //!
-//! Everything is written through byte offsets (mtools `-i DEV@@OFFSET`,
-//! `mkfs.vfat --offset`, `mke2fs -E offset=`), so it works on image files
-//! and on disks whose partition nodes have not appeared (no udev).
+//! Everything is written through byte offsets (`mkfs.vfat --offset`,
+//! `mke2fs -E offset=`, the boot FAT built in a file and copied to the
+//! partition's offset), so it works on image files and on disks whose
+//! partition nodes have not appeared (no udev).
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -78,7 +79,7 @@ pub fn partition_disk(disk: &Path, boot_bytes: u64, data: bool) -> Result<BootPa
     let boot = table.partitions.first().context("sfdisk wrote no partition")?;
     let bp = BootPartition { disk: disk.to_path_buf(), offset: boot.start * sector, size: boot.size * sector };
     Cmd::new("mkfs.vfat")
-        .args(["-F", "32", "-n", BOOT_LABEL, "--offset"])
+        .args(["-I", "-F", "32", "-n", BOOT_LABEL, "--offset"])
         .arg((bp.offset / 512).to_string())
         .arg(disk)
         .arg((bp.size / 1024).to_string())
@@ -132,8 +133,8 @@ fn write_mbr_code(disk: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Put (or replace) the rescue system on the boot partition: kernel,
-/// initrd, syslinux and its menu, GRUB EFI and its menu.
+/// Put the rescue system on a FAT file system (in a file, at an offset):
+/// kernel, initrd, syslinux and its menu, GRUB EFI and its menu.
 pub fn populate(bp: &BootPartition, kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Path) -> Result<()> {
     let need = std::fs::metadata(kernel)?.len() + std::fs::metadata(initrd)?.len() + 8 * MIB;
     if need > bp.size {
@@ -147,8 +148,6 @@ pub fn populate(bp: &BootPartition, kernel: &Path, initrd: &Path, menu: &Menu, i
     }
     let target = bp.mtools_target();
     let mtools = |prog: &str| Cmd::new(prog).env("MTOOLS_SKIP_CHECK", "1").args(["-i", &target]);
-    // Old markers would let GRUB find a stale copy first.
-    let _ = mtools("mdel").arg("::/boot/rescue-*").run();
     for d in ["::/boot", "::/boot/grub", "::/boot/syslinux", "::/EFI", "::/EFI/BOOT"] {
         // mmd fails on an existing directory; that is fine.
         let _ = mtools("mmd").arg(d).run();
@@ -183,7 +182,55 @@ pub fn populate(bp: &BootPartition, kernel: &Path, initrd: &Path, menu: &Menu, i
         .arg(&bp.disk)
         .run()
         .context("installing syslinux (apt-get install syslinux if it is missing)")?;
+    Ok(())
+}
+
+/// Write the rescue system to the boot partition of a disk (image file or
+/// block device): a fresh FAT file system is built in a sparse file of the
+/// partition's size (mtools and the syslinux installer work on files, not
+/// on block devices), then only its data extents are copied to the
+/// partition, then the MBR boot code is refreshed.
+pub fn write_boot_partition(bp: &BootPartition, kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Path) -> Result<()> {
+    let img = work.join("boot-fat.img");
+    let _ = std::fs::remove_file(&img);
+    Cmd::new("mkfs.vfat").args(["-C", "-F", "32", "-n", BOOT_LABEL]).arg(&img).arg((bp.size / 1024).to_string()).run()?;
+    let fat = BootPartition { disk: img.clone(), offset: 0, size: bp.size };
+    populate(&fat, kernel, initrd, menu, id, work)?;
+    copy_data_extents(&img, &bp.disk, bp.offset)?;
     write_mbr_code(&bp.disk)?;
+    Ok(())
+}
+
+/// Copy the written (non-hole) parts of a sparse file into `dest` at `offset`.
+fn copy_data_extents(src: &Path, dest: &Path, offset: u64) -> Result<()> {
+    use nix::unistd::{lseek, Whence};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut input = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let mut out = std::fs::OpenOptions::new().write(true).open(dest).with_context(|| format!("opening {} for writing", dest.display()))?;
+    let len = input.metadata()?.len();
+    let fd = input.as_raw_fd();
+    let mut pos: u64 = 0;
+    let mut buf = vec![0u8; 4 << 20];
+    while pos < len {
+        let data = match lseek(fd, pos as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e).with_context(|| format!("looking for data in {}", src.display())),
+        };
+        let hole = lseek(fd, data as i64, Whence::SeekHole).map(|h| h as u64).unwrap_or(len);
+        input.seek(SeekFrom::Start(data))?;
+        out.seek(SeekFrom::Start(offset + data))?;
+        let mut left = hole - data;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            input.read_exact(&mut buf[..want]).with_context(|| format!("reading {}", src.display()))?;
+            out.write_all(&buf[..want]).with_context(|| format!("writing {}", dest.display()))?;
+            left -= want as u64;
+        }
+        pos = hole;
+    }
+    out.sync_all().with_context(|| format!("flushing {}", dest.display()))?;
     Ok(())
 }
 
@@ -201,7 +248,7 @@ pub fn write_raw(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Pat
         f.set_len(total)?;
     }
     let bp = partition_disk(&tmp, boot, false)?;
-    populate(&bp, kernel, initrd, menu, id, work)?;
+    write_boot_partition(&bp, kernel, initrd, menu, id, work)?;
     std::fs::rename(&tmp, out).with_context(|| format!("moving the disk image into place at {}", out.display()))?;
     Ok(())
 }

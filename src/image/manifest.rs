@@ -116,3 +116,12 @@ impl Manifest {
 pub fn manifest_path(dir: &Path, hostname: &str) -> PathBuf {
     dir.join(format!("rescue-{hostname}.manifest.json"))
 }
+
+/// The manifest of the last image built into the configured output
+/// directory for the host named in the saved descriptor, if any.
+pub fn last_manifest(config: &crate::config::Config) -> Option<(PathBuf, Manifest)> {
+    let dir = super::output_dir_from_url(&config.image.output_url).ok()?;
+    let host = crate::layout::Layout::load(&config.layout_path()).ok().map(|l| l.host.hostname).filter(|h| !h.is_empty())?;
+    let path = manifest_path(&dir, &host);
+    Manifest::load(&path).ok().map(|m| (path, m))
+}

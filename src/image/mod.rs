@@ -149,7 +149,7 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
                 let dev = opts.usb_device.as_ref().context("usb device")?;
                 refuse_if_mounted(dev)?;
                 let bp = disk::find_boot_partition(dev)?;
-                disk::populate(&bp, &opts.kernel, &initrd, &menu, &id, work.path())?;
+                disk::write_boot_partition(&bp, &opts.kernel, &initrd, &menu, &id, work.path())?;
                 manifest.outputs.push(OutputFile { kind: "usb".into(), path: dev.display().to_string(), bytes: bp.size });
             }
         }
