@@ -42,6 +42,18 @@ fn pxe_files_boot_with_kernel_and_initrd() {
     );
     assert_rescue_booted(&c, "PXE kernel+initrd");
     assert!(c.contains("RESCUE-NET eth0"), "no network came up via DHCP");
+    // `unattended` runs `rescue recover --unattended`; this build has no
+    // recover command, so it must say it failed and go on (to the shell,
+    // here to rescue.after=poweroff) instead of hanging or rebooting.
+    let c = boot(
+        Firmware::Bios,
+        &["-kernel", pxe.join("vmlinuz").to_str().unwrap(), "-initrd", pxe.join("initrd.img").to_str().unwrap(), "-append", &format!("{append} unattended rescue.nonet")],
+        400,
+    );
+    assert!(c.contains("RESCUE-RECOVER-START rescue recover --unattended"), "unattended recovery not started");
+    let ok = c.contains("RESCUE-RECOVER-OK");
+    assert!(ok || c.contains("RESCUE-RECOVER-FAILED exit code"), "no recovery result line");
+    assert!(c.contains("RESCUE-NET disabled by rescue.nonet"));
 }
 
 #[test]

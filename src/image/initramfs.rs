@@ -161,7 +161,6 @@ pub fn looks_secret(path: &Path, head: &[u8]) -> Option<&'static str> {
 pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     let cfg = &inp.config.image;
     let mut tree = Tree::new();
-    let mut warnings: Vec<String> = Vec::new();
 
     // The usrmerge (or not) shape of the host, so paths resolve like there.
     for d in ["/bin", "/sbin", "/lib", "/lib64"] {
@@ -473,7 +472,6 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
         })
         .collect();
     manifest.content_bytes = tree.content_size();
-    manifest.warnings.extend(warnings.drain(..));
     Ok(())
 }
 
