@@ -48,7 +48,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    //SAVELAYOUT
+    /// Record the storage layout of this system in a descriptor file.
+    #[command(after_long_help = workflow::savelayout::EXAMPLES)]
+    Savelayout(workflow::savelayout::Args),
+    /// Compare the system with the saved descriptor (exit 0 same, 1 changed, 2 error).
+    #[command(after_long_help = workflow::checklayout::EXAMPLES)]
+    Checklayout(workflow::checklayout::Args),
     /// Build the rescue image (ISO, PXE, USB, raw disk) from the saved layout.
     #[command(after_long_help = workflow::mkrescue::EXAMPLES)]
     Mkrescue(workflow::mkrescue::Args),
@@ -122,6 +127,8 @@ pub fn main() -> i32 {
 
 fn command_name(c: &Command) -> &'static str {
     match c {
+        Command::Savelayout(_) => "savelayout",
+        Command::Checklayout(_) => "checklayout",
         Command::Dump(_) => "dump",
         Command::Mkrescue(_) => "mkrescue",
         Command::Format(_) => "format",
@@ -134,6 +141,8 @@ fn command_name(c: &Command) -> &'static str {
 
 fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
     match command {
+        Command::Savelayout(a) => workflow::savelayout::run(ctx, a),
+        Command::Checklayout(a) => workflow::checklayout::run(ctx, a),
         Command::Dump(a) => workflow::dump::run(ctx, a),
         Command::Mkrescue(a) => workflow::mkrescue::run(ctx, a),
         Command::Format(a) => workflow::format::run(ctx, a),
@@ -169,6 +178,7 @@ pub fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
