@@ -61,7 +61,10 @@ pub fn build_shared() -> &'static Built {
             require(t, p);
         }
         let k = kernel_dir();
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("image-{}", std::process::id()));
+        // One directory per test binary, replaced on each run (never piles up).
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_stem().unwrap().to_string_lossy().split('-').next().unwrap_or("image").to_string();
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("shared-{name}"));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
         let config = base.join("rescue.toml");
