@@ -14,7 +14,7 @@ PKGS=(
   # VM tests
   qemu-system-x86 qemu-utils ovmf debootstrap
   # misc
-  jq file procps hyperfine time
+  jq file procps hyperfine time binutils syslinux
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -57,6 +57,15 @@ pub enum Command {
     /// Recreate the recorded storage on this machine's disks (--plan shows it, --layout-only builds and mounts it).
     #[command(after_long_help = workflow::recover::EXAMPLES)]
     Recover(workflow::recover::Args),
+    /// Build the rescue image (ISO, PXE, USB, raw disk) from the saved layout.
+    #[command(after_long_help = workflow::mkrescue::EXAMPLES)]
+    Mkrescue(workflow::mkrescue::Args),
+    /// Prepare a USB disk as bootable rescue media with room for backups.
+    #[command(after_long_help = workflow::format::EXAMPLES)]
+    Format(workflow::format::Args),
+    /// Install a timer that refreshes the rescue image when the layout changes.
+    #[command(after_long_help = workflow::schedule::EXAMPLES)]
+    Schedule(workflow::schedule::Args),
     /// Show the effective configuration and what rescue finds on this system.
     #[command(after_long_help = workflow::dump::EXAMPLES)]
     Dump(workflow::dump::Args),
@@ -134,6 +143,9 @@ fn command_name(c: &Command) -> &'static str {
         Command::Checklayout(_) => "checklayout",
         Command::Recover(_) => "recover",
         Command::Dump(_) => "dump",
+        Command::Mkrescue(_) => "mkrescue",
+        Command::Format(_) => "format",
+        Command::Schedule(_) => "schedule",
         Command::Layout(_) => "layout",
         Command::Archive(_) => "archive",
         Command::Mkbackuponly(_) => "mkbackuponly",
@@ -149,6 +161,9 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Checklayout(a) => workflow::checklayout::run(ctx, a),
         Command::Recover(a) => workflow::recover::run(ctx, a),
         Command::Dump(a) => workflow::dump::run(ctx, a),
+        Command::Mkrescue(a) => workflow::mkrescue::run(ctx, a),
+        Command::Format(a) => workflow::format::run(ctx, a),
+        Command::Schedule(a) => workflow::schedule::run(ctx, a),
         Command::Layout(c) => workflow::layoutcmd::run(ctx, c),
         Command::Archive(c) => workflow::archive::run(ctx, c),
         Command::Mkbackuponly(a) => workflow::mkbackuponly::run(ctx, a),

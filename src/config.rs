@@ -22,6 +22,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub backup: BackupConfig,
     pub recover: RecoverConfig,
+    /// The rescue image `rescue mkrescue` builds (docs/image.md).
+    pub image: crate::image::config::ImageConfig,
     /// Recorded disk (block id in the descriptor) to the device to recover it onto.
     pub mapping: BTreeMap<String, String>,
 }
@@ -34,6 +36,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             backup: BackupConfig::default(),
             recover: RecoverConfig::default(),
+            image: crate::image::config::ImageConfig::default(),
             mapping: BTreeMap::new(),
         }
     }

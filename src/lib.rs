@@ -11,11 +11,11 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod error;
+pub mod image;
+pub mod inventory;
 pub mod layout;
 pub mod logging;
-pub mod inventory;
 pub mod plan;
 pub mod probe;
 pub mod util;
 pub mod workflow;
-

@@ -109,5 +109,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
     for t in &d.tools {
         println!("  {:<14} {:<28} {}", t.program, t.purpose, t.path.as_deref().unwrap_or("MISSING"));
     }
+    match crate::image::manifest::last_manifest(&ctx.config) {
+        Some((path, m)) => print!("last rescue image ({}):\n{}", path.display(), m.summary()),
+        None => println!("last rescue image: none built yet (rescue mkrescue)"),
+    }
     Ok(0)
 }

@@ -4,8 +4,11 @@
 pub mod archive;
 pub mod checklayout;
 pub mod dump;
+pub mod format;
 pub mod layoutcmd;
 pub mod mkbackuponly;
+pub mod mkrescue;
 pub mod recover;
 pub mod restoreonly;
 pub mod savelayout;
+pub mod schedule;

@@ -1,0 +1,145 @@
+#!/bin/sh
+# /init of the rescue system built by `rescue mkrescue`. PID 1: it must never exit.
+# Settings come from /etc/rescue/image.env (written at build time).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root TERM=linux
+umask 022
+
+mkdir -p /proc /sys /dev /run /tmp /mnt /root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || mount -t tmpfs -o mode=0755 dev /dev
+mkdir -p /dev/pts /dev/shm /run/udev /run/lock /var/log
+mount -t devpts -o gid=5,mode=620 devpts /dev/pts
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+mkdir -p /run/udev /run/lock /run/sshd
+mount -t tmpfs tmpfs /tmp
+[ -d /sys/firmware/efi/efivars ] && mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+ln -sf /proc/self/fd /dev/fd 2>/dev/null
+echo 0 > /proc/sys/kernel/printk 2>/dev/null
+
+. /etc/rescue/image.env
+
+cmdline=$(cat /proc/cmdline)
+has_arg() { case " $cmdline " in *" $1 "*) return 0;; esac; return 1; }
+arg_value() { for w in $cmdline; do case "$w" in "$1"=*) echo "${w#*=}"; return 0;; esac; done; return 1; }
+
+echo "RESCUE-INIT rescue system starting (kernel $(uname -r))"
+hostname "$RESCUE_HOSTNAME" 2>/dev/null
+
+# udev: coldplug every device so drivers load and /dev/disk/by-* appear.
+if [ -x "$UDEVD" ]; then
+  "$UDEVD" --daemon --resolve-names=never
+  udevadm trigger --type=subsystems --action=add
+  udevadm trigger --type=devices --action=add
+  udevadm settle --timeout=60
+else
+  echo "RESCUE-WARN no udevd in the image: /dev/disk/by-* will be missing"
+fi
+
+# Storage stack, file systems and the drivers a different machine may need.
+loaded=0
+for m in $(cat /etc/rescue/modules.load 2>/dev/null); do
+  modprobe -q "$m" 2>/dev/null && loaded=$((loaded + 1))
+done
+echo "RESCUE-MODULES loaded $loaded modules"
+[ -x "$UDEVD" ] && udevadm settle --timeout=60
+
+# Network.
+net_up() {
+  case "$RESCUE_NETWORK" in
+    none) return 0 ;;
+    static)
+      [ -f /etc/rescue/static-net ] || return 0
+      while read -r mac addr gw dns; do
+        for dev in /sys/class/net/*; do
+          ifc=${dev##*/}
+          [ "$(cat "$dev/address" 2>/dev/null)" = "$mac" ] || continue
+          ip link set "$ifc" up
+          ip addr add "$addr" dev "$ifc"
+          [ "$gw" != "-" ] && ip route add default via "$gw" dev "$ifc"
+          [ "$dns" != "-" ] && for d in $(echo "$dns" | tr , ' '); do echo "nameserver $d" >> /etc/resolv.conf; done
+          echo "RESCUE-NET $ifc $addr static"
+        done
+      done < /etc/rescue/static-net ;;
+    *)
+      for dev in /sys/class/net/*; do
+        ifc=${dev##*/}
+        [ "$ifc" = lo ] && continue
+        ip link set "$ifc" up
+        if udhcpc -i "$ifc" -n -q -t 3 -T 2 -s /etc/rescue/udhcpc.sh >/dev/null 2>&1; then
+          echo "RESCUE-NET $ifc $(ip -4 -o addr show dev "$ifc" | awk '{print $4}') dhcp"
+        fi
+      done ;;
+  esac
+}
+ip link set lo up 2>/dev/null
+if has_arg rescue.nonet; then echo "RESCUE-NET disabled by rescue.nonet"; else net_up; fi
+
+# SSH, only when the build put authorized keys in.
+if [ -s /root/.ssh/authorized_keys ] && [ -x /usr/sbin/sshd ]; then
+  ssh-keygen -A >/dev/null 2>&1
+  /usr/sbin/sshd -f /etc/ssh/sshd_config && echo "RESCUE-SSHD started"
+fi
+
+# The banner: what this is and how to recover. Marker lines start with RESCUE-.
+echo
+echo "RESCUE-BANNER rescue $RESCUE_VERSION rescue system for $RESCUE_HOSTNAME (built $RESCUE_BUILT)"
+if [ -f /etc/rescue/layout.toml ]; then
+  echo "RESCUE-LAYOUT present /etc/rescue/layout.toml"
+else
+  echo "RESCUE-LAYOUT missing /etc/rescue/layout.toml"
+fi
+for kind in by-id by-path by-uuid by-label; do
+  for l in /dev/disk/$kind/*; do
+    [ -e "$l" ] || [ -L "$l" ] || continue
+    echo "RESCUE-DISK $kind/${l##*/} -> $(readlink -f "$l")"
+  done
+done
+for b in /sys/block/*; do
+  n=${b##*/}
+  case "$n" in loop*|ram*|zram*) continue;; esac
+  echo "RESCUE-BLOCK $n $(( $(cat "$b/size") * 512 )) bytes"
+done
+cat <<BANNER
+
+  This is the rescue system of $RESCUE_HOSTNAME.
+  To recover:            rescue recover
+  Without questions:     rescue recover --unattended
+  See the plan first:    rescue recover --plan
+  The descriptor:        /etc/rescue/layout.toml      the config: /etc/rescue/rescue.toml
+  Power off / reboot:    poweroff -f / reboot -f
+
+BANNER
+echo "RESCUE-READY"
+
+finish() {
+  sync
+  case "$1" in
+    reboot) echo "RESCUE-REBOOT"; reboot -f ;;
+    poweroff) echo "RESCUE-POWEROFF"; poweroff -f ;;
+  esac
+}
+
+if has_arg unattended; then
+  echo "RESCUE-RECOVER-START rescue recover --unattended"
+  rescue --config /etc/rescue/rescue.toml recover --unattended
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    echo "RESCUE-RECOVER-OK"
+    finish "$RESCUE_AFTER_RECOVER"
+  else
+    echo "RESCUE-RECOVER-FAILED exit code $rc: the messages above say why; fix it in the shell and run 'rescue recover' again"
+  fi
+fi
+
+case "$(arg_value rescue.after)" in
+  poweroff) finish poweroff ;;
+  reboot) finish reboot ;;
+esac
+
+# A shell on the console, forever.
+while true; do
+  setsid cttyhack sh -l
+  echo "(the shell exited; starting a new one. Use 'poweroff -f' or 'reboot -f' to leave.)"
+done

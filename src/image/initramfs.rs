@@ -1,0 +1,536 @@
+//! The rescue system's initramfs: which programs, libraries, modules,
+//! firmware and settings go in, the secret filter, and the compressed cpio.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::config::{ModulesPolicy, NetworkMode};
+use super::elf::LibResolver;
+use super::manifest::Manifest;
+use super::modules::{self, ModuleIndex};
+use super::tree::{Entry, Source, Tree};
+use crate::cmd::{find_program, package_for, shell_quote};
+use crate::config::Config;
+use crate::layout::{BootloaderKind, FsType, Layout};
+
+const INIT: &str = include_str!("init.sh");
+const UDHCPC_SCRIPT: &str = include_str!("udhcpc.sh");
+
+/// Where the descriptor and the config are in the rescue system.
+pub const IMAGE_LAYOUT: &str = "/etc/rescue/layout.toml";
+pub const IMAGE_CONFIG: &str = "/etc/rescue/rescue.toml";
+
+/// What an initramfs is made from.
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub layout: &'a Layout,
+    /// The descriptor file as saved (copied verbatim).
+    pub layout_path: PathBuf,
+    /// The module directory of the kernel that will boot (`.../lib/modules/VERSION`).
+    pub modules_dir: PathBuf,
+    /// The `rescue` executable to put in.
+    pub rescue_binary: PathBuf,
+}
+
+/// Programs every rescue system has, whatever the layout. A missing one is an error.
+const BASE_PROGRAMS: &[&str] = &["busybox", "kmod", "modprobe", "insmod", "rmmod", "lsmod", "modinfo", "udevadm", "blkid", "wipefs", "sfdisk", "mount", "umount"];
+
+/// Programs a human in trouble or a recovery is glad to have; missing ones are noted.
+const USEFUL_PROGRAMS: &[&str] = &[
+    "lsblk", "partx", "blockdev", "losetup", "findmnt", "mkswap", "swapon", "swapoff", "sgdisk", "parted",
+    "tar", "zstd", "gzip", "xz", "rsync", "dmsetup", "mkfs.vfat", "mkfs.fat", "fsck.vfat", "mkfs.ext4", "mke2fs",
+    "e2fsck", "efibootmgr", "chroot", "ip", "ping", "less",
+];
+
+/// Programs recovery needs for this layout. A missing one is an error:
+/// the image could not recreate the system.
+pub fn programs_for_layout(layout: &Layout) -> Vec<&'static str> {
+    let mut p: Vec<&'static str> = Vec::new();
+    for fs in &layout.filesystems {
+        match fs.fstype {
+            FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => p.extend(["mke2fs", "mkfs.ext4", "e2fsck", "tune2fs", "resize2fs"]),
+            FsType::Xfs => p.extend(["mkfs.xfs", "xfs_repair", "xfs_db", "xfs_admin"]),
+            FsType::Vfat => p.extend(["mkfs.vfat", "fatlabel"]),
+            FsType::Btrfs => p.extend(["mkfs.btrfs", "btrfs"]),
+        }
+    }
+    if !layout.swaps.is_empty() {
+        p.push("mkswap");
+    }
+    if !layout.raids.is_empty() {
+        p.push("mdadm");
+    }
+    if !layout.luks.is_empty() {
+        p.extend(["cryptsetup", "dmsetup"]);
+    }
+    if !layout.lvm_vgs.is_empty() {
+        p.extend(["lvm", "pvcreate", "vgcreate", "lvcreate", "vgchange", "vgcfgrestore", "pvs", "vgs", "lvs", "dmsetup"]);
+    }
+    if matches!(layout.bootloader.kind, BootloaderKind::Grub2Efi | BootloaderKind::SystemdBoot) {
+        p.push("efibootmgr");
+    }
+    p.sort();
+    p.dedup();
+    p
+}
+
+/// Config keys whose values are secrets, by name.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "passphrase", "secret", "token", "credential", "private-key", "key-file", "keyfile"].iter().any(|w| k.contains(w))
+}
+
+/// The config as it goes into the image: secret-looking keys dropped and
+/// passwords cut out of URLs, unless `include-secrets` asks otherwise.
+/// Returns the TOML text and the dotted names of what was removed.
+pub fn sanitized_config(config: &Config) -> Result<(String, Vec<String>)> {
+    let mut value = toml::Value::try_from(config).context("turning the config into TOML")?;
+    let mut removed = Vec::new();
+    if !config.image.include_secrets {
+        scrub(&mut value, "", &mut removed);
+    }
+    let text = toml::to_string(&value).context("writing the config as TOML")?;
+    Ok((format!("# The config of the system this rescue image was made from, without secrets.\n{text}"), removed))
+}
+
+fn scrub(v: &mut toml::Value, at: &str, removed: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            let keys: Vec<String> = t.keys().cloned().collect();
+            for k in keys {
+                let name = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let is_text = matches!(t.get(&k), Some(toml::Value::String(_) | toml::Value::Table(_) | toml::Value::Array(_)));
+                if is_text && is_secret_key(&k) {
+                    t.remove(&k);
+                    removed.push(name);
+                } else if let Some(child) = t.get_mut(&k) {
+                    scrub(child, &name, removed);
+                }
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                scrub(x, &format!("{at}[{i}]"), removed);
+            }
+        }
+        toml::Value::String(s) => {
+            if let Some(clean) = strip_url_password(s) {
+                *s = clean;
+                removed.push(format!("{at} (password in the URL)"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `scheme://user:pass@host/...` -> `scheme://user@host/...`; None when there is no password.
+pub fn strip_url_password(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let (userinfo, host) = authority.rsplit_once('@')?;
+    let (user, _pass) = userinfo.split_once(':')?;
+    Some(format!("{scheme}://{user}@{host}{}", &rest[authority_end..]))
+}
+
+/// Whether a file (by path in the image and its first bytes) is a secret
+/// that must not enter an image by default. Returns why.
+pub fn looks_secret(path: &Path, head: &[u8]) -> Option<&'static str> {
+    let p = path.to_string_lossy();
+    if p == "/etc/shadow" || p == "/etc/gshadow" || p.ends_with("/etc/shadow-") {
+        return Some("password hashes");
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if p.starts_with("/etc/ssh/") && name.starts_with("ssh_host_") && name.ends_with("_key") {
+        return Some("an SSH host private key");
+    }
+    let start = &head[..head.len().min(200)];
+    let text = String::from_utf8_lossy(start);
+    let text = text.trim_start();
+    if text.starts_with("-----BEGIN") && text.lines().next().is_some_and(|l| l.contains("PRIVATE KEY")) {
+        return Some("a private key");
+    }
+    None
+}
+
+/// Build the initramfs into `out` (zstd-compressed cpio, mode 0600) and
+/// return what went in.
+pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
+    let cfg = &inp.config.image;
+    let mut tree = Tree::new();
+
+    // The usrmerge (or not) shape of the host, so paths resolve like there.
+    for d in ["/bin", "/sbin", "/lib", "/lib64"] {
+        if Path::new(d).exists() {
+            if std::fs::symlink_metadata(d)?.file_type().is_symlink() {
+                tree.add_symlink(Path::new(d), std::fs::read_link(d)?)?;
+            } else {
+                tree.mkdir_p(Path::new(d))?;
+            }
+        }
+    }
+    for d in ["/usr/bin", "/usr/sbin", "/etc/rescue", "/root", "/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/var/log", "/var/lib/rescue", "/var/tmp"] {
+        tree.mkdir_p(Path::new(d))?;
+    }
+    tree.insert(Path::new("/dev/console"), Entry { source: Source::CharDev(5, 1), mode: 0o600 })?;
+    tree.insert(Path::new("/dev/null"), Entry { source: Source::CharDev(1, 3), mode: 0o666 })?;
+    tree.insert(Path::new("/dev/tty"), Entry { source: Source::CharDev(5, 0), mode: 0o666 })?;
+
+    // Programs: required for every image, required by the layout, useful, asked for.
+    let mut programs: Vec<(String, bool)> = Vec::new();
+    programs.extend(BASE_PROGRAMS.iter().map(|p| (p.to_string(), true)));
+    programs.extend(programs_for_layout(inp.layout).into_iter().map(|p| (p.to_string(), true)));
+    programs.extend(USEFUL_PROGRAMS.iter().map(|p| (p.to_string(), false)));
+    programs.extend(cfg.extra_programs.iter().map(|p| (p.clone(), true)));
+    let ssh = !cfg.ssh_authorized_keys.is_empty();
+    if ssh {
+        programs.extend(["sshd", "ssh-keygen"].iter().map(|p| (p.to_string(), true)));
+    }
+    if let Some(url) = &inp.config.backup.url {
+        if url.starts_with("nfs") {
+            programs.push(("mount.nfs".into(), true));
+        } else if url.starts_with("cifs") || url.starts_with("smb") {
+            programs.push(("mount.cifs".into(), true));
+        }
+    }
+    let udevd = ["/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .with_context(|| "systemd-udevd is not installed on this system; the rescue system needs it for /dev/disk/by-*: apt-get install udev".to_string())?;
+    let mut host_programs: Vec<PathBuf> = vec![udevd.clone()];
+    let mut missing_required = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (name, required) in &programs {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        match find_program(name) {
+            Some(p) => {
+                manifest.programs.push(name.clone());
+                host_programs.push(p);
+            }
+            None if *required => missing_required.push(match package_for(name) {
+                Some(pkg) => format!("{name} (apt-get install {pkg})"),
+                None => name.clone(),
+            }),
+            None => manifest.programs_missing.push(name.clone()),
+        }
+    }
+    if !missing_required.is_empty() {
+        bail!(
+            "programs the rescue system needs are not installed on this system: {}. Install them and run mkrescue again",
+            missing_required.join(", ")
+        );
+    }
+    // udev's helpers (ata_id, scsi_id...) that the persistent-storage rules call.
+    for dir in ["/usr/lib/udev", "/lib/udev"] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let p = e.path();
+                if p.is_file() && e.file_name() != "hwdb.bin" && super::elf::read_elf(&p).ok().flatten().is_some() {
+                    host_programs.push(p);
+                }
+            }
+            tree.add_host_path(&Path::new(dir).join("rules.d"))?;
+            break;
+        }
+    }
+    if Path::new("/etc/udev/udev.conf").is_file() {
+        tree.add_host_path(Path::new("/etc/udev/udev.conf"))?;
+    }
+
+    // Programs and their libraries, from the ELF files.
+    let resolver = LibResolver::for_root(Path::new("/"));
+    let mut all = host_programs.clone();
+    all.push(inp.rescue_binary.clone());
+    // libgcc_s is dlopen'ed by glibc for thread cancellation; not in DT_NEEDED.
+    if let Some(p) = ["/usr/lib/x86_64-linux-gnu/libgcc_s.so.1", "/lib/x86_64-linux-gnu/libgcc_s.so.1"].iter().find(|p| Path::new(p).exists()) {
+        all.push(PathBuf::from(p));
+    }
+    let closure = resolver.closure(&all)?;
+    if !closure.missing.is_empty() {
+        let list: Vec<String> = closure.missing.iter().map(|(l, by)| format!("{l} (needed by {by})")).collect();
+        bail!("shared libraries were not found: {}; the programs needing them would not start in the rescue system", list.join(", "));
+    }
+    for f in &closure.files {
+        if f == &inp.rescue_binary {
+            continue;
+        }
+        tree.add_host_path(f)?;
+        if !host_programs.contains(f) {
+            manifest.libraries.push(f.display().to_string());
+        }
+    }
+    // Each program also under the name we looked it up by (a symlink chain on the host).
+    for p in &host_programs {
+        tree.add_host_path(p)?;
+    }
+    let rescue_bin = strip_debug(&inp.rescue_binary, &out.with_extension("rescue-bin"))?;
+    tree.add_host_file_as(Path::new("/usr/bin/rescue"), &rescue_bin)?;
+
+    // busybox applets fill in whatever real program is absent.
+    let busybox = find_program("busybox").context("busybox vanished")?;
+    let busybox_in_image = tree.resolve(&busybox)?;
+    let applets = crate::cmd::Cmd::new(&busybox).arg("--list-full").read()?;
+    let bin_dirs = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"];
+    let mut applet_count = 0;
+    for a in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
+        let name = a.rsplit('/').next().unwrap_or(a);
+        if bin_dirs.iter().any(|d| tree.contains(&Path::new(d).join(name))) {
+            continue;
+        }
+        tree.add_symlink(&Path::new("/").join(a), busybox_in_image.clone())?;
+        applet_count += 1;
+    }
+    manifest.busybox_applets = applet_count;
+    if !tree.contains(Path::new("/bin/sh")) {
+        tree.add_symlink(Path::new("/bin/sh"), busybox_in_image.clone())?;
+    }
+
+    // Kernel modules and firmware.
+    let index = ModuleIndex::load(&inp.modules_dir)?;
+    let version = index.version();
+    let mut wanted: Vec<String> = modules::DISSIMILAR_HARDWARE.iter().map(|s| s.to_string()).collect();
+    wanted.extend(modules::modules_for_layout(inp.layout));
+    wanted.extend(cfg.extra_modules.iter().cloned());
+    let running = nix::sys::utsname::uname().ok().map(|u| u.release().to_string_lossy().into_owned());
+    if running.as_deref() == Some(version.as_str()) {
+        // Building for the running kernel: what it uses now is what it needs.
+        wanted.extend(modules::loaded_modules());
+    }
+    let set = match cfg.modules {
+        ModulesPolicy::Needed => index.closure(&wanted),
+        ModulesPolicy::All => index.closure(&index.all_names()),
+    };
+    let load_set = index.closure(&wanted);
+    let image_modules = PathBuf::from("/lib/modules").join(&version);
+    for f in &set.files {
+        tree.add_host_file_as(&image_modules.join(f), &inp.modules_dir.join(f))?;
+    }
+    for idx_file in [
+        "modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep", "modules.symbols",
+        "modules.symbols.bin", "modules.builtin", "modules.builtin.bin", "modules.builtin.alias.bin",
+        "modules.builtin.modinfo", "modules.order", "modules.devname",
+    ] {
+        let p = inp.modules_dir.join(idx_file);
+        if p.is_file() {
+            tree.add_host_file_as(&image_modules.join(idx_file), &p)?;
+        }
+    }
+    let mut load: Vec<String> = wanted
+        .iter()
+        .map(|w| modules::normalize(w))
+        .filter(|w| load_set.modules.contains(w))
+        .collect();
+    load.sort();
+    load.dedup();
+    tree.add_bytes(Path::new("/etc/rescue/modules.load"), load.join("\n") + "\n", 0o644)?;
+    manifest.kernel_version = version.clone();
+    manifest.modules = set.modules.iter().cloned().collect();
+    manifest.modules_unknown = set.unknown.iter().cloned().collect();
+    for fw in modules::firmware_names(&index, &set)? {
+        let candidates = [fw.clone(), format!("{fw}.xz"), format!("{fw}.zst")];
+        match candidates.iter().find(|c| cfg.firmware_dir.join(c).is_file()) {
+            Some(c) => {
+                tree.add_host_file_as(&Path::new("/lib/firmware").join(c), &cfg.firmware_dir.join(c))?;
+                manifest.firmware.push(c.clone());
+            }
+            None => manifest.firmware_missing.push(fw),
+        }
+    }
+
+    // Settings, descriptor, config.
+    let layout_text = std::fs::read(&inp.layout_path).with_context(|| format!("reading {}", inp.layout_path.display()))?;
+    tree.add_bytes(Path::new(IMAGE_LAYOUT), layout_text, 0o600)?;
+    let (config_text, removed) = sanitized_config(inp.config)?;
+    manifest.config_removed = removed;
+    tree.add_bytes(Path::new(IMAGE_CONFIG), config_text, 0o600)?;
+    let hostname = if inp.layout.host.hostname.is_empty() { "unknown".to_string() } else { inp.layout.host.hostname.clone() };
+    let env = [
+        ("RESCUE_VERSION", env!("CARGO_PKG_VERSION").to_string()),
+        ("RESCUE_HOSTNAME", hostname.clone()),
+        ("RESCUE_BUILT", manifest.created.clone()),
+        ("RESCUE_NETWORK", match cfg.network {
+            NetworkMode::Dhcp => "dhcp",
+            NetworkMode::Static => "static",
+            NetworkMode::None => "none",
+        }.to_string()),
+        ("RESCUE_AFTER_RECOVER", match cfg.after_recover {
+            super::config::AfterRecover::Poweroff => "poweroff",
+            super::config::AfterRecover::Reboot => "reboot",
+            super::config::AfterRecover::Shell => "shell",
+        }.to_string()),
+        ("UDEVD", udevd.display().to_string()),
+    ];
+    let env_text: String = env.iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect();
+    tree.add_bytes(Path::new("/etc/rescue/image.env"), env_text, 0o644)?;
+    tree.add_bytes(Path::new("/init"), INIT, 0o755)?;
+    tree.add_bytes(Path::new("/etc/rescue/udhcpc.sh"), UDHCPC_SCRIPT, 0o755)?;
+    if !cfg.static_net.is_empty() {
+        let text: String = cfg
+            .static_net
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} {} {}\n",
+                    s.mac.to_ascii_lowercase(),
+                    s.address,
+                    s.gateway.as_deref().unwrap_or("-"),
+                    if s.dns.is_empty() { "-".to_string() } else { s.dns.join(",") }
+                )
+            })
+            .collect();
+        tree.add_bytes(Path::new("/etc/rescue/static-net"), text, 0o644)?;
+    }
+    // Accounts without passwords: root logs in on the console (it is the
+    // console of a machine being recovered) or with a configured SSH key.
+    tree.add_bytes(
+        Path::new("/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        0o644,
+    )?;
+    let groups = ["root:x:0:", "tty:x:5:", "disk:x:6:", "kmem:x:15:", "dialout:x:20:", "cdrom:x:24:", "tape:x:26:", "audio:x:29:", "video:x:44:", "input:x:105:", "kvm:x:106:", "render:x:107:", "sgx:x:108:", "nogroup:x:65534:"];
+    tree.add_bytes(Path::new("/etc/group"), groups.join("\n") + "\n", 0o644)?;
+    tree.add_bytes(Path::new("/etc/hostname"), format!("{hostname}\n"), 0o644)?;
+    tree.add_bytes(Path::new("/etc/fstab"), "# the rescue system runs from RAM\n", 0o644)?;
+    tree.add_symlink(Path::new("/etc/mtab"), "/proc/self/mounts")?;
+    tree.add_bytes(
+        Path::new("/etc/profile"),
+        format!("export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nPS1='RESCUE {hostname}:$PWD# '\necho 'rescue system: run \"rescue recover\" to recover {hostname}.'\n"),
+        0o644,
+    )?;
+    if Path::new("/etc/os-release").exists() {
+        tree.add_host_path(Path::new("/etc/os-release")).ok();
+    }
+    if ssh {
+        let keys = cfg.ssh_authorized_keys.join("\n") + "\n";
+        tree.mkdir_p(Path::new("/root/.ssh"))?;
+        tree.add_bytes(Path::new("/root/.ssh/authorized_keys"), keys, 0o600)?;
+        tree.add_bytes(
+            Path::new("/etc/ssh/sshd_config"),
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPidFile /run/sshd.pid\n",
+            0o644,
+        )?;
+    }
+    for f in &cfg.extra_files {
+        tree.add_host_path(f).with_context(|| format!("adding extra-files entry {}", f.display()))?;
+    }
+
+    // Write: cpio newc through zstd, refusing secrets unless allowed.
+    let tmp = out.with_extension("tmp");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode_0600()
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let mut enc = zstd::stream::Encoder::new(std::io::BufWriter::new(file), cfg.compression_level)?;
+    let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    enc.multithread(threads).ok();
+    // The kernel needs checksum-less frames it can stream; content size is unknown anyway.
+    enc.include_checksum(false)?;
+    let allow = cfg.include_secrets;
+    let mut secrets = Vec::new();
+    tree.write_cpio(&mut enc, |path, head| {
+        if let Some(why) = looks_secret(path, head) {
+            if !allow {
+                bail!(
+                    "{} would put {why} into the rescue image; remove it from extra-files, or set include-secrets = true in [image] if that is really wanted",
+                    path.display()
+                );
+            }
+            secrets.push(format!("{} ({why})", path.display()));
+        }
+        Ok(())
+    })?;
+    let mut w = enc.finish()?;
+    w.flush()?;
+    drop(w);
+    std::fs::rename(&tmp, out).with_context(|| format!("moving {} into place", out.display()))?;
+    manifest.secrets_included = secrets;
+    manifest.files = tree
+        .entries()
+        .map(|(p, e)| super::manifest::FileEntry {
+            path: p.display().to_string(),
+            kind: match &e.source {
+                Source::Dir => "dir",
+                Source::Host(_) | Source::Bytes(_) => "file",
+                Source::Symlink(_) => "symlink",
+                Source::CharDev(..) => "chardev",
+            }
+            .into(),
+            from: match &e.source {
+                Source::Host(h) => Some(h.display().to_string()),
+                Source::Symlink(t) => Some(format!("-> {}", t.display())),
+                _ => None,
+            },
+        })
+        .collect();
+    manifest.content_bytes = tree.content_size();
+    Ok(())
+}
+
+/// A copy of `exe` without debug sections when it has them (a debug build
+/// of rescue is ten times its release size) and `objcopy` is installed;
+/// else `exe` itself.
+fn strip_debug(exe: &Path, scratch: &Path) -> Result<PathBuf> {
+    let data = std::fs::read(exe).with_context(|| format!("reading {}", exe.display()))?;
+    let has_debug = goblin::elf::Elf::parse(&data)
+        .map(|e| e.section_headers.iter().any(|s| e.shdr_strtab.get_at(s.sh_name).is_some_and(|n| n.starts_with(".debug"))))
+        .unwrap_or(false);
+    if !has_debug || find_program("objcopy").is_none() {
+        return Ok(exe.to_path_buf());
+    }
+    crate::cmd::Cmd::new("objcopy").arg("--strip-debug").arg(exe).arg(scratch).run()?;
+    Ok(scratch.to_path_buf())
+}
+
+/// `OpenOptions::mode(0o600)` under a readable name.
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_cut() {
+        assert_eq!(strip_url_password("nfs://u:pw@host/x").as_deref(), Some("nfs://u@host/x"));
+        assert_eq!(strip_url_password("file:///backup"), None);
+        assert_eq!(strip_url_password("cifs://user@host/share"), None);
+    }
+
+    #[test]
+    fn secrets_are_recognised() {
+        assert!(looks_secret(Path::new("/etc/shadow"), b"root:$6$").is_some());
+        assert!(looks_secret(Path::new("/etc/ssh/ssh_host_ed25519_key"), b"").is_some());
+        assert!(looks_secret(Path::new("/etc/ssh/ssh_host_ed25519_key.pub"), b"ssh-ed25519 AAAA").is_none());
+        assert!(looks_secret(Path::new("/x/key.pem"), b"-----BEGIN RSA PRIVATE KEY-----\nMII").is_some());
+        assert!(looks_secret(Path::new("/x/k"), b"-----BEGIN OPENSSH PRIVATE KEY-----\n").is_some());
+        assert!(looks_secret(Path::new("/x/cert.pem"), b"-----BEGIN CERTIFICATE-----\n").is_none());
+        // A binary that merely mentions the words is not a key.
+        assert!(looks_secret(Path::new("/usr/bin/ssh-keygen"), b"\x7fELF....PRIVATE KEY").is_none());
+    }
+
+    #[test]
+    fn config_secrets_are_removed() {
+        let mut c = Config::default();
+        c.backup.url = Some("nfs://backup:hunter2@nas/export".into());
+        let (text, removed) = sanitized_config(&c).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("nfs://backup@nas/export"), "{text}");
+        assert_eq!(removed, vec!["backup.url (password in the URL)"]);
+    }
+}

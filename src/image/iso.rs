@@ -1,0 +1,96 @@
+//! The ISO output: a hybrid ISO 9660 image made by xorriso that boots on
+//! BIOS (isolinux, also when written to a USB stick) and on UEFI (an El
+//! Torito EFI image holding GRUB), from a CD or as a disk.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::boot::{grub_efi, Menu};
+use crate::cmd::Cmd;
+
+/// Where Debian's isolinux and syslinux modules are.
+pub const ISOLINUX_DIR: &str = "/usr/lib/ISOLINUX";
+pub const SYSLINUX_BIOS_MODULES: &str = "/usr/lib/syslinux/modules/bios";
+const MENU_MODULES: &[&str] = &["ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32", "chain.c32"];
+
+/// The host file for a syslinux module, or an error naming the package.
+pub fn syslinux_module(name: &str) -> Result<PathBuf> {
+    let p = Path::new(SYSLINUX_BIOS_MODULES).join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        anyhow::bail!("{} is missing; install the Debian package syslinux-common (apt-get install syslinux-common)", p.display())
+    }
+}
+
+/// Make a small FAT image holding `EFI/BOOT/BOOTX64.EFI`.
+pub fn efi_fat_image(efi: &Path, out: &Path) -> Result<()> {
+    let size = std::fs::metadata(efi)?.len();
+    let kib = (size / 1024 + 1024).max(2048);
+    let _ = std::fs::remove_file(out);
+    Cmd::new("mkfs.vfat").args(["-C", "-n", "RESCUE_EFI"]).arg(out).arg(kib.to_string()).run()?;
+    let img = out.display().to_string();
+    Cmd::new("mmd").env("MTOOLS_SKIP_CHECK", "1").args(["-i", &img, "::/EFI", "::/EFI/BOOT"]).run()?;
+    Cmd::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-i", &img]).arg(efi).arg("::/EFI/BOOT/BOOTX64.EFI").run()?;
+    Ok(())
+}
+
+/// Write the ISO to `out` (mode 0600). `extra` are (path in ISO, host path)
+/// pairs (e.g. a backup archive for `iso:///backup`).
+pub fn write_iso(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Path, out: &Path, extra: &[(String, PathBuf)]) -> Result<()> {
+    let stage = work.join("iso");
+    let isolinux = stage.join("isolinux");
+    std::fs::create_dir_all(&isolinux)?;
+    let isolinux_bin = Path::new(ISOLINUX_DIR).join("isolinux.bin");
+    if !isolinux_bin.is_file() {
+        anyhow::bail!("{} is missing; install the Debian package isolinux (apt-get install isolinux)", isolinux_bin.display());
+    }
+    // A copy: -boot-info-table patches the boot file.
+    std::fs::copy(&isolinux_bin, isolinux.join("isolinux.bin"))?;
+    for m in MENU_MODULES {
+        std::fs::copy(syslinux_module(m)?, isolinux.join(m))?;
+    }
+    std::fs::write(isolinux.join("isolinux.cfg"), menu.syslinux_cfg("/boot/vmlinuz", "/boot/initrd.img", "LOCALBOOT 0x80"))?;
+    let marker = format!("/boot/rescue-{id}");
+    std::fs::write(stage.join("marker"), format!("{id}\n"))?;
+    std::fs::write(stage.join("grub.cfg"), menu.grub_cfg("/boot/vmlinuz", "/boot/initrd.img", "exit"))?;
+    let efi = stage.join("BOOTX64.EFI");
+    grub_efi(&efi, &marker, work)?;
+    efi_fat_image(&efi, &stage.join("efiboot.img"))?;
+
+    let hybrid_mbr = Path::new(ISOLINUX_DIR).join("isohdpfx.bin");
+    let tmp = out.with_extension("iso.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut graft = vec![
+        format!("isolinux={}", isolinux.display()),
+        format!("boot/vmlinuz={}", kernel.display()),
+        format!("boot/initrd.img={}", initrd.display()),
+        format!("boot/efiboot.img={}", stage.join("efiboot.img").display()),
+        format!("boot/grub/grub.cfg={}", stage.join("grub.cfg").display()),
+        format!("{}={}", marker.trim_start_matches('/'), stage.join("marker").display()),
+        format!("EFI/BOOT/BOOTX64.EFI={}", efi.display()),
+    ];
+    for (dest, src) in extra {
+        graft.push(format!("{}={}", dest.trim_start_matches('/'), src.display()));
+    }
+    Cmd::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-o"])
+        .arg(&tmp)
+        .args(["-V", "RESCUE", "-R", "-J", "-l", "-graft-points", "-isohybrid-mbr"])
+        .arg(&hybrid_mbr)
+        .args(["-c", "isolinux/boot.cat", "-b", "isolinux/isolinux.bin", "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
+        .args(["-eltorito-alt-boot", "-e", "boot/efiboot.img", "-no-emul-boot", "-isohybrid-gpt-basdat"])
+        .args(&graft)
+        .run()
+        .context("making the ISO image")?;
+    set_private(&tmp)?;
+    std::fs::rename(&tmp, out).with_context(|| format!("moving the ISO into place at {}", out.display()))?;
+    Ok(())
+}
+
+/// Output files hold the system's descriptor and config: owner only.
+pub fn set_private(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("setting mode 0600 on {}", p.display()))
+}

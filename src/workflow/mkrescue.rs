@@ -1,0 +1,179 @@
+//! `rescue mkrescue`: build the rescue image (ISO, PXE, USB, raw disk) for
+//! this system from its saved layout descriptor. See docs/image.md.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::cli::Ctx;
+use crate::error::input_error;
+use crate::image::config::{NetworkMode, OutputKind, StaticNet};
+use crate::image::manifest::{manifest_path, Manifest};
+use crate::image::{self, BuildOptions};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  rescue mkrescue                         build what [image] output says (an ISO by default)
+  rescue mkrescue --output iso,pxe --output-dir /srv/rescue
+  rescue mkrescue --kernel /boot/vmlinuz-6.1.0-28-amd64 --modules-dir /lib/modules/6.1.0-28-amd64
+  rescue mkrescue --output usb --usb /dev/sdc   (after `rescue format --usb /dev/sdc`)
+  rescue mkrescue --manifest              show what went into the last image";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Kernel to boot (default: [image] kernel, else /boot/vmlinuz-$(uname -r)).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// That kernel's module directory (default: [image] modules-dir, else /lib/modules/$(uname -r)).
+    #[arg(long, value_name = "DIR")]
+    pub modules_dir: Option<PathBuf>,
+    /// Layout descriptor to put in (default: the saved one in the state directory).
+    #[arg(long, value_name = "FILE")]
+    pub layout: Option<PathBuf>,
+    /// Outputs, comma-separated: iso, pxe, usb, raw (default: [image] output).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub output: Vec<OutputArg>,
+    /// Directory for the outputs (default: from [image] output-url).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// USB disk for the usb output, prepared by `rescue format --usb`.
+    #[arg(long, value_name = "DEV")]
+    pub usb: Option<PathBuf>,
+    /// Give the rescue system this host's current static addresses (matched by MAC) instead of DHCP.
+    #[arg(long)]
+    pub static_net: bool,
+    /// Do not build: show the manifest of the last image built into the output directory.
+    #[arg(long)]
+    pub manifest: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutputArg {
+    Iso,
+    Pxe,
+    Usb,
+    Raw,
+}
+
+impl From<OutputArg> for OutputKind {
+    fn from(o: OutputArg) -> Self {
+        match o {
+            OutputArg::Iso => OutputKind::Iso,
+            OutputArg::Pxe => OutputKind::Pxe,
+            OutputArg::Usb => OutputKind::Usb,
+            OutputArg::Raw => OutputKind::Raw,
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let cfg = &ctx.config.image;
+    let output_dir = match &args.output_dir {
+        Some(d) => d.clone(),
+        None => image::output_dir_from_url(&cfg.output_url)?,
+    };
+    let layout_path = args.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
+    if args.manifest {
+        let layout = crate::layout::Layout::load(&layout_path).ok();
+        let host = layout.map(|l| l.host.hostname).unwrap_or_default();
+        let path = manifest_path(&output_dir, if host.is_empty() { "unknown" } else { &host });
+        let m = Manifest::load(&path).map_err(|e| input_error(format!("{e:#}; build an image with `rescue mkrescue` first")))?;
+        if ctx.json {
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        } else {
+            print!("{}", m.summary());
+            println!("files in the initramfs ({}):", m.files.len());
+            for f in &m.files {
+                println!("  {:<8} {}{}", f.kind, f.path, f.from.as_ref().map(|s| format!("  ({s})")).unwrap_or_default());
+            }
+        }
+        return Ok(0);
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .context("reading the running kernel's release")?;
+    let kernel = args.kernel.clone().or_else(|| cfg.kernel.clone()).unwrap_or_else(|| PathBuf::from(format!("/boot/vmlinuz-{release}")));
+    let modules_dir = args
+        .modules_dir
+        .clone()
+        .or_else(|| cfg.modules_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/lib/modules/{release}")));
+    let outputs: Vec<OutputKind> = if args.output.is_empty() { cfg.output.clone() } else { args.output.iter().map(|&o| o.into()).collect() };
+    let mut config = ctx.config.clone();
+    if args.static_net {
+        config.image.static_net = host_static_net()?;
+        config.image.network = NetworkMode::Static;
+    }
+    let opts = BuildOptions {
+        kernel,
+        modules_dir,
+        layout_path,
+        outputs,
+        output_dir,
+        usb_device: args.usb.clone().or_else(|| cfg.usb_device.clone()),
+        rescue_binary: std::env::current_exe().context("finding the rescue executable to put into the image")?,
+    };
+    let m = image::make_rescue(&config, &opts)?;
+    if ctx.json {
+        let mut short = m.clone();
+        short.files.clear();
+        println!("{}", serde_json::to_string_pretty(&short)?);
+    } else {
+        print!("{}", m.summary());
+        println!("  manifest {}", manifest_path(&opts.output_dir, &m.hostname).display());
+    }
+    Ok(0)
+}
+
+#[derive(Deserialize)]
+struct IpLink {
+    ifname: String,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    link_type: Option<String>,
+    #[serde(default)]
+    addr_info: Vec<IpAddr>,
+}
+#[derive(Deserialize)]
+struct IpAddr {
+    family: String,
+    local: String,
+    prefixlen: u32,
+    #[serde(default)]
+    scope: Option<String>,
+}
+#[derive(Deserialize)]
+struct IpRoute {
+    #[serde(default)]
+    gateway: Option<String>,
+    #[serde(default)]
+    dev: Option<String>,
+}
+
+/// The host's global IPv4 addresses by MAC, its default gateway and DNS servers.
+fn host_static_net() -> Result<Vec<StaticNet>> {
+    let links: Vec<IpLink> = serde_json::from_str(&crate::cmd::Cmd::new("ip").args(["-j", "addr", "show"]).read()?)
+        .context("parsing `ip -j addr show`")?;
+    let routes: Vec<IpRoute> = serde_json::from_str(&crate::cmd::Cmd::new("ip").args(["-j", "-4", "route", "show", "default"]).read()?)
+        .context("parsing `ip -j route show default`")?;
+    let dns: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver").map(|s| s.trim().to_string()))
+        .filter(|s| !s.starts_with("127."))
+        .collect();
+    let mut out = Vec::new();
+    for l in links.iter().filter(|l| l.link_type.as_deref() == Some("ether")) {
+        let Some(mac) = &l.address else { continue };
+        for a in l.addr_info.iter().filter(|a| a.family == "inet" && a.scope.as_deref() == Some("global")) {
+            let gateway = routes.iter().find(|r| r.dev.as_deref() == Some(l.ifname.as_str())).and_then(|r| r.gateway.clone());
+            out.push(StaticNet { mac: mac.clone(), address: format!("{}/{}", a.local, a.prefixlen), gateway, dns: dns.clone() });
+        }
+    }
+    if out.is_empty() {
+        return Err(input_error("--static-net: this host has no global IPv4 address on an Ethernet interface to record"));
+    }
+    Ok(out)
+}
