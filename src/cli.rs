@@ -48,7 +48,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    //SAVELAYOUT
+    /// Record the storage layout of this system in a descriptor file.
+    #[command(after_long_help = workflow::savelayout::EXAMPLES)]
+    Savelayout(workflow::savelayout::Args),
+    /// Compare the system with the saved descriptor (exit 0 same, 1 changed, 2 error).
+    #[command(after_long_help = workflow::checklayout::EXAMPLES)]
+    Checklayout(workflow::checklayout::Args),
     /// Show the effective configuration and what rescue finds on this system.
     #[command(after_long_help = workflow::dump::EXAMPLES)]
     Dump(workflow::dump::Args),
@@ -113,6 +118,8 @@ pub fn main() -> i32 {
 
 fn command_name(c: &Command) -> &'static str {
     match c {
+        Command::Savelayout(_) => "savelayout",
+        Command::Checklayout(_) => "checklayout",
         Command::Dump(_) => "dump",
         Command::Layout(_) => "layout",
         Command::Completions { .. } => "completions",
@@ -122,6 +129,8 @@ fn command_name(c: &Command) -> &'static str {
 
 fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
     match command {
+        Command::Savelayout(a) => workflow::savelayout::run(ctx, a),
+        Command::Checklayout(a) => workflow::checklayout::run(ctx, a),
         Command::Dump(a) => workflow::dump::run(ctx, a),
         Command::Layout(c) => workflow::layoutcmd::run(ctx, c),
         Command::Completions { shell } => {
@@ -154,6 +163,7 @@ pub fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -48,19 +48,13 @@ pub struct CaptureConfig {
     pub exclude_mounts: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct BackupConfig {
     /// Where the backup goes (`file:///path`, `nfs://host/export`, `usb:///dev/disk/by-label/REAR-000`, `iso:///backup`).
     pub url: Option<String>,
     /// Paths (globs) not to back up, besides pseudo filesystems and the backup target.
     pub exclude: Vec<String>,
-}
-
-impl Default for BackupConfig {
-    fn default() -> Self {
-        Self { url: None, exclude: Vec::new() }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +92,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

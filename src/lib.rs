@@ -3,6 +3,7 @@
 //! The modules follow the data: `layout` (the descriptor) ← `probe` (capture
 //! from the running system); `workflow` holds the commands a user runs.
 
+pub mod boot;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -12,3 +13,4 @@ pub mod logging;
 pub mod probe;
 pub mod util;
 pub mod workflow;
+

@@ -8,7 +8,7 @@
 //! logical volume. These are names inside the descriptor, not device paths on
 //! the recovery machine: the plan maps disks to present devices.
 
-mod validate;
+pub mod validate;
 pub mod diff;
 
 use std::path::Path;

@@ -103,10 +103,7 @@ pub enum Answer {
 }
 
 impl Answer {
-    fn from<T: Into<String>>(r: &Result<T>) -> Self
-    where
-        T: Clone,
-    {
+    fn from<T: Into<String> + Clone>(r: &Result<T>) -> Self {
         match r {
             Ok(v) => Answer::Ok(v.clone().into()),
             Err(e) => Answer::Err(format!("{e:#}")),

@@ -1,0 +1,372 @@
+//! Finalize a restored system so it boots on the hardware it is now on:
+//! rewrite device names that changed (fstab, crypttab, mdadm.conf, GRUB
+//! defaults), regenerate the initramfs only when the new disks need drivers
+//! it lacks, reinstall the bootloader, fix UEFI boot entries.
+//!
+//! Like storage recovery, finalizing is a plan computed first (pure, testable,
+//! printable), then executed step by step in a chroot of the target.
+
+pub mod rewrite;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cmd::Cmd;
+use crate::layout::{BootloaderKind, Layout};
+
+/// Where a recorded disk or partition ended up on this machine.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceMap {
+    /// Recorded block id (`sda`, `sda2`, `nvme0n1p1`) → device path now (`/dev/vda`, `/dev/vda2`).
+    pub paths: BTreeMap<String, String>,
+}
+
+/// What finalizing knows about the machine and the restored tree.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The restored root (e.g. `/mnt/local`).
+    pub root: PathBuf,
+    /// Whether this machine booted the rescue system with UEFI.
+    pub uefi: bool,
+    /// Kernel modules the disks of this machine need (from sysfs driver links).
+    pub disk_drivers: BTreeSet<String>,
+    /// Regenerate the initramfs whatever the check says.
+    pub force_initramfs: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// Replace device names in a file of the restored system.
+    RewriteFile { path: String, changes: Vec<(String, String)> },
+    /// Run update-initramfs or dracut in the target.
+    RegenerateInitramfs { tool: String, reason: String },
+    /// Keep the restored initramfs (and why that is safe).
+    KeepInitramfs { reason: String },
+    /// `grub-install --target=i386-pc` on each disk.
+    GrubBios { disks: Vec<String> },
+    /// `grub-install --target=x86_64-efi` into the ESP.
+    GrubEfi { efi_dir: String, bootloader_id: String },
+    /// `bootctl install`.
+    SystemdBoot { esp_path: String },
+    /// Regenerate grub.cfg (only when device names changed).
+    GrubMkconfig { config: String },
+    /// Replace the NVRAM entry of the recorded label with one for the new disk.
+    EfiBootEntry { disk: String, partition: u32, label: String, loader: String },
+    /// SELinux was enforcing: relabel on first boot.
+    SelinuxRelabel,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::RewriteFile { path, changes } => {
+                write!(f, "rewrite {path}:")?;
+                for (a, b) in changes {
+                    write!(f, " {a} -> {b};")?;
+                }
+                Ok(())
+            }
+            Step::RegenerateInitramfs { tool, reason } => write!(f, "regenerate the initramfs with {tool} ({reason})"),
+            Step::KeepInitramfs { reason } => write!(f, "keep the restored initramfs ({reason})"),
+            Step::GrubBios { disks } => write!(f, "install GRUB for BIOS on {}", disks.join(", ")),
+            Step::GrubEfi { efi_dir, bootloader_id } => write!(f, "install GRUB for UEFI into {efi_dir} as `{bootloader_id}`"),
+            Step::SystemdBoot { esp_path } => write!(f, "install systemd-boot into {esp_path}"),
+            Step::GrubMkconfig { config } => write!(f, "regenerate {config}"),
+            Step::EfiBootEntry { disk, partition, label, loader } => {
+                write!(f, "UEFI boot entry `{label}` -> {disk} partition {partition} {loader}")
+            }
+            Step::SelinuxRelabel => write!(f, "request an SELinux relabel on first boot"),
+        }
+    }
+}
+
+/// Files whose device names are rewritten when disks were renamed.
+const REWRITTEN: &[&str] = &["etc/fstab", "etc/crypttab", "etc/mdadm/mdadm.conf", "etc/mdadm.conf", "etc/default/grub"];
+
+/// Compute the finalize steps. `read` reads a file of the restored system
+/// (relative path) and is the only way this looks at it.
+pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&str) -> Option<String>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let renames = rewrite::device_renames(layout, map);
+    let mut rewrote_early_boot_files = false;
+    for file in REWRITTEN {
+        if let Some(text) = read(file) {
+            let (_, changes) = rewrite::apply(&text, &renames);
+            if !changes.is_empty() {
+                if file.contains("crypttab") || file.contains("mdadm") {
+                    rewrote_early_boot_files = true;
+                }
+                steps.push(Step::RewriteFile { path: format!("/{file}"), changes });
+            }
+        }
+    }
+
+    // The initramfs: regenerating it costs minutes (rear always does; under
+    // emulation it was most of its recovery time). Only when needed.
+    let tool = if read("usr/sbin/update-initramfs").is_some() || read("etc/initramfs-tools/initramfs.conf").is_some() {
+        "update-initramfs"
+    } else {
+        "dracut"
+    };
+    let has = read("etc/initramfs-tools/initramfs.conf").map(|c| initramfs_modules_most(&c)).unwrap_or(false);
+    if target.force_initramfs {
+        steps.push(Step::RegenerateInitramfs { tool: tool.into(), reason: "requested".into() });
+    } else if rewrote_early_boot_files {
+        steps.push(Step::RegenerateInitramfs { tool: tool.into(), reason: "crypttab or mdadm.conf changed and the initramfs carries a copy".into() });
+    } else if !has && !target.disk_drivers.is_empty() {
+        steps.push(Step::RegenerateInitramfs {
+            tool: tool.into(),
+            reason: format!("the initramfs is built with only the drivers of the old machine; this one needs {}", join(&target.disk_drivers)),
+        });
+    } else {
+        steps.push(Step::KeepInitramfs {
+            reason: if has { "it is built with MODULES=most, which holds the drivers of any common disk".into() } else { "the disks and the storage stack are unchanged".into() },
+        });
+    }
+
+    let bl = &layout.bootloader;
+    let new_path = |id: &str| map.paths.get(id).cloned().unwrap_or_else(|| format!("/dev/{id}"));
+    match bl.kind {
+        BootloaderKind::Grub2Bios => {
+            let mut disks: Vec<String> = bl.boot_disks.iter().map(|d| new_path(d)).collect();
+            if disks.is_empty() {
+                // Put it on the disk(s) holding /boot (or /).
+                let boot = layout.mounts.iter().find(|m| m.path == "/boot").or_else(|| layout.mounts.iter().find(|m| m.path == "/"));
+                if let Some(m) = boot {
+                    disks = layout.disks_under(&m.device).iter().map(|d| new_path(d)).collect();
+                }
+            }
+            steps.push(Step::GrubBios { disks });
+        }
+        BootloaderKind::Grub2Efi | BootloaderKind::SystemdBoot => {
+            let esp_mount = bl
+                .esp
+                .as_ref()
+                .and_then(|esp| layout.mounts.iter().find(|m| &m.device == esp))
+                .map(|m| m.path.clone())
+                .unwrap_or_else(|| "/boot/efi".into());
+            if bl.kind == BootloaderKind::SystemdBoot {
+                steps.push(Step::SystemdBoot { esp_path: esp_mount.clone() });
+            } else {
+                let id = bl
+                    .loader
+                    .as_deref()
+                    .and_then(|l| l.split('\\').filter(|s| !s.is_empty()).nth(1))
+                    .unwrap_or("debian")
+                    .to_string();
+                steps.push(Step::GrubEfi { efi_dir: esp_mount.clone(), bootloader_id: id });
+            }
+            if target.uefi {
+                if let Some(esp) = bl.esp.as_ref().and_then(|e| layout.partition(e)) {
+                    let label = bl
+                        .efi_entries
+                        .iter()
+                        .find(|e| e.path.as_deref() == bl.loader.as_deref())
+                        .map(|e| e.label.clone())
+                        .unwrap_or_else(|| "Linux".into());
+                    let loader = bl.loader.clone().unwrap_or_else(|| "\\EFI\\debian\\grubx64.efi".into());
+                    steps.push(Step::EfiBootEntry { disk: new_path(&esp.disk), partition: esp.number, label, loader });
+                }
+            }
+        }
+        BootloaderKind::None => {}
+    }
+    if steps.iter().any(|s| matches!(s, Step::RewriteFile { path, .. } if path == "/etc/default/grub")) {
+        steps.push(Step::GrubMkconfig { config: "/boot/grub/grub.cfg".into() });
+    }
+    if read("etc/selinux/config").is_some_and(|c| c.lines().any(|l| l.trim() == "SELINUX=enforcing")) {
+        steps.push(Step::SelinuxRelabel);
+    }
+    steps
+}
+
+fn join(s: &BTreeSet<String>) -> String {
+    s.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// Debian's initramfs-tools with `MODULES=most` (its default) carries the
+/// drivers for every common disk controller.
+fn initramfs_modules_most(conf: &str) -> bool {
+    conf.lines().map(str::trim).filter(|l| !l.starts_with('#')).any(|l| l == "MODULES=most")
+}
+
+/// The kernel modules the disk `/sys/block/NAME` depends on: every driver
+/// along its sysfs device path (e.g. `sd`, `ahci`; `virtio_blk`; `nvme`).
+pub fn disk_drivers(disk: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Ok(mut p) = std::fs::canonicalize(format!("/sys/block/{disk}/device")) else { return out };
+    loop {
+        if let Ok(t) = std::fs::read_link(p.join("driver")) {
+            if let Some(name) = t.file_name().and_then(|n| n.to_str()) {
+                out.insert(match name {
+                    "sd" => "sd_mod".to_string(),
+                    "virtio-pci" => "virtio_pci".to_string(),
+                    n => n.replace('-', "_"),
+                });
+            }
+        }
+        if !p.pop() || p == Path::new("/sys/devices") || p == Path::new("/") {
+            break;
+        }
+    }
+    out
+}
+
+/// Bind mounts of the rescue system's /dev, /proc, /sys, /run (and efivarfs)
+/// into the target, undone in reverse order when dropped.
+pub struct ChrootMounts {
+    mounted: Vec<PathBuf>,
+}
+
+impl ChrootMounts {
+    pub fn new(root: &Path) -> Result<ChrootMounts> {
+        let mut m = ChrootMounts { mounted: Vec::new() };
+        for d in ["dev", "proc", "sys", "run"] {
+            let at = root.join(d);
+            std::fs::create_dir_all(&at).with_context(|| format!("creating {}", at.display()))?;
+            Cmd::new("mount").args(["--rbind", &format!("/{d}")]).arg(&at).run()?;
+            Cmd::new("mount").args(["--make-rslave"]).arg(&at).run()?;
+            m.mounted.push(at);
+        }
+        Ok(m)
+    }
+}
+
+impl Drop for ChrootMounts {
+    fn drop(&mut self) {
+        for at in self.mounted.drain(..).rev() {
+            if let Err(e) = Cmd::new("umount").args(["-R", "-l"]).arg(&at).run() {
+                tracing::warn!("could not unmount {}: {e:#}", at.display());
+            }
+        }
+    }
+}
+
+/// Run one step in the target. Commands run chrooted so the restored
+/// system's own GRUB, initramfs tools and configuration are used.
+pub fn execute(step: &Step, root: &Path) -> Result<()> {
+    let chroot = |args: &[&str]| Cmd::new("chroot").arg(root).args(args);
+    match step {
+        Step::RewriteFile { path, .. } => {
+            let file = root.join(path.trim_start_matches('/'));
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let (new, _) = rewrite::apply(&text, &rewrite::RenameTable::from_changes(step));
+            let mode = std::fs::metadata(&file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);
+            crate::util::write_atomic(&file, new.as_bytes(), mode)
+        }
+        Step::RegenerateInitramfs { tool, .. } => {
+            if tool == "update-initramfs" {
+                chroot(&["update-initramfs", "-u", "-k", "all"]).run()
+            } else {
+                chroot(&["dracut", "-f", "--regenerate-all"]).run()
+            }
+        }
+        Step::KeepInitramfs { .. } => Ok(()),
+        Step::GrubBios { disks } => {
+            for d in disks {
+                chroot(&["grub-install", "--target=i386-pc", "--recheck", d]).run()?;
+            }
+            Ok(())
+        }
+        Step::GrubEfi { efi_dir, bootloader_id } => chroot(&[
+            "grub-install",
+            "--target=x86_64-efi",
+            &format!("--efi-directory={efi_dir}"),
+            &format!("--bootloader-id={bootloader_id}"),
+            // We write the NVRAM entry ourselves (replacing, not duplicating),
+            // and the removable path makes a firmware with empty NVRAM boot it too.
+            "--no-nvram",
+            "--force-extra-removable",
+        ])
+        .run(),
+        Step::SystemdBoot { esp_path } => chroot(&["bootctl", "install", &format!("--esp-path={esp_path}")]).run(),
+        Step::GrubMkconfig { config } => chroot(&["grub-mkconfig", "-o", config]).run(),
+        Step::EfiBootEntry { disk, partition, label, loader } => {
+            // Remove entries of the same label first: a recovery must not pile up duplicates.
+            let listing = Cmd::new("efibootmgr").read().unwrap_or_default();
+            for num in rewrite::efi_entries_with_label(&listing, label) {
+                Cmd::new("efibootmgr").args(["-b", &num, "-B"]).run()?;
+            }
+            Cmd::new("efibootmgr")
+                .args(["-c", "-d", disk, "-p", &partition.to_string(), "-L", label, "-l", loader])
+                .run()
+        }
+        Step::SelinuxRelabel => std::fs::write(root.join(".autorelabel"), b"").context("writing /.autorelabel"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn layout(name: &str) -> Layout {
+        Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts").join(name)).unwrap()
+    }
+
+    fn target(uefi: bool, drivers: &[&str]) -> Target {
+        Target { root: "/mnt/local".into(), uefi, disk_drivers: drivers.iter().map(|s| s.to_string()).collect(), force_initramfs: false }
+    }
+
+    fn files(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |p| pairs.iter().find(|(k, _)| *k == p).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn same_hardware_keeps_initramfs_and_reinstalls_grub_on_every_mirror() {
+        let l = layout("md-raid1-ext4.toml");
+        let mut map = DeviceMap::default();
+        map.paths.insert("sda".into(), "/dev/sda".into());
+        map.paths.insert("sdb".into(), "/dev/sdb".into());
+        let read = files(&[("etc/fstab", "UUID=5b4c3d2e-1f0a-4b9c-8d7e-6f5a4b3c2d1e / ext4 errors=remount-ro 0 1\n"), ("etc/initramfs-tools/initramfs.conf", "MODULES=most\n")]);
+        let steps = plan(&l, &map, &target(false, &["sd_mod", "ahci"]), &read);
+        assert!(matches!(steps[0], Step::KeepInitramfs { .. }), "{steps:?}");
+        assert!(steps.contains(&Step::GrubBios { disks: vec!["/dev/sda".into(), "/dev/sdb".into()] }), "{steps:?}");
+        assert!(!steps.iter().any(|s| matches!(s, Step::RewriteFile { .. } | Step::GrubMkconfig { .. })));
+    }
+
+    #[test]
+    fn renamed_disk_rewrites_fstab_and_grub_defaults() {
+        let l = layout("mbr-logical.toml");
+        let mut map = DeviceMap::default();
+        map.paths.insert("sda".into(), "/dev/vda".into());
+        let read = files(&[
+            ("etc/fstab", "/dev/sda6 / ext4 errors=remount-ro 0 1\nUUID=c0d1e2f3-a4b5-4c6d-8e7f-9a0b1c2d3e4f /boot ext4 defaults 0 2\n"),
+            ("etc/default/grub", "GRUB_CMDLINE_LINUX=\"resume=/dev/sda5\"\n"),
+            ("etc/initramfs-tools/initramfs.conf", "MODULES=dep\n"),
+        ]);
+        let steps = plan(&l, &map, &target(false, &["virtio_blk"]), &read);
+        assert!(steps.contains(&Step::RewriteFile { path: "/etc/fstab".into(), changes: vec![("/dev/sda6".into(), "/dev/vda6".into())] }), "{steps:?}");
+        assert!(steps.iter().any(|s| matches!(s, Step::RegenerateInitramfs { reason, .. } if reason.contains("virtio_blk"))), "{steps:?}");
+        assert!(steps.contains(&Step::GrubBios { disks: vec!["/dev/vda".into()] }));
+        assert!(steps.contains(&Step::GrubMkconfig { config: "/boot/grub/grub.cfg".into() }));
+    }
+
+    #[test]
+    fn uefi_entry_replaces_the_recorded_one() {
+        let l = layout("uefi-lvm-xfs.toml");
+        let mut map = DeviceMap::default();
+        map.paths.insert("nvme0n1".into(), "/dev/vda".into());
+        let steps = plan(&l, &map, &target(true, &[]), &files(&[("etc/selinux/config", "SELINUX=enforcing\n")]));
+        assert!(steps.contains(&Step::GrubEfi { efi_dir: "/boot/efi".into(), bootloader_id: "debian".into() }), "{steps:?}");
+        assert!(steps.contains(&Step::EfiBootEntry { disk: "/dev/vda".into(), partition: 1, label: "debian".into(), loader: "\\EFI\\debian\\shimx64.efi".into() }), "{steps:?}");
+        assert!(steps.contains(&Step::SelinuxRelabel));
+        // Booted with BIOS: no NVRAM to write.
+        let steps = plan(&l, &map, &target(false, &[]), &files(&[]));
+        assert!(!steps.iter().any(|s| matches!(s, Step::EfiBootEntry { .. })));
+    }
+
+    #[test]
+    fn changed_crypttab_forces_initramfs() {
+        let l = layout("luks2-lvm.toml");
+        let mut map = DeviceMap::default();
+        map.paths.insert("vda".into(), "/dev/sda".into());
+        let read = files(&[("etc/crypttab", "cryptroot /dev/vda3 none luks,discard\n"), ("etc/initramfs-tools/initramfs.conf", "MODULES=most\n")]);
+        let steps = plan(&l, &map, &target(false, &[]), &read);
+        assert!(steps.iter().any(|s| matches!(s, Step::RegenerateInitramfs { reason, .. } if reason.contains("crypttab"))), "{steps:?}");
+    }
+}

@@ -1,0 +1,95 @@
+//! `rescue savelayout`: capture the storage layout into a descriptor.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::cli::Ctx;
+use crate::probe::source::{Fixture, Live, Recorder, SystemView};
+use crate::probe::{capture, Capture, CaptureOptions};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  rescue savelayout                         all fixed disks, to /var/lib/rescue/layout.toml
+  rescue savelayout -o -                    print the descriptor instead of saving it
+  rescue savelayout --disk /dev/sdb --root /mnt/sysimage -o sysimage.toml
+                                            a system mounted elsewhere, on one disk";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// Where to write the descriptor (`-` for stdout). Default: STATE_DIR/layout.toml.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// What to capture; shared by `savelayout` and `checklayout`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CaptureArgs {
+    /// Only this disk and what sits on it (repeatable).
+    #[arg(long = "disk", value_name = "DEV")]
+    pub disks: Vec<String>,
+    /// Record mount points relative to DIR (a system mounted elsewhere).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: String,
+    /// Write everything the probe read to FILE (a test fixture).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub record_fixture: Option<PathBuf>,
+    /// Read the system from a recorded fixture instead of the live system.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub from_fixture: Option<PathBuf>,
+}
+
+/// Capture according to the flags and config, printing warnings.
+pub fn capture_with(ctx: &Ctx, a: &CaptureArgs) -> Result<Capture> {
+    let opts = CaptureOptions {
+        disks: a.disks.clone(),
+        root: a.root.clone(),
+        exclude_disks: ctx.config.capture.exclude_disks.clone(),
+        exclude_mounts: ctx.config.capture.exclude_mounts.clone(),
+    };
+    let started = std::time::Instant::now();
+    let result = if let Some(f) = &a.from_fixture {
+        let fixture = Fixture::load(f)?;
+        capture(&fixture, &opts)
+    } else if let Some(f) = &a.record_fixture {
+        let rec = Recorder::new(&format!("recorded by rescue {} savelayout", env!("CARGO_PKG_VERSION")));
+        let r = capture(&rec as &dyn SystemView, &opts);
+        rec.save(f)?;
+        tracing::info!("fixture written to {}", f.display());
+        r
+    } else {
+        capture(&Live, &opts)
+    };
+    tracing::debug!("capture took {:?}", started.elapsed());
+    result
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let cap = capture_with(ctx, &a.capture)?;
+    let text = cap.layout.to_toml()?;
+    match a.output.as_deref() {
+        Some(p) if p.as_os_str() == "-" => print!("{text}"),
+        other => {
+            let path = other.map(PathBuf::from).unwrap_or_else(|| ctx.config.layout_path());
+            cap.layout.save(&path)?;
+            let l = &cap.layout;
+            tracing::info!(
+                "layout saved to {}: {} disk(s), {} partition(s), {} RAID, {} LUKS, {} LV, {} filesystem(s), {} mount(s)",
+                path.display(),
+                l.disks.len(),
+                l.partitions.len(),
+                l.raids.len(),
+                l.luks.len(),
+                l.lvm_lvs.len(),
+                l.filesystems.len(),
+                l.mounts.len()
+            );
+        }
+    }
+    if !cap.warnings.is_empty() {
+        tracing::warn!("{} warning(s) during capture; the descriptor is usable but incomplete where they say", cap.warnings.len());
+    }
+    Ok(0)
+}

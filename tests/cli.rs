@@ -1,0 +1,83 @@
+//! The command line as a user meets it: help with examples on every command,
+//! exit codes, logs, man pages and completions.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use clap::CommandFactory;
+use common::*;
+
+#[test]
+fn every_command_has_long_help_with_an_example() {
+    fn walk(cmd: &clap::Command, path: String, missing: &mut Vec<String>) {
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            if sub.has_subcommands() {
+                walk(sub, p, missing);
+            } else if !sub.get_after_long_help().map(|h| h.to_string().contains("Example")).unwrap_or(false) {
+                missing.push(p);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&rescue::cli::Cli::command(), "rescue".into(), &mut missing);
+    assert!(missing.is_empty(), "commands without examples in --help: {missing:?}");
+}
+
+#[test]
+fn help_and_version_exit_zero_usage_errors_exit_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = rescue(tmp.path(), &["savelayout", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--root"));
+    let out = rescue(tmp.path(), &["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = rescue(tmp.path(), &["savelayout", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = rescue(tmp.path(), &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_config_is_an_input_error_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(&cfg, "log-dir = \"/tmp/x\"\n[capture]\nexclude-disk = [\"sdz\"]\n").unwrap();
+    let out = std::process::Command::new(rescue_bin()).arg("--config").arg(&cfg).arg("dump").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `exclude-disk`"), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    // A config file named explicitly must exist.
+    let out = std::process::Command::new(rescue_bin()).args(["--config", "/nonexistent/rescue.toml", "dump"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn dump_shows_config_and_tools_and_logs_to_the_log_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = rescue(tmp.path(), &["--json", "dump"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["config"]["log-dir"], format!("{}/log", tmp.path().display()));
+    assert!(j["tools"].as_array().unwrap().iter().any(|t| t["program"] == "sfdisk"));
+    let log = std::fs::read_to_string(tmp.path().join("log/rescue.log")).expect("log file written");
+    assert!(log.contains("rescue started"), "{log}");
+}
+
+#[test]
+fn man_pages_and_completions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let man = tmp.path().join("man");
+    let out = rescue(tmp.path(), &["manpages", man.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(man.join("rescue-savelayout.8")).unwrap();
+    assert!(page.contains(".TH"), "roff page");
+    assert!(man.join("rescue.8").exists());
+    for shell in ["bash", "zsh", "fish"] {
+        let out = rescue(tmp.path(), &["completions", shell]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("savelayout"), "{shell}");
+    }
+}

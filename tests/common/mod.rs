@@ -1,0 +1,124 @@
+//! Helpers for integration tests: loop disks that clean up after themselves,
+//! running the `rescue` binary, and probing with `blkid`/`sfdisk`.
+#![allow(dead_code)]
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `rescue` binary cargo built for this test run.
+pub fn rescue_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rescue"))
+}
+
+/// Run `rescue` with a config that keeps logs and state in `dir`.
+pub fn rescue(dir: &Path, args: &[&str]) -> Output {
+    let cfg = dir.join("rescue.toml");
+    if !cfg.exists() {
+        std::fs::write(&cfg, format!("log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n", dir.display())).expect("write config");
+    }
+    Command::new(rescue_bin()).arg("--config").arg(&cfg).args(args).output().expect("run rescue")
+}
+
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fail loudly (never skip) when a test's tool is missing.
+pub fn require_tools(tools: &[&str]) {
+    let missing: Vec<_> = tools.iter().filter(|t| rescue::cmd::find_program(t).is_none()).collect();
+    assert!(missing.is_empty(), "missing tools {missing:?}: run scripts/install-deps.sh");
+}
+
+pub fn require_root() {
+    assert!(rescue::util::is_root(), "this test needs root (loop devices, mounts); CI runs as root");
+}
+
+/// A sparse image file attached to a loop device; detached (after unmounting
+/// anything mounted under `mount_root`) when dropped, also on panic.
+pub struct LoopDisk {
+    pub dev: String,
+    pub image: PathBuf,
+    pub mounts: Vec<PathBuf>,
+}
+
+impl LoopDisk {
+    pub fn new(dir: &Path, name: &str, size_mib: u64) -> LoopDisk {
+        let image = dir.join(format!("{name}.img"));
+        let f = std::fs::File::create(&image).expect("create image");
+        f.set_len(size_mib << 20).expect("size image");
+        let dev = sh(&format!("losetup -fP --show {}", image.display())).trim().to_string();
+        LoopDisk { dev, image, mounts: Vec::new() }
+    }
+
+    /// `/dev/loop3` + 2 → `/dev/loop3p2`
+    pub fn part(&self, n: u32) -> String {
+        format!("{}p{n}", self.dev)
+    }
+
+    /// Write a partition table with an sfdisk script and make the partition nodes appear.
+    pub fn partition(&self, script: &str) {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("sfdisk -q --no-reread {} <<'EOF'\n{script}\nEOF", self.dev))
+            .output()
+            .expect("sfdisk");
+        assert!(out.status.success(), "sfdisk: {}", String::from_utf8_lossy(&out.stderr));
+        self.settle();
+    }
+
+    /// Without udev, partition nodes come from `partx`.
+    pub fn settle(&self) {
+        let _ = Command::new("partx").args(["-u", &self.dev]).output();
+        let _ = Command::new("partx").args(["-a", &self.dev]).output();
+        for _ in 0..50 {
+            if Path::new(&self.part(1)).exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    pub fn mount(&mut self, dev: &str, at: &Path, opts: Option<&str>) {
+        std::fs::create_dir_all(at).expect("mkdir mount point");
+        let mut c = Command::new("mount");
+        if let Some(o) = opts {
+            c.args(["-o", o]);
+        }
+        let out = c.arg(dev).arg(at).output().expect("mount");
+        assert!(out.status.success(), "mount {dev} {}: {}", at.display(), String::from_utf8_lossy(&out.stderr));
+        self.mounts.push(at.to_path_buf());
+    }
+
+    pub fn umount_all(&mut self) {
+        for m in self.mounts.drain(..).rev() {
+            let _ = Command::new("umount").arg(&m).output();
+        }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        self.umount_all();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).output();
+    }
+}
+
+/// `blkid -p` of a device, as KEY → value.
+pub fn blkid(dev: &str) -> BTreeMap<String, String> {
+    let out = Command::new("blkid").args(["-p", "--cache-file", "/dev/null", "-o", "export", dev]).output().expect("blkid");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+/// `sfdisk -J` of a disk.
+pub fn sfdisk_json(dev: &str) -> serde_json::Value {
+    let out = sh(&format!("sfdisk -J {dev}"));
+    serde_json::from_str(&out).expect("sfdisk json")
+}
