@@ -1,0 +1,105 @@
+#!/bin/bash
+# Build (once) and cache the Debian 12 guest that VM tests boot under qemu TCG.
+#
+# Two cached stages under ${RESCUE_TEST_CACHE:-/var/cache/rescue-test}/guest/:
+#   rootfs-KEY.tar.zst  debootstrap result; KEY = hash of suite + package list
+#   image-IKEY/         root.img (raw ext4, no partition table, root=/dev/vda),
+#                       vmlinuz, initrd.img (Debian's), initrd-fast.img (busybox +
+#                       virtio_blk + ext4, booted by default); IKEY = KEY + hash of the
+#                       guest customisation (guest-setup.sh and guest/*)
+# Prints the image directory on stdout. Safe to run concurrently (flock).
+# Environment: RESCUE_TEST_CACHE, RESCUE_GUEST_MIRROR (default: the host's apt mirror),
+#              RESCUE_GUEST_ROOT_SIZE (default 8G, sparse).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+CACHE=${RESCUE_TEST_CACHE:-/var/cache/rescue-test}
+SUITE=bookworm
+ROOT_SIZE=${RESCUE_GUEST_ROOT_SIZE:-8G}
+PKGS=(
+  linux-image-amd64 initramfs-tools systemd-sysv udev kmod
+  lvm2 thin-provisioning-tools mdadm cryptsetup cryptsetup-bin
+  btrfs-progs xfsprogs dosfstools mtools e2fsprogs fdisk gdisk parted util-linux
+  grub-pc-bin grub-efi-amd64-bin grub-common grub2-common efibootmgr
+  rsync tar zstd gzip pigz cpio xorriso isolinux syslinux-common busybox-static
+  procps iproute2 psmisc acl attr file jq less kbd
+)
+
+log() { echo "build-guest: $*" >&2; }
+die() { echo "build-guest: ERROR: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mkfs)"
+for t in debootstrap zstd mkfs.ext4 flock sha256sum; do
+  command -v "$t" >/dev/null || die "$t is missing: run scripts/install-deps.sh (apt-get install debootstrap zstd e2fsprogs util-linux coreutils)"
+done
+
+host_mirror() {
+  # The first Debian archive URI the host uses (deb822 .sources or one-line .list).
+  local f u
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -e "$f" ] || continue
+    u=$(awk '/^URIs:/{for(i=2;i<=NF;i++) if ($i !~ /security/) {print $i; exit}}' "$f")
+    [ -n "$u" ] && { echo "$u"; return; }
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -e "$f" ] || continue
+    u=$(awk '$1=="deb" && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^(http|https|file):/) {print $i; exit}}' "$f")
+    [ -n "$u" ] && { echo "$u"; return; }
+  done
+  echo http://deb.debian.org/debian
+}
+MIRROR=${RESCUE_GUEST_MIRROR:-$(host_mirror)}
+
+mkdir -p "$CACHE/guest"
+exec 9>"$CACHE/guest/build.lock"
+flock 9
+
+key=$(printf '%s\n' "$SUITE" "${PKGS[@]}" | sha256sum | cut -c1-16)
+tarball="$CACHE/guest/rootfs-$key.tar.zst"
+ikey=$( { echo "$key" "$ROOT_SIZE"; cat "$here/guest-setup.sh"; find "$here/guest" -type f | sort | xargs cat; } | sha256sum | cut -c1-16)
+imgdir="$CACHE/guest/image-$ikey"
+
+if [ -e "$imgdir/.done" ]; then echo "$imgdir"; exit 0; fi
+
+work=$(mktemp -d "$CACHE/guest/tmp.XXXXXX")
+cleanup() {
+  for m in proc sys dev/pts dev; do mountpoint -q "$work/tree/$m" 2>/dev/null && umount -l "$work/tree/$m"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ ! -e "$tarball" ]; then
+  log "debootstrap $SUITE from $MIRROR (once; takes a few minutes)"
+  t0=$(date +%s)
+  incl=$(IFS=,; echo "${PKGS[*]}")
+  debootstrap --variant=minbase --include="$incl" "$SUITE" "$work/tree" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed (full log above); check the mirror $MIRROR"; }
+  t1=$(date +%s)
+  log "debootstrap took $((t1 - t0)) s"
+  rm -rf "$work/tree/var/cache/apt/archives/"*.deb "$work/tree/var/lib/apt/lists/"*_Packages
+  tar --numeric-owner --xattrs --acls -C "$work/tree" -cf - . | zstd -q -T0 -3 -o "$tarball.tmp"
+  mv "$tarball.tmp" "$tarball"
+  log "rootfs tarball $(du -h "$tarball" | cut -f1) in $(( $(date +%s) - t1 )) s"
+  rm -rf "$work/tree"
+fi
+
+t0=$(date +%s)
+log "customising the guest and building the root image"
+mkdir -p "$work/tree"
+zstd -q -dc "$tarball" | tar --numeric-owner --xattrs --acls -C "$work/tree" -xf -
+"$here/guest-setup.sh" "$work/tree" "$here/guest" >"$work/setup.log" 2>&1 \
+  || { tail -n 30 "$work/setup.log" >&2; die "guest customisation failed (log above)"; }
+mkdir -p "$work/out"
+kver=$(ls "$work/tree/lib/modules" | sort -V | tail -n1)
+cp "$work/tree/boot/vmlinuz-$kver" "$work/out/vmlinuz"
+cp "$work/tree/boot/initrd.img-$kver" "$work/out/initrd.img"
+mv "$work/tree/tmp/initrd-fast.img" "$work/out/initrd-fast.img"
+echo "$kver" >"$work/out/kernel-version"
+printf '%s\n' "$SUITE" "${PKGS[@]}" >"$work/out/packages"
+truncate -s "$ROOT_SIZE" "$work/out/root.img"
+mkfs.ext4 -q -F -L rescue-guest -E root_owner=0:0 -d "$work/tree" "$work/out/root.img" \
+  || die "mkfs.ext4 -d failed building $work/out/root.img"
+rm -rf "$imgdir"
+mv "$work/out" "$imgdir"
+touch "$imgdir/.done"
+log "image built in $(( $(date +%s) - t0 )) s: $imgdir"
+echo "$imgdir"
