@@ -8,7 +8,7 @@ use rescue::image::modules::modules_for_layout;
 use rescue::layout::Layout;
 
 fn load(name: &str) -> Layout {
-    Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts").join(name)).unwrap()
+    Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts").join(name)).expect("example layout loads")
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rescue::image::modules::{module_name, ModuleIndex};
 
 fn index() -> ModuleIndex {
-    ModuleIndex::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/image/modules/6.1.0-test")).unwrap()
+    ModuleIndex::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/image/modules/6.1.0-test")).expect("module fixture loads")
 }
 
 #[test]

@@ -703,7 +703,7 @@ fn fill_fs_options(sys: &dyn SystemView, fs: &mut Filesystem, path: &str, b: &BT
     let mut warnings = Vec::new();
     let fstype = fs.fstype;
         match fstype {
-            t if t.is_ext() => match sys.run(&["dumpe2fs", "-h", &path]) {
+            t if t.is_ext() => match sys.run(&["dumpe2fs", "-h", path]) {
                 Ok(out) => {
                     let m = parse::dumpe2fs(&out);
                     let num = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok());
@@ -728,7 +728,7 @@ fn fill_fs_options(sys: &dyn SystemView, fs: &mut Filesystem, path: &str, b: &BT
                 }
                 Err(e) => warnings.push(format!("cannot read ext options of {path}: {e:#}; default options will be used at recovery")),
             },
-            FsType::Xfs => match sys.run(&["xfs_info", &path]) {
+            FsType::Xfs => match sys.run(&["xfs_info", path]) {
                 Ok(out) => {
                     let m = parse::xfs_info(&out);
                     let n = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -762,7 +762,7 @@ fn fill_fs_options(sys: &dyn SystemView, fs: &mut Filesystem, path: &str, b: &BT
                 fs.vfat = Some(VfatOptions { fat_size, volume_id: fs.uuid.replace('-', ""), sectors_per_cluster: None });
             }
             FsType::Btrfs => {
-                let (kv, features) = sys.run(&["btrfs", "inspect-internal", "dump-super", &path]).map(|o| parse::btrfs_super(&o)).unwrap_or_default();
+                let (kv, features) = sys.run(&["btrfs", "inspect-internal", "dump-super", path]).map(|o| parse::btrfs_super(&o)).unwrap_or_default();
                 if let Some(total) = kv.get("total_bytes").and_then(|v| v.parse().ok()) {
                     fs.size = Some(total);
                 }
@@ -916,6 +916,17 @@ fn capture_bootloader(p: &mut Probe, opts: &CaptureOptions, disks: &BTreeSet<Str
                 .find(|p| layout.mounts.iter().any(|m| m.device == p.name && (m.path == "/boot/efi" || m.path == "/efi" || m.path == "/boot")))
                 .or_else(|| layout.partitions.iter().find(|p| p.type_id == ESP_TYPE))
                 .map(|p| p.name.clone());
+        }
+        if bl.loader.is_none() {
+            // Booted from elsewhere (a rescue stick, another disk): the loader is
+            // the one the entries pointing at the captured ESP name.
+            let esp_uuid = bl.esp.as_ref().and_then(|e| layout.partitions.iter().find(|p| &p.name == e)).and_then(|p| p.uuid.clone());
+            bl.loader = bl
+                .efi_entries
+                .iter()
+                .filter(|e| e.partuuid.is_some() && e.partuuid.as_deref().map(str::to_uppercase) == esp_uuid.as_deref().map(str::to_uppercase))
+                .find(|e| e.active)
+                .and_then(|e| e.path.clone());
         }
         let loader = bl.loader.clone().unwrap_or_default().to_lowercase();
         bl.kind = if loader.contains("systemd") || p.sys.exists(&format!("{root}/boot/efi/loader/loader.conf")) || p.sys.exists(&format!("{root}/efi/loader/loader.conf")) {

@@ -1,6 +1,6 @@
 //! Shared helpers of the image tests: Debian's kernel, one shared image
 //! build, running the binary, loop devices, booting qemu (TCG only).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
