@@ -13,6 +13,8 @@ PKGS=(
   cpio xorriso isolinux syslinux-common grub-pc-bin grub-efi-amd64-bin grub-common busybox-static
   # VM tests
   qemu-system-x86 qemu-utils ovmf debootstrap
+  # backup server tests (tests/bacula.rs): a real Bacula director, storage and file daemon
+  bacula-director bacula-director-sqlite3 bacula-sd bacula-fd bacula-console sqlite3
   # misc
   jq file procps hyperfine time binutils syslinux
 )

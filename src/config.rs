@@ -54,6 +54,8 @@ pub struct CaptureConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct BackupConfig {
+    /// `archive` (rescue's own archives at `url`), `bacula` or `bareos` (a director holds the data).
+    pub method: crate::bserver::BackupMethod,
     /// Where the backup goes (`file:///path`, `nfs://host/export`, `usb:///dev/disk/by-label/REAR-000`, `iso:///backup`).
     pub url: Option<String>,
     /// Paths (globs) not to back up, besides pseudo filesystems and the backup target.
@@ -72,11 +74,14 @@ pub struct BackupConfig {
     pub timeout: u64,
     /// Where iso:// backups are staged for the rescue ISO.
     pub iso_dir: PathBuf,
+    /// The director, for method `bacula` or `bareos` (docs/bareos.md).
+    pub server: crate::bserver::ServerConfig,
 }
 
 impl Default for BackupConfig {
     fn default() -> Self {
         Self {
+            method: crate::bserver::BackupMethod::Archive,
             url: None,
             exclude: Vec::new(),
             compress: crate::archive::Compression::Zstd,
@@ -86,6 +91,7 @@ impl Default for BackupConfig {
             mount_options: None,
             timeout: 10,
             iso_dir: "/var/lib/rescue/iso".into(),
+            server: crate::bserver::ServerConfig::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod archive;
 pub mod backup;
 pub mod boot;
+pub mod bserver;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -76,6 +76,16 @@ net_up() {
 ip link set lo up 2>/dev/null
 if has_arg rescue.nonet; then echo "RESCUE-NET disabled by rescue.nonet"; else net_up; fi
 
+# Backup server (backup.method bacula/bareos): the file daemon, so the director can restore into this system.
+if [ -n "$RESCUE_FD" ] && [ -x "$RESCUE_FD" ]; then
+  for d in $RESCUE_FD_DIRS; do mkdir -p "$d"; done
+  if "$RESCUE_FD" -c "$RESCUE_FD_CONF"; then
+    echo "RESCUE-FD started $RESCUE_FD"
+  else
+    echo "RESCUE-WARN $RESCUE_FD did not start: a restore from the backup server will fail (check $RESCUE_FD_CONF)"
+  fi
+fi
+
 # SSH, only when the build put authorized keys in.
 if [ -s /root/.ssh/authorized_keys ] && [ -x /usr/sbin/sshd ]; then
   ssh-keygen -A >/dev/null 2>&1

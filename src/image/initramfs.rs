@@ -196,6 +196,11 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
             programs.push(("mount.cifs".into(), true));
         }
     }
+    // A backup server restores through the file daemon and bconsole.
+    let bserver = crate::bserver::image::image_parts(inp.config)?;
+    if let Some(b) = &bserver {
+        programs.extend(b.programs.iter().map(|p| (p.clone(), true)));
+    }
     let udevd = ["/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd"]
         .iter()
         .map(PathBuf::from)
@@ -366,7 +371,8 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
         }.to_string()),
         ("UDEVD", udevd.display().to_string()),
     ];
-    let env_text: String = env.iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect();
+    let env = env.into_iter().chain(bserver.iter().flat_map(|b| b.env.iter().cloned()));
+    let env_text: String = env.map(|(k, v)| format!("{k}={}\n", shell_quote(&v))).collect();
     tree.add_bytes(Path::new("/etc/rescue/image.env"), env_text, 0o644)?;
     tree.add_bytes(Path::new("/init"), INIT, 0o755)?;
     tree.add_bytes(Path::new("/etc/rescue/udhcpc.sh"), UDHCPC_SCRIPT, 0o755)?;
@@ -416,6 +422,14 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
             0o644,
         )?;
     }
+    if let Some(b) = &bserver {
+        for p in &b.host_paths {
+            tree.add_host_path(p)?;
+        }
+        for (path, data, mode) in &b.files {
+            tree.add_bytes(path, data.clone(), *mode)?;
+        }
+    }
     for f in &cfg.extra_files {
         tree.add_host_path(f).with_context(|| format!("adding extra-files entry {}", f.display()))?;
     }
@@ -452,6 +466,7 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     w.flush()?;
     drop(w);
     std::fs::rename(&tmp, out).with_context(|| format!("moving {} into place", out.display()))?;
+    secrets.extend(bserver.iter().flat_map(|b| b.secrets.iter().cloned()));
     manifest.secrets_included = secrets;
     manifest.files = tree
         .entries()

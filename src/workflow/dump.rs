@@ -42,6 +42,7 @@ struct Dump<'a> {
     config_file: String,
     config_file_found: bool,
     config: &'a crate::config::Config,
+    backup_server: Option<crate::bserver::ServerSummary>,
     firmware: &'static str,
     disks: Vec<DiskSeen>,
     tools: Vec<ToolSeen>,
@@ -84,6 +85,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
         config_file: ctx.config_path.display().to_string(),
         config_file_found: ctx.config_path.exists(),
         config: &ctx.config,
+        backup_server: crate::bserver::summary(&ctx.config),
         firmware: if std::path::Path::new("/sys/firmware/efi").exists() { "uefi" } else { "bios" },
         disks,
         tools: TOOLS
@@ -99,6 +101,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
     println!("effective config:");
     for line in toml::to_string(&ctx.config)?.lines() {
         println!("  {line}");
+    }
+    if let Some(b) = &d.backup_server {
+        println!("backup server ({}): director {}, client {}, password {}", b.method.product(), b.director, b.client, b.password);
     }
     println!("firmware: {}", d.firmware);
     println!("block devices:");

@@ -13,7 +13,9 @@ pub const EXAMPLES: &str = "\
 Examples:
   rescue restoreonly                                   newest backup into /mnt/local
   rescue restoreonly --target /mnt/new --url nfs://nas/backups
-  rescue restoreonly --archive backup-20260101-020000.tar.zst";
+  rescue restoreonly --archive backup-20260101-020000.tar.zst
+  rescue restoreonly --restore-before 2026-01-01   (backup.method = \"bacula\"/\"bareos\")
+  rescue restoreonly --restore-jobid 1234";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,9 +31,21 @@ pub struct Args {
     /// A specific backup file in the host's directory (default: the newest).
     #[arg(long, value_name = "NAME")]
     pub archive: Option<String>,
+    /// Backup server (backup.method bacula/bareos): restore exactly this job.
+    #[arg(long, value_name = "JOBID", conflicts_with = "restore_before")]
+    pub restore_jobid: Option<u64>,
+    /// Backup server: restore the newest backup before this date (YYYY-MM-DD[ HH:MM[:SS]]).
+    #[arg(long, value_name = "DATE")]
+    pub restore_before: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    if ctx.config.backup.method.is_server() {
+        return run_server(ctx, a);
+    }
+    if a.restore_jobid.is_some() || a.restore_before.is_some() {
+        crate::bail_input!("--restore-jobid and --restore-before choose a backup on a backup server: set backup.method = \"bacula\" or \"bareos\"");
+    }
     let path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
     if !path.exists() {
         crate::bail_input!("no layout descriptor at {}: pass --layout FILE (the descriptor names the host whose backup to restore)", path.display());
@@ -47,4 +61,30 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }
     Ok(backup::print_extract_report(&r, &target))
+}
+
+/// Backup server: the director restores into the target (docs/bareos.md).
+fn run_server(ctx: &Ctx, a: Args) -> Result<i32> {
+    if a.url.is_some() || a.archive.is_some() {
+        crate::bail_input!("--url and --archive name rescue archives; with backup.method = \"{}\" choose a backup with --restore-jobid or --restore-before", ctx.config.backup.method.product().to_ascii_lowercase());
+    }
+    let target = a.target.unwrap_or_else(|| ctx.config.recover.target_root.clone());
+    let sel = crate::bserver::Selection { jobid: a.restore_jobid, before: a.restore_before };
+    let r = crate::bserver::restore(&ctx.config, &target, &sel)?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    tracing::info!(
+        "restored {} files ({}) of {} into {} with job {} in {:.0} s",
+        r.job.files,
+        crate::util::human_bytes(r.job.bytes),
+        r.client,
+        r.target,
+        r.job.jobid,
+        r.seconds
+    );
+    for w in &r.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(if r.warnings.is_empty() { crate::error::EXIT_OK } else { crate::error::EXIT_CHANGED })
 }

@@ -1,0 +1,125 @@
+//! What a rescue image needs to be restored by a backup server: the file
+//! daemon (the director connects to it to write the files), bconsole (to
+//! ask for the restore), the daemon's config and the console password.
+//! `image::initramfs` adds these when `backup.method` is bacula or bareos;
+//! the rescue init starts the daemon from `RESCUE_FD*` in image.env.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::config::{BackupMethod, DEFAULT_PASSWORD_FILE};
+use crate::config::Config;
+use crate::error::input_error;
+
+/// Files and settings for the image.
+#[derive(Debug, Default)]
+pub struct ImageParts {
+    /// Programs (names in PATH) to include with their libraries; all required.
+    pub programs: Vec<String>,
+    /// Host files or directories copied to the same path.
+    pub host_paths: Vec<PathBuf>,
+    /// Generated files: path in the image, content, mode.
+    pub files: Vec<(PathBuf, Vec<u8>, u32)>,
+    /// `KEY=value` lines for /etc/rescue/image.env.
+    pub env: Vec<(&'static str, String)>,
+    /// Secrets that go in on purpose (listed in the manifest).
+    pub secrets: Vec<String>,
+}
+
+/// The names and places that differ between Bacula and Bareos.
+struct Flavour {
+    fd: &'static str,
+    /// Config candidates, first existing wins (Bareos: the file, or the `.d` directory of newer versions).
+    configs: &'static [&'static str],
+    /// Directories the daemon needs at run time (working and pid directories).
+    dirs: &'static str,
+}
+
+fn flavour(method: BackupMethod) -> Option<Flavour> {
+    match method {
+        BackupMethod::Archive => None,
+        BackupMethod::Bacula => Some(Flavour { fd: "bacula-fd", configs: &["/etc/bacula/bacula-fd.conf"], dirs: "/var/lib/bacula /run/bacula" }),
+        BackupMethod::Bareos => Some(Flavour {
+            fd: "bareos-fd",
+            configs: &["/etc/bareos/bareos-fd.conf", "/etc/bareos/bareos-fd.d"],
+            dirs: "/var/lib/bareos /run/bareos",
+        }),
+    }
+}
+
+/// What to add to the image for the configured backup method (None for archives).
+pub fn image_parts(config: &Config) -> Result<Option<ImageParts>> {
+    let method = config.backup.method;
+    let Some(fl) = flavour(method) else { return Ok(None) };
+    let cfg = &config.backup.server;
+    let fd_config = match &cfg.fd_config {
+        Some(p) => p.clone(),
+        None => fl.configs.iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| {
+            input_error(format!(
+                "the {} file daemon's config ({}) is not on this system: install and configure the {} package, or set backup.server.fd-config",
+                method.product(),
+                fl.configs.join(" or "),
+                fl.fd
+            ))
+        })?,
+    };
+    if !fd_config.exists() {
+        return Err(input_error(format!("backup.server.fd-config = {} does not exist", fd_config.display())));
+    }
+    let password = std::fs::read(&cfg.password_file).map_err(|e| {
+        input_error(format!(
+            "cannot read the console password file {} ({e}); the rescue system needs it to ask the director for the restore",
+            cfg.password_file.display()
+        ))
+    })?;
+    let mut parts = ImageParts {
+        programs: vec![fl.fd.to_string(), "bconsole".to_string(), "timeout".to_string()],
+        ..Default::default()
+    };
+    // The fd config directory as a whole (Bareos splits it in .d directories).
+    parts.host_paths.push(fd_config.clone());
+    // The image's config loses `password-file` (a secret-looking key): the
+    // file goes to the default place, where the rescue system looks.
+    parts.files.push((PathBuf::from(DEFAULT_PASSWORD_FILE), password, 0o600));
+    parts.secrets.push(format!("{DEFAULT_PASSWORD_FILE} (the {} console password, from {})", method.product(), cfg.password_file.display()));
+    parts.secrets.push(format!("{} (the {} file daemon's config with the director's password)", fd_config.display(), method.product()));
+    let fd = crate::cmd::find_program(fl.fd).unwrap_or_else(|| Path::new("/usr/sbin").join(fl.fd));
+    parts.env.push(("RESCUE_FD", fd.display().to_string()));
+    parts.env.push(("RESCUE_FD_CONF", fd_config.display().to_string()));
+    parts.env.push(("RESCUE_FD_DIRS", fl.dirs.to_string()));
+    Ok(Some(parts))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_method_adds_nothing() {
+        assert!(image_parts(&Config::default()).unwrap().is_none());
+    }
+
+    #[test]
+    fn bacula_parts_name_the_daemon_and_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let fdconf = dir.path().join("bacula-fd.conf");
+        std::fs::write(&fdconf, "FileDaemon { Name = x-fd }\n").unwrap();
+        let mut c = Config::default();
+        c.backup.method = BackupMethod::Bacula;
+        c.backup.server.password_file = pw;
+        c.backup.server.fd_config = Some(fdconf.clone());
+        let p = image_parts(&c).unwrap().unwrap();
+        assert!(p.programs.contains(&"bacula-fd".to_string()) && p.programs.contains(&"bconsole".to_string()));
+        assert_eq!(p.files[0].0, PathBuf::from(DEFAULT_PASSWORD_FILE));
+        assert_eq!(p.files[0].2, 0o600);
+        assert!(p.env.iter().any(|(k, v)| *k == "RESCUE_FD_CONF" && v == &fdconf.display().to_string()));
+        c.backup.method = BackupMethod::Bareos;
+        let p = image_parts(&c).unwrap().unwrap();
+        assert!(p.programs.contains(&"bareos-fd".to_string()));
+        assert!(p.env.iter().any(|(k, v)| *k == "RESCUE_FD" && v.ends_with("/bareos-fd")));
+    }
+}

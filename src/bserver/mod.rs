@@ -1,0 +1,406 @@
+//! Backup servers: a Bacula or Bareos director holds this system's files.
+//! `rescue` drives it through `bconsole` ([`console`]): checks the last
+//! backup against the RPO or runs the backup job ([`mkbackup`]), and
+//! restores into the recreated target root ([`restore`]), following the job
+//! to its end and checking its status and file count. The rescue image
+//! gets the file daemon and bconsole ([`image`]). Set-up: docs/bareos.md.
+
+pub mod config;
+pub mod console;
+pub mod image;
+pub mod parse;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+pub use config::{BackupMethod, MkbackupMode, ServerConfig};
+pub use console::{AuthRefused, Console, DirectorUnreachable};
+pub use parse::JobInfo;
+
+use crate::config::Config;
+use crate::error::input_error;
+use crate::util::human_bytes;
+use console::arg_quote;
+
+/// Which backup a restore takes. Default: the most recent one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Selection {
+    /// Exactly this job (`--restore-jobid`).
+    pub jobid: Option<u64>,
+    /// The most recent backup before this date, `YYYY-MM-DD[ HH:MM[:SS]]` (`--restore-before`).
+    pub before: Option<String>,
+}
+
+/// What a restore through the director did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub director: String,
+    pub client: String,
+    /// The restore job.
+    pub job: JobInfo,
+    /// Files the director selected for the restore.
+    pub expected_files: u64,
+    pub target: String,
+    pub seconds: f64,
+    /// Warning lines of the job log (the job still succeeded).
+    pub warnings: Vec<String>,
+}
+
+/// What `mkbackup` did with the backup server.
+#[derive(Debug, Clone, Serialize)]
+pub struct MkbackupReport {
+    pub director: String,
+    pub client: String,
+    pub mode: MkbackupMode,
+    /// The job run (mode run) or the last good backup found (mode check).
+    pub job: JobInfo,
+    /// Age of that backup in hours, when known.
+    pub age_hours: Option<f64>,
+    pub rpo_hours: u64,
+}
+
+/// A restore job ended badly: the director's own lines say why.
+#[derive(Debug, thiserror::Error)]
+#[error("the {product} {what} job {jobid} ended with status {status} ({status_name}) after {files} files{}", if problems.is_empty() { String::new() } else { format!("; the director says:\n  {}", problems.join("\n  ")) })]
+pub struct JobFailed {
+    pub product: &'static str,
+    pub what: &'static str,
+    pub jobid: u64,
+    pub status: String,
+    pub status_name: &'static str,
+    pub files: u64,
+    pub problems: Vec<String>,
+}
+
+/// The backup server settings as `rescue dump` shows them: the password
+/// itself never, only whether the file holds one.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSummary {
+    pub method: BackupMethod,
+    pub director: String,
+    pub client: String,
+    pub password: String,
+}
+
+pub fn summary(config: &Config) -> Option<ServerSummary> {
+    let method = config.backup.method;
+    if !method.is_server() {
+        return None;
+    }
+    let cfg = &config.backup.server;
+    let pw = &cfg.password_file;
+    let password = match std::fs::read_to_string(pw) {
+        Ok(t) if !t.trim().is_empty() => format!("******** (from {})", pw.display()),
+        Ok(_) => format!("EMPTY ({} holds no password)", pw.display()),
+        Err(e) => format!("MISSING ({}: {e})", pw.display()),
+    };
+    Some(ServerSummary {
+        method,
+        director: format!(
+            "{}:{}{}",
+            cfg.address.as_deref().unwrap_or("(backup.server.address not set)"),
+            cfg.port,
+            cfg.director_name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        ),
+        client: client_name(cfg),
+        password,
+    })
+}
+
+/// This system's client name on the director.
+pub fn client_name(cfg: &ServerConfig) -> String {
+    cfg.client.clone().unwrap_or_else(|| {
+        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let short = host.split('.').next().unwrap_or("").to_string();
+        format!("{}-fd", if short.is_empty() { "localhost" } else { &short })
+    })
+}
+
+fn now_epoch() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Log in to the director and return its greeting: proves address, port,
+/// password and console name are right.
+pub fn check(config: &Config) -> Result<String> {
+    let console = Console::open(&config.backup.server, config.backup.method)?;
+    console.hello()
+}
+
+/// The most recent successful backup of the configured client (and
+/// fileset, when set). An error when there is none.
+pub fn last_good_backup(console: &Console, cfg: &ServerConfig) -> Result<JobInfo> {
+    let client = client_name(cfg);
+    let jobs = console.jobs(&format!("llist jobs client={}", arg_quote(&client)?))?;
+    let fileset_ok = |j: &JobInfo| cfg.fileset.as_ref().is_none_or(|f| &j.fileset == f || j.fileset.is_empty());
+    jobs.into_iter()
+        .filter(|j| j.job_type == "B" && j.succeeded() && fileset_ok(j))
+        .max_by_key(|j| (j.end_epoch.unwrap_or(0), j.jobid))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the {} director {} has no successful backup of the client {client}{}: run a backup job for it first (or check backup.server.client)",
+                console.method().product(),
+                console.address(),
+                cfg.fileset.as_ref().map(|f| format!(" with the fileset {f}")).unwrap_or_default()
+            )
+        })
+}
+
+/// Follow a queued job until it ends, with a progress line whenever its
+/// counters change (at most every 10 s); returns its final record.
+fn follow_job(console: &Console, cfg: &ServerConfig, jobid: u64, what: &str, client: &str) -> Result<JobInfo> {
+    let started = Instant::now();
+    let poll = Duration::from_secs(cfg.poll_interval.max(1));
+    let mut last_shown: Option<(String, u64)> = None;
+    let mut last_time = Instant::now() - Duration::from_secs(60);
+    loop {
+        let job = console.jobs(&format!("llist jobid={jobid}"))?.into_iter().find(|j| j.jobid == jobid);
+        if let Some(j) = &job {
+            if j.finished() {
+                tracing::info!(
+                    "{} {what} job {jobid} ended: {} ({} files, {}, {:.0} s)",
+                    console.method().product(),
+                    parse::status_name(&j.status),
+                    j.files,
+                    human_bytes(j.bytes),
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(j.clone());
+            }
+            // The catalog counts at the end; the file daemon knows now.
+            let counters = console
+                .run(&[format!("status client={}", arg_quote(client)?)], 0)
+                .ok()
+                .and_then(|o| parse::running_counters(&o, jobid));
+            let files = counters.map(|c| c.0).unwrap_or(j.files);
+            let shown = (j.status.clone(), files);
+            if last_shown.as_ref() != Some(&shown) && last_time.elapsed() >= Duration::from_secs(10) {
+                tracing::info!(
+                    "{} {what} job {jobid}: {}, {files} files{} so far, {:.0} s",
+                    console.method().product(),
+                    parse::status_name(&j.status),
+                    counters.map(|c| format!(", {}", human_bytes(c.1))).unwrap_or_default(),
+                    started.elapsed().as_secs_f64()
+                );
+                last_shown = Some(shown);
+                last_time = Instant::now();
+            }
+        }
+        if cfg.job_timeout > 0 && started.elapsed() > Duration::from_secs(cfg.job_timeout) {
+            bail!(
+                "the {} {what} job {jobid} did not end within backup.server.job-timeout = {} s; it may still run on the director (cancel it there with `cancel jobid={jobid}`)",
+                console.method().product(),
+                cfg.job_timeout
+            );
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+fn job_failed(console: &Console, what: &'static str, job: &JobInfo) -> anyhow::Error {
+    let problems = console.job_problems(job.jobid);
+    JobFailed {
+        product: console.method().product(),
+        what,
+        jobid: job.jobid,
+        status: job.status.clone(),
+        status_name: parse::status_name(&job.status),
+        files: job.files,
+        problems,
+    }
+    .into()
+}
+
+/// Queue a command that prints `Job queued. JobId=N`; the job id, or the
+/// director's answer as the error.
+fn queue(console: &Console, command: &str, what: &str) -> Result<(u64, String)> {
+    let out = console.run(&[command.to_string()], 0)?;
+    match parse::queued_jobid(&out) {
+        Some(id) => Ok((id, out)),
+        None => {
+            let answer = parse::director_answer(&out, command, 6);
+            bail!(
+                "the {} director {} did not start the {what}: `{command}` answered:\n  {}",
+                console.method().product(),
+                console.address(),
+                if answer.is_empty() { "(nothing)".to_string() } else { answer.replace('\n', "\n  ") }
+            )
+        }
+    }
+}
+
+/// `mkbackup` with a backup server: run the client's backup job and wait
+/// for it (mode run), or check that the newest good backup is younger than
+/// the RPO (mode check).
+pub fn mkbackup(config: &Config) -> Result<MkbackupReport> {
+    let cfg = &config.backup.server;
+    let console = Console::open(cfg, config.backup.method)?;
+    let client = client_name(cfg);
+    let product = console.method().product();
+    let job = match cfg.mkbackup_mode {
+        MkbackupMode::Run => {
+            let Some(name) = &cfg.backup_job else {
+                return Err(input_error("backup.server.mkbackup-mode = \"run\" needs backup.server.backup-job (the director's job that backs up this client)"));
+            };
+            let mut command = format!("run job={} client={}", arg_quote(name)?, arg_quote(&client)?);
+            if let Some(f) = &cfg.fileset {
+                command.push_str(&format!(" fileset={}", arg_quote(f)?));
+            }
+            if let Some(s) = &cfg.storage {
+                command.push_str(&format!(" storage={}", arg_quote(s)?));
+            }
+            if let Some(p) = &cfg.pool {
+                command.push_str(&format!(" pool={}", arg_quote(p)?));
+            }
+            command.push_str(" yes");
+            let (jobid, _) = queue(&console, &command, "backup job")?;
+            tracing::info!("{product} backup job {jobid} ({name}) queued for {client}");
+            let job = follow_job(&console, cfg, jobid, "backup", &client)?;
+            if !job.succeeded() {
+                return Err(job_failed(&console, "backup", &job));
+            }
+            job
+        }
+        MkbackupMode::Check => last_good_backup(&console, cfg)?,
+    };
+    let age_hours = job.end_epoch.map(|e| (now_epoch() - e).max(0) as f64 / 3600.0);
+    if cfg.mkbackup_mode == MkbackupMode::Check {
+        match age_hours {
+            Some(age) if age > cfg.rpo_hours as f64 => bail!(
+                "the newest successful backup of {client} on the {product} director is {age:.1} hours old (job {}, {} {}, ended {}): older than backup.server.rpo-hours = {}. Run a backup job for it",
+                job.jobid,
+                job.level_name(),
+                job.name,
+                job.end_time,
+                cfg.rpo_hours
+            ),
+            Some(_) => {}
+            None => tracing::warn!("the director gave no end time for job {}: its age is unknown", job.jobid),
+        }
+    }
+    Ok(MkbackupReport { director: console.address(), client, mode: cfg.mkbackup_mode, job, age_hours, rpo_hours: cfg.rpo_hours })
+}
+
+/// The restore command for a selection.
+pub fn restore_command(cfg: &ServerConfig, client: &str, target: &Path, sel: &Selection) -> Result<String> {
+    let where_ = target.to_str().ok_or_else(|| input_error(format!("the target {} is not UTF-8", target.display())))?;
+    let mut c = String::from("restore");
+    if let Some(id) = sel.jobid {
+        c.push_str(&format!(" jobid={id}"));
+    }
+    c.push_str(&format!(" client={}", arg_quote(client)?));
+    if let (Some(f), None) = (&cfg.fileset, sel.jobid) {
+        c.push_str(&format!(" fileset={}", arg_quote(f)?));
+    }
+    c.push_str(&format!(" where={}", arg_quote(where_)?));
+    if let Some(j) = &cfg.restore_job {
+        c.push_str(&format!(" restorejob={}", arg_quote(j)?));
+    }
+    if let Some(s) = &cfg.storage {
+        c.push_str(&format!(" storage={}", arg_quote(s)?));
+    }
+    c.push_str(" replace=always");
+    match (&sel.jobid, &sel.before) {
+        (Some(_), Some(_)) => return Err(input_error("--restore-jobid and --restore-before exclude each other")),
+        (Some(_), None) => c.push_str(" all done yes"),
+        (None, Some(d)) => {
+            let d = parse::director_date(d)
+                .ok_or_else(|| input_error(format!("--restore-before {d:?} is not a date: write YYYY-MM-DD or \"YYYY-MM-DD HH:MM[:SS]\"")))?;
+            c.push_str(&format!(" before=\"{d}\" select all done yes"));
+        }
+        (None, None) => c.push_str(" select current all done yes"),
+    }
+    Ok(c)
+}
+
+/// Restore this client's backup (the newest, or the one `sel` names) into
+/// `target_root` through the director, follow the job to its end, and
+/// check its status and file count. Every failure is an error carrying the
+/// director's own message: unreachable, authentication refused, no backup,
+/// job in error, fewer files than expected.
+pub fn restore(config: &Config, target_root: &Path, sel: &Selection) -> Result<RestoreReport> {
+    let cfg = &config.backup.server;
+    if !target_root.is_dir() {
+        return Err(input_error(format!("the target root {} does not exist: create and mount the filesystems there first", target_root.display())));
+    }
+    let started = Instant::now();
+    let console = Console::open(cfg, config.backup.method)?;
+    let product = console.method().product();
+    let client = client_name(cfg);
+    let command = restore_command(cfg, &client, target_root, sel)?;
+    tracing::info!("asking the {product} director {} to restore {client} into {}", console.address(), target_root.display());
+    let (jobid, out) = queue(&console, &command, "restore").map_err(|e| {
+        let text = format!("{e:#}");
+        if text.contains("No Full backup") || text.contains("No jobs found") || text.contains("Could not find Client") || text.contains("No backup") {
+            input_error(format!("no backup of the client {client} to restore: {text}"))
+        } else {
+            e
+        }
+    })?;
+    let expected = parse::selected_files(&out).unwrap_or(0);
+    tracing::info!("{product} restore job {jobid} queued: {expected} files selected");
+    let job = follow_job(&console, cfg, jobid, "restore", &client)?;
+    if !job.succeeded() || job.errors > 0 {
+        return Err(job_failed(&console, "restore", &job));
+    }
+    let floor = expected.max(cfg.min_files);
+    if job.files < floor {
+        let why = if job.files < expected {
+            format!("the director selected {expected}")
+        } else {
+            format!("backup.server.min-files = {}", cfg.min_files)
+        };
+        let mut problems = console.job_problems(jobid);
+        problems.retain(|p| !p.starts_with("Termination:"));
+        bail!(
+            "the {product} restore job {jobid} restored {} files into {}, fewer than expected ({why}); the restored system would be incomplete{}",
+            job.files,
+            target_root.display(),
+            if problems.is_empty() { String::new() } else { format!("; the director says:\n  {}", problems.join("\n  ")) }
+        );
+    }
+    let warnings: Vec<String> = if job.status == "W" { console.job_problems(jobid) } else { Vec::new() };
+    Ok(RestoreReport {
+        director: console.address(),
+        client,
+        job,
+        expected_files: expected,
+        target: target_root.display().to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_commands() {
+        let cfg = ServerConfig { fileset: Some("Linux All".into()), restore_job: Some("RestoreFiles".into()), ..Default::default() };
+        let t = Path::new("/mnt/local");
+        assert_eq!(
+            restore_command(&cfg, "web1-fd", t, &Selection::default()).unwrap(),
+            "restore client=web1-fd fileset=\"Linux All\" where=/mnt/local restorejob=RestoreFiles replace=always select current all done yes"
+        );
+        assert_eq!(
+            restore_command(&cfg, "web1-fd", t, &Selection { jobid: Some(42), before: None }).unwrap(),
+            "restore jobid=42 client=web1-fd where=/mnt/local restorejob=RestoreFiles replace=always all done yes"
+        );
+        assert!(restore_command(&cfg, "web1-fd", t, &Selection { jobid: None, before: Some("2026-01-02".into()) })
+            .unwrap()
+            .ends_with("before=\"2026-01-02 00:00:00\" select all done yes"));
+        assert!(restore_command(&cfg, "web1-fd", t, &Selection { jobid: None, before: Some("last week".into()) }).is_err());
+        assert!(restore_command(&cfg, "web1-fd", t, &Selection { jobid: Some(1), before: Some("2026-01-02".into()) }).is_err());
+    }
+
+    #[test]
+    fn client_defaults_to_hostname_fd() {
+        assert!(client_name(&ServerConfig::default()).ends_with("-fd"));
+        assert_eq!(client_name(&ServerConfig { client: Some("x-fd".into()), ..Default::default() }), "x-fd");
+    }
+}
