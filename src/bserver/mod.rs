@@ -334,7 +334,9 @@ pub fn restore(config: &Config, target_root: &Path, sel: &Selection) -> Result<R
     tracing::info!("asking the {product} director {} to restore {client} into {}", console.address(), target_root.display());
     let (jobid, out) = queue(&console, &command, "restore").map_err(|e| {
         let text = format!("{e:#}");
-        if text.contains("No Full backup") || text.contains("No jobs found") || text.contains("Could not find Client") || text.contains("No backup") {
+        if text.contains("Could not find Client") {
+            input_error(format!("the director does not know the client {client} (backup.server.client): {text}"))
+        } else if text.contains("No Full backup") || text.contains("No jobs found") || text.contains("No backup") {
             input_error(format!("no backup of the client {client} to restore: {text}"))
         } else {
             e

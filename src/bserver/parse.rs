@@ -209,12 +209,31 @@ fn is_chatter(line: &str) -> bool {
 
 /// What the director said in answer to `command` (the lines after bconsole
 /// echoes it), chatter removed, at most the last `max` lines.
+/// A command that cannot go on asks (`Select the Client (1-2):`): what it
+/// said before the first question is the answer, the question ends it.
 pub fn director_answer(text: &str, command: &str, max: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.iter().rposition(|l| l.trim() == command.trim()).map(|i| i + 1).unwrap_or(0);
-    let kept: Vec<&str> = lines[start..].iter().copied().filter(|l| !is_chatter(l)).collect();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut question = None;
+    for l in lines[start..].iter().copied().filter(|l| !is_chatter(l)) {
+        if is_prompt(l) {
+            question = Some(l.split("):").next().unwrap_or(l).trim().to_string() + ")");
+            break;
+        }
+        kept.push(l.trim_end());
+    }
     let from = kept.len().saturating_sub(max);
-    kept[from..].iter().map(|l| l.trim_end()).collect::<Vec<_>>().join("\n")
+    let mut out = kept[from..].join("\n");
+    if let Some(q) = question {
+        out.push_str(&format!("\n(and then asked \"{q}\", which an unattended restore cannot answer)"));
+    }
+    out
+}
+
+fn is_prompt(line: &str) -> bool {
+    let t = line.trim();
+    (t.starts_with("Select ") && t.contains("):")) || t.contains("(yes/mod/no)") || (t.starts_with("Enter ") && t.contains("):"))
 }
 
 /// The error and termination lines of a job log (`llist joblog jobid=N` or
@@ -390,6 +409,10 @@ Using Catalog \"MyCatalog\"
     fn director_answer_drops_chatter() {
         let text = "Connecting to Director 127.0.0.1:19101\n1000 OK: 103 rt-dir\nEnter a period to cancel a command.\nrestore client=x\nUsing Catalog \"MyCatalog\"\nNo Full backup before 2026-11-26 10:36:59 found.\nYou have messages.\n";
         assert_eq!(director_answer(text, "restore client=x", 5), "No Full backup before 2026-11-26 10:36:59 found.");
+        let asked = "restore client=nosuch-fd\nCould not find Client \"nosuch-fd\": ERR=Client record not found in Catalog.\nDefined Clients:\n     1: rt-fd\nSelect the Client (1-1): quit\nExpected a positive integer, got: quit\n";
+        let a = director_answer(asked, "restore client=nosuch-fd", 6);
+        assert!(a.starts_with("Could not find Client \"nosuch-fd\""), "{a}");
+        assert!(a.ends_with("(and then asked \"Select the Client (1-1)\", which an unattended restore cannot answer)"), "{a}");
     }
 
     #[test]

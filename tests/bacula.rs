@@ -1,0 +1,353 @@
+//! Backup server path against a real Bacula 9.6 (Debian's packages): a
+//! director (sqlite catalog), a storage daemon (file volumes) and a file
+//! daemon, all on 127.0.0.1 on free ports with configs in a temp dir;
+//! nothing of /etc/bacula or its services is touched, and every daemon is
+//! stopped when the test ends, also on failure.
+//!
+//! One test runs the scenarios in order on one set of daemons (starting
+//! them is the slow part): a backup job run by `rescue mkbackuponly`, the
+//! RPO check, restores by `rescue restoreonly` (newest into a loop ext4
+//! filesystem, by job id, before a date) compared by checksum, and each
+//! failure with its message. Run time: see docs/bareos.md.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+const CONSOLE_PASSWORD: &str = "c0nsole-Pw-7f3a";
+const DIRECTOR_PASSWORD: &str = "d1rector-Pw-91bc";
+
+/// The three daemons and their temp dir; stopped and removed on drop.
+struct Bacula {
+    dir: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+    dir_port: u16,
+}
+
+impl Drop for Bacula {
+    fn drop(&mut self) {
+        for (name, child) in &mut self.children {
+            // SIGTERM first so the daemons close their files; then make sure.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Ok(None) = child.try_wait() {
+                eprintln!("{name} did not stop on SIGTERM; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 20 s; its output:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+impl Bacula {
+    fn start() -> Bacula {
+        common::require_root();
+        common::require_tools(&["bacula-dir", "bacula-sd", "bacula-fd", "bconsole", "sqlite3", "timeout"]);
+        let make_tables = Path::new("/usr/share/bacula-director/make_sqlite3_tables");
+        assert!(make_tables.is_file(), "{} is missing: run scripts/install-deps.sh (bacula-director-sqlite3)", make_tables.display());
+        let dir = tempfile::Builder::new().prefix("rescue-bacula-").tempdir().expect("tempdir");
+        let t = dir.path().to_path_buf();
+        for d in ["dir", "sd", "fd", "run", "volumes", "src"] {
+            std::fs::create_dir_all(t.join(d)).expect("mkdir");
+        }
+        let ports = free_ports(3);
+        let (dp, sp, fp) = (ports[0], ports[1], ports[2]);
+        let t_ = t.display();
+        let all_acl = "JobACL = \"*all*\"\n  ClientACL = \"*all*\"\n  StorageACL = \"*all*\"\n  ScheduleACL = \"*all*\"\n  PoolACL = \"*all*\"\n  FileSetACL = \"*all*\"\n  CatalogACL = \"*all*\"\n  CommandACL = \"*all*\"\n  WhereACL = \"*all*\"";
+        let job = |name: &str, kind: &str, extra: &str| {
+            format!(
+                "Job {{\n  Name = \"{name}\"\n  Type = {kind}\n  Level = Full\n  Client = rt-fd\n  FileSet = rt-set\n  Storage = File1\n  Pool = File\n  Messages = Standard\n  Where = \"{t_}/bacula-restores\"\n{extra}}}\n"
+            )
+        };
+        let fail = "  RunScript {\n    RunsWhen = Before\n    RunsOnClient = no\n    FailJobOnError = yes\n    Command = \"/bin/false\"\n  }\n";
+        let dir_conf = format!(
+            "Director {{\n  Name = rt-dir\n  DIRport = {dp}\n  DIRAddress = 127.0.0.1\n  QueryFile = \"/etc/bacula/scripts/query.sql\"\n  WorkingDirectory = \"{t_}/dir\"\n  PidDirectory = \"{t_}/run\"\n  Maximum Concurrent Jobs = 5\n  Password = \"{DIRECTOR_PASSWORD}\"\n  Messages = Daemon\n}}\n\
+             Console {{\n  Name = rt-console\n  Password = \"{CONSOLE_PASSWORD}\"\n  {all_acl}\n}}\n\
+             Catalog {{\n  Name = MyCatalog\n  dbname = \"bacula\"\n  dbuser = \"\"\n  dbpassword = \"\"\n}}\n\
+             Messages {{\n  Name = Standard\n  catalog = all, !skipped, !saved\n  append = \"{t_}/dir/log\" = all, !skipped\n}}\n\
+             Messages {{\n  Name = Daemon\n  append = \"{t_}/dir/log\" = all, !skipped\n}}\n\
+             Storage {{\n  Name = File1\n  Address = 127.0.0.1\n  SDPort = {sp}\n  Password = \"sd-pw\"\n  Device = FileStorage\n  Media Type = File\n}}\n\
+             Pool {{\n  Name = File\n  Pool Type = Backup\n  Label Format = \"Vol-\"\n  Maximum Volume Bytes = 1G\n  Volume Retention = 365 days\n  AutoPrune = yes\n  Recycle = yes\n}}\n\
+             FileSet {{\n  Name = \"rt-set\"\n  Include {{\n    Options {{\n      signature = MD5\n    }}\n    File = \"{t_}/src\"\n  }}\n}}\n\
+             Client {{\n  Name = rt-fd\n  Address = 127.0.0.1\n  FDPort = {fp}\n  Catalog = MyCatalog\n  Password = \"fd-pw\"\n}}\n\
+             Client {{\n  Name = rt-nobackup-fd\n  Address = 127.0.0.1\n  FDPort = {fp}\n  Catalog = MyCatalog\n  Password = \"fd-pw\"\n}}\n{}{}{}{}",
+            job("rt-backup", "Backup", ""),
+            job("rt-backup-fail", "Backup", fail),
+            job("rt-restore", "Restore", ""),
+            job("rt-restore-fail", "Restore", fail),
+        );
+        let sd_conf = format!(
+            "Storage {{\n  Name = rt-sd\n  SDPort = {sp}\n  SDAddress = 127.0.0.1\n  WorkingDirectory = \"{t_}/sd\"\n  Pid Directory = \"{t_}/run\"\n  Maximum Concurrent Jobs = 10\n}}\n\
+             Director {{\n  Name = rt-dir\n  Password = \"sd-pw\"\n}}\n\
+             Device {{\n  Name = FileStorage\n  Media Type = File\n  Archive Device = \"{t_}/volumes\"\n  LabelMedia = yes\n  Random Access = yes\n  AutomaticMount = yes\n  RemovableMedia = no\n  AlwaysOpen = no\n}}\n\
+             Messages {{\n  Name = Standard\n  director = rt-dir = all\n}}\n"
+        );
+        let fd_conf = format!(
+            "FileDaemon {{\n  Name = rt-fd\n  FDport = {fp}\n  FDAddress = 127.0.0.1\n  WorkingDirectory = \"{t_}/fd\"\n  Pid Directory = \"{t_}/run\"\n  Maximum Concurrent Jobs = 5\n}}\n\
+             Director {{\n  Name = rt-dir\n  Password = \"fd-pw\"\n}}\n\
+             Messages {{\n  Name = Standard\n  director = rt-dir = all, !skipped, !restored\n}}\n"
+        );
+        for (name, text) in [("dir.conf", &dir_conf), ("sd.conf", &sd_conf), ("fd.conf", &fd_conf)] {
+            std::fs::write(t.join(name), text).expect("write daemon config");
+        }
+        // The catalog: Debian's table script, pointed at our directory.
+        let script = std::fs::read_to_string(make_tables).expect("read make_sqlite3_tables");
+        let script = script.replace("cd /var/lib/bacula", &format!("cd '{}'", t.join("dir").display())).replace("XXX_DBNAME_XXX", "bacula");
+        let out = Command::new("sh").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(script.as_bytes())?;
+            c.wait_with_output()
+        });
+        let out = out.expect("run make_sqlite3_tables");
+        assert!(out.status.success() && t.join("dir/bacula.db").is_file(), "making the catalog failed: {}", String::from_utf8_lossy(&out.stderr));
+
+        let mut b = Bacula { dir, children: Vec::new(), dir_port: dp };
+        for (prog, conf, port) in [("bacula-sd", "sd.conf", sp), ("bacula-fd", "fd.conf", fp), ("bacula-dir", "dir.conf", dp)] {
+            let log = t.join(format!("{prog}.out"));
+            let check = Command::new(prog).args(["-t", "-c"]).arg(t.join(conf)).output().expect("config test");
+            assert!(check.status.success(), "{prog} -t rejects the test config: {}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+            let f = std::fs::File::create(&log).expect("log");
+            let child = Command::new(prog)
+                .args(["-f", "-c"])
+                .arg(t.join(conf))
+                .stdout(f.try_clone().expect("dup"))
+                .stderr(f)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {prog}: {e}"));
+            b.children.push((prog.to_string(), child));
+            wait_for_port(port, prog, &log);
+        }
+        b
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A rescue config for this director; `extra` lines go into [backup.server].
+    fn config(&self, name: &str, password: &str, extra: &str) -> PathBuf {
+        let t = self.path();
+        let pw = t.join(format!("{name}.pw"));
+        std::fs::write(&pw, format!("{password}\n")).expect("write password");
+        let cfg = t.join(format!("{name}.toml"));
+        let base = format!(
+            "log-dir = \"{0}/log-{name}\"\nstate-dir = \"{0}/state\"\n[backup]\nmethod = \"bacula\"\n[backup.server]\naddress = \"127.0.0.1\"\nport = {1}\ndirector-name = \"rt-dir\"\nconsole-name = \"rt-console\"\npassword-file = \"{2}\"\nclient = \"rt-fd\"\nfileset = \"rt-set\"\nbackup-job = \"rt-backup\"\nrestore-job = \"rt-restore\"\npoll-interval = 1\njob-timeout = 300\nconnect-timeout = 5\n",
+            t.display(),
+            self.dir_port,
+            pw.display()
+        );
+        // Later keys of the same name win: drop the base line when overridden.
+        let overridden: Vec<&str> = extra.lines().filter_map(|l| l.split('=').next()).map(str::trim).collect();
+        let text: String = base
+            .lines()
+            .filter(|l| !overridden.contains(&l.split('=').next().unwrap_or("").trim()) || l.starts_with('['))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&cfg, format!("{text}{extra}")).expect("write rescue config");
+        cfg
+    }
+}
+
+fn rescue(cfg: &Path, args: &[&str]) -> Output {
+    let out = Command::new(common::rescue_bin()).arg("--config").arg(cfg).args(args).output().expect("run rescue");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains(CONSOLE_PASSWORD) && !all.contains(DIRECTOR_PASSWORD), "a password was printed:\n{all}");
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[track_caller]
+fn expect_ok(o: &Output, what: &str) {
+    assert!(o.status.success(), "{what} failed (exit {:?}):\n{}", o.status.code(), text(o));
+}
+
+#[track_caller]
+fn expect_fail(o: &Output, what: &str, needles: &[&str]) -> String {
+    let t = text(o);
+    assert!(!o.status.success(), "{what} should have failed:\n{t}");
+    for n in needles {
+        assert!(t.contains(n), "{what}: the message should contain {n:?}:\n{t}");
+    }
+    eprintln!("{what}: {}", t.lines().filter(|l| l.contains("error")).collect::<Vec<_>>().join(" | "));
+    t
+}
+
+/// Relative path -> sha256 (files) or `-> target` (symlinks), for everything under `root`.
+fn checksums(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let rel = p.strip_prefix(root).expect("prefix").display().to_string();
+            let m = std::fs::symlink_metadata(&p).expect("stat");
+            if m.file_type().is_symlink() {
+                out.insert(rel, format!("-> {}", std::fs::read_link(&p).expect("readlink").display()));
+            } else if m.is_dir() {
+                out.insert(rel, "dir".into());
+                stack.push(p);
+            } else {
+                out.insert(rel, hex::encode(Sha256::digest(std::fs::read(&p).expect("read"))));
+            }
+        }
+    }
+    out
+}
+
+fn write_tree(src: &Path) {
+    std::fs::create_dir_all(src.join("etc/app")).expect("mkdir");
+    std::fs::create_dir_all(src.join("var/data/deep/deeper")).expect("mkdir");
+    std::fs::write(src.join("etc/app/app.conf"), "listen = 8080\n").expect("write");
+    std::fs::write(src.join("etc/empty"), "").expect("write");
+    std::fs::write(src.join("var/data/file with spaces.txt"), "spaces\n").expect("write");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("var/data/deep/deeper/blob.bin"), big).expect("write");
+    for i in 0..50 {
+        std::fs::write(src.join(format!("var/data/f{i:03}")), format!("file {i}\n").repeat(i + 1)).expect("write");
+    }
+    std::os::unix::fs::symlink("app/app.conf", src.join("etc/link")).expect("symlink");
+}
+
+#[test]
+fn bacula_backup_and_restore_through_rescue() {
+    let started = Instant::now();
+    let b = Bacula::start();
+    eprintln!("daemons up in {:.1} s", started.elapsed().as_secs_f64());
+    let src = b.path().join("src");
+    write_tree(&src);
+    let before = checksums(&src);
+    let rel_src = src.strip_prefix("/").expect("absolute").to_path_buf();
+    let good = b.config("good", CONSOLE_PASSWORD, "");
+
+    // mkbackuponly, mode run: the director runs the job, rescue waits for it.
+    let o = rescue(&good, &["mkbackuponly"]);
+    expect_ok(&o, "mkbackuponly (run)");
+    assert!(text(&o).contains("backup job of rt-fd"), "{}", text(&o));
+    let first_done = String::from_utf8_lossy(&Command::new("date").arg("+%F %T").output().expect("date").stdout).trim().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // dump shows the settings, never the password.
+    let o = rescue(&good, &["dump"]);
+    expect_ok(&o, "dump");
+    assert!(text(&o).contains("password ******** (from"), "{}", text(&o));
+
+    // Change the tree and back it up again: the newest restore must give the new content.
+    std::fs::write(src.join("etc/app/app.conf"), "listen = 9090\n").expect("write");
+    std::fs::write(src.join("etc/new-file"), "new\n").expect("write");
+    let after = checksums(&src);
+    expect_ok(&rescue(&good, &["mkbackuponly"]), "second mkbackuponly (run)");
+
+    // mkbackuponly, mode check: the last good backup is younger than the RPO.
+    let check = b.config("check", CONSOLE_PASSWORD, "mkbackup-mode = \"check\"\nrpo-hours = 1\n");
+    let o = rescue(&check, &["--json", "mkbackuponly"]);
+    expect_ok(&o, "mkbackuponly (check)");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    assert_eq!(r["job"]["status"], "T", "{r}");
+    let stale = b.config("stale", CONSOLE_PASSWORD, "mkbackup-mode = \"check\"\nrpo-hours = 0\n");
+    expect_fail(&rescue(&stale, &["mkbackuponly"]), "RPO exceeded", &["older than backup.server.rpo-hours = 0"]);
+
+    // restoreonly, newest backup, into a fresh ext4 loop filesystem.
+    let mut disk = common::LoopDisk::new(b.path(), "target", 64);
+    common::sh(&format!("mkfs.ext4 -q -F {}", disk.dev));
+    let target = b.path().join("target");
+    disk.mount(&disk.dev.clone(), &target, None);
+    let t0 = Instant::now();
+    let o = rescue(&good, &["--json", "restoreonly", "--target", target.to_str().expect("utf8")]);
+    expect_ok(&o, "restoreonly (newest)");
+    eprintln!("restore of {} entries took {:.1} s", after.len(), t0.elapsed().as_secs_f64());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    assert_eq!(r["job"]["files"], r["expected_files"], "{r}");
+    assert_eq!(checksums(&target.join(&rel_src)), after, "the restored tree differs from the backed-up one");
+    disk.umount_all();
+
+    // restoreonly --restore-jobid (the first backup) and --restore-before (before the second).
+    let jobs = String::from_utf8_lossy(&rescue(&check, &["--json", "mkbackuponly"]).stdout).to_string();
+    let newest: serde_json::Value = serde_json::from_str(&jobs).expect("json");
+    let newest_id = newest["job"]["jobid"].as_u64().expect("jobid");
+    let by_id = b.path().join("by-id");
+    std::fs::create_dir_all(&by_id).expect("mkdir");
+    let first_id = (newest_id - 1).to_string();
+    expect_ok(&rescue(&good, &["restoreonly", "--target", by_id.to_str().expect("utf8"), "--restore-jobid", &first_id]), "restoreonly --restore-jobid");
+    assert_eq!(checksums(&by_id.join(&rel_src)), before, "--restore-jobid did not give the first backup");
+    let by_date = b.path().join("by-date");
+    std::fs::create_dir_all(&by_date).expect("mkdir");
+    expect_ok(&rescue(&good, &["restoreonly", "--target", by_date.to_str().expect("utf8"), "--restore-before", &first_done]), "restoreonly --restore-before");
+    assert_eq!(checksums(&by_date.join(&rel_src)), before, "--restore-before did not give the first backup");
+
+    // Failures, each with its message.
+    let scratch = b.path().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("mkdir");
+    let scratch_s = scratch.to_str().expect("utf8");
+    let dead_port = free_ports(1)[0];
+    let unreachable = b.config("unreachable", CONSOLE_PASSWORD, &format!("port = {dead_port}\n"));
+    let t0 = Instant::now();
+    let o = rescue(&unreachable, &["restoreonly", "--target", scratch_s]);
+    expect_fail(&o, "director unreachable", &["is unreachable", "Connection refused"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(t0.elapsed() < Duration::from_secs(10), "the unreachable director took {:?} to report", t0.elapsed());
+
+    let wrong = b.config("wrong", "not-the-password", "");
+    let o = rescue(&wrong, &["restoreonly", "--target", scratch_s]);
+    expect_fail(&o, "wrong password", &["refused the console \"rt-console\"", "Director authorization problem"]);
+
+    let unknown = b.config("unknown", CONSOLE_PASSWORD, "client = \"nosuch-fd\"\n");
+    expect_fail(&rescue(&unknown, &["restoreonly", "--target", scratch_s]), "unknown client", &["does not know the client nosuch-fd", "Could not find Client \"nosuch-fd\""]);
+    let nobackup = b.config("nobackup", CONSOLE_PASSWORD, "client = \"rt-nobackup-fd\"\nmkbackup-mode = \"check\"\n");
+    expect_fail(&rescue(&nobackup, &["restoreonly", "--target", scratch_s]), "no backup (restore)", &["no backup of the client rt-nobackup-fd", "No Full backup before"]);
+    expect_fail(&rescue(&nobackup, &["mkbackuponly"]), "no backup (check)", &["has no successful backup of the client rt-nobackup-fd"]);
+
+    let failing = b.config("failing", CONSOLE_PASSWORD, "restore-job = \"rt-restore-fail\"\nbackup-job = \"rt-backup-fail\"\n");
+    expect_fail(&rescue(&failing, &["restoreonly", "--target", scratch_s]), "restore job in error", &["restore job", "terminated with errors", "BeforeJob returned non-zero status=1"]);
+    expect_fail(&rescue(&failing, &["mkbackuponly"]), "backup job in error", &["backup job", "terminated with errors", "Backup Error"]);
+
+    let fewer = b.config("fewer", CONSOLE_PASSWORD, "min-files = 100000\n");
+    expect_fail(&rescue(&fewer, &["restoreonly", "--target", scratch_s]), "fewer files", &["fewer than expected", "backup.server.min-files = 100000"]);
+
+    // The password went nowhere but the password file: not into the logs either.
+    for log in std::fs::read_dir(b.path()).expect("read").filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("log-")) {
+        for f in std::fs::read_dir(log.path()).expect("read log dir").filter_map(|e| e.ok()) {
+            let t = std::fs::read_to_string(f.path()).unwrap_or_default();
+            assert!(!t.contains(CONSOLE_PASSWORD), "the password is in {}", f.path().display());
+        }
+    }
+    eprintln!("bacula test took {:.1} s", started.elapsed().as_secs_f64());
+}
