@@ -351,3 +351,61 @@ fn bacula_backup_and_restore_through_rescue() {
     }
     eprintln!("bacula test took {:.1} s", started.elapsed().as_secs_f64());
 }
+
+#[path = "image_common/mod.rs"]
+mod image_common;
+
+/// mkrescue with backup.method = "bacula": the file daemon, bconsole, their
+/// libraries, the daemon's config and the console password go in, the init
+/// starts the daemon, and both programs run from the image's own tree.
+#[test]
+fn rescue_image_holds_the_bacula_file_daemon() {
+    common::require_root();
+    common::require_tools(&["bacula-fd", "bconsole", "chroot"]);
+    assert!(Path::new("/etc/bacula/bacula-fd.conf").is_file(), "/etc/bacula/bacula-fd.conf is missing: apt-get install bacula-fd");
+    let k = image_common::kernel_dir();
+    let dir = tempfile::Builder::new().prefix("rescue-bacula-image-").tempdir().expect("tempdir");
+    let pw = dir.path().join("console.pw");
+    std::fs::write(&pw, format!("{CONSOLE_PASSWORD}\n")).expect("write");
+    let cfg = dir.path().join("rescue.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n[backup]\nmethod = \"bacula\"\n[backup.server]\naddress = \"backup.example.com\"\npassword-file = \"{1}\"\nclient = \"imgtest-fd\"\n",
+            dir.path().display(),
+            pw.display()
+        ),
+    )
+    .expect("write config");
+    let started = Instant::now();
+    let out = image_common::mkrescue_cmd(&cfg, &k, &dir.path().join("out"), "pxe").output().expect("mkrescue");
+    assert!(out.status.success(), "mkrescue failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("mkrescue (pxe) took {:.1} s", started.elapsed().as_secs_f64());
+    let root = image_common::extract_initrd(&dir.path().join("out/rescue-imgtest-pxe/initrd.img"));
+    let r = root.path();
+    for p in ["usr/sbin/bacula-fd", "usr/sbin/bconsole", "etc/bacula/bacula-fd.conf", "usr/lib/bacula/libbac-9.6.7.so", "usr/lib/bacula/libbacfind-9.6.7.so"] {
+        assert!(r.join(p).exists(), "{p} missing from the initramfs");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let pw_in = r.join("etc/rescue/director.password");
+    assert_eq!(std::fs::read_to_string(&pw_in).expect("password in the image").trim(), CONSOLE_PASSWORD);
+    assert_eq!(std::fs::metadata(&pw_in).expect("stat").permissions().mode() & 0o777, 0o600);
+    // The image's config keeps the method and the director, not the password file's path.
+    let img_cfg = std::fs::read_to_string(r.join("etc/rescue/rescue.toml")).expect("config");
+    assert!(img_cfg.contains("method = \"bacula\"") && img_cfg.contains("backup.example.com") && !img_cfg.contains("password-file"), "{img_cfg}");
+    let env = std::fs::read_to_string(r.join("etc/rescue/image.env")).expect("image.env");
+    assert!(env.contains("RESCUE_FD=/usr/sbin/bacula-fd") && env.contains("RESCUE_FD_CONF=/etc/bacula/bacula-fd.conf"), "{env}");
+    let init = std::fs::read_to_string(r.join("init")).expect("init");
+    assert!(init.contains("\"$RESCUE_FD\" -c \"$RESCUE_FD_CONF\""), "the init does not start the file daemon");
+    // The programs find every library inside the image. (At boot devtmpfs
+    // gives /dev/urandom, which bacula-fd seeds OpenSSL from; here we make it.)
+    common::sh(&format!("mknod -m 666 '{}' c 1 9", r.join("dev/urandom").display()));
+    assert!(r.join("var/lib/bacula").is_dir(), "the file daemon's working directory is missing");
+    let t = Command::new("chroot").arg(r).args(["/usr/sbin/bacula-fd", "-t", "-c", "/etc/bacula/bacula-fd.conf"]).output().expect("chroot");
+    assert!(t.status.success(), "bacula-fd does not run inside the image: {}{}", String::from_utf8_lossy(&t.stdout), String::from_utf8_lossy(&t.stderr));
+    let t = Command::new("chroot").arg(r).args(["/usr/sbin/bconsole", "-?"]).output().expect("chroot");
+    assert!(String::from_utf8_lossy(&t.stderr).contains("Usage: bconsole") || String::from_utf8_lossy(&t.stdout).contains("Usage: bconsole"), "bconsole does not run inside the image");
+    // The manifest names the secrets that went in on purpose.
+    let m = std::fs::read_to_string(dir.path().join("out/rescue-imgtest.manifest.json")).expect("manifest");
+    assert!(m.contains("director.password") && m.contains("bacula-fd.conf"), "{m}");
+}

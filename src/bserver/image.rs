@@ -19,6 +19,8 @@ pub struct ImageParts {
     pub programs: Vec<String>,
     /// Host files or directories copied to the same path.
     pub host_paths: Vec<PathBuf>,
+    /// Empty directories the daemon needs (its working directory).
+    pub dirs: Vec<PathBuf>,
     /// Generated files: path in the image, content, mode.
     pub files: Vec<(PathBuf, Vec<u8>, u32)>,
     /// `KEY=value` lines for /etc/rescue/image.env.
@@ -88,6 +90,8 @@ pub fn image_parts(config: &Config) -> Result<Option<ImageParts>> {
     parts.env.push(("RESCUE_FD", fd.display().to_string()));
     parts.env.push(("RESCUE_FD_CONF", fd_config.display().to_string()));
     parts.env.push(("RESCUE_FD_DIRS", fl.dirs.to_string()));
+    // /run is a fresh tmpfs at boot (the init makes those); the rest is made here too.
+    parts.dirs.extend(fl.dirs.split(' ').filter(|d| !d.starts_with("/run")).map(PathBuf::from));
     Ok(Some(parts))
 }
 

@@ -278,7 +278,7 @@ pub fn running_counters(text: &str, jobid: u64) -> Option<(u64, u64)> {
     for line in text.lines() {
         let t = line.trim();
         if t.starts_with("JobId") {
-            in_job = t.split(|c: char| c == ' ' || c == '=').nth(1).and_then(number) == Some(jobid);
+            in_job = t.split([' ', '=']).nth(1).and_then(number) == Some(jobid);
             continue;
         }
         if in_job && t.starts_with("Files=") {

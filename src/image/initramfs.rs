@@ -426,6 +426,9 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
         for p in &b.host_paths {
             tree.add_host_path(p)?;
         }
+        for d in &b.dirs {
+            tree.mkdir_p(d)?;
+        }
         for (path, data, mode) in &b.files {
             tree.add_bytes(path, data.clone(), *mode)?;
         }
