@@ -285,6 +285,13 @@ fn bacula_backup_and_restore_through_rescue() {
     let stale = b.config("stale", CONSOLE_PASSWORD, "mkbackup-mode = \"check\"\nrpo-hours = 0\n");
     expect_fail(&rescue(&stale, &["mkbackuponly"]), "RPO exceeded", &["older than backup.server.rpo-hours = 0"]);
 
+    // restoreonly --check: the director answers and has a backup; nothing restored.
+    let o = rescue(&good, &["--json", "restoreonly", "--check"]);
+    expect_ok(&o, "restoreonly --check");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    assert!(r["greeting"].as_str().unwrap_or("").contains("rt-dir"), "{r}");
+    assert_eq!(r["backup"]["status"], "T", "{r}");
+
     // restoreonly, newest backup, into a fresh ext4 loop filesystem.
     let mut disk = common::LoopDisk::new(b.path(), "target", 64);
     common::sh(&format!("mkfs.ext4 -q -F {}", disk.dev));
@@ -328,6 +335,8 @@ fn bacula_backup_and_restore_through_rescue() {
     let wrong = b.config("wrong", "not-the-password", "");
     let o = rescue(&wrong, &["restoreonly", "--target", scratch_s]);
     expect_fail(&o, "wrong password", &["refused the console \"rt-console\"", "Director authorization problem"]);
+    expect_fail(&rescue(&wrong, &["restoreonly", "--check"]), "wrong password (check)", &["Director authorization problem"]);
+    expect_fail(&rescue(&good, &["restoreonly", "--check", "--restore-jobid", "999"]), "unknown job id (check)", &["has no job 999"]);
 
     let unknown = b.config("unknown", CONSOLE_PASSWORD, "client = \"nosuch-fd\"\n");
     expect_fail(&rescue(&unknown, &["restoreonly", "--target", scratch_s]), "unknown client", &["does not know the client nosuch-fd", "Could not find Client \"nosuch-fd\""]);

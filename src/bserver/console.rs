@@ -203,7 +203,8 @@ impl Console {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let all = format!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
         let lower = all.to_ascii_lowercase();
-        if lower.contains("authorization problem") || lower.contains("authentication failed") || lower.contains("rejected hello") {
+        // Bacula: "Director authorization problem."; Bareos: "Authorization key rejected", "... authentication failed".
+        if ["authorization problem", "authentication failed", "rejected hello", "authorization key rejected"].iter().any(|w| lower.contains(w)) {
             let message = all
                 .lines()
                 .map(str::trim)

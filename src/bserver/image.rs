@@ -32,8 +32,10 @@ pub struct ImageParts {
 /// The names and places that differ between Bacula and Bareos.
 struct Flavour {
     fd: &'static str,
-    /// Config candidates, first existing wins (Bareos: the file, or the `.d` directory of newer versions).
-    configs: &'static [&'static str],
+    /// Config candidates, first existing wins: (what to copy, what `-c` takes).
+    /// Bareos has one file, or (newer versions) a `bareos-fd.d` directory
+    /// that `-c` finds through its parent.
+    configs: &'static [(&'static str, &'static str)],
     /// Directories the daemon needs at run time (working and pid directories).
     dirs: &'static str,
 }
@@ -41,10 +43,10 @@ struct Flavour {
 fn flavour(method: BackupMethod) -> Option<Flavour> {
     match method {
         BackupMethod::Archive => None,
-        BackupMethod::Bacula => Some(Flavour { fd: "bacula-fd", configs: &["/etc/bacula/bacula-fd.conf"], dirs: "/var/lib/bacula /run/bacula" }),
+        BackupMethod::Bacula => Some(Flavour { fd: "bacula-fd", configs: &[("/etc/bacula/bacula-fd.conf", "/etc/bacula/bacula-fd.conf")], dirs: "/var/lib/bacula /run/bacula" }),
         BackupMethod::Bareos => Some(Flavour {
             fd: "bareos-fd",
-            configs: &["/etc/bareos/bareos-fd.conf", "/etc/bareos/bareos-fd.d"],
+            configs: &[("/etc/bareos/bareos-fd.conf", "/etc/bareos/bareos-fd.conf"), ("/etc/bareos/bareos-fd.d", "/etc/bareos")],
             dirs: "/var/lib/bareos /run/bareos",
         }),
     }
@@ -55,13 +57,15 @@ pub fn image_parts(config: &Config) -> Result<Option<ImageParts>> {
     let method = config.backup.method;
     let Some(fl) = flavour(method) else { return Ok(None) };
     let cfg = &config.backup.server;
-    let fd_config = match &cfg.fd_config {
-        Some(p) => p.clone(),
-        None => fl.configs.iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| {
+    let (fd_config, fd_arg) = match &cfg.fd_config {
+        // A configured `.d` directory is found by the daemon through its parent.
+        Some(p) if p.is_dir() && p.extension().is_some_and(|e| e == "d") => (p.clone(), p.parent().unwrap_or(Path::new("/")).to_path_buf()),
+        Some(p) => (p.clone(), p.clone()),
+        None => fl.configs.iter().find(|(copy, _)| Path::new(copy).exists()).map(|(c, a)| (PathBuf::from(c), PathBuf::from(a))).ok_or_else(|| {
             input_error(format!(
                 "the {} file daemon's config ({}) is not on this system: install and configure the {} package, or set backup.server.fd-config",
                 method.product(),
-                fl.configs.join(" or "),
+                fl.configs.iter().map(|c| c.0).collect::<Vec<_>>().join(" or "),
                 fl.fd
             ))
         })?,
@@ -88,7 +92,7 @@ pub fn image_parts(config: &Config) -> Result<Option<ImageParts>> {
     parts.secrets.push(format!("{} (the {} file daemon's config with the director's password)", fd_config.display(), method.product()));
     let fd = crate::cmd::find_program(fl.fd).unwrap_or_else(|| Path::new("/usr/sbin").join(fl.fd));
     parts.env.push(("RESCUE_FD", fd.display().to_string()));
-    parts.env.push(("RESCUE_FD_CONF", fd_config.display().to_string()));
+    parts.env.push(("RESCUE_FD_CONF", fd_arg.display().to_string()));
     parts.env.push(("RESCUE_FD_DIRS", fl.dirs.to_string()));
     // /run is a fresh tmpfs at boot (the init makes those); the rest is made here too.
     parts.dirs.extend(fl.dirs.split(' ').filter(|d| !d.starts_with("/run")).map(PathBuf::from));
@@ -124,6 +128,13 @@ mod tests {
         c.backup.method = BackupMethod::Bareos;
         let p = image_parts(&c).unwrap().unwrap();
         assert!(p.programs.contains(&"bareos-fd".to_string()));
+        // Bareos' config directory: copied whole, `-c` gets its parent.
+        let d = dir.path().join("bareos/bareos-fd.d");
+        std::fs::create_dir_all(d.join("client")).unwrap();
+        c.backup.server.fd_config = Some(d.clone());
+        let p = image_parts(&c).unwrap().unwrap();
+        assert_eq!(p.host_paths, vec![d]);
+        assert!(p.env.iter().any(|(k, v)| *k == "RESCUE_FD_CONF" && v == &dir.path().join("bareos").display().to_string()));
         assert!(p.env.iter().any(|(k, v)| *k == "RESCUE_FD" && v.ends_with("/bareos-fd")));
     }
 }

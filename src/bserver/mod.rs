@@ -284,6 +284,48 @@ pub fn mkbackup(config: &Config) -> Result<MkbackupReport> {
     Ok(MkbackupReport { director: console.address(), client, mode: cfg.mkbackup_mode, job, age_hours, rpo_hours: cfg.rpo_hours })
 }
 
+/// What a restore would take, found without changing anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    pub director: String,
+    /// The director's greeting (name and version).
+    pub greeting: String,
+    pub client: String,
+    /// The backup a restore would start from (the newest good one, or the one `--restore-jobid` names).
+    pub backup: Option<JobInfo>,
+}
+
+/// Check before anything is destroyed that a restore can work: the director
+/// answers, accepts the console, and holds a backup of this client (the
+/// named job, when one is). `recover` calls this before wiping disks.
+pub fn preflight(config: &Config, sel: &Selection) -> Result<Preflight> {
+    let cfg = &config.backup.server;
+    let console = Console::open(cfg, config.backup.method)?;
+    let greeting = console.hello()?;
+    let client = client_name(cfg);
+    let backup = match (sel.jobid, &sel.before) {
+        (Some(id), _) => {
+            let job = console.jobs(&format!("llist jobid={id}"))?.into_iter().find(|j| j.jobid == id);
+            match job {
+                Some(j) if j.job_type == "B" && j.succeeded() => Some(j),
+                Some(j) => {
+                    return Err(input_error(format!(
+                        "job {id} on the director is not a good backup (type {}, status {}: {}); choose another with --restore-jobid",
+                        j.job_type,
+                        j.status,
+                        parse::status_name(&j.status)
+                    )))
+                }
+                None => return Err(input_error(format!("the director has no job {id} (--restore-jobid)"))),
+            }
+        }
+        // The director picks the backups before a date itself.
+        (None, Some(_)) => None,
+        (None, None) => Some(last_good_backup(&console, cfg)?),
+    };
+    Ok(Preflight { director: console.address(), greeting, client, backup })
+}
+
 /// The restore command for a selection.
 pub fn restore_command(cfg: &ServerConfig, client: &str, target: &Path, sel: &Selection) -> Result<String> {
     let where_ = target.to_str().ok_or_else(|| input_error(format!("the target {} is not UTF-8", target.display())))?;

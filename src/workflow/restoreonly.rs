@@ -15,7 +15,8 @@ Examples:
   rescue restoreonly --target /mnt/new --url nfs://nas/backups
   rescue restoreonly --archive backup-20260101-020000.tar.zst
   rescue restoreonly --restore-before 2026-01-01   (backup.method = \"bacula\"/\"bareos\")
-  rescue restoreonly --restore-jobid 1234";
+  rescue restoreonly --restore-jobid 1234
+  rescue restoreonly --check    director reachable, console accepted, a backup there?";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,6 +38,9 @@ pub struct Args {
     /// Backup server: restore the newest backup before this date (YYYY-MM-DD[ HH:MM[:SS]]).
     #[arg(long, value_name = "DATE")]
     pub restore_before: Option<String>,
+    /// Backup server: only check that the director answers, accepts the console and has a backup to restore.
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -70,6 +74,17 @@ fn run_server(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     let target = a.target.unwrap_or_else(|| ctx.config.recover.target_root.clone());
     let sel = crate::bserver::Selection { jobid: a.restore_jobid, before: a.restore_before };
+    if a.check {
+        let p = crate::bserver::preflight(&ctx.config, &sel)?;
+        if ctx.json {
+            println!("{}", serde_json::to_string_pretty(&p)?);
+        }
+        tracing::info!("the director {} answers ({}); client {}", p.director, p.greeting, p.client);
+        if let Some(j) = &p.backup {
+            tracing::info!("a restore would start from job {} ({}, {}), {} files, {}, ended {}", j.jobid, j.name, j.level_name(), j.files, crate::util::human_bytes(j.bytes), j.end_time);
+        }
+        return Ok(crate::error::EXIT_OK);
+    }
     let r = crate::bserver::restore(&ctx.config, &target, &sel)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
