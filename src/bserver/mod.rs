@@ -140,12 +140,12 @@ pub fn last_good_backup(console: &Console, cfg: &ServerConfig) -> Result<JobInfo
         .filter(|j| j.job_type == "B" && j.succeeded() && fileset_ok(j))
         .max_by_key(|j| (j.end_epoch.unwrap_or(0), j.jobid))
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            input_error(format!(
                 "the {} director {} has no successful backup of the client {client}{}: run a backup job for it first (or check backup.server.client)",
                 console.method().product(),
                 console.address(),
                 cfg.fileset.as_ref().map(|f| format!(" with the fileset {f}")).unwrap_or_default()
-            )
+            ))
         })
 }
 
