@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// A named console (restricted `Console` resource); absent: the director's default console.
     pub console_name: Option<String>,
     /// File holding the console password (first line). Never copied into logs or the descriptor.
+    /// Not written out when default: every secret-looking key is cut from the
+    /// image's config, and a default one need not be (nor be reported as cut).
+    #[serde(skip_serializing_if = "is_default_password_file")]
     pub password_file: PathBuf,
     /// This system's client (file daemon) name on the director; absent: `HOSTNAME-fd`.
     pub client: Option<String>,
@@ -91,6 +94,10 @@ pub struct ServerConfig {
     pub bconsole: Option<PathBuf>,
     /// The file daemon's config put into the rescue image; absent: the distribution's.
     pub fd_config: Option<PathBuf>,
+}
+
+fn is_default_password_file(p: &std::path::Path) -> bool {
+    p == std::path::Path::new(DEFAULT_PASSWORD_FILE)
 }
 
 impl Default for ServerConfig {
