@@ -442,6 +442,79 @@ mod tests {
         assert!(restore_command(&cfg, "web1-fd", t, &Selection { jobid: Some(1), before: Some("2026-01-02".into()) }).is_err());
     }
 
+    /// A stand-in for Bareos' bconsole: answers in `.api 2` JSON like Bareos
+    /// does, so the Bareos path runs end to end without a Bareos director
+    /// (Debian 12 has none). `STATUS` is the restore job's final status.
+    fn fake_bareos(dir: &Path, status: &str) -> std::path::PathBuf {
+        let script = format!(
+            r#"#!/bin/sh
+echo "Connecting to Director 127.0.0.1:9101"
+echo " Encryption: TLS_CHACHA20_POLY1305_SHA256 TLSv1.3"
+echo "1000 OK: bareos-dir Version: 23.0.3 (26 September 2024)"
+while read -r line; do
+  case "$line" in
+    ".api 2") printf '%s\n' '{{"jsonrpc":"2.0","id":null,"result":{{"api":2}}}}' ;;
+    version) echo "bareos-dir Version: 23.0.3" ;;
+    restore*) echo "$line"; echo "1,234 files selected to be restored."; echo "Job queued. JobId=42" ;;
+    "llist jobid=42") printf '%s\n' '{{"jsonrpc":"2.0","id":null,"result":{{"jobs":[{{"jobid":"42","name":"RestoreFiles","type":"R","level":"F","clientname":"web1-fd","jobstatus":"{status}","jobfiles":"1234","jobbytes":"5678","joberrors":"0","jobtdate":"1767387790"}}]}}}}' ;;
+    "llist jobs client=web1-fd") printf '%s\n' '{{"jsonrpc":"2.0","id":null,"result":{{"jobs":[{{"jobid":"7","name":"backup-web1","type":"B","level":"I","clientname":"web1-fd","jobstatus":"T","jobfiles":"10","jobbytes":"99","joberrors":"0","fileset":"LinuxAll","jobtdate":"{now}"}}]}}}}' ;;
+    "llist joblog jobid=42") printf '%s\n' '{{"jsonrpc":"2.0","id":null,"result":{{"joblog":[{{"time":"2026-01-02 21:00:02","logtext":"bareos-dir JobId 42: Fatal error: Bareos cannot write on disk: /mnt/local/etc: ERR=Read-only file system\n"}}]}}}}' ;;
+    status*) echo "No Jobs running." ;;
+    quit) exit 0 ;;
+  esac
+done
+"#,
+            now = now_epoch() - 3600
+        );
+        let p = dir.join("bconsole");
+        std::fs::write(&p, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn bareos_json_path_end_to_end_with_a_stand_in_console() {
+        let dir = tempfile::tempdir().unwrap();
+        // Something must accept the TCP check; the fake console does the rest.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let mut config = Config::default();
+        config.backup.method = BackupMethod::Bareos;
+        config.backup.server = ServerConfig {
+            address: Some("127.0.0.1".into()),
+            port: listener.local_addr().unwrap().port(),
+            password_file: pw,
+            client: Some("web1-fd".into()),
+            fileset: Some("LinuxAll".into()),
+            mkbackup_mode: MkbackupMode::Check,
+            rpo_hours: 2,
+            poll_interval: 1,
+            bconsole: Some(fake_bareos(dir.path(), "T")),
+            ..Default::default()
+        };
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let r = restore(&config, &target, &Selection::default()).unwrap();
+        assert_eq!((r.job.jobid, r.job.files, r.expected_files), (42, 1234, 1234));
+        let m = mkbackup(&config).unwrap();
+        assert_eq!((m.job.jobid, m.job.level_name()), (7, "incremental"));
+        assert!(m.age_hours.unwrap() > 0.9 && m.age_hours.unwrap() < 1.1);
+        config.backup.server.rpo_hours = 0;
+        assert!(format!("{:#}", mkbackup(&config).unwrap_err()).contains("older than backup.server.rpo-hours = 0"));
+        // A fatal error: the Bareos job log (JSON) is the message.
+        config.backup.server.bconsole = Some(fake_bareos(dir.path(), "f"));
+        let e = format!("{:#}", restore(&config, &target, &Selection::default()).unwrap_err());
+        assert!(e.contains("Bareos restore job 42 ended with status f (fatal error)"), "{e}");
+        assert!(e.contains("Fatal error: Bareos cannot write on disk: /mnt/local/etc: ERR=Read-only file system"), "{e}");
+        // Terminated with warnings (Bareos' W) succeeds, the warnings reported.
+        config.backup.server.bconsole = Some(fake_bareos(dir.path(), "W"));
+        let r = restore(&config, &target, &Selection::default()).unwrap();
+        assert_eq!(r.job.status, "W");
+        drop(listener);
+    }
+
     #[test]
     fn client_defaults_to_hostname_fd() {
         assert!(client_name(&ServerConfig::default()).ends_with("-fd"));
