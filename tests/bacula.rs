@@ -351,6 +351,12 @@ fn bacula_backup_and_restore_through_rescue() {
     let fewer = b.config("fewer", CONSOLE_PASSWORD, "min-files = 100000\n");
     expect_fail(&rescue(&fewer, &["restoreonly", "--target", scratch_s]), "fewer files", &["fewer than expected", "backup.server.min-files = 100000"]);
 
+    // The rescue image restores: build it for this director, unpack it, run
+    // its own file daemon and its own `rescue restoreonly` chrooted in the
+    // unpacked tree (the network is the host's 127.0.0.1, as qemu's user
+    // networking would give a guest the host), and compare by checksum.
+    rescue_image_restores(&b, &after, &rel_src);
+
     // The password went nowhere but the password file: not into the logs either.
     for log in std::fs::read_dir(b.path()).expect("read").filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("log-")) {
         for f in std::fs::read_dir(log.path()).expect("read log dir").filter_map(|e| e.ok()) {
@@ -363,6 +369,67 @@ fn bacula_backup_and_restore_through_rescue() {
 
 #[path = "image_common/mod.rs"]
 mod image_common;
+
+fn rescue_image_restores(b: &Bacula, expected: &BTreeMap<String, String>, rel_src: &Path) {
+    let t0 = Instant::now();
+    let t = b.path();
+    let cfg = b.config("image", CONSOLE_PASSWORD, &format!("fd-config = \"{}\"\n", t.join("fd.conf").display()));
+    let k = image_common::kernel_dir();
+    let out = image_common::mkrescue_cmd(&cfg, &k, &t.join("image-out"), "pxe").output().expect("mkrescue");
+    assert!(out.status.success(), "mkrescue failed: {}", String::from_utf8_lossy(&out.stderr));
+    let root = image_common::extract_initrd(&t.join("image-out/rescue-imgtest-pxe/initrd.img"));
+    let r = root.path();
+    common::sh(&format!("mknod -m 666 '{}' c 1 9", r.join("dev/urandom").display()));
+    // What the init does at boot: the daemon's directories (here the test's), then the daemon.
+    for d in ["fd", "run"] {
+        std::fs::create_dir_all(r.join(t.strip_prefix("/").expect("absolute")).join(d)).expect("mkdir in image");
+    }
+    std::fs::create_dir_all(r.join("mnt/local")).expect("mkdir target");
+    // The host's file daemon makes way for the image's, on the same port.
+    let host_fd = b.children.iter().find(|(n, _)| n == "bacula-fd").map(|(_, c)| c.id()).expect("the test's file daemon");
+    let _ = Command::new("kill").arg(host_fd.to_string()).status();
+    let fd_log = t.join("image-fd.out");
+    let f = std::fs::File::create(&fd_log).expect("log");
+    let mut fd = ChildGuard(
+        Command::new("chroot")
+            .arg(r)
+            .args(["/usr/sbin/bacula-fd", "-f", "-c"])
+            .arg(t.join("fd.conf"))
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("start the image's bacula-fd"),
+    );
+    let port: u16 = std::fs::read_to_string(t.join("fd.conf"))
+        .expect("fd.conf")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("FDport = ").map(|p| p.trim().parse().expect("port")))
+        .expect("FDport");
+    // The old daemon must have let go of the port first.
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for_port(port, "the image's bacula-fd", &fd_log);
+    let o = Command::new("chroot")
+        .arg(r)
+        .args(["/usr/bin/rescue", "--config", "/etc/rescue/rescue.toml", "restoreonly", "--target", "/mnt/local"])
+        .output()
+        .expect("chroot rescue");
+    let _ = fd.0.kill();
+    let _ = fd.0.wait();
+    assert!(o.status.success(), "rescue restoreonly inside the image failed:\n{}\nthe image's fd said:\n{}", text(&o), std::fs::read_to_string(&fd_log).unwrap_or_default());
+    assert!(!text(&o).contains(CONSOLE_PASSWORD));
+    assert_eq!(checksums(&r.join("mnt/local").join(rel_src)), *expected, "the tree restored inside the image differs");
+    eprintln!("restore through the rescue image's fd and bconsole: {:.1} s (mkrescue included)", t0.elapsed().as_secs_f64());
+}
+
+/// A child killed when dropped (the image's file daemon, also on failure).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// mkrescue with backup.method = "bacula": the file daemon, bconsole, their
 /// libraries, the daemon's config and the console password go in, the init
