@@ -123,13 +123,6 @@ fn now_epoch() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Log in to the director and return its greeting: proves address, port,
-/// password and console name are right.
-pub fn check(config: &Config) -> Result<String> {
-    let console = Console::open(&config.backup.server, config.backup.method)?;
-    console.hello()
-}
-
 /// The most recent successful backup of the configured client (and
 /// fileset, when set). An error when there is none.
 pub fn last_good_backup(console: &Console, cfg: &ServerConfig) -> Result<JobInfo> {
