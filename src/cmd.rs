@@ -241,6 +241,8 @@ pub fn package_for(program: &str) -> Option<&'static str> {
         "xorriso" => "xorriso",
         "rsync" => "rsync",
         "bconsole" => "bacula-console",
+        "bacula-fd" => "bacula-fd",
+        "bareos-fd" => "bareos-filedaemon (from Bareos' repository)",
         "tar" => "tar",
         "zstd" => "zstd",
         "pigz" => "pigz",

@@ -157,6 +157,8 @@ impl Bacula {
         let t = self.path();
         let pw = t.join(format!("{name}.pw"));
         std::fs::write(&pw, format!("{password}\n")).expect("write password");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod password");
         let cfg = t.join(format!("{name}.toml"));
         let base = format!(
             "log-dir = \"{0}/log-{name}\"\nstate-dir = \"{0}/state\"\n[backup]\nmethod = \"bacula\"\n[backup.server]\naddress = \"127.0.0.1\"\nport = {1}\ndirector-name = \"rt-dir\"\nconsole-name = \"rt-console\"\npassword-file = \"{2}\"\nclient = \"rt-fd\"\nfileset = \"rt-set\"\nbackup-job = \"rt-backup\"\nrestore-job = \"rt-restore\"\npoll-interval = 1\njob-timeout = 300\nconnect-timeout = 5\n",

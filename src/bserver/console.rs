@@ -82,6 +82,11 @@ pub fn bconsole_program(cfg: &ServerConfig, method: BackupMethod) -> Result<Path
 
 /// The console password: the first line of the password file.
 fn read_password(path: &Path) -> Result<String> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!("the console password file {} is readable by others (mode {:o}): chmod 600 it", path.display(), m.permissions().mode() & 0o777);
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         input_error(format!(
             "cannot read the console password from {} ({e}): put the password of the director's Console (or Director) resource there, mode 0600, and set backup.server.password-file",
