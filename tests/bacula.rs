@@ -382,7 +382,8 @@ fn rescue_image_restores(b: &Bacula, expected: &BTreeMap<String, String>, rel_sr
     let root = image_common::extract_initrd(&t.join("image-out/rescue-imgtest-pxe/initrd.img"));
     let r = root.path();
     common::sh(&format!("mknod -m 666 '{}' c 1 9", r.join("dev/urandom").display()));
-    // What the init does at boot: the daemon's directories (here the test's), then the daemon.
+    // The test's fd.conf keeps its state in the test's directories (a real
+    // config's /var/lib/bacula is in the image, the init makes /run/bacula).
     for d in ["fd", "run"] {
         std::fs::create_dir_all(r.join(t.strip_prefix("/").expect("absolute")).join(d)).expect("mkdir in image");
     }
@@ -390,46 +391,52 @@ fn rescue_image_restores(b: &Bacula, expected: &BTreeMap<String, String>, rel_sr
     // The host's file daemon makes way for the image's, on the same port.
     let host_fd = b.children.iter().find(|(n, _)| n == "bacula-fd").map(|(_, c)| c.id()).expect("the test's file daemon");
     let _ = Command::new("kill").arg(host_fd.to_string()).status();
-    let fd_log = t.join("image-fd.out");
-    let f = std::fs::File::create(&fd_log).expect("log");
-    let mut fd = ChildGuard(
-        Command::new("chroot")
-            .arg(r)
-            .args(["/usr/sbin/bacula-fd", "-f", "-c"])
-            .arg(t.join("fd.conf"))
-            .stdout(f.try_clone().expect("dup"))
-            .stderr(f)
-            .spawn()
-            .expect("start the image's bacula-fd"),
-    );
     let port: u16 = std::fs::read_to_string(t.join("fd.conf"))
         .expect("fd.conf")
         .lines()
         .find_map(|l| l.trim().strip_prefix("FDport = ").map(|p| p.trim().parse().expect("port")))
         .expect("FDport");
     // The old daemon must have let go of the port first.
-    std::thread::sleep(Duration::from_millis(500));
-    wait_for_port(port, "the image's bacula-fd", &fd_log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "the test's bacula-fd did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The init's own lines start the daemon (it forks; its pid file stops it).
+    let init = std::fs::read_to_string(r.join("init")).expect("init");
+    let start = init.find("# Backup server (backup.method").expect("the init's file daemon block");
+    let end = start + init[start..].find("\n\n").expect("end of the block");
+    let _fd = PidFileGuard(r.join(t.strip_prefix("/").expect("absolute")).join(format!("run/bacula-fd.{port}.pid")));
+    let o = Command::new("chroot").arg(r).args(["/bin/sh", "-c", &format!(". /etc/rescue/image.env\n{}", &init[start..end])]).output().expect("chroot sh");
+    assert!(text(&o).contains("RESCUE-FD started /usr/sbin/bacula-fd"), "the init did not start the image's file daemon:\n{}", text(&o));
+    wait_for_port(port, "the image's bacula-fd", &t.join("fd/bacula-fd.out"));
     let o = Command::new("chroot")
         .arg(r)
         .args(["/usr/bin/rescue", "--config", "/etc/rescue/rescue.toml", "restoreonly", "--target", "/mnt/local"])
         .output()
         .expect("chroot rescue");
-    let _ = fd.0.kill();
-    let _ = fd.0.wait();
-    assert!(o.status.success(), "rescue restoreonly inside the image failed:\n{}\nthe image's fd said:\n{}", text(&o), std::fs::read_to_string(&fd_log).unwrap_or_default());
+    assert!(o.status.success(), "rescue restoreonly inside the image failed:\n{}", text(&o));
     assert!(!text(&o).contains(CONSOLE_PASSWORD));
     assert_eq!(checksums(&r.join("mnt/local").join(rel_src)), *expected, "the tree restored inside the image differs");
     eprintln!("restore through the rescue image's fd and bconsole: {:.1} s (mkrescue included)", t0.elapsed().as_secs_f64());
 }
 
-/// A child killed when dropped (the image's file daemon, also on failure).
-struct ChildGuard(Child);
+/// Stops the daemon named by a pid file when dropped (the image's file
+/// daemon, which forks away from the test), also on failure.
+struct PidFileGuard(PathBuf);
 
-impl Drop for ChildGuard {
+impl Drop for PidFileGuard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(pid) = std::fs::read_to_string(&self.0).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            for _ in 0..50 {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
     }
 }
 
