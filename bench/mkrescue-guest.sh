@@ -22,7 +22,6 @@ BIN=${RESCUE:-$ROOT/target/release/rescue}
 CACHE=${RESCUE_TEST_CACHE:-/var/cache/rescue-test}
 ROOTFS=$(ls -t "$CACHE"/guest/rootfs-*.tar.zst | head -n1)
 JOB=$(mktemp -d /var/tmp/rescue-bench-guest.XXXXXX)
-trap 'rm -rf "$JOB"' EXIT
 mkdir -p "$JOB/debs" "$JOB/apt/lists/partial" "$JOB/apt/archives/partial"
 
 # The guest's installed packages, then what `apt-get install rear` would add.
@@ -36,7 +35,8 @@ cp "$ROOT/layouts/bios-gpt-ext4.toml" "$JOB/layout.toml"
 
 cat > "$JOB/run.sh" <<EOF
 set -euo pipefail
-dpkg -i /job/debs/*.deb > \$OUT/dpkg.log 2>&1
+# A second pass installs what a pre-dependency held back in the first.
+dpkg -i /job/debs/*.deb > \$OUT/dpkg.log 2>&1 || dpkg -i /job/debs/*.deb >> \$OUT/dpkg.log 2>&1
 mkdir -p /etc/rear /var/tmp/rear-out /var/tmp/rescue-out /var/tmp/rescue-state
 cat > /etc/rear/local.conf <<'CONF'
 OUTPUT=ISO
@@ -60,7 +60,7 @@ EOF
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$ROOT/tests/vm/run-guest.sh" --rescue "$BIN" --timeout $((3600 * ROUNDS)) --mem 2048 "$JOB" >/dev/null ||
-  { echo "the guest job failed:"; tail -20 "$JOB/out/run.log"; tail -40 "$JOB/out/last.log" "$JOB/out/results" 2>/dev/null; exit 3; }
+  { echo "the guest job failed; kept $JOB:"; tail -n 20 "$JOB"/out/*.log "$JOB/out/results" 2>/dev/null; exit 3; }
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 R=$JOB/out/results
 head -n1 "$R"
@@ -78,3 +78,4 @@ echo "rear / rescue: wall $(echo "scale=1; $RW / $SW" | bc)x," \
   "ISO $(awk '$1=="rear-iso" {a=$2} $1=="rescue-iso" {b=$2} END {printf "%.1f", a/b}' "$R")x," \
   "initrd $(awk '$1=="rear-initrd" {a=$2} $1=="rescue-initrd" {b=$2} END {printf "%.1f", a/b}' "$R")x"
 echo "raw: $(grep -E '^(rear|rescue) ' "$R" | tr '\n' ';')"
+rm -rf "$JOB"
