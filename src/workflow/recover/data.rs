@@ -32,6 +32,7 @@ pub enum DataSource {
 
 /// What the verify phase found about the backup.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct BackupUsed {
     pub url: String,
     /// The archive file name (none for rsync).

@@ -15,6 +15,7 @@ use crate::plan::DiskAssignment;
 use crate::util::human_bytes;
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct PhaseTime {
     pub name: String,
     pub seconds: f64,
@@ -22,6 +23,7 @@ pub struct PhaseTime {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct MappedDisk {
     pub recorded: String,
     pub device: PathBuf,
@@ -35,6 +37,7 @@ impl From<&DiskAssignment> for MappedDisk {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Restored {
     /// Files, directories, links and special files written.
     pub entries: u64,
@@ -43,6 +46,7 @@ pub struct Restored {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Report {
     pub host: String,
     pub descriptor: PathBuf,
