@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod image_common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -338,5 +339,90 @@ fn recover_end_to_end_on_loop_disks() {
     let mut again = tree_manifest(&check);
     again.remove("etc/fstab");
     assert_eq!(again, expected);
+    dst.umount_all();
+}
+
+/// `rescue mkbackup` with `backup.url = "iso:///backup"`: the descriptor is
+/// saved and records the backup, the archive is staged and goes into the
+/// ISO as /backup/HOST/..., and recovering from a copy of the ISO's /backup
+/// (what the rescue system reads from its boot medium; the host kernel
+/// cannot mount ISO 9660) restores the files.
+#[test]
+fn mkbackup_puts_the_backup_into_the_iso() {
+    require_root();
+    require_tools(&["sfdisk", "mkfs.ext4", "xorriso", "grub-mkimage", "mcopy", "mkfs.vfat", "busybox", "udevadm", "cpio"]);
+    let (kernel, modules) = image_common::kernel_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = dir.join("rescue.toml");
+    let cfg_text = format!(
+        "log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n[backup]\nurl = \"iso:///backup\"\niso-dir = \"{0}/iso\"\n[image]\ncompression-level = 1\n",
+        dir.display()
+    );
+    std::fs::write(&cfg, &cfg_text).unwrap();
+
+    let mut src = LoopDisk::new(dir, "src", 128);
+    src.partition("label: gpt\nsize=100M, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root");
+    sh(&format!("mkfs.ext4 -q -L root {}", src.part(1)));
+    let root = dir.join("src-root");
+    src.mount(&src.part(1), &root, None);
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/fstab"), format!("UUID={} / ext4 defaults 0 1\n", blkid(&src.part(1))["UUID"])).unwrap();
+    random_file(&root.join("srv/payload.bin"), 3 << 20, 5);
+    std::fs::create_dir_all(root.join("var/log")).unwrap();
+    let source_tree = tree_manifest(&root);
+
+    let out_dir = dir.join("out");
+    let started = Instant::now();
+    let o = run(
+        &cfg,
+        &[
+            "--json", "mkbackup", "--disk", &src.dev, "--root", root.to_str().unwrap(), "--kernel", kernel.to_str().unwrap(), "--modules-dir",
+            modules.to_str().unwrap(), "--output", "iso", "--output-dir", out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "mkbackup: {}", text(&o));
+    eprintln!("mkbackup took {:?}", started.elapsed());
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let steps: Vec<&str> = summary["seconds"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(steps, ["savelayout", "backup", "mkrescue"], "{summary:#}");
+    src.umount_all();
+
+    // The descriptor records the backup.
+    let layout = Layout::load(&dir.join("state/layout.toml")).unwrap();
+    let rec = layout.backup.clone().expect("the descriptor records the backup");
+    assert_eq!(rec.url, "iso:///backup");
+    assert!(rec.archive.starts_with("backup-") && rec.archive.ends_with(".tar.zst"), "{rec:?}");
+    assert!(rec.data_bytes >= 3 << 20 && rec.files >= 2, "{rec:?}");
+    let host = layout.host.hostname.clone();
+    let staged = dir.join("iso/backup").join(&host).join(&rec.archive);
+    assert!(staged.is_file(), "{} missing", staged.display());
+
+    // The ISO holds it under /backup/HOST/.
+    let iso = out_dir.join(format!("rescue-{host}.iso"));
+    let from_iso = dir.join("from-iso");
+    std::fs::create_dir_all(&from_iso).unwrap();
+    sh(&format!("xorriso -osirrox on -indev {} -extract /backup {}/backup 2>/dev/null", iso.display(), from_iso.display()));
+    let copied = from_iso.join("backup").join(&host).join(&rec.archive);
+    assert_eq!(std::fs::read(&copied).unwrap(), std::fs::read(&staged).unwrap(), "the archive in the ISO differs from the staged one");
+
+    // Recover from what the ISO holds (iso-dir pointing at the extracted /backup).
+    std::fs::write(&cfg, cfg_text.replace(&format!("{}/iso", dir.display()), &from_iso.display().to_string())).unwrap();
+    let dst = LoopDisk::new(dir, "dst", 128);
+    let target = dir.join("target");
+    let check = dir.join("check");
+    let _u = Unmounter(vec![target.clone(), check.clone()]);
+    let src_name = src.dev.trim_start_matches("/dev/").to_string();
+    // No --url: the location comes from the config (the image's config in the rescue system).
+    let o = run(
+        &cfg,
+        &["recover", "--yes", "--map", &format!("{src_name}={}", dst.dev), "--target-root", target.to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success(), "recover from the ISO's backup: {}", text(&o));
+    let mut dst = dst;
+    dst.mount(&dst.part(1), &check, Some("ro"));
+    assert_eq!(tree_manifest(&check), source_tree);
     dst.umount_all();
 }
