@@ -333,6 +333,7 @@ fn recover_end_to_end_on_loop_disks() {
     eprintln!("unattended recover took {:?}", started.elapsed());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("Recovery of") && err.contains("total"), "{err}");
+    eprintln!("{}", &err[err.find("Recovery of").unwrap()..]);
     assert!(mounted_under(&target).is_empty());
     dst.mount(&dst.part(2), &check, Some("ro"));
     dst.mount(&dst.part(3), &check.join("srv"), Some("ro"));

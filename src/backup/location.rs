@@ -119,6 +119,8 @@ fn split_port(hp: &str) -> std::result::Result<(String, Option<u16>), String> {
 /// A mount made by rescue, unmounted (and its directory removed) on drop.
 pub struct MountGuard {
     dir: Option<tempfile::TempDir>,
+    /// What was mounted (`/dev/sdb1`, `host:/export`).
+    source: String,
 }
 
 impl MountGuard {
@@ -138,7 +140,7 @@ impl MountGuard {
         }
         cmd = cmd.arg(what).arg(dir.path());
         cmd.run().with_context(|| format!("mounting the backup destination {what} (gave up after {timeout} s)"))?;
-        Ok(MountGuard { dir: Some(dir) })
+        Ok(MountGuard { dir: Some(dir), source: what.to_string() })
     }
 }
 
@@ -258,6 +260,12 @@ impl Opened {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The local block device the destination was mounted from (usb://, the
+    /// ISO medium): recovery must never pick its disk as a target.
+    pub fn device(&self) -> Option<PathBuf> {
+        self._mount.as_ref().map(|m| m.source.as_str()).filter(|s| s.starts_with("/dev/")).map(PathBuf::from)
     }
 
     /// The archive file path, for destinations that name a file.

@@ -7,7 +7,7 @@
 //! [`check_source`] and [`restore_data`].
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -43,6 +43,9 @@ pub struct BackupUsed {
     pub verified: bool,
     /// File data bytes the verification read.
     pub data_bytes: Option<u64>,
+    /// The local device holding the backup (a USB disk, the rescue medium): never a target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
 }
 
 impl fmt::Display for BackupUsed {
@@ -143,7 +146,14 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
             if let Some(rec) = layout.backup.as_ref().filter(|r| !r.archive.is_empty() && r.archive != name) {
                 tracing::info!("the descriptor records the backup {} ({}); restoring the newer {name}", rec.archive, rec.created);
             }
-            let mut used = BackupUsed { url: url.clone(), archive: Some(name.clone()), archive_bytes: Some(size), verified: false, data_bytes: None };
+            let mut used = BackupUsed {
+                url: url.clone(),
+                archive: Some(name.clone()),
+                archive_bytes: Some(size),
+                verified: false,
+                data_bytes: None,
+                device: opened.device(),
+            };
             if config.recover.verify_archive {
                 tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(size));
                 let r = verify_archive(&file, progress).map_err(|e| {
@@ -174,7 +184,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 .arg(&src)
                 .output()
                 .with_context(|| format!("the rsync backup {src} is not reachable; nothing was written"))?;
-            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None })
+            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, device: None })
         }
     }
 }

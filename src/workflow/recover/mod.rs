@@ -135,7 +135,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 
     let layout = Layout::load(&layout_path)?;
     let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
-    let the_plan = make_plan(ctx, &a, &layout, &target_root, interactive)?;
+    let the_plan = make_plan(ctx, &a, &layout, &target_root, interactive, None)?;
     if a.plan {
         if ctx.json {
             println!("{}", serde_json::to_string_pretty(&the_plan)?);
@@ -180,7 +180,7 @@ fn cmdline_has_word(cmdline: &str, word: &str) -> bool {
 }
 
 /// Map the disks (asking when interactive and ambiguous) and compute the plan. No side effects.
-fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interactive: bool) -> Result<Plan> {
+fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interactive: bool, protect: Option<&Path>) -> Result<Plan> {
     let mut map: BTreeMap<String, String> = ctx.config.mapping.clone();
     map.extend(parse_pairs(&a.map, "--map")?);
     let resize = match a.resize {
@@ -196,6 +196,10 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interacti
         }
         None => Inventory::read_live(target_root)?,
     };
+    let mut inv = inv;
+    if let Some(dev) = protect {
+        protect_disk(&mut inv, dev);
+    }
     let mut chosen = Vec::new();
     let mapping = loop {
         match plan::map(layout, &inv, &opts) {
@@ -219,6 +223,20 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interacti
         })
         .collect();
     plan::build_with_mapping(layout, &inv, &opts, mapping)
+}
+
+/// Mark the disk holding `dev` (the backup's device) busy, so it is never mapped.
+fn protect_disk(inv: &mut Inventory, dev: &Path) {
+    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // A partition's disk is the directory above it in sysfs.
+    let disk = std::fs::canonicalize(Path::new("/sys/class/block").join(&name))
+        .ok()
+        .filter(|p| p.join("partition").exists())
+        .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or(name);
+    for d in inv.disks.iter_mut().filter(|d| d.name == disk) {
+        d.busy.push(format!("holds the backup ({})", dev.display()));
+    }
 }
 
 /// Ask before overwriting, or check that unattended mode may proceed.
@@ -312,7 +330,8 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
         })?;
 
         let the_plan = phases.run(&mut rep, "plan", "map disks, show the plan", |rep| {
-            let p = make_plan(ctx, a, &layout, target_root, interactive)?;
+            let protect = rep.backup.as_ref().and_then(|b| b.device.clone());
+            let p = make_plan(ctx, a, &layout, target_root, interactive, protect.as_deref())?;
             rep.mapping = p.mapping.iter().map(report::MappedDisk::from).collect();
             if !ctx.json {
                 print!("{p}");
@@ -453,5 +472,27 @@ fn ask_passphrase(name: &str) -> Result<Vec<u8>> {
         } else {
             return Ok(a.into_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::inventory::PresentDisk;
+
+    #[test]
+    fn unattended_is_a_whole_word_of_the_kernel_command_line() {
+        assert!(cmdline_has_word("BOOT_IMAGE=/boot/vmlinuz console=ttyS0 unattended quiet\n", "unattended"));
+        assert!(!cmdline_has_word("rescue.unattended=0 quiet", "unattended"));
+    }
+
+    #[test]
+    fn the_disk_holding_the_backup_is_never_a_target() {
+        let disk = |n: &str| PresentDisk { name: n.into(), path: format!("/dev/{n}").into(), size: 1 << 30, logical_sector_size: 512, ..Default::default() };
+        let mut inv = Inventory { disks: vec![disk("sdzz"), disk("sdzy")] };
+        protect_disk(&mut inv, Path::new("/dev/sdzz"));
+        assert_eq!(inv.disks[0].busy, vec!["holds the backup (/dev/sdzz)".to_string()]);
+        assert!(inv.disks[1].busy.is_empty());
     }
 }

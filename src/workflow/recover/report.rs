@@ -131,7 +131,9 @@ impl Report {
                 "finalize" => format!("{} steps", self.finalize.len()),
                 _ => String::new(),
             };
-            s += &format!("  {:<9} {:>8.1} s  {}{}\n", p.name, p.seconds, if p.ok { "" } else { "FAILED " }, detail);
+            let line = format!("  {:<9} {:>8.1} s  {}{}", p.name, p.seconds, if p.ok { "" } else { "FAILED " }, detail);
+            s += line.trim_end();
+            s.push('\n');
         }
         s += &format!("  {:<9} {:>8.1} s\n", "total", self.total_seconds);
         for step in &self.finalize {
