@@ -412,18 +412,18 @@ fn mkbackup_puts_the_backup_into_the_iso() {
     std::fs::write(&cfg, cfg_text.replace(&format!("{}/iso", dir.display()), &from_iso.display().to_string())).unwrap();
     let dst = LoopDisk::new(dir, "dst", 128);
     let target = dir.join("target");
-    let check = dir.join("check");
-    let _u = Unmounter(vec![target.clone(), check.clone()]);
+    let _u = Unmounter(vec![target.clone()]);
     let src_name = src.dev.trim_start_matches("/dev/").to_string();
     // No --url: the location comes from the config (the image's config in the rescue system).
     let o = run(
         &cfg,
-        &["recover", "--yes", "--map", &format!("{src_name}={}", dst.dev), "--target-root", target.to_str().unwrap()],
+        &["recover", "--yes", "--keep-mounted", "--map", &format!("{src_name}={}", dst.dev), "--target-root", target.to_str().unwrap()],
         &[],
     );
     assert!(o.status.success(), "recover from the ISO's backup: {}", text(&o));
-    let mut dst = dst;
-    dst.mount(&dst.part(1), &check, Some("ro"));
-    assert_eq!(tree_manifest(&check), source_tree);
-    dst.umount_all();
+    assert_eq!(mounted_under(&target), vec![target.display().to_string()], "--keep-mounted");
+    assert_eq!(tree_manifest(&target), source_tree);
+    let o = run(&cfg, &["recover", "--umount", "--target-root", target.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "recover --umount: {}", text(&o));
+    assert!(mounted_under(&target).is_empty());
 }
