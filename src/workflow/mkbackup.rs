@@ -19,13 +19,14 @@ use crate::layout::BackupRecord;
 
 pub const EXAMPLES: &str = "\
 Examples:
-  rescue mkbackup                              layout + backup to backup.url + rescue ISO (as [image] says)
-  rescue mkbackup --url iso:///backup          the backup inside the rescue ISO: one file brings the machine back
+  rescue mkbackup                      layout, backup to backup.url, rescue ISO
+  rescue mkbackup --url iso:///backup  the backup inside the ISO: one file recovers the machine
   rescue mkbackup --url nfs://nas/backups --output iso,pxe
   rescue mkbackup --kernel /boot/vmlinuz-6.1.0-28-amd64 --modules-dir /lib/modules/6.1.0-28-amd64
-  rescue --json mkbackup                       what was made, with the time of each step, as JSON
+  rescue --json mkbackup               what was made and the time of each step, as JSON
 
-Then boot the machine to recover from the ISO (entry \"recover unattended\", or `rescue recover` in its shell).";
+Then boot the machine to recover from the ISO: entry \"recover unattended\"
+(needs recover.unattended-proceed = true), or `rescue recover` in its shell.";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -61,11 +62,30 @@ fn step(quiet: bool, n: usize, what: &str) -> Instant {
     Instant::now()
 }
 
+/// Refuse before any work when the backup could not be made or not be found again.
+fn check_destination(ctx: &Ctx, a: &Args) -> Result<()> {
+    let Some(url) = a.url.clone().or_else(|| ctx.config.backup.url.clone()) else {
+        crate::bail_input!("no backup destination: set backup.url in the config (e.g. \"iso:///backup\" or \"nfs://nas/backups\") or pass --url");
+    };
+    if let backup::Location::Iso { .. } = backup::Location::parse(&url)? {
+        let iso = if a.image.output.is_empty() {
+            ctx.config.image.output.contains(&crate::image::config::OutputKind::Iso)
+        } else {
+            a.image.output.iter().any(|o| matches!(o, mkrescue::OutputArg::Iso))
+        };
+        if !iso {
+            crate::bail_input!("the backup goes into the rescue ISO ({url}), but no ISO is built: add iso to --output or to [image] output");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let started = Instant::now();
     let quiet = ctx.verbosity < 0;
     let mut seconds = Vec::new();
     let layout_path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
+    check_destination(ctx, &a)?;
 
     let t = step(quiet, 1, "savelayout: record the storage layout");
     let cap = capture_with(ctx, &a.capture)?;
