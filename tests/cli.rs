@@ -81,3 +81,35 @@ fn man_pages_and_completions() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("savelayout"), "{shell}");
     }
 }
+
+/// Every configuration key (serialized from the defaults, so a new key cannot
+/// be forgotten) appears in docs/config.md under its section.
+#[test]
+fn every_config_key_is_documented() {
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.md")).unwrap();
+    let v = serde_json::to_value(rescue::config::Config::default()).unwrap();
+    let mut missing = Vec::new();
+    for (k, val) in v.as_object().unwrap() {
+        match val.as_object() {
+            Some(section) if k != "mapping" => {
+                let Some(at) = doc.find(&format!("## `[{k}]`")) else {
+                    missing.push(format!("section [{k}]"));
+                    continue;
+                };
+                let body = &doc[at..];
+                let body = &body[..body[3..].find("\n## ").map_or(body.len(), |e| e + 3)];
+                for sub in section.keys() {
+                    if !body.contains(&format!("| `{sub}` |")) {
+                        missing.push(format!("[{k}] {sub}"));
+                    }
+                }
+            }
+            _ => {
+                if !doc.contains(&format!("`{k}`")) && !doc.contains(&format!("`[{k}]`")) {
+                    missing.push(k.clone());
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "keys missing from docs/config.md: {missing:?}");
+}

@@ -174,3 +174,28 @@ fn savelayout_refuses_unknown_disk() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no block device `/dev/nosuchdisk`"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The partition table is also read from the disk with the gpt crate and
+/// compared with sfdisk's report: a damaged primary GPT header (sfdisk then
+/// reads the backup) is reported as a warning naming the disk.
+#[test]
+fn savelayout_warns_when_the_primary_gpt_is_damaged() {
+    require_root();
+    require_tools(&["losetup", "sfdisk", "dd"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let disk = LoopDisk::new(dir, "gptdamaged", 64);
+    disk.partition("label: gpt\nsize=16M\ntype=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n");
+    // Intact: no warning about the table.
+    let out = rescue(dir, &["savelayout", "--disk", &disk.dev, "-o", &dir.join("ok.toml").to_string_lossy()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("GPT"), "{err}");
+    // Flip a byte of the disk GUID in the primary header (LBA 1, offset 56): its CRC no longer matches.
+    sh(&format!("printf '\\xa5' | dd of={} bs=1 seek={} conv=notrunc status=none", disk.dev, 512 + 60));
+    let out = rescue(dir, &["savelayout", "--disk", &disk.dev, "-o", &dir.join("damaged.toml").to_string_lossy()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = disk.dev.trim_start_matches("/dev/");
+    assert!(err.contains(&format!("{name}: the primary GPT header is not valid")), "{err}");
+    assert!(err.contains("sfdisk --verify"), "{err}");
+}

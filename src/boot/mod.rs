@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use sys_mount::{Mount, MountFlags, PropagationType, UnmountFlags};
 
 use crate::cmd::Cmd;
 use crate::layout::{BootloaderKind, Layout};
@@ -228,9 +229,18 @@ impl ChrootMounts {
         for d in ["dev", "proc", "sys", "run"] {
             let at = root.join(d);
             std::fs::create_dir_all(&at).with_context(|| format!("creating {}", at.display()))?;
-            Cmd::new("mount").args(["--rbind", &format!("/{d}")]).arg(&at).run()?;
-            Cmd::new("mount").args(["--make-rslave"]).arg(&at).run()?;
-            m.mounted.push(at);
+            let src = format!("/{d}");
+            let mut mount = Mount::builder()
+                .fstype("none")
+                .flags(MountFlags::BIND | MountFlags::REC)
+                .mount(&src, &at)
+                .with_context(|| format!("bind-mounting {src} on {} (mount --rbind)", at.display()))?;
+            m.mounted.push(at.clone());
+            // Unmounting inside the target must not propagate back to the rescue system.
+            let rslave = PropagationType::SLAVE | PropagationType::from_bits_retain(MountFlags::REC.bits());
+            mount
+                .set_propagation_type(rslave)
+                .with_context(|| format!("making {} a slave mount (mount --make-rslave)", at.display()))?;
         }
         Ok(m)
     }
@@ -239,7 +249,8 @@ impl ChrootMounts {
 impl Drop for ChrootMounts {
     fn drop(&mut self) {
         for at in self.mounted.drain(..).rev() {
-            if let Err(e) = Cmd::new("umount").args(["-R", "-l"]).arg(&at).run() {
+            // A lazy unmount detaches the bind mount with everything below it.
+            if let Err(e) = sys_mount::unmount(&at, UnmountFlags::DETACH) {
                 tracing::warn!("could not unmount {}: {e:#}", at.display());
             }
         }

@@ -353,6 +353,11 @@ fn capture_disk(p: &mut Probe, kname: &str, by_id: &BTreeMap<String, Vec<String>
         } else {
             disk.mbr_signature = t.id.clone().map(|s| format!("0x{:0>8}", s.trim_start_matches("0x").to_lowercase()));
         }
+        let ss = disk.logical_sector_size;
+        let problems = if gpt { check_gpt_on_disk(p, &path, ss, &t) } else { check_mbr_on_disk(p, &path, &t) };
+        for m in problems {
+            p.warn(format!("{kname}: {m}; the descriptor records what `sfdisk -J {path}` reports: check the table (`sfdisk --verify {path}`) before relying on it"));
+        }
         for sp in &t.partitions {
             let name = sp.node.rsplit('/').next().unwrap_or(&sp.node).to_string();
             let number = partition_number(&name, kname).with_context(|| format!("cannot tell the partition number of {}", sp.node))?;
@@ -390,6 +395,115 @@ fn capture_disk(p: &mut Probe, kname: &str, by_id: &BTreeMap<String, Vec<String>
     }
     layout.disks.push(disk);
     Ok(())
+}
+
+/// Partition number of an sfdisk entry (`/dev/sda2` → 2), whatever the disk naming.
+fn sfdisk_number(node: &str) -> Option<u32> {
+    let digits: String = node.chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
+    digits.parse().ok()
+}
+
+/// Read the primary GPT (header and entry array) from the disk itself with the
+/// `gpt` crate and compare it with what sfdisk reported. Returns the
+/// disagreements. A head shorter than needed (a fixture recorded before this
+/// check existed) skips the check.
+fn check_gpt_on_disk(p: &Probe, path: &str, sector: u64, t: &parse::SfdiskTable) -> Vec<String> {
+    use gpt::disk::LogicalBlockSize;
+    let Ok(lb) = LogicalBlockSize::try_from(sector) else { return Vec::new() };
+    let head = match p.sys.read_head(path, (2 * sector) as usize) {
+        Ok(h) if h.len() as u64 == 2 * sector => h,
+        Ok(_) | Err(_) => {
+            tracing::debug!("{path}: no on-disk GPT header to compare with sfdisk");
+            return Vec::new();
+        }
+    };
+    let header = match gpt::header::read_header_from_arbitrary_device(&mut std::io::Cursor::new(&head), lb) {
+        Ok(h) => h,
+        Err(e) => return vec![format!("the primary GPT header is not valid ({e}), sfdisk probably used the backup header")],
+    };
+    if header.part_size != 128 || header.num_parts > 1024 {
+        return vec![format!("unusual GPT entry array ({} entries of {} bytes)", header.num_parts, header.part_size)];
+    }
+    let need = (header.part_start * sector + u64::from(header.num_parts) * 128) as usize;
+    let head = match p.sys.read_head(path, need) {
+        Ok(h) if h.len() >= need => h,
+        _ => {
+            tracing::debug!("{path}: GPT entry array not readable to compare with sfdisk");
+            return Vec::new();
+        }
+    };
+    let entries = match gpt::partition::file_read_partitions(&mut std::io::Cursor::new(&head), &header, lb) {
+        Ok(e) => e,
+        Err(e) => return vec![format!("the GPT entry array cannot be read ({e})")],
+    };
+    let mut out = Vec::new();
+    let guid = header.disk_guid.to_string().to_uppercase();
+    if t.id.as_deref().map(str::to_uppercase).as_deref() != Some(guid.as_str()) {
+        out.push(format!("the on-disk GPT has disk GUID {guid}, sfdisk reports {:?}", t.id));
+    }
+    for sp in &t.partitions {
+        let Some(n) = sfdisk_number(&sp.node) else { continue };
+        let Some(e) = entries.get(&n) else {
+            out.push(format!("partition {n} is missing from the on-disk GPT"));
+            continue;
+        };
+        let size = e.last_lba + 1 - e.first_lba;
+        if (e.first_lba, size) != (sp.start, sp.size) {
+            out.push(format!("partition {n}: on disk start {} size {}, sfdisk start {} size {}", e.first_lba, size, sp.start, sp.size));
+        }
+        if !e.part_type_guid.guid.to_string().eq_ignore_ascii_case(&sp.type_id) {
+            out.push(format!("partition {n}: on-disk type {}, sfdisk {}", e.part_type_guid.guid, sp.type_id));
+        }
+        if sp.uuid.as_deref().is_some_and(|u| !e.part_guid.to_string().eq_ignore_ascii_case(u)) {
+            out.push(format!("partition {n}: on-disk GUID {}, sfdisk {:?}", e.part_guid, sp.uuid));
+        }
+        if e.name != sp.name.clone().unwrap_or_default() {
+            out.push(format!("partition {n}: on-disk name {:?}, sfdisk {:?}", e.name, sp.name));
+        }
+    }
+    if entries.len() != t.partitions.len() {
+        out.push(format!("the on-disk GPT has {} partitions, sfdisk reports {}", entries.len(), t.partitions.len()));
+    }
+    out
+}
+
+/// Read the MBR sector with `mbrman` and compare the signature and the primary
+/// entries with what sfdisk reported.
+fn check_mbr_on_disk(p: &Probe, path: &str, t: &parse::SfdiskTable) -> Vec<String> {
+    let head = match p.sys.read_head(path, 512) {
+        Ok(h) if h.len() == 512 => h,
+        _ => return Vec::new(),
+    };
+    let h = match mbrman::MBRHeader::read_from(&mut std::io::Cursor::new(&head)) {
+        Ok(h) => h,
+        Err(e) => return vec![format!("the MBR cannot be read ({e})")],
+    };
+    let mut out = Vec::new();
+    let sig = format!("0x{:08x}", u32::from_le_bytes(h.disk_signature));
+    let want = t.id.as_deref().map(|s| format!("0x{:0>8}", s.trim_start_matches("0x").to_lowercase()));
+    if want.as_deref() != Some(sig.as_str()) {
+        out.push(format!("the MBR signature on disk is {sig}, sfdisk reports {:?}", t.id));
+    }
+    let primaries = [&h.partition_1, &h.partition_2, &h.partition_3, &h.partition_4];
+    for sp in &t.partitions {
+        let Some(n) = sfdisk_number(&sp.node).filter(|n| (1..=4).contains(n)) else { continue };
+        let e = primaries[n as usize - 1];
+        if (u64::from(e.starting_lba), u64::from(e.sectors)) != (sp.start, sp.size) || e.is_active() != sp.bootable {
+            out.push(format!(
+                "partition {n}: on disk start {} size {} boot {}, sfdisk start {} size {} boot {}",
+                e.starting_lba,
+                e.sectors,
+                e.is_active(),
+                sp.start,
+                sp.size,
+                sp.bootable
+            ));
+        }
+        if u8::from_str_radix(&sp.type_id, 16).ok() != Some(e.sys) {
+            out.push(format!("partition {n}: on-disk type {:02x}, sfdisk {}", e.sys, sp.type_id));
+        }
+    }
+    out
 }
 
 /// `nvme0n1p2` on `nvme0n1` → 2; `sda10` on `sda` → 10.

@@ -201,7 +201,13 @@ impl SystemView for Recorder {
             Ok(b) => Answer::Ok(hex::encode(b)),
             Err(e) => Answer::Err(format!("{e:#}")),
         };
-        self.with(|f| f.heads.insert(path.into(), a));
+        // Keep the longest head read of a device: every shorter read is its prefix.
+        self.with(|f| {
+            let longer = matches!((f.heads.get(path), &a), (Some(Answer::Ok(old)), Answer::Ok(new)) if old.len() > new.len());
+            if !longer {
+                f.heads.insert(path.into(), a);
+            }
+        });
         r
     }
     fn list_dir(&self, path: &str) -> Result<Vec<String>> {

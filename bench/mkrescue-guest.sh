@@ -1,0 +1,80 @@
+#!/bin/bash
+# shellcheck disable=SC2016,SC2012
+# Benchmark: `rear mkrescue` (Debian 12's rear 2.7, OUTPUT=ISO) against
+# `rescue mkrescue --output iso` on the SAME Debian 12 guest with the same
+# (the guest's own) kernel, side by side in one run, under qemu TCG.
+#
+#   bench/mkrescue-guest.sh [ROUNDS]     (as root; release build: cargo build --release)
+#
+# rear and the packages it needs that the test guest lacks are downloaded on
+# the host (`apt-get download`, resolved against the guest's dpkg status) and
+# installed in the guest with dpkg (the guest has no network). rear runs with
+# its defaults (all modules, gzip initrd) except BACKUP=REQUESTRESTORE (only the
+# rescue system is built) and BOOTLOADER=GRUB2 (the guest's root disk has no
+# boot loader to detect). rescue builds from layouts/bios-gpt-ext4.toml with
+# its defaults. Rounds alternate the two. Prints a markdown table.
+set -euo pipefail
+ROUNDS=${1:-1}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${RESCUE:-$ROOT/target/release/rescue}
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
+"$ROOT/tests/vm/build-guest.sh" >/dev/null
+CACHE=${RESCUE_TEST_CACHE:-/var/cache/rescue-test}
+ROOTFS=$(ls -t "$CACHE"/guest/rootfs-*.tar.zst | head -n1)
+JOB=$(mktemp -d /var/tmp/rescue-bench-guest.XXXXXX)
+trap 'rm -rf "$JOB"' EXIT
+mkdir -p "$JOB/debs" "$JOB/apt/lists/partial" "$JOB/apt/archives/partial"
+
+# The guest's installed packages, then what `apt-get install rear` would add.
+tar -I zstd -xf "$ROOTFS" -C "$JOB" ./var/lib/dpkg/status
+PKGS=$(apt-get -s -o Dir::State::status="$JOB/var/lib/dpkg/status" --no-install-recommends install rear 2>/dev/null |
+  awk '/^Inst / {print $2}')
+[ -n "$PKGS" ] || { echo "could not resolve rear's packages against the guest" >&2; exit 3; }
+# shellcheck disable=SC2086
+(cd "$JOB/debs" && apt-get download $PKGS >/dev/null)
+cp "$ROOT/layouts/bios-gpt-ext4.toml" "$JOB/layout.toml"
+
+cat > "$JOB/run.sh" <<EOF
+set -euo pipefail
+dpkg -i /job/debs/*.deb > \$OUT/dpkg.log 2>&1
+mkdir -p /etc/rear /var/tmp/rear-out /var/tmp/rescue-out /var/tmp/rescue-state
+cat > /etc/rear/local.conf <<'CONF'
+OUTPUT=ISO
+OUTPUT_URL=file:///var/tmp/rear-out
+BACKUP=REQUESTRESTORE
+BOOTLOADER=GRUB2
+CONF
+printf 'log-dir = "/var/tmp/rescue-state"\nstate-dir = "/var/tmp/rescue-state"\n' > /var/tmp/rescue.toml
+t() { local s e; s=\$(date +%s.%N); "\$@" > \$OUT/last.log 2>&1 || { cat \$OUT/last.log; return 1; }; e=\$(date +%s.%N); echo "\$e - \$s" | bc; }
+echo "guest kernel: \$(uname -r); nproc \$(nproc); mem \$(free -m | awk '/Mem/ {print \$2}') MiB" > \$OUT/results
+for r in \$(seq $ROUNDS); do
+  echo "rear \$(t rear mkrescue)" >> \$OUT/results
+  cp \$OUT/last.log \$OUT/rear.log
+  echo "rescue \$(t /job/rescue -q --config /var/tmp/rescue.toml mkrescue --output iso --layout /job/layout.toml --output-dir /var/tmp/rescue-out)" >> \$OUT/results
+done
+echo "rear-iso \$(stat -c %s /var/tmp/rear-out/*/*.iso)" >> \$OUT/results
+echo "rear-initrd \$(grep -o 'initrd.cgz with gzip default compression ([0-9]* bytes' /var/log/rear/rear-*.log | tail -n1 | grep -o '[0-9]* bytes' | cut -d' ' -f1)" >> \$OUT/results
+echo "rescue-iso \$(stat -c %s /var/tmp/rescue-out/*.iso)" >> \$OUT/results
+echo "rescue-initrd \$(xorriso -indev /var/tmp/rescue-out/*.iso -find / -name 'initrd*' -exec lsdl -- 2>/dev/null | awk '/initrd/ {print \$5; exit}')" >> \$OUT/results
+EOF
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$ROOT/tests/vm/run-guest.sh" --rescue "$BIN" --timeout $((3600 * ROUNDS)) --mem 2048 "$JOB" >/dev/null ||
+  { echo "the guest job failed:"; tail -20 "$JOB/out/run.log"; tail -40 "$JOB/out/last.log" "$JOB/out/results" 2>/dev/null; exit 3; }
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+R=$JOB/out/results
+head -n1 "$R"
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+RW=$(awk '$1=="rear" {print $2}' "$R" | median)
+SW=$(awk '$1=="rescue" {print $2}' "$R" | median)
+mib() { awk -v k="$1" '$1==k {printf "%.1f", $2/1048576}' "$R"; }
+echo
+echo "| command (in the guest) | wall s (median of $ROUNDS) | initrd MiB | ISO MiB |"
+echo "|---|---|---|---|"
+printf '| `rear mkrescue` | %.1f | %s | %s |\n' "$RW" "$(mib rear-initrd)" "$(mib rear-iso)"
+printf '| `rescue mkrescue --output iso` | %.1f | %s | %s |\n' "$SW" "$(mib rescue-initrd)" "$(mib rescue-iso)"
+echo
+echo "rear / rescue: wall $(echo "scale=1; $RW / $SW" | bc)x," \
+  "ISO $(awk '$1=="rear-iso" {a=$2} $1=="rescue-iso" {b=$2} END {printf "%.1f", a/b}' "$R")x," \
+  "initrd $(awk '$1=="rear-initrd" {a=$2} $1=="rescue-initrd" {b=$2} END {printf "%.1f", a/b}' "$R")x"
+echo "raw: $(grep -E '^(rear|rescue) ' "$R" | tr '\n' ';')"
