@@ -221,6 +221,7 @@ fn recover_end_to_end_on_loop_disks() {
     assert!(rep["restored"]["bytes"].as_u64().unwrap() >= 17 << 20, "{rep:#}");
     assert!(rep["restored"]["entries"].as_u64().unwrap() > 10, "{rep:#}");
     assert_eq!(rep["backup"]["verified"], true, "{rep:#}");
+    assert!(rep["backup"]["files"].as_u64().unwrap() >= 6, "{rep:#}");
     assert!(rep["finalize"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains("rewrite /etc/fstab")), "{rep:#}");
     assert!(mounted_under(&target).is_empty(), "still mounted: {:?}", mounted_under(&target));
 

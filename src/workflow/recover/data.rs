@@ -43,6 +43,8 @@ pub struct BackupUsed {
     pub verified: bool,
     /// File data bytes the verification read.
     pub data_bytes: Option<u64>,
+    /// Regular files the archive's manifest lists.
+    pub files: Option<u64>,
     /// The local device holding the backup (a USB disk, the rescue medium): never a target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<PathBuf>,
@@ -59,6 +61,9 @@ impl fmt::Display for BackupUsed {
         }
         if self.verified {
             write!(f, ", verified")?;
+        }
+        if let Some(n) = self.files {
+            write!(f, ", {n} files")?;
         }
         Ok(())
     }
@@ -152,6 +157,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 archive_bytes: Some(size),
                 verified: false,
                 data_bytes: None,
+                files: None,
                 device: opened.device(),
             };
             if config.recover.verify_archive {
@@ -164,7 +170,8 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                     ))
                 })?;
                 used.verified = true;
-                used.data_bytes = Some(r);
+                used.data_bytes = Some(r.0);
+                used.files = r.1;
             } else {
                 // At least the start must be an archive we can read.
                 let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
@@ -184,13 +191,14 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 .arg(&src)
                 .output()
                 .with_context(|| format!("the rsync backup {src} is not reachable; nothing was written"))?;
-            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, device: None })
+            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, files: None, device: None })
         }
     }
 }
 
-/// Read the whole archive and check it against its manifest; the file data bytes.
-fn verify_archive(file: &Path, progress: bool) -> Result<u64> {
+/// Read the whole archive and check it against its manifest; the file data
+/// bytes and the number of files the manifest lists.
+fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>)> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -223,7 +231,12 @@ fn verify_archive(file: &Path, progress: bool) -> Result<u64> {
         }
         anyhow::bail!("members differ from the archive's manifest: {}", parts.join(", "));
     }
-    Ok(r.bytes)
+    Ok((r.bytes, r.summary.as_deref().and_then(summary_files)))
+}
+
+/// `files=N` of the manifest's summary line (`files=N dirs=N ... bytes=N`).
+fn summary_files(summary: &str) -> Option<u64> {
+    summary.split_whitespace().find_map(|w| w.strip_prefix("files=")).and_then(|n| n.parse().ok())
 }
 
 /// Restore phase: the data into the recreated, mounted tree. The dispatch
@@ -268,5 +281,6 @@ mod tests {
         assert!(format!("{e:#}").contains("no backup location"), "{e:#}");
         assert_eq!(crate::error::exit_code_for(&e), 2);
         assert_eq!(DataSource::Archive { url: "nfs://nas/b".into(), archive: None }.tools()[0].0, "mount.nfs");
+        assert_eq!(summary_files("files=12 dirs=3 symlinks=1 hardlinks=0 specials=0 bytes=99"), Some(12));
     }
 }

@@ -92,7 +92,7 @@ pub fn run(layout: &Layout, plan: &Plan, root: &Path, opts: &Options) -> Result<
             continue;
         }
         if matches!(step, Step::RegenerateInitramfs { .. }) && !has_kernel(root) {
-            warnings.push(format!("not done: {step} (the restored system has no kernel in /boot and no {})", lacking[0].0));
+            warnings.push(format!("not done: {step}; the restored system has no kernel in /boot and no {}", lacking[0].0));
             continue;
         }
         for (what, pkg) in lacking {
