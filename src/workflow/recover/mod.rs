@@ -308,7 +308,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
     let mut phases = report::Phases::new(quiet);
 
     let result = (|| -> Result<()> {
-        let (layout, source, _) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
+        let (layout, source) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
             let layout = Layout::load(layout_path).map_err(|e| {
                 if layout_path.exists() {
                     e
@@ -326,7 +326,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
             let used = data::check_source(&source, &layout, &ctx.config, progress)?;
             rep.backup = Some(used.clone());
-            Ok((layout, source.with_archive(&used), ()))
+            Ok((layout, source.with_archive(&used)))
         })?;
 
         let the_plan = phases.run(&mut rep, "plan", "map disks, show the plan", |rep| {
