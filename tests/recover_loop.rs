@@ -287,7 +287,7 @@ fn recover_end_to_end_on_loop_disks() {
         *b ^= 0x5a;
     }
     std::fs::write(corrupt.join(archive.file_name().unwrap()), bytes).unwrap();
-    expect_fail(&recover_args(&format!("file://{}", dir.join("corrupt").display())), &[], 2, &["phase verify", "is damaged", "Nothing was written"]);
+    expect_fail(&recover_args(&format!("file://{}", dir.join("corrupt").display())), &[], 3, &["phase verify", "is damaged", "Nothing was written"]);
 
     // A tool missing: a PATH with everything but mkfs.xfs.
     let bin = dir.join("bin");

@@ -163,7 +163,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
             if config.recover.verify_archive {
                 tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(size));
                 let r = verify_archive(&file, progress).map_err(|e| {
-                    input_error(format!(
+                    anyhow::anyhow!(format!(
                         "the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME \
                          or --url, or repair the backup location",
                         file.display()
