@@ -158,4 +158,26 @@ mod tests {
         assert!(needs(&bios).iter().all(|(w, _)| present(d.path(), w)));
         assert!(!has_kernel(d.path()));
     }
+
+    #[test]
+    fn a_restored_system_without_grub_stops_before_any_step() {
+        let layout = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        // A device name that changed: the fstab rewrite is planned but must not run either.
+        std::fs::write(d.path().join("etc/fstab"), "/dev/vda2 / ext4 defaults 0 1\n").unwrap();
+        let plan = Plan {
+            host: layout.host.hostname.clone(),
+            target_root: d.path().to_path_buf(),
+            resize: Default::default(),
+            mapping: Vec::new(),
+            resized: Vec::new(),
+            devices: [("vda".to_string(), "/dev/sdz".into()), ("vda2".to_string(), "/dev/sdz2".into())].into_iter().collect(),
+            operations: Vec::new(),
+        };
+        let e = run(&layout, &plan, d.path(), &Options { force_initramfs: false }).err().unwrap();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("grub-install") && msg.contains("grub-pc") && msg.contains("No bootloader or initramfs step was run"), "{msg}");
+        assert_eq!(std::fs::read_to_string(d.path().join("etc/fstab")).unwrap(), "/dev/vda2 / ext4 defaults 0 1\n");
+    }
 }
