@@ -227,7 +227,9 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interacti
 
 /// Mark the disk holding `dev` (the backup's device) busy, so it is never mapped.
 fn protect_disk(inv: &mut Inventory, dev: &Path) {
-    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // `/dev/disk/by-label/X` is a link to the node.
+    let real = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf());
+    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // A partition's disk is the directory above it in sysfs.
     let disk = std::fs::canonicalize(Path::new("/sys/class/block").join(&name))
         .ok()
@@ -494,5 +496,11 @@ mod tests {
         protect_disk(&mut inv, Path::new("/dev/sdzz"));
         assert_eq!(inv.disks[0].busy, vec!["holds the backup (/dev/sdzz)".to_string()]);
         assert!(inv.disks[1].busy.is_empty());
+        // Through a link (`/dev/disk/by-label/X`): the node it points to.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("sdzy"), "").unwrap();
+        std::os::unix::fs::symlink(d.path().join("sdzy"), d.path().join("BACKUP")).unwrap();
+        protect_disk(&mut inv, &d.path().join("BACKUP"));
+        assert_eq!(inv.disks[1].busy.len(), 1, "{:?}", inv.disks[1]);
     }
 }
