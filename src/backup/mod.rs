@@ -105,6 +105,12 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
     let host = host_dir_name(layout);
     let mut exclude_paths: Vec<PathBuf> = layout.excluded.iter().map(|e| under_root(&opts.root, &e.path)).collect();
     exclude_paths.extend(config.capture.exclude_mounts.iter().map(|e| under_root(&opts.root, e)));
+    // Our own log grows while we read it (every command is logged): archiving it
+    // would only ever be a "file changed" warning. The recovered system gets its
+    // recovery log in the same directory.
+    if opts.root == Path::new("/") {
+        exclude_paths.push(config.log_dir.join("rescue.log"));
+    }
     if let Location::Rsync(spec) = &loc {
         let create = rsync::backup(&opts.root, &mounts, &config.backup.exclude, &exclude_paths, spec, &host)?;
         return Ok(BackupReport { url, archive: format!("{spec}/{host}/"), create, mounts });
