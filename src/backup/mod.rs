@@ -105,6 +105,12 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
     let host = host_dir_name(layout);
     let mut exclude_paths: Vec<PathBuf> = layout.excluded.iter().map(|e| under_root(&opts.root, &e.path)).collect();
     exclude_paths.extend(config.capture.exclude_mounts.iter().map(|e| under_root(&opts.root, e)));
+    // Our own log grows while we read it (every command is logged): archiving it
+    // would only ever be a "file changed" warning. The recovered system gets its
+    // recovery log in the same directory.
+    if opts.root == Path::new("/") {
+        exclude_paths.push(config.log_dir.join("rescue.log"));
+    }
     if let Location::Rsync(spec) = &loc {
         let create = rsync::backup(&opts.root, &mounts, &config.backup.exclude, &exclude_paths, spec, &host)?;
         return Ok(BackupReport { url, archive: format!("{spec}/{host}/"), create, mounts });
@@ -157,7 +163,7 @@ fn destination_url(cfg: &BackupConfig, url: Option<&str>) -> Result<String> {
 }
 
 /// The per-host directory at the destination.
-fn host_dir_name(layout: &Layout) -> String {
+pub fn host_dir_name(layout: &Layout) -> String {
     let h = layout.host.hostname.trim();
     if h.is_empty() || h.contains('/') {
         "unknown-host".into()
