@@ -64,6 +64,15 @@ fn step(quiet: bool, n: usize, what: &str) -> Instant {
 
 /// Refuse before any work when the backup could not be made or not be found again.
 fn check_destination(ctx: &Ctx, a: &Args) -> Result<()> {
+    if ctx.config.backup.method.is_server() {
+        if a.url.is_some() {
+            crate::bail_input!(
+                "--url names a destination for rescue's archives; with backup.method = \"{}\" the director's jobs hold the data",
+                ctx.config.backup.method.product().to_ascii_lowercase()
+            );
+        }
+        return Ok(());
+    }
     let Some(url) = a.url.clone().or_else(|| ctx.config.backup.url.clone()) else {
         crate::bail_input!("no backup destination: set backup.url in the config (e.g. \"iso:///backup\" or \"nfs://nas/backups\") or pass --url");
     };
@@ -97,6 +106,25 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     tracing::info!("layout saved to {}", layout_path.display());
     seconds.push(("savelayout".to_string(), t.elapsed().as_secs_f64()));
 
+    if ctx.config.backup.method.is_server() {
+        // The director's job holds the data: run it (or check its age), then build the image.
+        let t = step(quiet, 2, "backup: the backup server's job");
+        let code = super::mkbackuponly::run_server(ctx)?;
+        seconds.push(("backup".to_string(), t.elapsed().as_secs_f64()));
+        let t = step(quiet, 3, "mkrescue: build the rescue image");
+        let (m, output_dir) = mkrescue::build(&ctx.config, &a.image, layout_path.clone())?;
+        seconds.push(("mkrescue".to_string(), t.elapsed().as_secs_f64()));
+        let manifest = crate::image::manifest::manifest_path(&output_dir, &m.hostname);
+        tracing::info!(
+            "mkbackup done in {:.1} s: layout {}, {} job, rescue image in {} (manifest {})",
+            started.elapsed().as_secs_f64(),
+            layout_path.display(),
+            ctx.config.backup.method.product(),
+            output_dir.display(),
+            manifest.display()
+        );
+        return Ok(code);
+    }
     let t = step(quiet, 2, "backup: archive the recorded filesystems");
     let opts = BackupOptions { root: PathBuf::from(&a.capture.root), url: a.url.clone(), progress: !quiet };
     let r = backup::run_backup(&layout, &ctx.config, &opts)?;

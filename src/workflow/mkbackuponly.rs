@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 }
 
 /// Backup server: run the job or check the RPO (docs/bareos.md).
-fn run_server(ctx: &Ctx) -> Result<i32> {
+pub(crate) fn run_server(ctx: &Ctx) -> Result<i32> {
     let r = crate::bserver::mkbackup(&ctx.config)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

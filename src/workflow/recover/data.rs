@@ -28,6 +28,8 @@ pub enum DataSource {
     Archive { url: String, archive: Option<String> },
     /// A file tree copied by the rsync method.
     Rsync { url: String },
+    /// A Bacula/Bareos director restores its client's backup (`backup.method`).
+    BackupServer { selection: crate::bserver::Selection },
 }
 
 /// What the verify phase found about the backup.
@@ -73,6 +75,32 @@ impl DataSource {
     /// The source for this recovery: `--url`, else `backup.url` from the
     /// config, else the location the descriptor records (`rescue mkbackup`).
     pub fn resolve(config: &Config, layout: &Layout, url: Option<&str>, archive: Option<String>) -> Result<DataSource> {
+        Self::resolve_with(config, layout, url, archive, crate::bserver::Selection::default())
+    }
+
+    /// [`DataSource::resolve`], with the backup a backup server restores
+    /// (`--restore-jobid`, `--restore-before`).
+    pub fn resolve_with(
+        config: &Config,
+        layout: &Layout,
+        url: Option<&str>,
+        archive: Option<String>,
+        selection: crate::bserver::Selection,
+    ) -> Result<DataSource> {
+        let method = config.backup.method;
+        if method.is_server() {
+            if url.is_some() || archive.is_some() {
+                crate::bail_input!(
+                    "--url/--archive name rescue's own archives; with backup.method = \"{}\" the director restores the data \
+                     (choose the backup with --restore-jobid or --restore-before)",
+                    method.product().to_ascii_lowercase()
+                );
+            }
+            return Ok(DataSource::BackupServer { selection });
+        }
+        if selection != crate::bserver::Selection::default() {
+            crate::bail_input!("--restore-jobid/--restore-before choose a backup server's job; this config restores rescue's archives (backup.method = \"archive\")");
+        }
         let url = url
             .map(str::to_string)
             .or_else(|| config.backup.url.clone())
@@ -107,6 +135,8 @@ impl DataSource {
         let url = match self {
             DataSource::Archive { url, .. } => url,
             DataSource::Rsync { url } => return vec![("rsync", format!("to restore from {url}"))],
+            // bconsole is checked by the preflight (its path may be configured).
+            DataSource::BackupServer { .. } => return vec![("timeout", "to bound each console session with the director".into())],
         };
         let why = format!("to reach the backup at {url}");
         if url.starts_with("nfs://") {
@@ -183,6 +213,21 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
             }
             Ok(used)
         }
+        DataSource::BackupServer { selection } => {
+            // The director answers, accepts the console and holds a backup of this client.
+            let pf = crate::bserver::preflight(config, selection).context("the backup server cannot restore this client; nothing was written")?;
+            let job = pf.backup.as_ref();
+            tracing::info!("director {} ({}) holds backup job {:?} of {}", pf.director, pf.greeting, job.map(|j| j.jobid), pf.client);
+            Ok(BackupUsed {
+                url: format!("{} director {}, client {}", config.backup.method.product(), pf.director, pf.client),
+                archive: job.map(|j| format!("job {} ({}, ended {})", j.jobid, j.level_name(), j.end_time)),
+                archive_bytes: job.map(|j| j.bytes),
+                verified: false,
+                data_bytes: None,
+                files: job.map(|j| j.files),
+                device: None,
+            })
+        }
         DataSource::Rsync { url } => {
             let spec = url.trim_end_matches('/');
             let src = format!("{spec}/{}/", backup::host_dir_name(layout));
@@ -250,6 +295,11 @@ pub fn restore_data(source: &DataSource, layout: &Layout, config: &Config, targe
         DataSource::Rsync { url } => {
             let opts = RestoreOptions { target: target.to_path_buf(), url: Some(url.clone()), archive: None, progress };
             backup::restore(layout, config, &opts)
+        }
+        DataSource::BackupServer { selection } => {
+            // An error carries the director's own message; recovery stops before the bootloader.
+            let r = crate::bserver::restore(config, target, selection)?;
+            Ok(ExtractReport { entries: r.job.files, bytes: r.job.bytes, warnings: r.warnings, ..Default::default() })
         }
     }
 }

@@ -82,6 +82,12 @@ pub struct Args {
     /// Restore this backup file of the host (default: the newest).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["plan", "layout_only", "umount"])]
     pub archive: Option<String>,
+    /// Backup server (backup.method bacula/bareos): restore this job instead of the newest backup.
+    #[arg(long, value_name = "JOBID", conflicts_with_all = ["plan", "layout_only", "umount", "restore_before"])]
+    pub restore_jobid: Option<u64>,
+    /// Backup server: restore the newest backup made before this date (`YYYY-MM-DD[ HH:MM[:SS]]`).
+    #[arg(long, value_name = "DATE", conflicts_with_all = ["plan", "layout_only", "umount"])]
+    pub restore_before: Option<String>,
     /// Leave the recovered tree mounted under the target root at the end.
     #[arg(long, conflicts_with_all = ["plan", "layout_only", "umount"])]
     pub keep_mounted: bool,
@@ -323,7 +329,8 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
                 }
             })?;
             rep.host = layout.host.hostname.clone();
-            let source = DataSource::resolve(&ctx.config, &layout, a.url.as_deref(), a.archive.clone())?;
+            let selection = crate::bserver::Selection { jobid: a.restore_jobid, before: a.restore_before.clone() };
+            let source = DataSource::resolve_with(&ctx.config, &layout, a.url.as_deref(), a.archive.clone(), selection)?;
             let tools = verify::check_tools(&layout, &source)?;
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
             let used = data::check_source(&source, &layout, &ctx.config, progress)?;
@@ -351,7 +358,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             rep.restored = Some(report::Restored { entries: r.entries, bytes: r.bytes });
             rep.warnings.extend(r.refused.iter().map(|s| format!("restore: refused member {s}")));
             rep.warnings.extend(r.warnings.iter().map(|s| format!("restore: {s}")));
-            if !r.manifest_checked {
+            if !r.manifest_checked && !matches!(source, DataSource::BackupServer { .. }) {
                 rep.warnings.push("restore: the archive has no manifest; file checksums were not checked".into());
             }
             if !r.damaged.is_empty() {
