@@ -10,6 +10,7 @@ pub mod boot;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod drill;
 pub mod error;
 pub mod image;
 pub mod inventory;
