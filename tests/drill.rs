@@ -164,7 +164,7 @@ fn a_failed_recovery_fails_the_drill_with_the_console_tail() {
     assert_eq!(code, 1, "{stderr}\n{v}");
     assert!(t.elapsed() < Duration::from_secs(30), "the drill should stop at RESCUE-RECOVER-FAILED");
     assert_eq!(v["result"], "fail");
-    assert!(v["failure"].as_str().unwrap().contains("the recovery failed in the rescue VM: exit code 3"), "{v}");
+    assert!(v["failure"].as_str().unwrap().contains("the recovery failed in the rescue VM: recovery stopped in phase verify: the archive is damaged"), "{v}");
     assert!(v["console-tail"].to_string().contains("the archive is damaged"), "{v}");
     assert!(std::fs::read_to_string(&s.prom).unwrap().contains("rescue_drill_success{host=\"web1\"} 0\n"));
     assert_eq!(s.args().len(), 1, "the recovered disks must not be booted after a failed recovery");

@@ -13,6 +13,8 @@
 //!
 //! One test function, so the two drills never run at the same time.
 
+#![allow(clippy::unwrap_used)]
+
 mod image_common;
 
 use std::path::{Path, PathBuf};

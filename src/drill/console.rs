@@ -34,6 +34,8 @@ pub enum Event {
     Done { checks: usize, passed: usize },
     /// The kernel gave up.
     KernelPanic(String),
+    /// `rescue` printed its error (`rescue: error: ...`).
+    RescueError(String),
 }
 
 /// `key=value` words; a word without `=` is ignored.
@@ -46,6 +48,9 @@ fn fields(s: &str) -> BTreeMap<String, String> {
 pub fn parse_line(line: &str) -> Option<Event> {
     if let Some(i) = line.find("Kernel panic - not syncing") {
         return Some(Event::KernelPanic(line[i..].trim().to_string()));
+    }
+    if let Some(i) = line.find("rescue: error: ") {
+        return Some(Event::RescueError(line[i + "rescue: error: ".len()..].trim().to_string()));
     }
     if let Some(i) = line.find("==> phase ") {
         // `==> phase 3/5 storage: partitions, ...`
@@ -138,8 +143,17 @@ impl Follower {
     }
 }
 
-/// Drop carriage returns, ANSI escape sequences and other control characters.
+/// What a terminal would show of a line: the text after the last carriage
+/// return (progress bars redraw themselves), without ANSI escape sequences
+/// and other control characters, at most [`MAX_LINE`] characters (the end).
 pub fn clean(s: &str) -> String {
+    let shown = s.split('\r').map(strip_controls).rfind(|seg| !seg.trim().is_empty()).unwrap_or_default();
+    let out = shown.trim_end();
+    let n = out.chars().count();
+    out.chars().skip(n.saturating_sub(MAX_LINE)).collect()
+}
+
+fn strip_controls(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -159,8 +173,11 @@ pub fn clean(s: &str) -> String {
             out.push(c);
         }
     }
-    out.trim_end().to_string()
+    out
 }
+
+/// Longest console line kept.
+pub const MAX_LINE: usize = 500;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -180,6 +197,10 @@ mod tests {
             Some(Event::RecoverFailed("exit code 3: the messages above say why".into()))
         );
         assert_eq!(parse_line("RESCUE-POWEROFF"), Some(Event::RescueEnd));
+        assert_eq!(
+            parse_line("rescue: error: recovery stopped in phase verify: bad archive"),
+            Some(Event::RescueError("recovery stopped in phase verify: bad archive".into()))
+        );
         assert_eq!(parse_line("RESCUE-BANNER rescue 0.1.0"), None);
         assert_eq!(parse_line("just a line"), None);
         assert!(matches!(parse_line("[   12.3] Kernel panic - not syncing: VFS: Unable to mount root"), Some(Event::KernelPanic(m)) if m.contains("VFS")));
@@ -213,5 +234,7 @@ mod tests {
         assert_eq!(f.poll().unwrap(), vec!["two", "three", "four", "five"]);
         assert_eq!(f.tail(), vec!["three", "four", "five"]);
         assert_eq!(f.flush_partial().as_deref(), Some("partial"));
+        assert_eq!(clean("restoring 1 MiB\r\x1b[2Krestoring 2 MiB\r\x1b[1A\r\n"), "restoring 2 MiB");
+        assert_eq!(clean(&"x".repeat(2000)).len(), MAX_LINE);
     }
 }

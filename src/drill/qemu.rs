@@ -34,6 +34,24 @@ pub enum Network {
     User,
 }
 
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::User => "user",
+        }
+    }
+}
+
 /// UEFI firmware: the read-only code and the VM's own writable variable store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uefi {
@@ -76,11 +94,7 @@ impl VmSpec {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |v: &[&str]| a.extend(v.iter().map(|s| s.to_string()));
-        let accel = match self.accel {
-            Accel::Tcg => "tcg",
-            Accel::Kvm => "kvm",
-        };
-        push(&["-accel", accel, "-machine", "pc", "-nodefaults", "-no-reboot"]);
+        push(&["-accel", self.accel.as_str(), "-machine", "pc", "-nodefaults", "-no-reboot"]);
         push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
         push(&["-display", "none", "-monitor", "none", "-serial", &format!("file:{}", p(&self.serial_log))]);
         match self.network {
@@ -301,12 +315,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut vm = Vm::start(&sh, &spec(), &log).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log).unwrap().contains("started") {
+            assert!(Instant::now() < until, "the fake qemu did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert_eq!(vm.try_wait().unwrap(), None);
         let pid = vm.pid().unwrap();
         let t = Instant::now();
         drop(vm);
         assert!(t.elapsed() < Duration::from_secs(4), "SIGTERM should end sleep at once");
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "qemu {pid} still there");
-        assert!(std::fs::read_to_string(&log).unwrap().contains("started"));
     }
 }
