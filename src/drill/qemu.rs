@@ -135,8 +135,10 @@ impl VmSpec {
             push(&["-device", &dev]);
         }
         if let Some(iso) = &self.cdrom {
+            // On its own AHCI controller: the rescue kernel does not see a CD
+            // on the PIIX IDE controller when OVMF boots it.
             push(&["-drive", &format!("file={},format=raw,if=none,id=cd,media=cdrom,readonly=on", p(iso))]);
-            push(&["-device", "ide-cd,drive=cd,bus=ide.1"]);
+            push(&["-device", "ahci,id=cdbus", "-device", "ide-cd,drive=cd,bus=cdbus.0"]);
         }
         if let Some(k) = &self.direct {
             push(&["-kernel", &k.kernel.display().to_string(), "-initrd", &k.initrd.display().to_string(), "-append", &k.append]);
@@ -277,7 +279,7 @@ mod tests {
         let a = s.args();
         let j = a.join(" ");
         assert!(j.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd -drive if=pflash,format=raw,unit=1,file=/w/OVMF_VARS.fd"), "{j}");
-        assert!(j.contains("-drive file=/srv/rescue,,1.iso,format=raw,if=none,id=cd,media=cdrom,readonly=on -device ide-cd,drive=cd,bus=ide.1"), "{j}");
+        assert!(j.contains("-drive file=/srv/rescue,,1.iso,format=raw,if=none,id=cd,media=cdrom,readonly=on -device ahci,id=cdbus -device ide-cd,drive=cd,bus=cdbus.0"), "{j}");
         assert!(j.contains("-nic user,model=virtio-net-pci") && j.starts_with("-accel kvm"), "{j}");
         // The kernel command line is one argument; no bootindex with direct boot or UEFI.
         let i = a.iter().position(|x| x == "-append").unwrap();
