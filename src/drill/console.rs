@@ -118,7 +118,7 @@ impl Follower {
         while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
             let raw: Vec<u8> = self.partial.drain(..=nl).collect();
             let line = clean(&String::from_utf8_lossy(&raw));
-            self.tail.push_back(line.clone());
+            self.tail.push_back(shorten(&line));
             if self.tail.len() > self.keep {
                 self.tail.pop_front();
             }
@@ -133,7 +133,7 @@ impl Follower {
             return None;
         }
         let line = clean(&String::from_utf8_lossy(&std::mem::take(&mut self.partial)));
-        self.tail.push_back(line.clone());
+        self.tail.push_back(shorten(&line));
         Some(line)
     }
 
@@ -145,12 +145,19 @@ impl Follower {
 
 /// What a terminal would show of a line: the text after the last carriage
 /// return (progress bars redraw themselves), without ANSI escape sequences
-/// and other control characters, at most [`MAX_LINE`] characters (the end).
+/// and other control characters.
 pub fn clean(s: &str) -> String {
     let shown = s.split('\r').map(strip_controls).rfind(|seg| !seg.trim().is_empty()).unwrap_or_default();
-    let out = shown.trim_end();
-    let n = out.chars().count();
-    out.chars().skip(n.saturating_sub(MAX_LINE)).collect()
+    shown.trim_end().to_string()
+}
+
+/// A line for the report: at most [`MAX_LINE`] characters (its start, where the message is).
+pub fn shorten(s: &str) -> String {
+    if s.chars().count() <= MAX_LINE {
+        s.to_string()
+    } else {
+        s.chars().take(MAX_LINE - 3).chain("...".chars()).collect()
+    }
 }
 
 fn strip_controls(s: &str) -> String {
@@ -235,6 +242,14 @@ mod tests {
         assert_eq!(f.tail(), vec!["three", "four", "five"]);
         assert_eq!(f.flush_partial().as_deref(), Some("partial"));
         assert_eq!(clean("restoring 1 MiB\r\x1b[2Krestoring 2 MiB\r\x1b[1A\r\n"), "restoring 2 MiB");
-        assert_eq!(clean(&"x".repeat(2000)).len(), MAX_LINE);
+        assert_eq!(shorten(&"x".repeat(2000)).len(), MAX_LINE);
+        // A long error line is still recognized (the tail keeps it short).
+        let long = format!("verifying [==>  ] 3 MiB\r\x1b[2Krescue: error: the archive is damaged: {}", "f ".repeat(1000));
+        let mut w2 = std::fs::File::create(d.path().join("long.log")).unwrap();
+        writeln!(w2, "{long}").unwrap();
+        let mut f2 = Follower::new(&d.path().join("long.log"), 3);
+        let got = f2.poll().unwrap();
+        assert!(matches!(parse_line(&got[0]), Some(Event::RescueError(e)) if e.starts_with("the archive is damaged")));
+        assert_eq!(f2.tail()[0].chars().count(), MAX_LINE);
     }
 }

@@ -311,7 +311,7 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
                 recover_end = Some(at);
                 say.line("recovery finished");
             }
-            Event::RescueError(e) => rescue_error = Some(e),
+            Event::RescueError(e) => rescue_error = Some(console::shorten(&e)),
             Event::RecoverFailed(why) => {
                 failed = Some(match rescue_error.take() {
                     Some(e) => format!("the recovery failed in the rescue VM: {e}"),
