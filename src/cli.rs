@@ -57,6 +57,9 @@ pub enum Command {
     /// Recover this machine: recreate the storage, restore the backup, make it boot (--plan shows the storage plan).
     #[command(after_long_help = workflow::recover::EXAMPLES)]
     Recover(workflow::recover::Args),
+    /// Prove that the backup restores: recover the rescue ISO into a throwaway VM and boot the result.
+    #[command(after_long_help = workflow::drill::EXAMPLES)]
+    Drill(workflow::drill::Args),
     /// Build the rescue image (ISO, PXE, USB, raw disk) from the saved layout.
     #[command(after_long_help = workflow::mkrescue::EXAMPLES)]
     Mkrescue(workflow::mkrescue::Args),
@@ -145,6 +148,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Savelayout(_) => "savelayout",
         Command::Checklayout(_) => "checklayout",
         Command::Recover(_) => "recover",
+        Command::Drill(_) => "drill",
         Command::Dump(_) => "dump",
         Command::Mkrescue(_) => "mkrescue",
         Command::Format(_) => "format",
@@ -164,6 +168,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Savelayout(a) => workflow::savelayout::run(ctx, a),
         Command::Checklayout(a) => workflow::checklayout::run(ctx, a),
         Command::Recover(a) => workflow::recover::run(ctx, a),
+        Command::Drill(a) => workflow::drill::run(ctx, a),
         Command::Dump(a) => workflow::dump::run(ctx, a),
         Command::Mkrescue(a) => workflow::mkrescue::run(ctx, a),
         Command::Format(a) => workflow::format::run(ctx, a),

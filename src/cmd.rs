@@ -144,6 +144,17 @@ impl Cmd {
         }
     }
 
+    /// Start the command and return the child without waiting: for a
+    /// long-running process the caller manages (a VM). `configure` may set
+    /// its standard streams, process group and so on. Errors name the command.
+    pub fn spawn_with(&self, configure: impl FnOnce(&mut Command)) -> Result<std::process::Child> {
+        tracing::debug!(command = %self.display(), "starting");
+        let mut c = self.command();
+        c.stdin(Stdio::null());
+        configure(&mut c);
+        c.spawn().map_err(|e| self.spawn_error(e))
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);

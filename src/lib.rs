@@ -11,6 +11,7 @@ pub mod bserver;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod drill;
 pub mod error;
 pub mod image;
 pub mod inventory;

@@ -25,7 +25,7 @@ pub const DISSIMILAR_HARDWARE: &[&str] = &[
     // common NICs
     "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "r8169", "tg3", "bnx2", "bnx2x", "bnxt_en",
     // the rescue media itself, backup disks, loop-mounted images
-    "isofs", "cdrom", "loop", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "efivarfs",
+    "isofs", "cdrom", "loop", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "efivarfs",
 ];
 
 /// Modules the descriptor's storage stack needs to be recreated.
@@ -35,7 +35,8 @@ pub fn modules_for_layout(layout: &Layout) -> Vec<String> {
         match fs.fstype {
             FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => m.push("ext4"),
             FsType::Xfs => m.push("xfs"),
-            FsType::Vfat => m.extend(["vfat", "nls_cp437", "nls_iso8859_1"]),
+            // vfat always loads its iocharset, by default "ascii" in Debian's kernels (CONFIG_FAT_DEFAULT_IOCHARSET).
+            FsType::Vfat => m.extend(["vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1"]),
             FsType::Btrfs => m.push("btrfs"),
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod checklayout;
+pub mod drill;
 pub mod dump;
 pub mod format;
 pub mod layoutcmd;

@@ -124,6 +124,7 @@ pub fn run(layout: &Layout, plan: &Plan, root: &Path, opts: &Options) -> Result<
         boot::execute(step, root).with_context(|| format!("finalize step failed: {step}"))?;
         done.push(format!("{step} ({:.1} s)", t.elapsed().as_secs_f64()));
     }
+    done.extend(crate::drill::marker::install_if_drill(root)?); // `rescue drill` only: its boot marker (src/drill/marker.rs)
     Ok(Done { steps: done, warnings })
 }
 
