@@ -14,6 +14,9 @@ export RUST_BACKTRACE=1
 # so keep test binaries' own threads few.
 cargo build --all-targets
 if [ "$FULL" = 1 ]; then
+  # Every VM scenario and the tests ignored by default (long VM runs).
   export RESCUE_FULL_TESTS=1
+  cargo test --all-targets -- --test-threads=2 --include-ignored
+else
+  cargo test --all-targets -- --test-threads=2
 fi
-cargo test --all-targets -- --test-threads=2

@@ -312,6 +312,7 @@ fn expect_pass(p: &Prepared, iso: &Path, work: &Path, prom: &Path) -> f64 {
 }
 
 #[test]
+#[ignore = "a full VM drill (BIOS, ~10-14 min under TCG); in the full set: scripts/test.sh --full, or cargo test --test drill_vm -- --ignored"]
 fn drill_passes_for_a_good_backup_and_fails_for_a_corrupt_one() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let p = prepare("bios", Fw::Bios);
