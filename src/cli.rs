@@ -54,7 +54,7 @@ pub enum Command {
     /// Compare the system with the saved descriptor (exit 0 same, 1 changed, 2 error).
     #[command(after_long_help = workflow::checklayout::EXAMPLES)]
     Checklayout(workflow::checklayout::Args),
-    /// Recreate the recorded storage on this machine's disks (--plan shows it, --layout-only builds and mounts it).
+    /// Recover this machine: recreate the storage, restore the backup, make it boot (--plan shows the storage plan).
     #[command(after_long_help = workflow::recover::EXAMPLES)]
     Recover(workflow::recover::Args),
     /// Build the rescue image (ISO, PXE, USB, raw disk) from the saved layout.
@@ -75,6 +75,9 @@ pub enum Command {
     /// Archives: create, extract, list, verify (pax tar, zstd or gzip; GNU tar reads them).
     #[command(subcommand)]
     Archive(workflow::archive::ArchiveCommand),
+    /// Record the layout, back up to backup.url and build the rescue image, in that order.
+    #[command(after_long_help = workflow::mkbackup::EXAMPLES)]
+    Mkbackup(workflow::mkbackup::Args),
     /// Back up the filesystems recorded in the descriptor to backup.url (no rescue image).
     #[command(after_long_help = workflow::mkbackuponly::EXAMPLES)]
     Mkbackuponly(workflow::mkbackuponly::Args),
@@ -148,6 +151,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Schedule(_) => "schedule",
         Command::Layout(_) => "layout",
         Command::Archive(_) => "archive",
+        Command::Mkbackup(_) => "mkbackup",
         Command::Mkbackuponly(_) => "mkbackuponly",
         Command::Restoreonly(_) => "restoreonly",
         Command::Completions { .. } => "completions",
@@ -166,6 +170,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Schedule(a) => workflow::schedule::run(ctx, a),
         Command::Layout(c) => workflow::layoutcmd::run(ctx, c),
         Command::Archive(c) => workflow::archive::run(ctx, c),
+        Command::Mkbackup(a) => workflow::mkbackup::run(ctx, a),
         Command::Mkbackuponly(a) => workflow::mkbackuponly::run(ctx, a),
         Command::Restoreonly(a) => workflow::restoreonly::run(ctx, a),
         Command::Completions { shell } => {

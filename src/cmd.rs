@@ -221,6 +221,17 @@ pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Full path of a program exactly as [`Cmd`] will find it: in `PATH` only
+/// (`find_program` also looks in the sbin directories, for image building).
+pub fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        let p = Path::new(program);
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
 /// The Debian package that ships a program we call, for error messages.
 pub fn package_for(program: &str) -> Option<&'static str> {
     let base = program.rsplit('/').next().unwrap_or(program);
@@ -240,6 +251,10 @@ pub fn package_for(program: &str) -> Option<&'static str> {
         "grub-install" | "grub-mkconfig" | "grub-mkimage" | "grub-mkrescue" => "grub-common (plus grub-pc-bin or grub-efi-amd64-bin)",
         "xorriso" => "xorriso",
         "rsync" => "rsync",
+        "chroot" => "coreutils",
+        "update-initramfs" => "initramfs-tools",
+        "dracut" => "dracut",
+        "bootctl" => "systemd-boot",
         "bconsole" => "bacula-console",
         "tar" => "tar",
         "zstd" => "zstd",

@@ -102,6 +102,8 @@ pub struct RecoverConfig {
     pub unattended_proceed: bool,
     /// LUKS mapper name -> key file, for unattended recovery of encrypted volumes.
     pub luks_keys: BTreeMap<String, PathBuf>,
+    /// Read the whole backup archive and check it against its manifest before any disk is touched.
+    pub verify_archive: bool,
 }
 
 impl Default for RecoverConfig {
@@ -111,6 +113,7 @@ impl Default for RecoverConfig {
             resize: crate::plan::ResizePolicy::Last,
             unattended_proceed: false,
             luks_keys: BTreeMap::new(),
+            verify_archive: true,
         }
     }
 }

@@ -119,6 +119,8 @@ fn split_port(hp: &str) -> std::result::Result<(String, Option<u16>), String> {
 /// A mount made by rescue, unmounted (and its directory removed) on drop.
 pub struct MountGuard {
     dir: Option<tempfile::TempDir>,
+    /// What was mounted (`/dev/sdb1`, `host:/export`).
+    source: String,
 }
 
 impl MountGuard {
@@ -138,7 +140,7 @@ impl MountGuard {
         }
         cmd = cmd.arg(what).arg(dir.path());
         cmd.run().with_context(|| format!("mounting the backup destination {what} (gave up after {timeout} s)"))?;
-        Ok(MountGuard { dir: Some(dir) })
+        Ok(MountGuard { dir: Some(dir), source: what.to_string() })
     }
 }
 
@@ -242,9 +244,7 @@ impl Opened {
                 if for_write || staged.exists() {
                     (staged, None)
                 } else {
-                    let dev = find_iso_device()?;
-                    let g = MountGuard::mount(&dev, Some("iso9660"), "ro", timeout * 3)?;
-                    let d = g.path().join(dir_part.trim_start_matches('/'));
+                    let (g, d) = mount_iso_medium(dir_part.trim_start_matches('/'), timeout * 3)?;
                     (d, Some(g))
                 }
             }
@@ -260,6 +260,12 @@ impl Opened {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The local block device the destination was mounted from (usb://, the
+    /// ISO medium): recovery must never pick its disk as a target.
+    pub fn device(&self) -> Option<PathBuf> {
+        self._mount.as_ref().map(|m| m.source.as_str()).filter(|s| s.starts_with("/dev/")).map(PathBuf::from)
     }
 
     /// The archive file path, for destinations that name a file.
@@ -310,13 +316,73 @@ fn resolve_usb(device: Option<&Path>, label: Option<&str>) -> Result<PathBuf> {
     )
 }
 
-fn find_iso_device() -> Result<String> {
-    let out = Cmd::new("blkid").args(["-c", "/dev/null", "-t", "TYPE=iso9660", "-o", "device"]).ok_codes(&[2]).output()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("the backup is inside the rescue ISO (iso://), but no ISO 9660 device was found: boot from the rescue ISO or attach it"))
+/// The label `rescue mkrescue` gives its ISO.
+const ISO_LABEL: &str = "RESCUE";
+
+/// Find the rescue medium holding the backup (the ISO we booted from, on a
+/// CD drive or written to a USB stick): every ISO 9660 device, ours (label
+/// `RESCUE`) first, is mounted read-only until one has `dir`.
+fn mount_iso_medium(dir: &str, timeout: u64) -> Result<(MountGuard, PathBuf)> {
+    let mut devices: Vec<String> = Vec::new();
+    let scan = Cmd::new("blkid").args(["-c", "/dev/null", "-t", "TYPE=iso9660", "-o", "device"]).ok_codes(&[2]).output()?;
+    devices.extend(String::from_utf8_lossy(&scan.stdout).lines().map(str::to_string));
+    // Optical drives are not always in the scan (no media change event without udev).
+    if let Ok(rd) = std::fs::read_dir("/dev") {
+        let mut sr: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("sr") && n[2..].chars().all(|c| c.is_ascii_digit()) && n.len() > 2)
+            .map(|n| format!("/dev/{n}"))
+            .collect();
+        sr.sort();
+        devices.extend(sr);
+    }
+    let mut found = Vec::new();
+    for dev in devices {
+        if found.iter().any(|(d, _)| d == &dev) {
+            continue;
+        }
+        let probe = Cmd::new("blkid").args(["-p", "-c", "/dev/null", "-o", "export"]).arg(&dev).ok_codes(&[2]).output();
+        let Ok(probe) = probe else { continue };
+        let text = String::from_utf8_lossy(&probe.stdout).into_owned();
+        let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('='))).map(str::to_string);
+        if field("TYPE").as_deref() == Some("iso9660") {
+            found.push((dev, field("LABEL").unwrap_or_default()));
+        }
+    }
+    let candidates = order_iso_candidates(found);
+    let mut tried = Vec::new();
+    for dev in &candidates {
+        match MountGuard::mount(dev, Some("iso9660"), "ro", timeout) {
+            Ok(g) => {
+                let d = g.path().join(dir);
+                if d.is_dir() {
+                    tracing::info!("the backup is on the rescue medium {dev} (/{dir})");
+                    return Ok((g, d));
+                }
+                tried.push(format!("{dev} (no /{dir} on it)"));
+            }
+            Err(e) => tried.push(format!("{dev} ({e:#})")),
+        }
+    }
+    if tried.is_empty() {
+        anyhow::bail!(
+            "the backup is inside the rescue ISO (iso:///{dir}), but no ISO 9660 device was found: boot from the rescue ISO \
+             made by `rescue mkbackup`, or attach it (CD drive or USB stick)"
+        );
+    }
+    anyhow::bail!(
+        "the backup is inside the rescue ISO (iso:///{dir}), but no ISO 9660 device holds /{dir}: tried {}. \
+         Boot from the ISO that `rescue mkbackup` made (an ISO from `rescue mkrescue` alone holds no backup)",
+        tried.join(", ")
+    )
+}
+
+/// ISO devices to try, ours (label `RESCUE`) first, otherwise in the order found.
+fn order_iso_candidates(found: Vec<(String, String)>) -> Vec<String> {
+    let (mut ours, others): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, label)| label == ISO_LABEL);
+    ours.extend(others);
+    ours.into_iter().map(|(d, _)| d).collect()
 }
 
 #[cfg(test)]
@@ -345,5 +411,11 @@ mod tests {
         assert_eq!(Location::parse("rsync://h/mod/p/").unwrap(), Location::Rsync("rsync://h/mod/p".into()));
         assert_eq!(Location::parse("h:/srv/b").unwrap(), Location::Rsync("h:/srv/b".into()));
         assert!(Location::parse("ftp://x/y").is_err());
+    }
+
+    #[test]
+    fn our_iso_is_tried_first() {
+        let found = vec![("/dev/sr1".to_string(), "DEBIAN".to_string()), ("/dev/sr0".to_string(), "RESCUE".to_string()), ("/dev/sdb".to_string(), String::new())];
+        assert_eq!(order_iso_candidates(found), vec!["/dev/sr0", "/dev/sr1", "/dev/sdb"]);
     }
 }

@@ -157,7 +157,7 @@ fn destination_url(cfg: &BackupConfig, url: Option<&str>) -> Result<String> {
 }
 
 /// The per-host directory at the destination.
-fn host_dir_name(layout: &Layout) -> String {
+pub fn host_dir_name(layout: &Layout) -> String {
     let h = layout.host.hostname.trim();
     if h.is_empty() || h.contains('/') {
         "unknown-host".into()

@@ -74,8 +74,12 @@ pub fn write_iso(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Pat
     for (dest, src) in extra {
         graft.push(format!("{}={}", dest.trim_start_matches('/'), src.display()));
     }
+    // Backup archives can be larger than 4 GiB: ISO level 3 splits such files.
+    let level: &[&str] = if extra.is_empty() { &[] } else { &["-iso-level", "3"] };
     Cmd::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-o"])
+        .args(["-as", "mkisofs", "-quiet"])
+        .args(level)
+        .arg("-o")
         .arg(&tmp)
         .args(["-V", "RESCUE", "-R", "-J", "-l", "-graft-points", "-isohybrid-mbr"])
         .arg(&hybrid_mbr)

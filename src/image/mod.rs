@@ -125,6 +125,7 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
     manifest.initrd_bytes = std::fs::metadata(&initrd)?.len();
     tracing::info!("initramfs: {} ({} files)", crate::util::human_bytes(manifest.initrd_bytes), manifest.files.len());
 
+    let iso_extra = iso_backup_graft(config, &opts.outputs);
     let menu = Menu::from_config(&config.image, &hostname);
     let (iso_path, pxe_dir, raw_path) = output_paths(&opts.output_dir, &hostname);
     let mut outputs = opts.outputs.clone();
@@ -133,7 +134,7 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
     for kind in outputs {
         match kind {
             OutputKind::Iso => {
-                iso::write_iso(&opts.kernel, &initrd, &menu, &id, work.path(), &iso_path, &[])?;
+                iso::write_iso(&opts.kernel, &initrd, &menu, &id, work.path(), &iso_path, &iso_extra)?;
                 manifest.outputs.push(OutputFile { kind: "iso".into(), path: iso_path.display().to_string(), bytes: std::fs::metadata(&iso_path)?.len() });
             }
             OutputKind::Pxe => {
@@ -157,6 +158,32 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
     manifest.build_seconds = started.elapsed().as_secs_f64();
     manifest.save(&manifest_path(&opts.output_dir, &hostname))?;
     Ok(manifest)
+}
+
+/// With `backup.url = "iso:///DIR"` the staged backups (`backup.iso-dir`/DIR)
+/// go into the ISO as `/DIR`, where recovery finds them on the boot medium.
+pub fn iso_backup_graft(config: &Config, outputs: &[OutputKind]) -> Vec<(String, PathBuf)> {
+    let Some(url) = config.backup.url.as_deref() else { return Vec::new() };
+    let Ok(crate::backup::Location::Iso { path }) = crate::backup::Location::parse(url) else { return Vec::new() };
+    if !outputs.contains(&OutputKind::Iso) {
+        tracing::warn!("backup.url is {url}, but no ISO is built (output = {outputs:?}): the rescue media will not hold the backup");
+        return Vec::new();
+    }
+    let staged = config.backup.iso_dir.join(path.trim_start_matches('/'));
+    if !staged.is_dir() {
+        tracing::warn!(
+            "backup.url is {url}, but nothing is staged in {}: this ISO holds no backup (run `rescue mkbackup`, or `rescue mkbackuponly` before `rescue mkrescue`)",
+            staged.display()
+        );
+        return Vec::new();
+    }
+    let dest = path.trim_start_matches('/').trim_end_matches('/').to_string();
+    if dest.is_empty() {
+        tracing::warn!("backup.url is {url}: name a directory (iso:///backup); the ISO holds no backup");
+        return Vec::new();
+    }
+    tracing::info!("the ISO includes the staged backups of {} as /{dest}", staged.display());
+    vec![(dest, staged)]
 }
 
 /// Refuse to write to a disk (or any of its partitions) that is mounted or

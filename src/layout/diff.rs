@@ -51,6 +51,8 @@ pub fn normalize(layout: &Layout) -> Layout {
     l.host.captured_at.clear();
     l.host.rescue_version.clear();
     l.host.kernel.clear();
+    // Where the last backup went is not part of the storage layout.
+    l.backup = None;
     for f in &mut l.filesystems {
         f.used_bytes = 0;
     }

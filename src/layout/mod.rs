@@ -50,6 +50,10 @@ pub struct Layout {
     pub excluded: Vec<Excluded>,
     #[serde(default)]
     pub bootloader: Bootloader,
+    /// The backup made together with this descriptor (`rescue mkbackup`), so
+    /// recovery knows where the data is even without a config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -544,6 +548,25 @@ pub struct EfiEntry {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub active: bool,
+}
+
+/// Where the backup of this system went when `rescue mkbackup` made it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BackupRecord {
+    /// The destination as configured (`iso:///backup`, `nfs://nas/backups`).
+    pub url: String,
+    /// The archive file name in the host's directory there (empty for rsync).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub archive: String,
+    /// RFC 3339 time the backup finished.
+    #[serde(default)]
+    pub created: String,
+    /// Bytes of file data and number of files archived.
+    #[serde(default)]
+    pub data_bytes: u64,
+    #[serde(default)]
+    pub files: u64,
 }
 
 /// What kind of thing a block id names.

@@ -212,6 +212,7 @@ pub fn capture(sys: &dyn SystemView, opts: &CaptureOptions) -> Result<Capture> {
         mounts: Vec::new(),
         excluded: Vec::new(),
         bootloader: Bootloader::default(),
+        backup: None,
     };
 
     let by_id = by_id_links(&p);

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::cli::Ctx;
+use crate::config::Config;
 use crate::error::input_error;
 use crate::image::config::{NetworkMode, OutputKind, StaticNet};
 use crate::image::manifest::{manifest_path, Manifest};
@@ -22,15 +23,25 @@ Examples:
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Layout descriptor to put in (default: the saved one in the state directory).
+    #[arg(long, value_name = "FILE")]
+    pub layout: Option<PathBuf>,
+    /// Do not build: show the manifest of the last image built into the output directory.
+    #[arg(long)]
+    pub manifest: bool,
+}
+
+/// What to build and from which kernel; shared by `mkrescue` and `mkbackup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageArgs {
     /// Kernel to boot (default: [image] kernel, else /boot/vmlinuz-$(uname -r)).
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// That kernel's module directory (default: [image] modules-dir, else /lib/modules/$(uname -r)).
     #[arg(long, value_name = "DIR")]
     pub modules_dir: Option<PathBuf>,
-    /// Layout descriptor to put in (default: the saved one in the state directory).
-    #[arg(long, value_name = "FILE")]
-    pub layout: Option<PathBuf>,
     /// Outputs, comma-separated: iso, pxe, usb, raw (default: [image] output).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub output: Vec<OutputArg>,
@@ -43,9 +54,6 @@ pub struct Args {
     /// Give the rescue system this host's current static addresses (matched by MAC) instead of DHCP.
     #[arg(long)]
     pub static_net: bool,
-    /// Do not build: show the manifest of the last image built into the output directory.
-    #[arg(long)]
-    pub manifest: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -68,13 +76,9 @@ impl From<OutputArg> for OutputKind {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let cfg = &ctx.config.image;
-    let output_dir = match &args.output_dir {
-        Some(d) => d.clone(),
-        None => image::output_dir_from_url(&cfg.output_url)?,
-    };
     let layout_path = args.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
     if args.manifest {
+        let output_dir = output_dir(&ctx.config, &args.image)?;
         let layout = crate::layout::Layout::load(&layout_path).ok();
         let host = layout.map(|l| l.host.hostname).unwrap_or_default();
         let path = manifest_path(&output_dir, if host.is_empty() { "unknown" } else { &host });
@@ -90,6 +94,29 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         return Ok(0);
     }
+    let (m, output_dir) = build(&ctx.config, &args.image, layout_path)?;
+    if ctx.json {
+        let mut short = m.clone();
+        short.files.clear();
+        println!("{}", serde_json::to_string_pretty(&short)?);
+    } else {
+        print!("{}", m.summary());
+        println!("  manifest {}", manifest_path(&output_dir, &m.hostname).display());
+    }
+    Ok(0)
+}
+
+fn output_dir(config: &Config, args: &ImageArgs) -> Result<PathBuf> {
+    match &args.output_dir {
+        Some(d) => Ok(d.clone()),
+        None => image::output_dir_from_url(&config.image.output_url),
+    }
+}
+
+/// Build the rescue image of the descriptor at `layout_path`; the manifest and the output directory.
+pub fn build(config: &Config, args: &ImageArgs, layout_path: PathBuf) -> Result<(Manifest, PathBuf)> {
+    let cfg = &config.image;
+    let output_dir = output_dir(config, args)?;
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .context("reading the running kernel's release")?;
@@ -100,7 +127,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .or_else(|| cfg.modules_dir.clone())
         .unwrap_or_else(|| PathBuf::from(format!("/lib/modules/{release}")));
     let outputs: Vec<OutputKind> = if args.output.is_empty() { cfg.output.clone() } else { args.output.iter().map(|&o| o.into()).collect() };
-    let mut config = ctx.config.clone();
+    let mut config = config.clone();
     if args.static_net {
         config.image.static_net = host_static_net()?;
         config.image.network = NetworkMode::Static;
@@ -115,15 +142,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         rescue_binary: std::env::current_exe().context("finding the rescue executable to put into the image")?,
     };
     let m = image::make_rescue(&config, &opts)?;
-    if ctx.json {
-        let mut short = m.clone();
-        short.files.clear();
-        println!("{}", serde_json::to_string_pretty(&short)?);
-    } else {
-        print!("{}", m.summary());
-        println!("  manifest {}", manifest_path(&opts.output_dir, &m.hostname).display());
-    }
-    Ok(0)
+    Ok((m, opts.output_dir))
 }
 
 #[derive(Deserialize)]

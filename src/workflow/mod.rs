@@ -6,6 +6,7 @@ pub mod checklayout;
 pub mod dump;
 pub mod format;
 pub mod layoutcmd;
+pub mod mkbackup;
 pub mod mkbackuponly;
 pub mod mkrescue;
 pub mod recover;

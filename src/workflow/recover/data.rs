@@ -1,0 +1,272 @@
+//! Where the recovered system's data comes from, checking it before any
+//! disk is touched (verify phase), and getting it back (restore phase).
+//!
+//! [`restore_data`] is the one dispatch point of the restore phase: a new
+//! kind of source (a backup server such as Bacula/Bareos, chosen by its own
+//! config) adds a [`DataSource`] variant and an arm in [`DataSource::resolve`],
+//! [`check_source`] and [`restore_data`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::archive::ExtractReport;
+use crate::backup::{self, Location, Opened, RestoreOptions};
+use crate::config::Config;
+use crate::error::input_error;
+use crate::layout::Layout;
+use crate::util::human_bytes;
+
+/// The data of the system to recover.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DataSource {
+    /// An archive made by `mkbackup`/`mkbackuponly` (file, nfs, cifs, usb, iso URLs).
+    /// `archive`: a file name in the host's directory; `None` is the newest.
+    Archive { url: String, archive: Option<String> },
+    /// A file tree copied by the rsync method.
+    Rsync { url: String },
+}
+
+/// What the verify phase found about the backup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BackupUsed {
+    pub url: String,
+    /// The archive file name (none for rsync).
+    pub archive: Option<String>,
+    /// Its size in bytes.
+    pub archive_bytes: Option<u64>,
+    /// Read to its end and every file checked against its manifest.
+    pub verified: bool,
+    /// File data bytes the verification read.
+    pub data_bytes: Option<u64>,
+    /// The local device holding the backup (a USB disk, the rescue medium): never a target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
+}
+
+impl fmt::Display for BackupUsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backup {}", self.url)?;
+        if let Some(a) = &self.archive {
+            write!(f, " {a}")?;
+        }
+        if let Some(b) = self.archive_bytes {
+            write!(f, " ({})", human_bytes(b))?;
+        }
+        if self.verified {
+            write!(f, ", verified")?;
+        }
+        Ok(())
+    }
+}
+
+impl DataSource {
+    /// The source for this recovery: `--url`, else `backup.url` from the
+    /// config, else the location the descriptor records (`rescue mkbackup`).
+    pub fn resolve(config: &Config, layout: &Layout, url: Option<&str>, archive: Option<String>) -> Result<DataSource> {
+        let url = url
+            .map(str::to_string)
+            .or_else(|| config.backup.url.clone())
+            .or_else(|| layout.backup.as_ref().map(|b| b.url.clone()).filter(|u| !u.is_empty()))
+            .ok_or_else(|| {
+                input_error(
+                    "no backup location: set backup.url in the config (/etc/rescue/rescue.toml in the rescue image), \
+                     or pass --url URL; to recreate only the disks use `rescue recover --layout-only`",
+                )
+            })?;
+        Ok(match Location::parse(&url)? {
+            Location::Rsync(_) => {
+                if archive.is_some() {
+                    crate::bail_input!("--archive names an archive file, but {url} is an rsync destination (a file tree)");
+                }
+                DataSource::Rsync { url }
+            }
+            _ => DataSource::Archive { url, archive },
+        })
+    }
+
+    /// The same source, pinned to the archive the verify phase checked.
+    pub fn with_archive(self, used: &BackupUsed) -> DataSource {
+        match self {
+            DataSource::Archive { url, .. } => DataSource::Archive { url, archive: used.archive.clone() },
+            other => other,
+        }
+    }
+
+    /// Programs the source needs in the rescue system, with why.
+    pub fn tools(&self) -> Vec<(&'static str, String)> {
+        let url = match self {
+            DataSource::Archive { url, .. } => url,
+            DataSource::Rsync { url } => return vec![("rsync", format!("to restore from {url}"))],
+        };
+        let why = format!("to reach the backup at {url}");
+        if url.starts_with("nfs://") {
+            vec![("mount.nfs", why)]
+        } else if url.starts_with("cifs://") {
+            vec![("mount.cifs", why)]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Verify phase: the backup is reachable and its archive is there and
+/// (with `recover.verify-archive`, the default) reads to its end with every
+/// file matching the manifest. Writes nothing anywhere.
+pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progress: bool) -> Result<BackupUsed> {
+    match source {
+        DataSource::Archive { url, archive } => {
+            let loc = Location::parse(url)?;
+            let opened = Opened::open(&loc, &config.backup, false)
+                .with_context(|| format!("the backup location {url} is not reachable; nothing was written"))?;
+            let host = backup::host_dir_name(layout);
+            let dir = opened.dir().join(&host);
+            let file = match archive {
+                Some(name) => dir.join(name),
+                None => backup::list_backups(&dir)
+                    .map_err(|e| input_error(format!("no backup of {host} at {url}: {e:#}; nothing was written")))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        input_error(format!(
+                            "no backup of {host} at {url} (no backup-*.tar.* in {}); nothing was written. \
+                             Check backup.url, or pass --url where the backup is",
+                            dir.display()
+                        ))
+                    })?,
+            };
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let size = std::fs::metadata(&file)
+                .map_err(|e| input_error(format!("the backup archive {} cannot be read: {e}; nothing was written", file.display())))?
+                .len();
+            if let Some(rec) = layout.backup.as_ref().filter(|r| !r.archive.is_empty() && r.archive != name) {
+                tracing::info!("the descriptor records the backup {} ({}); restoring the newer {name}", rec.archive, rec.created);
+            }
+            let mut used = BackupUsed {
+                url: url.clone(),
+                archive: Some(name.clone()),
+                archive_bytes: Some(size),
+                verified: false,
+                data_bytes: None,
+                device: opened.device(),
+            };
+            if config.recover.verify_archive {
+                tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(size));
+                let r = verify_archive(&file, progress).map_err(|e| {
+                    input_error(format!(
+                        "the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME \
+                         or --url, or repair the backup location",
+                        file.display()
+                    ))
+                })?;
+                used.verified = true;
+                used.data_bytes = Some(r);
+            } else {
+                // At least the start must be an archive we can read.
+                let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+                let mut out = Vec::new();
+                crate::archive::list(std::io::Read::take(f, 1 << 20), &mut out).ok();
+                if out.is_empty() {
+                    crate::bail_input!("the backup archive {} does not start with a readable archive member; nothing was written", file.display());
+                }
+            }
+            Ok(used)
+        }
+        DataSource::Rsync { url } => {
+            let spec = url.trim_end_matches('/');
+            let src = format!("{spec}/{}/", backup::host_dir_name(layout));
+            crate::cmd::Cmd::new("rsync")
+                .arg("--list-only")
+                .arg(&src)
+                .output()
+                .with_context(|| format!("the rsync backup {src} is not reachable; nothing was written"))?;
+            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, device: None })
+        }
+    }
+}
+
+/// Read the whole archive and check it against its manifest; the file data bytes.
+fn verify_archive(file: &Path, progress: bool) -> Result<u64> {
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let total = f.metadata().ok().map(|m| m.len());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = crate::archive::CountingReader { inner: f, count: count.clone() };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The verification reads at disk speed; a line now and then says it is alive.
+    let ticker = progress.then(|| {
+        let (count, done) = (count.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut p = crate::archive::progress::Progress::new("verifying", total, true);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                p.set_bytes(count.load(std::sync::atomic::Ordering::Relaxed), 0);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            p.finish();
+        })
+    });
+    let r = crate::archive::verify(reader);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    let r = r?;
+    if !r.ok() {
+        let mut parts = Vec::new();
+        for (what, list) in [("damaged", &r.damaged), ("missing", &r.missing), ("unexpected", &r.unexpected)] {
+            if !list.is_empty() {
+                parts.push(format!("{} {what} (first: {})", list.len(), list[0]));
+            }
+        }
+        anyhow::bail!("members differ from the archive's manifest: {}", parts.join(", "));
+    }
+    Ok(r.bytes)
+}
+
+/// Restore phase: the data into the recreated, mounted tree. The dispatch
+/// point for every kind of source.
+pub fn restore_data(source: &DataSource, layout: &Layout, config: &Config, target: &Path, progress: bool) -> Result<ExtractReport> {
+    match source {
+        DataSource::Archive { url, archive } => {
+            let opts = RestoreOptions { target: target.to_path_buf(), url: Some(url.clone()), archive: archive.clone(), progress };
+            backup::restore(layout, config, &opts)
+        }
+        DataSource::Rsync { url } => {
+            let opts = RestoreOptions { target: target.to_path_buf(), url: Some(url.clone()), archive: None, progress };
+            backup::restore(layout, config, &opts)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn layout(backup_url: Option<&str>) -> Layout {
+        let mut l = Layout::from_toml(include_str!("../../../tests/fixtures/recover/gpt-ext4.toml")).unwrap();
+        l.backup = backup_url.map(|u| crate::layout::BackupRecord { url: u.into(), ..Default::default() });
+        l
+    }
+
+    #[test]
+    fn source_comes_from_flag_then_config_then_descriptor() {
+        let mut c = Config::default();
+        let l = layout(Some("iso:///backup"));
+        assert_eq!(DataSource::resolve(&c, &l, None, None).unwrap(), DataSource::Archive { url: "iso:///backup".into(), archive: None });
+        c.backup.url = Some("nfs://nas/b".into());
+        assert_eq!(DataSource::resolve(&c, &l, None, None).unwrap(), DataSource::Archive { url: "nfs://nas/b".into(), archive: None });
+        assert_eq!(
+            DataSource::resolve(&c, &l, Some("file:///srv/b"), Some("backup-1.tar.zst".into())).unwrap(),
+            DataSource::Archive { url: "file:///srv/b".into(), archive: Some("backup-1.tar.zst".into()) }
+        );
+        assert_eq!(DataSource::resolve(&c, &l, Some("h:/srv/b"), None).unwrap(), DataSource::Rsync { url: "h:/srv/b".into() });
+        let e = DataSource::resolve(&Config::default(), &layout(None), None, None).unwrap_err();
+        assert!(format!("{e:#}").contains("no backup location"), "{e:#}");
+        assert_eq!(crate::error::exit_code_for(&e), 2);
+        assert_eq!(DataSource::Archive { url: "nfs://nas/b".into(), archive: None }.tools()[0].0, "mount.nfs");
+    }
+}

@@ -1,0 +1,161 @@
+//! Finalize phase: make the restored tree boot here. The steps come from
+//! `boot::plan` (device names rewritten, initramfs when needed, bootloader,
+//! UEFI entry); this checks that the recovered system has the programs the
+//! steps run, before running any, then runs them with /dev, /proc, /sys,
+//! /run (and efivarfs) bound into the target.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::boot::{self, ChrootMounts, DeviceMap, Step, Target};
+use crate::cmd::Cmd;
+use crate::layout::Layout;
+use crate::plan::Plan;
+
+pub struct Options {
+    pub force_initramfs: bool,
+}
+
+pub struct Done {
+    /// What ran, with its time.
+    pub steps: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Whether the recovered system has `program` (looked up relative to its root).
+fn in_target(root: &Path, program: &str) -> bool {
+    ["usr/sbin", "usr/bin", "sbin", "bin"].iter().any(|d| {
+        let p = root.join(d).join(program);
+        // A symlink inside the target may be absolute: existing as a link is enough.
+        std::fs::symlink_metadata(&p).is_ok()
+    })
+}
+
+/// What a step needs inside the recovered system: (program or directory, Debian package).
+fn needs(step: &Step) -> Vec<(&'static str, &'static str)> {
+    match step {
+        Step::RegenerateInitramfs { tool, .. } if tool == "dracut" => vec![("dracut", "dracut")],
+        Step::RegenerateInitramfs { .. } => vec![("update-initramfs", "initramfs-tools")],
+        Step::GrubBios { .. } => vec![("grub-install", "grub-pc"), ("usr/lib/grub/i386-pc", "grub-pc-bin")],
+        Step::GrubEfi { .. } => vec![("grub-install", "grub-efi-amd64"), ("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin")],
+        Step::SystemdBoot { .. } => vec![("bootctl", "systemd-boot")],
+        Step::GrubMkconfig { .. } => vec![("grub-mkconfig", "grub-common")],
+        _ => Vec::new(),
+    }
+}
+
+fn runs_in_chroot(step: &Step) -> bool {
+    matches!(step, Step::RegenerateInitramfs { .. } | Step::GrubBios { .. } | Step::GrubEfi { .. } | Step::SystemdBoot { .. } | Step::GrubMkconfig { .. })
+}
+
+fn present(root: &Path, what: &str) -> bool {
+    if what.contains('/') {
+        root.join(what).is_dir()
+    } else {
+        in_target(root, what)
+    }
+}
+
+fn has_kernel(root: &Path) -> bool {
+    std::fs::read_dir(root.join("boot"))
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz")))
+        .unwrap_or(false)
+}
+
+/// Compute and run the finalize steps for the restored tree under `root`.
+pub fn run(layout: &Layout, plan: &Plan, root: &Path, opts: &Options) -> Result<Done> {
+    let uefi = Path::new("/sys/firmware/efi").exists();
+    let mut drivers = BTreeSet::new();
+    for m in &plan.mapping {
+        drivers.extend(boot::disk_drivers(&m.name));
+    }
+    let target = Target { root: root.to_path_buf(), uefi, disk_drivers: drivers, force_initramfs: opts.force_initramfs };
+    let map = DeviceMap { paths: plan.device_paths() };
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
+    let planned = boot::plan(layout, &map, &target, &read);
+    let mut warnings = Vec::new();
+    if !root.join("etc/fstab").is_file() {
+        warnings.push(format!("the restored system has no /etc/fstab ({}): it may not mount its filesystems at boot", root.join("etc/fstab").display()));
+    }
+
+    // Every program first: a bootloader step that cannot run must not leave
+    // the others half done.
+    let mut steps = Vec::new();
+    let mut missing = Vec::new();
+    for step in planned {
+        let lacking: Vec<_> = needs(&step).into_iter().filter(|(what, _)| !present(root, what)).collect();
+        if lacking.is_empty() {
+            steps.push(step);
+            continue;
+        }
+        if matches!(step, Step::RegenerateInitramfs { .. }) && !has_kernel(root) {
+            warnings.push(format!("not done: {step} (the restored system has no kernel in /boot and no {})", lacking[0].0));
+            continue;
+        }
+        for (what, pkg) in lacking {
+            missing.push(format!("{what} (for: {step}; Debian package {pkg})"));
+        }
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the restored system lacks what finalizing needs: {}. No bootloader or initramfs step was run. Install the \
+             package(s) with `chroot {} apt-get install ...` (after binding /dev, /proc, /sys), then install the bootloader \
+             by hand, or add them to the source system and make a new backup",
+            missing.join("; "),
+            root.display()
+        );
+    }
+
+    let mut done = Vec::new();
+    let _binds = if steps.iter().any(runs_in_chroot) {
+        if uefi {
+            mount_efivarfs()?;
+        }
+        Some(ChrootMounts::new(root).context("binding /dev, /proc, /sys and /run into the recovered system")?)
+    } else {
+        None
+    };
+    for step in &steps {
+        let t = Instant::now();
+        tracing::info!("finalize: {step}");
+        boot::execute(step, root).with_context(|| format!("finalize step failed: {step}"))?;
+        done.push(format!("{step} ({:.1} s)", t.elapsed().as_secs_f64()));
+    }
+    Ok(Done { steps: done, warnings })
+}
+
+/// The rescue init mounts efivarfs when booted with UEFI; make sure, since
+/// grub-install and efibootmgr need it.
+fn mount_efivarfs() -> Result<()> {
+    let at = Path::new("/sys/firmware/efi/efivars");
+    if !at.is_dir() {
+        return Ok(());
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/firmware/efi/efivars")) {
+        return Ok(());
+    }
+    Cmd::new("mount").args(["-t", "efivarfs", "efivarfs"]).arg(at).run()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_looked_up_in_the_target() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("usr/sbin")).unwrap();
+        std::fs::write(d.path().join("usr/sbin/grub-install"), "").unwrap();
+        let bios = Step::GrubBios { disks: vec!["/dev/sda".into()] };
+        let lacking: Vec<_> = needs(&bios).into_iter().filter(|(w, _)| !present(d.path(), w)).collect();
+        assert_eq!(lacking, vec![("usr/lib/grub/i386-pc", "grub-pc-bin")]);
+        std::fs::create_dir_all(d.path().join("usr/lib/grub/i386-pc")).unwrap();
+        assert!(needs(&bios).iter().all(|(w, _)| present(d.path(), w)));
+        assert!(!has_kernel(d.path()));
+    }
+}

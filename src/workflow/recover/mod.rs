@@ -1,0 +1,498 @@
+//! `rescue recover`: bring the recorded system back on this machine.
+//!
+//! A full recovery runs in phases, each timed and logged (see
+//! docs/recover.md): verify (descriptor, tools, backup) → plan (map disks,
+//! show, confirm) → storage (`apply`) → restore (`restore_data`) →
+//! finalize (`boot`) → report. Nothing is written before the plan is
+//! confirmed. `--plan` only shows the plan; `--layout-only` stops after the
+//! storage phase with the tree mounted; `--umount` tears that down.
+
+mod data;
+mod finalize;
+mod report;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::apply::{self, ApplyOptions};
+use crate::cli::Ctx;
+use crate::error::input_error;
+use crate::inventory::Inventory;
+use crate::layout::Layout;
+use crate::plan::{self, MatchReason, Plan, PlanOptions, ResizePolicy};
+
+pub use data::{restore_data, DataSource};
+pub use report::{PhaseTime, Report};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  rescue recover                             recover this machine (asks before writing)
+  rescue recover --unattended                no questions (the rescue image's `unattended` boot entry);
+                                             needs recover.unattended-proceed = true or --yes
+  rescue recover --yes --map sda=/dev/nvme0n1 --url nfs://nas/backups
+  rescue --json recover --yes                the report (phases, times, bytes) as JSON on stdout
+  rescue recover --plan                      show what would be done, change nothing
+  rescue --json recover --plan               the plan as data
+  rescue recover --layout-only --map sda=/dev/nvme0n1
+                                             rebuild the disks and mount them under /mnt/local
+  rescue recover --layout-only --yes --luks-key cryptroot=/root/key
+  rescue recover --umount                    unmount /mnt/local and close LUKS/LVM/MD";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The layout descriptor. Default: /etc/rescue/layout.toml (in the rescue image), else STATE_DIR/layout.toml.
+    #[arg(long, value_name = "FILE")]
+    pub layout: Option<PathBuf>,
+    /// Print the plan (with --json: as data) and change nothing.
+    #[arg(long, conflicts_with_all = ["layout_only", "umount"])]
+    pub plan: bool,
+    /// Recreate the storage and mount it under the target root, then stop.
+    #[arg(long, conflicts_with = "umount")]
+    pub layout_only: bool,
+    /// Recover recorded disk OLD onto device NEW (repeatable), e.g. `sda=/dev/vdb`.
+    #[arg(long = "map", value_name = "OLD=NEW")]
+    pub map: Vec<String>,
+    /// Do not ask for confirmation before overwriting the mapped disks.
+    #[arg(long)]
+    pub yes: bool,
+    /// Never ask: stop on ambiguity; proceed only with --yes or `recover.unattended-proceed = true`.
+    /// Also on when the kernel command line has `unattended`.
+    #[arg(long)]
+    pub unattended: bool,
+    /// Key file for a LUKS volume, by its mapper name (repeatable), e.g. `cryptroot=/root/key`.
+    #[arg(long = "luks-key", value_name = "NAME=FILE")]
+    pub luks_keys: Vec<String>,
+    /// Unmount the tree under the target root and close LUKS/LVM/MD of the descriptor.
+    #[arg(long)]
+    pub umount: bool,
+    /// Where the recreated tree is mounted. Default: `recover.target-root` (/mnt/local).
+    #[arg(long, value_name = "DIR")]
+    pub target_root: Option<PathBuf>,
+    /// How partitions follow a disk of another size. Default: `recover.resize` (last).
+    #[arg(long, value_enum)]
+    pub resize: Option<ResizeArg>,
+    /// Where the backup is. Default: backup.url from the config, else the one the descriptor records.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["plan", "layout_only", "umount"])]
+    pub url: Option<String>,
+    /// Restore this backup file of the host (default: the newest).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["plan", "layout_only", "umount"])]
+    pub archive: Option<String>,
+    /// Leave the recovered tree mounted under the target root at the end.
+    #[arg(long, conflicts_with_all = ["plan", "layout_only", "umount"])]
+    pub keep_mounted: bool,
+    /// Regenerate the initramfs of the recovered system even when the check says it is not needed.
+    #[arg(long, conflicts_with_all = ["plan", "layout_only", "umount"])]
+    pub regenerate_initramfs: bool,
+    /// Read the present disks from a JSON inventory instead of sysfs (tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub inventory: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ResizeArg {
+    Last,
+    Proportional,
+}
+
+fn parse_pairs(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in list {
+        let Some((k, v)) = item.split_once('=').filter(|(k, v)| !k.is_empty() && !v.is_empty()) else {
+            return Err(input_error(format!("{what} {item:?} is not of the form NAME=VALUE")));
+        };
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let target_root = a.target_root.clone().unwrap_or_else(|| ctx.config.recover.target_root.clone());
+    let layout_path = a.layout.clone().unwrap_or_else(|| default_layout_path(ctx));
+    let unattended = a.unattended || kernel_asks_unattended();
+
+    if a.umount {
+        let layout = if layout_path.exists() { Some(Layout::load(&layout_path)?) } else { None };
+        let done = apply::teardown_target(&target_root, layout.as_ref())?;
+        if ctx.json {
+            println!("{}", serde_json::json!({ "done": done }));
+        } else if done.is_empty() {
+            println!("nothing mounted under {} and nothing of the descriptor open", target_root.display());
+        } else {
+            for d in done {
+                println!("{d}");
+            }
+        }
+        return Ok(0);
+    }
+    if !a.plan && !a.layout_only {
+        return full_recovery(ctx, &a, &layout_path, &target_root, unattended);
+    }
+
+    let layout = Layout::load(&layout_path)?;
+    let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
+    let the_plan = make_plan(ctx, &a, &layout, &target_root, interactive, None)?;
+    if a.plan {
+        if ctx.json {
+            println!("{}", serde_json::to_string_pretty(&the_plan)?);
+        } else {
+            print!("{the_plan}");
+        }
+        return Ok(0);
+    }
+    if !ctx.json {
+        print!("{the_plan}");
+    }
+    confirm_overwrite(ctx, &a, &the_plan, unattended, interactive)?;
+    recreate_storage(ctx, &a, &the_plan, interactive)?;
+    if ctx.json {
+        println!("{}", serde_json::json!({ "plan": the_plan, "result": "done" }));
+    } else {
+        println!(
+            "Storage recreated and mounted under {}. Restore files there; `rescue recover --umount` unmounts it and closes LUKS/LVM/MD.",
+            target_root.display()
+        );
+    }
+    Ok(0)
+}
+
+/// The descriptor of the rescue image, else the saved one.
+fn default_layout_path(ctx: &Ctx) -> PathBuf {
+    let image = Path::new(crate::image::initramfs::IMAGE_LAYOUT);
+    if image.is_file() {
+        image.to_path_buf()
+    } else {
+        ctx.config.layout_path()
+    }
+}
+
+/// `unattended` as a word of the kernel command line (the rescue image's boot entry).
+fn kernel_asks_unattended() -> bool {
+    std::fs::read_to_string("/proc/cmdline").map(|c| cmdline_has_word(&c, "unattended")).unwrap_or(false)
+}
+
+fn cmdline_has_word(cmdline: &str, word: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == word)
+}
+
+/// Map the disks (asking when interactive and ambiguous) and compute the plan. No side effects.
+fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interactive: bool, protect: Option<&Path>) -> Result<Plan> {
+    let mut map: BTreeMap<String, String> = ctx.config.mapping.clone();
+    map.extend(parse_pairs(&a.map, "--map")?);
+    let resize = match a.resize {
+        Some(ResizeArg::Last) => ResizePolicy::Last,
+        Some(ResizeArg::Proportional) => ResizePolicy::Proportional,
+        None => ctx.config.recover.resize,
+    };
+    let mut opts = PlanOptions { resize, map, target_root: target_root.to_path_buf() };
+    let inv = match &a.inventory {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading the inventory {}", f.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing the inventory {}", f.display()))?
+        }
+        None => Inventory::read_live(target_root)?,
+    };
+    let mut inv = inv;
+    if let Some(dev) = protect {
+        protect_disk(&mut inv, dev);
+    }
+    let mut chosen = Vec::new();
+    let mapping = loop {
+        match plan::map(layout, &inv, &opts) {
+            Ok(m) => break m,
+            Err(problem) if interactive && problem.errors.is_empty() && problem.missing.is_empty() => {
+                let amb = &problem.ambiguous[0];
+                let dev = ask_choice(layout, &amb.disk, &amb.candidates)?;
+                opts.map.insert(amb.disk.clone(), dev.clone());
+                chosen.push(amb.disk.clone());
+            }
+            Err(problem) => return Err(input_error(format!("cannot map the recorded disks:\n{problem}"))),
+        }
+    };
+    let mapping = mapping
+        .into_iter()
+        .map(|mut m| {
+            if chosen.contains(&m.recorded) {
+                m.reason = MatchReason::Chosen;
+            }
+            m
+        })
+        .collect();
+    plan::build_with_mapping(layout, &inv, &opts, mapping)
+}
+
+/// Mark the disk holding `dev` (the backup's device) busy, so it is never mapped.
+fn protect_disk(inv: &mut Inventory, dev: &Path) {
+    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // A partition's disk is the directory above it in sysfs.
+    let disk = std::fs::canonicalize(Path::new("/sys/class/block").join(&name))
+        .ok()
+        .filter(|p| p.join("partition").exists())
+        .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or(name);
+    for d in inv.disks.iter_mut().filter(|d| d.name == disk) {
+        d.busy.push(format!("holds the backup ({})", dev.display()));
+    }
+}
+
+/// Ask before overwriting, or check that unattended mode may proceed.
+fn confirm_overwrite(ctx: &Ctx, a: &Args, the_plan: &Plan, unattended: bool, interactive: bool) -> Result<()> {
+    if a.yes {
+        return Ok(());
+    }
+    let disks: Vec<String> = the_plan.target_disks().iter().map(|d| d.display().to_string()).collect();
+    if unattended || !interactive {
+        if unattended && ctx.config.recover.unattended_proceed {
+            return Ok(());
+        }
+        return Err(input_error(format!(
+            "not overwriting {} without confirmation: pass --yes{}; nothing was written",
+            disks.join(", "),
+            if unattended { ", or set recover.unattended-proceed = true in the rescue image's config" } else { "" }
+        )));
+    }
+    if !confirm(&disks)? {
+        return Err(input_error("cancelled; nothing was written"));
+    }
+    Ok(())
+}
+
+/// Execute the storage plan; the tree stays mounted under the target root.
+fn recreate_storage(ctx: &Ctx, a: &Args, the_plan: &Plan, interactive: bool) -> Result<()> {
+    let mut luks_keys: BTreeMap<String, PathBuf> = ctx.config.recover.luks_keys.clone();
+    luks_keys.extend(parse_pairs(&a.luks_keys, "--luks-key")?.into_iter().map(|(k, v)| (k, PathBuf::from(v))));
+    let ask = |name: &str| ask_passphrase(name);
+    let quiet = ctx.verbosity < 0 || ctx.json;
+    let progress = |i: usize, n: usize, op: &plan::Operation| {
+        tracing::debug!("[{}/{n}] {op}", i + 1);
+        if !quiet {
+            eprintln!("[{}/{n}] {op}", i + 1);
+        }
+    };
+    let apply_opts = ApplyOptions { luks_keys, ask_key: if interactive { Some(&ask) } else { None }, progress: &progress };
+    apply::apply(the_plan, &apply_opts)
+}
+
+/// What a person does next when a phase failed.
+fn next_step(phase: &str, root: &Path) -> String {
+    let root = root.display();
+    match phase {
+        "verify" | "plan" => "nothing was written to any disk. Fix the cause above and run `rescue recover` again".into(),
+        "storage" => "the target disks are partly rebuilt (what was opened is closed again). Fix the cause and run \
+                      `rescue recover` again: it wipes the target disks and starts over"
+            .into(),
+        "restore" => format!(
+            "the storage is rebuilt and mounted under {root}, the data is incomplete and no bootloader was installed. \
+             Fix the cause and run `rescue recover` again (it starts over), or restore by hand with `rescue restoreonly`"
+        ),
+        _ => format!(
+            "the data is restored under {root} (still mounted), but the system may not boot yet. Fix the cause (e.g. in \
+             `chroot {root}`) or run `rescue recover` again; `rescue recover --umount` unmounts everything"
+        ),
+    }
+}
+
+/// The whole recovery, phase by phase. The report is printed (and with
+/// `--json` written as data) whether it succeeds or not.
+fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, unattended: bool) -> Result<i32> {
+    let started = Instant::now();
+    let log_mark = report::LogMark::now(&ctx.config.log_dir);
+    let quiet = ctx.verbosity < 0;
+    let progress = !quiet && !ctx.json;
+    let mut rep = Report::new(layout_path, target_root, unattended);
+    let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
+    let mut phases = report::Phases::new(quiet);
+
+    let result = (|| -> Result<()> {
+        let (layout, source, _) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
+            let layout = Layout::load(layout_path).map_err(|e| {
+                if layout_path.exists() {
+                    e
+                } else {
+                    input_error(format!(
+                        "there is no layout descriptor at {}: boot the rescue image made by `rescue mkbackup`/`rescue mkrescue`, \
+                         or pass --layout FILE",
+                        layout_path.display()
+                    ))
+                }
+            })?;
+            rep.host = layout.host.hostname.clone();
+            let source = DataSource::resolve(&ctx.config, &layout, a.url.as_deref(), a.archive.clone())?;
+            let tools = verify::check_tools(&layout, &source)?;
+            tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
+            let used = data::check_source(&source, &layout, &ctx.config, progress)?;
+            rep.backup = Some(used.clone());
+            Ok((layout, source.with_archive(&used), ()))
+        })?;
+
+        let the_plan = phases.run(&mut rep, "plan", "map disks, show the plan", |rep| {
+            let protect = rep.backup.as_ref().and_then(|b| b.device.clone());
+            let p = make_plan(ctx, a, &layout, target_root, interactive, protect.as_deref())?;
+            rep.mapping = p.mapping.iter().map(report::MappedDisk::from).collect();
+            if !ctx.json {
+                print!("{p}");
+            }
+            confirm_overwrite(ctx, a, &p, unattended, interactive)?;
+            Ok(p)
+        })?;
+
+        phases.run(&mut rep, "storage", "partitions, RAID, LUKS, LVM, filesystems, mounts", |_| {
+            recreate_storage(ctx, a, &the_plan, interactive)
+        })?;
+
+        phases.run(&mut rep, "restore", "the data", |rep| {
+            let r = restore_data(&source, &layout, &ctx.config, target_root, progress)?;
+            rep.restored = Some(report::Restored { entries: r.entries, bytes: r.bytes });
+            rep.warnings.extend(r.refused.iter().map(|s| format!("restore: refused member {s}")));
+            rep.warnings.extend(r.warnings.iter().map(|s| format!("restore: {s}")));
+            if !r.manifest_checked {
+                rep.warnings.push("restore: the archive has no manifest; file checksums were not checked".into());
+            }
+            if !r.damaged.is_empty() {
+                anyhow::bail!(
+                    "{} restored files differ from the backup's checksums (first: {}); the backup medium or this machine's \
+                     disks return bad data. The bootloader was not installed",
+                    r.damaged.len(),
+                    r.damaged[0]
+                );
+            }
+            Ok(())
+        })?;
+
+        phases.run(&mut rep, "finalize", "fstab, initramfs, bootloader", |rep| {
+            let opts = finalize::Options { force_initramfs: a.regenerate_initramfs };
+            let done = finalize::run(&layout, &the_plan, target_root, &opts)?;
+            rep.warnings.extend(done.warnings);
+            rep.finalize = done.steps;
+            Ok(())
+        })?;
+        Ok(())
+    })();
+
+    rep.finish(started, &phases, result.as_ref().err(), |p| next_step(p, target_root));
+    let mut code = match &result {
+        Ok(()) => 0,
+        Err(e) => crate::error::exit_code_for(e),
+    };
+    // The log goes into the recovered system (when its tree is there) and
+    // into the rescue system's log directory.
+    if result.is_ok() {
+        match rep.write_into(target_root, &log_mark) {
+            Ok(p) => rep.log = Some(p),
+            Err(e) => rep.warnings.push(format!("could not write the recovery log into the recovered system: {e:#}")),
+        }
+    }
+    let _ = rep.write_to_dir(&ctx.config.log_dir, &log_mark);
+    if result.is_ok() && !a.keep_mounted {
+        let t = Instant::now();
+        let layout = Layout::load(layout_path).ok();
+        match apply::teardown_target(target_root, layout.as_ref()) {
+            Ok(done) => tracing::debug!("unmounted: {done:?}"),
+            Err(e) => {
+                rep.warnings.push(format!("unmounting {} failed: {e:#}; run `rescue recover --umount`", target_root.display()));
+                code = crate::error::EXIT_FAILURE;
+            }
+        }
+        rep.unmount_seconds = Some(t.elapsed().as_secs_f64());
+    }
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else if !quiet || result.is_err() {
+        eprint!("{}", rep.text());
+    }
+    match result {
+        Ok(()) => Ok(code),
+        Err(e) => {
+            // The cause first, then what to do: the last lines a person reads.
+            let phase = rep.failed_phase.clone().unwrap_or_default();
+            let msg = format!("recovery stopped in phase {phase}: {e:#}\nWhat now: {}", next_step(&phase, target_root));
+            Err(if crate::error::exit_code_for(&e) == crate::error::EXIT_INPUT { input_error(msg) } else { anyhow::anyhow!(msg) })
+        }
+    }
+}
+
+fn read_line() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin().lock().read_line(&mut s).context("reading the answer from the terminal")?;
+    Ok(s.trim().to_string())
+}
+
+fn ask_choice(layout: &Layout, disk: &str, candidates: &[PathBuf]) -> Result<String> {
+    let size = layout.disk(disk).map(|d| crate::util::human_bytes(d.size)).unwrap_or_default();
+    loop {
+        eprintln!("Recorded disk {disk} ({size}) could go to more than one disk:");
+        for (i, c) in candidates.iter().enumerate() {
+            eprintln!("  {}) {}", i + 1, c.display());
+        }
+        eprint!("Number of the disk to use for {disk} (or q to stop): ");
+        let _ = std::io::stderr().flush();
+        let ans = read_line()?;
+        if ans == "q" || ans.is_empty() {
+            return Err(input_error(format!("no disk chosen for {disk}; nothing was written")));
+        }
+        if let Some(c) = ans.parse::<usize>().ok().and_then(|n| candidates.get(n.wrapping_sub(1))) {
+            return Ok(c.display().to_string());
+        }
+    }
+}
+
+fn confirm(disks: &[String]) -> Result<bool> {
+    eprint!("This erases ALL data on {}. Type YES to continue: ", disks.join(", "));
+    let _ = std::io::stderr().flush();
+    Ok(read_line()? == "YES")
+}
+
+/// Ask for a LUKS passphrase twice, without echo.
+fn ask_passphrase(name: &str) -> Result<Vec<u8>> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    let old = tcgetattr(&stdin).context("reading the terminal settings")?;
+    let mut quiet = old.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    let read = |prompt: &str| -> Result<String> {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turning off echo")?;
+        let r = read_line();
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
+        eprintln!();
+        r
+    };
+    loop {
+        let a = read(&format!("Passphrase for the new LUKS volume {name}: "))?;
+        let b = read("Again: ")?;
+        if a.is_empty() {
+            eprintln!("An empty passphrase is not allowed.");
+        } else if a != b {
+            eprintln!("The passphrases differ; try again.");
+        } else {
+            return Ok(a.into_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::inventory::PresentDisk;
+
+    #[test]
+    fn unattended_is_a_whole_word_of_the_kernel_command_line() {
+        assert!(cmdline_has_word("BOOT_IMAGE=/boot/vmlinuz console=ttyS0 unattended quiet\n", "unattended"));
+        assert!(!cmdline_has_word("rescue.unattended=0 quiet", "unattended"));
+    }
+
+    #[test]
+    fn the_disk_holding_the_backup_is_never_a_target() {
+        let disk = |n: &str| PresentDisk { name: n.into(), path: format!("/dev/{n}").into(), size: 1 << 30, logical_sector_size: 512, ..Default::default() };
+        let mut inv = Inventory { disks: vec![disk("sdzz"), disk("sdzy")] };
+        protect_disk(&mut inv, Path::new("/dev/sdzz"));
+        assert_eq!(inv.disks[0].busy, vec!["holds the backup (/dev/sdzz)".to_string()]);
+        assert!(inv.disks[1].busy.is_empty());
+    }
+}
