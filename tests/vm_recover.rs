@@ -70,8 +70,21 @@ fn run_all(scenarios: &[&str]) {
     assert!(failed.is_empty(), "{} of {} recovery scenarios failed:\n\n{}", failed.len(), scenarios.len(), failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n\n"));
 }
 
-/// Scenarios 1 and 2: always run.
+const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];
+/// MD RAID1 with GRUB on both members, btrfs with subvolumes and a default
+/// subvolume, the ext4 system onto a larger SATA disk and onto a smaller NVMe disk.
+const FULL: &[&str] = &["bios-md-raid1", "btrfs-subvol", "bios-ext4-to-sata-larger", "bios-ext4-to-nvme-smaller"];
+
+/// Scenarios 1 and 2 always; 3, 5 and 6 too with RESCUE_FULL_TESTS=1
+/// (scripts/test.sh --full). RESCUE_SCENARIOS="name name..." runs only those.
 #[test]
 fn vm_recover_scenarios() {
-    run_all(&["bios-ext4", "uefi-lvm-xfs"]);
+    let picked = std::env::var("RESCUE_SCENARIOS").unwrap_or_default();
+    let mut list: Vec<&str> = if picked.trim().is_empty() { ALWAYS.to_vec() } else { picked.split_whitespace().collect() };
+    if picked.trim().is_empty() && std::env::var("RESCUE_FULL_TESTS").as_deref() == Ok("1") {
+        list.extend(FULL);
+    } else if picked.trim().is_empty() {
+        eprintln!("vm_recover: scenarios {FULL:?} not run (RESCUE_FULL_TESTS=1 or scripts/test.sh --full runs them)");
+    }
+    run_all(&list);
 }
