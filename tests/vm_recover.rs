@@ -5,11 +5,13 @@
 //!
 //! Always run: scenario 1 (BIOS, GPT, ext4 root, swap, backup inside the ISO)
 //! and scenario 2 (UEFI/OVMF, GPT, ESP, LVM with XFS root and /home, backup on
-//! a USB disk found by its label). Scenarios 3-6 need RESCUE_FULL_TESTS=1
-//! (scripts/test.sh --full).
+//! a USB disk found by its label). Scenarios 3, 5 and 6 need
+//! RESCUE_FULL_TESTS=1 (scripts/test.sh --full); RESCUE_SCENARIOS="a b" runs
+//! only the named ones. Scenario 4 (LUKS2 + LVM) is not written yet.
 //!
-//! One test function per set on purpose: test functions of one binary may run
-//! in parallel, and two TCG guests on two cores only slow each other down.
+//! One test function on purpose: test functions of one binary may run in
+//! parallel, and two TCG guests on two cores only slow each other down; the
+//! scenarios run one after another and all failures are reported together.
 //! Needs root, qemu-system-x86, ovmf, debootstrap; fails (never skips) when
 //! they are missing. First run on a new machine builds the debootstrap tree,
 //! the test guest and the source systems (see docs/testing.md for times).
