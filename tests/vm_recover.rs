@@ -54,7 +54,12 @@ fn run(scenario: &str) -> Result<String, String> {
         for f in ["target1.img", "target2.img", "usb.img", "source.qcow2"] {
             let _ = std::fs::remove_file(base.join(f));
         }
-        let _ = std::fs::remove_dir_all(base.join("job/out")).map(|_| ());
+        let _ = std::fs::remove_file(base.join("job/rescue"));
+        if let Ok(dir) = std::fs::read_dir(base.join("job/out")) {
+            for iso in dir.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".iso")) {
+                let _ = std::fs::remove_file(iso.path());
+            }
+        }
         Ok(format!("{scenario}: PASS\n{times}"))
     } else {
         let tail: Vec<&str> = stderr.lines().rev().take(120).collect::<Vec<_>>().into_iter().rev().collect();
