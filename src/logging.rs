@@ -10,6 +10,9 @@ use tracing_subscriber::prelude::*;
 /// Set up logging. `verbosity` is -q=-1, default 0, -v=1, -vv=2.
 /// A log directory we cannot write is not fatal (a user can run
 /// `rescue layout show` without root): we say so at debug level only.
+/// The log file every command appends to, in `log-dir`.
+pub const LOG_FILE: &str = "rescue.log";
+
 pub fn init(verbosity: i8, log_dir: Option<&Path>, command: &str) {
     let level = match verbosity {
         i8::MIN..=-1 => LevelFilter::ERROR,
@@ -24,7 +27,7 @@ pub fn init(verbosity: i8, log_dir: Option<&Path>, command: &str) {
         .with_filter(level);
     let file = log_dir.and_then(|dir| {
         std::fs::create_dir_all(dir).ok()?;
-        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("rescue.log")).ok()
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE)).ok()
     });
     let file_layer = file.map(|f| {
         fmt::layer()

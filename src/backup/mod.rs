@@ -118,8 +118,10 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
     let opened = Opened::open(&loc, &config.backup, true)?;
     let dir = opened.dir().join(&host);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the backup directory {}", dir.display()))?;
-    // Never back up the backup.
+    // Never back up the backup, nor our own log: it grows while being read,
+    // which would make every backup "completed with warnings".
     exclude_paths.push(opened.dir().to_path_buf());
+    exclude_paths.push(under_root(&opts.root, &config.log_dir.join(crate::logging::LOG_FILE).to_string_lossy()));
     // A mount below another is archived as its own source, never twice
     // (on the live system one-file-system already stops there).
     exclude_paths.extend(mounts.iter().filter(|m| m.as_str() != "/").map(|m| under_root(&opts.root, m)));

@@ -8,6 +8,8 @@
 #                       virtio_blk + ext4, booted by default); IKEY = KEY + hash of the
 #                       guest customisation (guest-setup.sh and guest/*)
 # Prints the image directory on stdout. Safe to run concurrently (flock).
+# With --rootfs: only make sure the debootstrap tarball exists and print its path
+# (tests/vm/build-source.sh builds the scenario source systems from it).
 # Environment: RESCUE_TEST_CACHE, RESCUE_GUEST_MIRROR (default: the host's apt mirror),
 #              RESCUE_GUEST_ROOT_SIZE (default 8G, sparse).
 set -euo pipefail
@@ -24,6 +26,8 @@ PKGS=(
   procps iproute2 psmisc acl attr file jq less kbd
 )
 
+ROOTFS_ONLY=0
+[ "${1:-}" = --rootfs ] && ROOTFS_ONLY=1
 log() { echo "build-guest: $*" >&2; }
 die() { echo "build-guest: ERROR: $*" >&2; exit 1; }
 
@@ -58,7 +62,8 @@ tarball="$CACHE/guest/rootfs-$key.tar.zst"
 ikey=$( { echo "$key" "$ROOT_SIZE"; cat "$here/guest-setup.sh"; find "$here/guest" -type f | sort | xargs cat; } | sha256sum | cut -c1-16)
 imgdir="$CACHE/guest/image-$ikey"
 
-if [ -e "$imgdir/.done" ]; then echo "$imgdir"; exit 0; fi
+if ((ROOTFS_ONLY)) && [ -e "$tarball" ]; then echo "$tarball"; exit 0; fi
+if ((!ROOTFS_ONLY)) && [ -e "$imgdir/.done" ]; then echo "$imgdir"; exit 0; fi
 
 work=$(mktemp -d "$CACHE/guest/tmp.XXXXXX")
 cleanup() {
@@ -81,6 +86,7 @@ if [ ! -e "$tarball" ]; then
   log "rootfs tarball $(du -h "$tarball" | cut -f1) in $(( $(date +%s) - t1 )) s"
   rm -rf "$work/tree"
 fi
+if ((ROOTFS_ONLY)); then echo "$tarball"; exit 0; fi
 
 t0=$(date +%s)
 log "customising the guest and building the root image"
