@@ -38,6 +38,8 @@ set -euo pipefail
 # A second pass installs what a pre-dependency held back in the first.
 dpkg -i /job/debs/*.deb > \$OUT/dpkg.log 2>&1 || dpkg -i /job/debs/*.deb >> \$OUT/dpkg.log 2>&1
 mkdir -p /etc/rear /var/tmp/rear-out /var/tmp/rescue-out /var/tmp/rescue-state
+# rear insists on a real nameserver (qemu's user-mode DNS; the guest has no network, it is never used).
+[ -s /etc/resolv.conf ] || echo 'nameserver 10.0.2.3' > /etc/resolv.conf
 cat > /etc/rear/local.conf <<'CONF'
 OUTPUT=ISO
 OUTPUT_URL=file:///var/tmp/rear-out
@@ -45,12 +47,12 @@ BACKUP=REQUESTRESTORE
 BOOTLOADER=GRUB2
 CONF
 printf 'log-dir = "/var/tmp/rescue-state"\nstate-dir = "/var/tmp/rescue-state"\n' > /var/tmp/rescue.toml
-t() { local s e; s=\$(date +%s.%N); "\$@" > \$OUT/last.log 2>&1 || { cat \$OUT/last.log; return 1; }; e=\$(date +%s.%N); echo "\$e - \$s" | bc; }
+t() { local s e; s=\$(date +%s.%N); "\$@" > \$OUT/last.log 2>&1 || { echo "FAILED: \$*" >&2; tail -n 20 \$OUT/last.log >&2; exit 1; }; e=\$(date +%s.%N); echo "\$e - \$s" | bc; }
 echo "guest kernel: \$(uname -r); nproc \$(nproc); mem \$(free -m | awk '/Mem/ {print \$2}') MiB" > \$OUT/results
 for r in \$(seq $ROUNDS); do
-  echo "rear \$(t rear mkrescue)" >> \$OUT/results
+  w=\$(t rear mkrescue); echo "rear \$w" >> \$OUT/results
   cp \$OUT/last.log \$OUT/rear.log
-  echo "rescue \$(t /job/rescue -q --config /var/tmp/rescue.toml mkrescue --output iso --layout /job/layout.toml --output-dir /var/tmp/rescue-out)" >> \$OUT/results
+  w=\$(t /job/rescue -q --config /var/tmp/rescue.toml mkrescue --output iso --layout /job/layout.toml --output-dir /var/tmp/rescue-out); echo "rescue \$w" >> \$OUT/results
 done
 echo "rear-iso \$(stat -c %s /var/tmp/rear-out/*/*.iso)" >> \$OUT/results
 echo "rear-initrd \$(grep -o 'initrd.cgz with gzip default compression ([0-9]* bytes' /var/log/rear/rear-*.log | tail -n1 | grep -o '[0-9]* bytes' | cut -d' ' -f1)" >> \$OUT/results

@@ -47,3 +47,17 @@ pub fn now_rfc3339() -> String {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// The whole disk (kernel name) a block device belongs to: `/dev/sdb1` and
+/// `/dev/disk/by-label/X` pointing at it give `sdb`; a disk gives itself.
+pub fn disk_of_device(dev: &std::path::Path) -> Option<String> {
+    let real = std::fs::canonicalize(dev).ok()?;
+    let name = real.file_name()?.to_string_lossy().into_owned();
+    // A partition's disk is the directory above it in sysfs.
+    let disk = std::fs::canonicalize(std::path::Path::new("/sys/class/block").join(&name))
+        .ok()
+        .filter(|p| p.join("partition").exists())
+        .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or(name);
+    Some(disk)
+}

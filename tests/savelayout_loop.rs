@@ -199,3 +199,21 @@ fn savelayout_warns_when_the_primary_gpt_is_damaged() {
     assert!(err.contains(&format!("{name}: the primary GPT header is not valid")), "{err}");
     assert!(err.contains("sfdisk --verify"), "{err}");
 }
+
+/// `util::disk_of_device` (used to keep the backup's USB disk out of the
+/// layout and out of the recovery targets): a partition, its disk and a link
+/// to the partition all name the disk.
+#[test]
+fn disk_of_device_names_the_whole_disk() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new(tmp.path(), "diskof", 16);
+    disk.partition("label: gpt\nsize=4M\n");
+    let name = disk.dev.trim_start_matches("/dev/").to_string();
+    assert_eq!(rescue::util::disk_of_device(std::path::Path::new(&disk.part(1))), Some(name.clone()));
+    assert_eq!(rescue::util::disk_of_device(std::path::Path::new(&disk.dev)), Some(name.clone()));
+    let link = tmp.path().join("by-label-link");
+    std::os::unix::fs::symlink(disk.part(1), &link).unwrap();
+    assert_eq!(rescue::util::disk_of_device(&link), Some(name));
+    assert_eq!(rescue::util::disk_of_device(std::path::Path::new("/dev/nonexistent-rescue-test")), None);
+}

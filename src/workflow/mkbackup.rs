@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::mkrescue::{self, ImageArgs};
-use super::savelayout::{capture_with, CaptureArgs};
+use super::savelayout::{capture_excluding, CaptureArgs};
 use crate::backup::{self, BackupOptions, BackupReport};
 use crate::cli::Ctx;
 use crate::layout::BackupRecord;
@@ -89,6 +89,18 @@ fn check_destination(ctx: &Ctx, a: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The disk behind a `usb://` destination, when it is present.
+fn backup_usb_disk(ctx: &Ctx, a: &Args) -> Option<String> {
+    let url = a.url.clone().or_else(|| ctx.config.backup.url.clone())?;
+    match backup::Location::parse(&url).ok()? {
+        backup::Location::Usb { device, label, .. } => {
+            let dev = device.or_else(|| label.map(|l| PathBuf::from(format!("/dev/disk/by-label/{l}"))))?;
+            crate::util::disk_of_device(&dev)
+        }
+        _ => None,
+    }
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let started = Instant::now();
     let quiet = ctx.verbosity < 0;
@@ -97,7 +109,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     check_destination(ctx, &a)?;
 
     let t = step(quiet, 1, "savelayout: record the storage layout");
-    let cap = capture_with(ctx, &a.capture)?;
+    // The USB disk the backup goes to is not part of the system to recover.
+    let backup_disk = backup_usb_disk(ctx, &a);
+    if let Some(d) = &backup_disk {
+        tracing::info!("leaving the backup disk {d} out of the layout");
+    }
+    let cap = capture_excluding(ctx, &a.capture, backup_disk.as_slice())?;
     let mut layout = cap.layout;
     layout.save(&layout_path)?;
     if !cap.warnings.is_empty() {

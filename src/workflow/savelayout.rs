@@ -43,10 +43,17 @@ pub struct CaptureArgs {
 
 /// Capture according to the flags and config, printing warnings.
 pub fn capture_with(ctx: &Ctx, a: &CaptureArgs) -> Result<Capture> {
+    capture_excluding(ctx, a, &[])
+}
+
+/// [`capture_with`], leaving out `more_disks` too (e.g. the disk a backup goes to).
+pub fn capture_excluding(ctx: &Ctx, a: &CaptureArgs, more_disks: &[String]) -> Result<Capture> {
+    let mut exclude_disks = ctx.config.capture.exclude_disks.clone();
+    exclude_disks.extend(more_disks.iter().cloned());
     let opts = CaptureOptions {
         disks: a.disks.clone(),
         root: a.root.clone(),
-        exclude_disks: ctx.config.capture.exclude_disks.clone(),
+        exclude_disks,
         exclude_mounts: ctx.config.capture.exclude_mounts.clone(),
     };
     let started = std::time::Instant::now();

@@ -233,15 +233,9 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interacti
 
 /// Mark the disk holding `dev` (the backup's device) busy, so it is never mapped.
 fn protect_disk(inv: &mut Inventory, dev: &Path) {
-    // `/dev/disk/by-label/X` is a link to the node.
-    let real = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf());
-    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // A partition's disk is the directory above it in sysfs.
-    let disk = std::fs::canonicalize(Path::new("/sys/class/block").join(&name))
-        .ok()
-        .filter(|p| p.join("partition").exists())
-        .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or(name);
+    // `/dev/disk/by-label/X` is a link to the node; a partition counts for its disk.
+    let disk = crate::util::disk_of_device(dev)
+        .unwrap_or_else(|| dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     for d in inv.disks.iter_mut().filter(|d| d.name == disk) {
         d.busy.push(format!("holds the backup ({})", dev.display()));
     }
