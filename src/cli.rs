@@ -89,9 +89,7 @@ pub enum Command {
     Restoreonly(workflow::restoreonly::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_long_help = "Example:\n  rescue completions bash > /etc/bash_completion.d/rescue")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Write man pages for rescue and every subcommand into DIR.
     #[command(after_long_help = "Example:\n  rescue manpages /usr/local/share/man/man8")]
     Manpages { dir: PathBuf },

@@ -43,13 +43,7 @@ impl CmdOutput {
 
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
-        Self {
-            program: program.as_ref().to_owned(),
-            args: Vec::new(),
-            stdin: None,
-            env: Vec::new(),
-            ok_codes: Vec::new(),
-        }
+        Self { program: program.as_ref().to_owned(), args: Vec::new(), stdin: None, env: Vec::new(), ok_codes: Vec::new() }
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -91,11 +85,7 @@ impl Cmd {
     /// The command line as a person would type it (arguments with spaces or
     /// shell metacharacters are quoted).
     pub fn display(&self) -> String {
-        std::iter::once(&self.program)
-            .chain(self.args.iter())
-            .map(|a| shell_quote(&a.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(" ")
+        std::iter::once(&self.program).chain(self.args.iter()).map(|a| shell_quote(&a.to_string_lossy())).collect::<Vec<_>>().join(" ")
     }
 
     /// Run the command, capture stdout and stderr, and fail (with the command
@@ -136,11 +126,7 @@ impl Cmd {
         if status.success() || status.code().is_some_and(|c| self.ok_codes.contains(&c)) {
             Ok(())
         } else {
-            Err(anyhow!(CommandFailed {
-                command: self.display(),
-                status: status.to_string(),
-                stderr: String::from("(stderr was shown above)"),
-            }))
+            Err(anyhow!(CommandFailed { command: self.display(), status: status.to_string(), stderr: String::from("(stderr was shown above)") }))
         }
     }
 
@@ -178,9 +164,7 @@ impl Cmd {
             // Write from a thread so a command that fills its stdout before
             // reading all of stdin cannot deadlock us.
             let writer = std::thread::spawn(move || pipe.write_all(&data));
-            let out = child
-                .wait_with_output()
-                .with_context(|| format!("waiting for `{}`", self.display()))?;
+            let out = child.wait_with_output().with_context(|| format!("waiting for `{}`", self.display()))?;
             let _ = writer.join();
             return Ok(out);
         }
@@ -226,10 +210,7 @@ pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
         return p.is_file().then(|| p.to_path_buf());
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].iter().map(Into::into))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).chain(["/usr/sbin", "/sbin"].iter().map(Into::into)).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
 /// Full path of a program exactly as [`Cmd`] will find it: in `PATH` only
@@ -248,8 +229,7 @@ pub fn package_for(program: &str) -> Option<&'static str> {
     let base = program.rsplit('/').next().unwrap_or(program);
     Some(match base {
         "sfdisk" => "fdisk",
-        "blkid" | "lsblk" | "wipefs" | "partx" | "losetup" | "mount" | "umount" | "findmnt" | "mkswap"
-        | "swapon" | "swapoff" | "blockdev" => "util-linux",
+        "blkid" | "lsblk" | "wipefs" | "partx" | "losetup" | "mount" | "umount" | "findmnt" | "mkswap" | "swapon" | "swapoff" | "blockdev" => "util-linux",
         "mkfs.ext2" | "mkfs.ext3" | "mkfs.ext4" | "dumpe2fs" | "tune2fs" | "e2fsck" | "mke2fs" => "e2fsprogs",
         "mkfs.xfs" | "xfs_info" | "xfs_db" | "xfs_admin" => "xfsprogs",
         "mkfs.btrfs" | "btrfs" | "btrfstune" => "btrfs-progs",

@@ -53,9 +53,7 @@ impl Inventory {
     pub fn find(&self, spec: &str) -> Option<&PresentDisk> {
         let base = spec.strip_prefix("/dev/disk/by-id/").unwrap_or(spec);
         let name = spec.strip_prefix("/dev/").unwrap_or(spec);
-        self.disks.iter().find(|d| {
-            d.path == Path::new(spec) || d.name == name || d.by_id.iter().any(|b| b == base)
-        })
+        self.disks.iter().find(|d| d.path == Path::new(spec) || d.name == name || d.by_id.iter().any(|b| b == base))
     }
 
     /// Read the present disks from sysfs. `target_root` is where recovery
@@ -140,13 +138,7 @@ fn read_trim(path: &Path) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn read_disk(
-    name: &str,
-    mounts: &[MountEntry],
-    swaps: &[String],
-    by_id: &BTreeMap<String, Vec<String>>,
-    target_root: &Path,
-) -> Result<Option<PresentDisk>> {
+fn read_disk(name: &str, mounts: &[MountEntry], swaps: &[String], by_id: &BTreeMap<String, Vec<String>>, target_root: &Path) -> Result<Option<PresentDisk>> {
     let sys = Path::new("/sys/block").join(name);
     // Device-mapper and MD devices are built by the plan, not targets of it;
     // optical and floppy drives never are.
@@ -159,12 +151,10 @@ fn read_disk(
     }
     let virtual_disk = name.starts_with("loop") || read_trim(&sys.join("device/type")).is_none() && !sys.join("device").exists();
     let serial = read_trim(&sys.join("serial")).or_else(|| read_trim(&sys.join("device/serial")));
-    let wwn = read_trim(&sys.join("wwid"))
-        .or_else(|| read_trim(&sys.join("device/wwid")))
-        .map(|w| w.strip_prefix("naa.").map(|n| format!("0x{n}")).unwrap_or(w));
+    let wwn =
+        read_trim(&sys.join("wwid")).or_else(|| read_trim(&sys.join("device/wwid"))).map(|w| w.strip_prefix("naa.").map(|n| format!("0x{n}")).unwrap_or(w));
     let model = read_trim(&sys.join("device/model"));
-    let logical_sector_size =
-        read_trim(&sys.join("queue/logical_block_size")).and_then(|s| s.parse().ok()).unwrap_or(512);
+    let logical_sector_size = read_trim(&sys.join("queue/logical_block_size")).and_then(|s| s.parse().ok()).unwrap_or(512);
     let removable = read_trim(&sys.join("removable")).as_deref() == Some("1");
 
     // The disk, its partitions, and everything stacked on them (holders).

@@ -20,22 +20,12 @@ pub fn init(verbosity: i8, log_dir: Option<&Path>, command: &str) {
         1 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let stderr_layer = fmt::layer()
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .with_filter(level);
+    let stderr_layer = fmt::layer().with_writer(std::io::stderr).without_time().with_target(false).with_filter(level);
     let file = log_dir.and_then(|dir| {
         std::fs::create_dir_all(dir).ok()?;
         std::fs::OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE)).ok()
     });
-    let file_layer = file.map(|f| {
-        fmt::layer()
-            .with_writer(std::sync::Mutex::new(f))
-            .with_ansi(false)
-            .with_target(false)
-            .with_filter(LevelFilter::DEBUG)
-    });
+    let file_layer = file.map(|f| fmt::layer().with_writer(std::sync::Mutex::new(f)).with_ansi(false).with_target(false).with_filter(LevelFilter::DEBUG));
     let _ = tracing_subscriber::registry().with(stderr_layer).with(file_layer).try_init();
     tracing::debug!(command, version = env!("CARGO_PKG_VERSION"), "rescue started");
 }

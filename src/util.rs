@@ -38,9 +38,7 @@ pub fn human_bytes(n: u64) -> String {
 
 /// Now, as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Whether we run as root (most commands that touch disks need it).

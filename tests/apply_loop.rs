@@ -22,8 +22,22 @@ use rescue::layout::{FsType, Layout, TableType};
 use rescue::plan::{self, Operation, PlanOptions};
 
 const TOOLS: &[&str] = &[
-    "sfdisk", "blkid", "partx", "wipefs", "blockdev", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkfs.btrfs", "btrfs", "mkswap",
-    "dumpe2fs", "xfs_info", "lsblk", "mount", "umount",
+    "sfdisk",
+    "blkid",
+    "partx",
+    "wipefs",
+    "blockdev",
+    "mkfs.ext4",
+    "mkfs.xfs",
+    "mkfs.vfat",
+    "mkfs.btrfs",
+    "btrfs",
+    "mkswap",
+    "dumpe2fs",
+    "xfs_info",
+    "lsblk",
+    "mount",
+    "umount",
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -61,13 +75,7 @@ fn recover(dir: &Path, layout: &Path, old: &str, disk: &LoopDisk, root: &Path) {
             root.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "recover {} onto {} failed:\n{}",
-        layout.display(),
-        disk.dev,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "recover {} onto {} failed:\n{}", layout.display(), disk.dev, String::from_utf8_lossy(&out.stderr));
 }
 
 /// The plan the binary executed, recomputed in-process (same inputs).
@@ -125,9 +133,7 @@ fn check_identities(l: &Layout, disk: &LoopDisk, p: &plan::Plan) {
         .operations
         .iter()
         .filter_map(|o| match o {
-            Operation::CreatePartition { device, partition, .. } => {
-                Some((device.display().to_string(), (partition.start, partition.size)))
-            }
+            Operation::CreatePartition { device, partition, .. } => Some((device.display().to_string(), (partition.start, partition.size))),
             _ => None,
         })
         .collect();
@@ -346,7 +352,13 @@ fn check_btrfs(l: &Layout, root: &Path) {
         let Some(b) = &f.btrfs else { continue };
         let list = sh(&format!("btrfs subvolume list {}", root.display()));
         for s in b.subvolumes.iter().filter(|s| !s.snapshot) {
-            assert!(list.contains(&format!("ID {} ", s.id)) && list.lines().any(|x| x.contains(&format!("ID {} ", s.id)) && x.ends_with(s.path.rsplit('/').next().unwrap())), "subvolume {} (id {}) missing:\n{list}", s.path, s.id);
+            assert!(
+                list.contains(&format!("ID {} ", s.id))
+                    && list.lines().any(|x| x.contains(&format!("ID {} ", s.id)) && x.ends_with(s.path.rsplit('/').next().unwrap())),
+                "subvolume {} (id {}) missing:\n{list}",
+                s.path,
+                s.id
+            );
         }
         if let Some(d) = &b.default_subvolume {
             let got = sh(&format!("btrfs subvolume get-default {}", root.display()));
@@ -428,7 +440,20 @@ fn plan_changes_nothing_and_failures_report_and_clean_up() {
     // output, and what was done; nothing stays mounted.
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, std::fs::read_to_string(&good).unwrap().replace("\"metadata_csum\"]", "\"metadata_csum\", \"no_such_feature\"]")).unwrap();
-    let out = rescue(dir, &["recover", "--layout", bad.to_str().unwrap(), "--layout-only", "--yes", "--map", &format!("vda={}", disk.dev), "--target-root", root.to_str().unwrap()]);
+    let out = rescue(
+        dir,
+        &[
+            "recover",
+            "--layout",
+            bad.to_str().unwrap(),
+            "--layout-only",
+            "--yes",
+            "--map",
+            &format!("vda={}", disk.dev),
+            "--target-root",
+            root.to_str().unwrap(),
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("operation 10 of 12 failed: make ext4"), "{err}");

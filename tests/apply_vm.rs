@@ -37,11 +37,8 @@ fn harness() -> PathBuf {
 type DiskMap = &'static [(&'static str, u32)];
 
 /// (scenario, descriptor in layouts/, disks)
-const SCENARIOS: &[(&str, &str, DiskMap)] = &[
-    ("md", "md-raid1-ext4.toml", &[("sda", 1), ("sdb", 2)]),
-    ("lvm", "uefi-lvm-xfs.toml", &[("nvme0n1", 3)]),
-    ("luks", "luks2-lvm.toml", &[("vda", 4)]),
-];
+const SCENARIOS: &[(&str, &str, DiskMap)] =
+    &[("md", "md-raid1-ext4.toml", &[("sda", 1), ("sdb", 2)]), ("lvm", "uefi-lvm-xfs.toml", &[("nvme0n1", 3)]), ("luks", "luks2-lvm.toml", &[("vda", 4)])];
 
 fn fstab(l: &Layout) -> String {
     let mut s = String::new();
@@ -107,26 +104,10 @@ fn summary(l: &Layout) -> BTreeSet<String> {
         ));
     }
     for r in &l.raids {
-        out.insert(format!(
-            "raid {} uuid={} level={} metadata={} name={:?} devices={}",
-            r.name,
-            u(&r.uuid),
-            r.level,
-            r.metadata,
-            r.array_name,
-            r.raid_devices
-        ));
+        out.insert(format!("raid {} uuid={} level={} metadata={} name={:?} devices={}", r.name, u(&r.uuid), r.level, r.metadata, r.array_name, r.raid_devices));
     }
     for k in &l.luks {
-        out.insert(format!(
-            "luks {} uuid={} v{} cipher={} key={} offset={:?}",
-            k.name,
-            u(&k.uuid),
-            k.version,
-            k.cipher,
-            k.key_size,
-            k.offset
-        ));
+        out.insert(format!("luks {} uuid={} v{} cipher={} key={} offset={:?}", k.name, u(&k.uuid), k.version, k.cipher, k.key_size, k.offset));
     }
     for pv in &l.lvm_pvs {
         out.insert(format!("pv uuid={} vg={}", pv.uuid, pv.vg));

@@ -478,11 +478,7 @@ impl RsyncDaemon {
         let module = dir.join("module");
         std::fs::create_dir_all(&module).unwrap();
         let conf = dir.join("rsyncd.conf");
-        std::fs::write(
-            &conf,
-            format!("use chroot = no\nuid = root\ngid = root\n[backups]\npath = {}\nread only = false\n", module.display()),
-        )
-        .unwrap();
+        std::fs::write(&conf, format!("use chroot = no\nuid = root\ngid = root\n[backups]\npath = {}\nread only = false\n", module.display())).unwrap();
         let child = Command::new("rsync")
             .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
             .arg(format!("--port={port}"))

@@ -133,7 +133,12 @@ impl Bacula {
         for (prog, conf, port) in [("bacula-sd", "sd.conf", sp), ("bacula-fd", "fd.conf", fp), ("bacula-dir", "dir.conf", dp)] {
             let log = t.join(format!("{prog}.out"));
             let check = Command::new(prog).args(["-t", "-c"]).arg(t.join(conf)).output().expect("config test");
-            assert!(check.status.success(), "{prog} -t rejects the test config: {}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+            assert!(
+                check.status.success(),
+                "{prog} -t rejects the test config: {}{}",
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            );
             let f = std::fs::File::create(&log).expect("log");
             let child = Command::new(prog)
                 .args(["-f", "-c"])
@@ -168,11 +173,8 @@ impl Bacula {
         );
         // Later keys of the same name win: drop the base line when overridden.
         let overridden: Vec<&str> = extra.lines().filter_map(|l| l.split('=').next()).map(str::trim).collect();
-        let text: String = base
-            .lines()
-            .filter(|l| !overridden.contains(&l.split('=').next().unwrap_or("").trim()) || l.starts_with('['))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let text: String =
+            base.lines().filter(|l| !overridden.contains(&l.split('=').next().unwrap_or("").trim()) || l.starts_with('[')).map(|l| format!("{l}\n")).collect();
         std::fs::write(&cfg, format!("{text}{extra}")).expect("write rescue config");
         cfg
     }
@@ -346,13 +348,25 @@ fn bacula_backup_and_restore_through_rescue() {
     expect_fail(&rescue(&good, &["restoreonly", "--check", "--restore-jobid", "999"]), "unknown job id (check)", &["has no job 999"]);
 
     let unknown = b.config("unknown", CONSOLE_PASSWORD, "client = \"nosuch-fd\"\n");
-    expect_fail(&rescue(&unknown, &["restoreonly", "--target", scratch_s]), "unknown client", &["does not know the client nosuch-fd", "Could not find Client \"nosuch-fd\""]);
+    expect_fail(
+        &rescue(&unknown, &["restoreonly", "--target", scratch_s]),
+        "unknown client",
+        &["does not know the client nosuch-fd", "Could not find Client \"nosuch-fd\""],
+    );
     let nobackup = b.config("nobackup", CONSOLE_PASSWORD, "client = \"rt-nobackup-fd\"\nmkbackup-mode = \"check\"\n");
-    expect_fail(&rescue(&nobackup, &["restoreonly", "--target", scratch_s]), "no backup (restore)", &["no backup of the client rt-nobackup-fd", "No Full backup before"]);
+    expect_fail(
+        &rescue(&nobackup, &["restoreonly", "--target", scratch_s]),
+        "no backup (restore)",
+        &["no backup of the client rt-nobackup-fd", "No Full backup before"],
+    );
     expect_fail(&rescue(&nobackup, &["mkbackuponly"]), "no backup (check)", &["has no successful backup of the client rt-nobackup-fd"]);
 
     let failing = b.config("failing", CONSOLE_PASSWORD, "restore-job = \"rt-restore-fail\"\nbackup-job = \"rt-backup-fail\"\n");
-    expect_fail(&rescue(&failing, &["restoreonly", "--target", scratch_s]), "restore job in error", &["restore job", "terminated with errors", "BeforeJob returned non-zero status=1"]);
+    expect_fail(
+        &rescue(&failing, &["restoreonly", "--target", scratch_s]),
+        "restore job in error",
+        &["restore job", "terminated with errors", "BeforeJob returned non-zero status=1"],
+    );
     expect_fail(&rescue(&failing, &["mkbackuponly"]), "backup job in error", &["backup job", "terminated with errors", "Backup Error"]);
 
     let fewer = b.config("fewer", CONSOLE_PASSWORD, "min-files = 100000\n");
@@ -393,7 +407,18 @@ fn recover_through_the_director(b: &Bacula, cfg: &Path, expected: &BTreeMap<Stri
     let map = format!("{}={}", src.dev.trim_start_matches("/dev/"), dst.dev);
     let o = rescue(
         cfg,
-        &["--json", "recover", "--yes", "--keep-mounted", "--layout", layout.to_str().expect("utf8"), "--map", &map, "--target-root", target.to_str().expect("utf8")],
+        &[
+            "--json",
+            "recover",
+            "--yes",
+            "--keep-mounted",
+            "--layout",
+            layout.to_str().expect("utf8"),
+            "--map",
+            &map,
+            "--target-root",
+            target.to_str().expect("utf8"),
+        ],
     );
     let umount = || {
         let _ = Command::new("umount").arg("-R").arg(&target).status();
@@ -535,7 +560,10 @@ fn rescue_image_holds_the_bacula_file_daemon() {
     let t = Command::new("chroot").arg(r).args(["/usr/sbin/bacula-fd", "-t", "-c", "/etc/bacula/bacula-fd.conf"]).output().expect("chroot");
     assert!(t.status.success(), "bacula-fd does not run inside the image: {}{}", String::from_utf8_lossy(&t.stdout), String::from_utf8_lossy(&t.stderr));
     let t = Command::new("chroot").arg(r).args(["/usr/sbin/bconsole", "-?"]).output().expect("chroot");
-    assert!(String::from_utf8_lossy(&t.stderr).contains("Usage: bconsole") || String::from_utf8_lossy(&t.stdout).contains("Usage: bconsole"), "bconsole does not run inside the image");
+    assert!(
+        String::from_utf8_lossy(&t.stderr).contains("Usage: bconsole") || String::from_utf8_lossy(&t.stdout).contains("Usage: bconsole"),
+        "bconsole does not run inside the image"
+    );
     // The manifest names the secrets that went in on purpose.
     let m = std::fs::read_to_string(dir.path().join("out/rescue-imgtest.manifest.json")).expect("manifest");
     assert!(m.contains("director.password") && m.contains("bacula-fd.conf"), "{m}");

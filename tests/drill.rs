@@ -67,7 +67,8 @@ fn setup(config: &str) -> Setup {
     std::fs::copy(LAYOUT, tree.join("etc/rescue/layout.toml")).unwrap();
     std::fs::write(tree.join("etc/rescue/rescue.toml"), config).unwrap();
     std::fs::write(d.join("vmlinuz"), "not a kernel").unwrap();
-    std::fs::write(d.join("isolinux.cfg"), "DEFAULT recover\nLABEL recover\n  KERNEL /boot/vmlinuz\n  APPEND console=tty0 console=ttyS0,115200 quiet\n").unwrap();
+    std::fs::write(d.join("isolinux.cfg"), "DEFAULT recover\nLABEL recover\n  KERNEL /boot/vmlinuz\n  APPEND console=tty0 console=ttyS0,115200 quiet\n")
+        .unwrap();
     let st = Command::new("sh")
         .arg("-c")
         .arg(format!("cd {} && find etc | cpio -o -H newc --quiet | zstd -q > {}/initrd.img", tree.display(), d.display()))

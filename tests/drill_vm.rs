@@ -276,8 +276,18 @@ impl Prepared {
     fn mkrescue(&self, dir: &Path) -> PathBuf {
         let k = &self.kernel;
         self.run(&[
-            "-q", "mkrescue", "--layout", self.layout.to_str().unwrap(), "--kernel", k.0.to_str().unwrap(), "--modules-dir", k.1.to_str().unwrap(),
-            "--output", "iso", "--output-dir", dir.to_str().unwrap(),
+            "-q",
+            "mkrescue",
+            "--layout",
+            self.layout.to_str().unwrap(),
+            "--kernel",
+            k.0.to_str().unwrap(),
+            "--modules-dir",
+            k.1.to_str().unwrap(),
+            "--output",
+            "iso",
+            "--output-dir",
+            dir.to_str().unwrap(),
         ]);
         dir.join(format!("rescue-{HOST}.iso"))
     }

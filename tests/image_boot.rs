@@ -35,11 +35,8 @@ fn pxe_files_boot_with_kernel_and_initrd() {
     assert!(cfg.contains("KERNEL vmlinuz") && cfg.contains("INITRD initrd.img"), "{cfg}");
     // The same command line the menus use, taken from the generated config.
     let append = cfg.lines().find(|l| l.trim_start().starts_with("APPEND console")).unwrap().trim().trim_start_matches("APPEND ").to_string();
-    let c = boot(
-        Firmware::Bios,
-        &["-kernel", pxe.join("vmlinuz").to_str().unwrap(), "-initrd", pxe.join("initrd.img").to_str().unwrap(), "-append", &append],
-        400,
-    );
+    let c =
+        boot(Firmware::Bios, &["-kernel", pxe.join("vmlinuz").to_str().unwrap(), "-initrd", pxe.join("initrd.img").to_str().unwrap(), "-append", &append], 400);
     assert_rescue_booted(&c, "PXE kernel+initrd");
     assert!(c.contains("RESCUE-NET eth0"), "no network came up via DHCP");
     // `unattended` runs `rescue recover --unattended`; this build has no
@@ -47,7 +44,14 @@ fn pxe_files_boot_with_kernel_and_initrd() {
     // here to rescue.after=poweroff) instead of hanging or rebooting.
     let c = boot(
         Firmware::Bios,
-        &["-kernel", pxe.join("vmlinuz").to_str().unwrap(), "-initrd", pxe.join("initrd.img").to_str().unwrap(), "-append", &format!("{append} unattended rescue.nonet")],
+        &[
+            "-kernel",
+            pxe.join("vmlinuz").to_str().unwrap(),
+            "-initrd",
+            pxe.join("initrd.img").to_str().unwrap(),
+            "-append",
+            &format!("{append} unattended rescue.nonet"),
+        ],
         400,
     );
     assert!(c.contains("RESCUE-RECOVER-START rescue recover --unattended"), "unattended recovery not started");

@@ -15,18 +15,13 @@ fn image_holds_what_recovery_needs_and_no_secrets() {
     let b = build_shared();
     let root = extract_initrd(&b.dir.join("rescue-imgtest-pxe/initrd.img"));
     let r = root.path();
-    for p in [
-        "init", "usr/bin/rescue", "etc/rescue/layout.toml", "etc/rescue/rescue.toml", "etc/rescue/modules.load",
-        "lib/modules/6.1.0-56-amd64/modules.dep",
-    ] {
+    for p in ["init", "usr/bin/rescue", "etc/rescue/layout.toml", "etc/rescue/rescue.toml", "etc/rescue/modules.load", "lib/modules/6.1.0-56-amd64/modules.dep"]
+    {
         assert!(r.join(p).exists(), "{p} missing from the initramfs");
     }
     // Programs for this layout (LVM, XFS, ext4, vfat, swap, UEFI) and udev, by whatever path they resolve to.
     for prog in ["lvm", "mkfs.xfs", "mkfs.ext4", "mkfs.vfat", "mkswap", "efibootmgr", "blkid", "sfdisk", "udevadm", "modprobe", "sh"] {
-        assert!(
-            ["usr/sbin", "usr/bin", "sbin", "bin"].iter().any(|d| r.join(d).join(prog).exists()),
-            "{prog} missing from the initramfs"
-        );
+        assert!(["usr/sbin", "usr/bin", "sbin", "bin"].iter().any(|d| r.join(d).join(prog).exists()), "{prog} missing from the initramfs");
     }
     assert!(r.join("lib64/ld-linux-x86-64.so.2").exists(), "the dynamic loader is missing");
     // Modules of the layout and of dissimilar hardware, with dependencies.

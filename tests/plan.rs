@@ -17,13 +17,7 @@ fn layout(name: &str) -> Layout {
 }
 
 fn disk(name: &str, size: u64) -> PresentDisk {
-    PresentDisk {
-        name: name.into(),
-        path: PathBuf::from(format!("/dev/{name}")),
-        size,
-        logical_sector_size: 512,
-        ..Default::default()
-    }
+    PresentDisk { name: name.into(), path: PathBuf::from(format!("/dev/{name}")), size, logical_sector_size: 512, ..Default::default() }
 }
 
 fn opts() -> PlanOptions {
@@ -34,9 +28,7 @@ fn parts(p: &plan::Plan) -> BTreeMap<String, (PathBuf, u64, u64)> {
     p.operations
         .iter()
         .filter_map(|o| match o {
-            Operation::CreatePartition { block, device, partition, .. } => {
-                Some((block.clone(), (device.clone(), partition.start, partition.size)))
-            }
+            Operation::CreatePartition { block, device, partition, .. } => Some((block.clone(), (device.clone(), partition.start, partition.size))),
             _ => None,
         })
         .collect()
@@ -62,11 +54,7 @@ fn same_disk_by_serial_keeps_every_partition() {
         assert_eq!(got[&rp.name], (PathBuf::from(format!("/dev/{}", rp.name)), rp.start, rp.size));
     }
     // The order of the kinds of operation.
-    let kinds: Vec<String> = p
-        .operations
-        .iter()
-        .map(|o| serde_json::to_value(o).unwrap()["op"].as_str().unwrap().to_string())
-        .collect();
+    let kinds: Vec<String> = p.operations.iter().map(|o| serde_json::to_value(o).unwrap()["op"].as_str().unwrap().to_string()).collect();
     let first = |k: &str| kinds.iter().position(|x| x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
     assert!(first("wipe") < first("create-partition-table"));
     assert!(first("create-partition-table") < first("create-partition"));
@@ -122,7 +110,10 @@ fn explicit_map_and_nvme_partition_names() {
     // The plan never touches the unmapped disk.
     let text = serde_json::to_string(&p).unwrap();
     assert!(!text.contains("/dev/sda"), "{text}");
-    assert!(p.operations.iter().any(|o| matches!(o, Operation::CreateLv { name, uuid, .. } if name == "home" && uuid == "Mn1bVc-2XzL-3kJh-4GfD-5sAp-6OiU-7yTrEw")));
+    assert!(p
+        .operations
+        .iter()
+        .any(|o| matches!(o, Operation::CreateLv { name, uuid, .. } if name == "home" && uuid == "Mn1bVc-2XzL-3kJh-4GfD-5sAp-6OiU-7yTrEw")));
 }
 
 #[test]
@@ -358,10 +349,7 @@ fn every_example_plans_onto_its_own_disks() {
         }
         let p = plan::build(&l, &inv, &o).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         assert!(p.resized.is_empty(), "{}: {:?}", path.display(), p.resized);
-        assert_eq!(
-            p.operations.iter().filter(|o| matches!(o, Operation::MakeFilesystem { .. })).count(),
-            l.filesystems.len()
-        );
+        assert_eq!(p.operations.iter().filter(|o| matches!(o, Operation::MakeFilesystem { .. })).count(), l.filesystems.len());
     }
 }
 
@@ -382,7 +370,8 @@ fn big_layout() -> Layout {
                 "[[partition]]\nname = \"sd{d}p{p}\"\ndisk = \"sd{d}\"\nnumber = {p}\nstart = {start}\nsize = {}\ntype = \"0FC63DAF-8483-4772-8E79-3D69D8477DE4\"\n",
                 8 * gib / 512
             );
-            let _ = write!(t, "[[filesystem]]\ndevice = \"sd{d}p{p}\"\ntype = \"ext4\"\nuuid = \"00000000-0000-4000-8000-{d:06}{p:06}\"\nused-bytes = 1000000\n");
+            let _ =
+                write!(t, "[[filesystem]]\ndevice = \"sd{d}p{p}\"\ntype = \"ext4\"\nuuid = \"00000000-0000-4000-8000-{d:06}{p:06}\"\nused-bytes = 1000000\n");
             let _ = write!(t, "[[mount]]\npath = \"/data/{d}/{p}\"\ndevice = \"sd{d}p{p}\"\nsource = \"UUID=00000000-0000-4000-8000-{d:06}{p:06}\"\n");
         }
     }

@@ -28,10 +28,8 @@ use std::time::Instant;
 use common::*;
 use rescue::layout::{BootloaderKind, Layout};
 
-const TOOLS: &[&str] = &[
-    "sfdisk", "blkid", "partx", "wipefs", "blockdev", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkswap", "mount", "umount", "lsblk",
-    "dumpe2fs", "xfs_info",
-];
+const TOOLS: &[&str] =
+    &["sfdisk", "blkid", "partx", "wipefs", "blockdev", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkswap", "mount", "umount", "lsblk", "dumpe2fs", "xfs_info"];
 
 /// Unmounts everything under its roots when dropped (declare it after the
 /// loop disks, so it runs before they are detached).
@@ -153,11 +151,7 @@ fn recover_end_to_end_on_loop_disks() {
     let dir = tmp.path();
     let backups = dir.join("backups");
     let cfg = dir.join("rescue.toml");
-    let cfg_text = format!(
-        "log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n[backup]\nurl = \"file://{1}\"\n",
-        dir.display(),
-        backups.display()
-    );
+    let cfg_text = format!("log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n[backup]\nurl = \"file://{1}\"\n", dir.display(), backups.display());
     std::fs::write(&cfg, &cfg_text).unwrap();
 
     // The source system.
@@ -204,11 +198,8 @@ fn recover_end_to_end_on_loop_disks() {
     let _u = Unmounter(vec![target.clone(), check.clone()]);
     let map = format!("{src_name}={}", dst.dev);
     let started = Instant::now();
-    let o = run(
-        &cfg,
-        &["--json", "recover", "--yes", "--layout", layout_file.to_str().unwrap(), "--map", &map, "--target-root", target.to_str().unwrap()],
-        &[],
-    );
+    let o =
+        run(&cfg, &["--json", "recover", "--yes", "--layout", layout_file.to_str().unwrap(), "--map", &map, "--target-root", target.to_str().unwrap()], &[]);
     let took = started.elapsed();
     assert!(o.status.success(), "recover: {}", text(&o));
     eprintln!("recover took {took:?}");
@@ -317,7 +308,14 @@ fn recover_end_to_end_on_loop_disks() {
     let inv_file = dir.join("inventory.json");
     std::fs::write(&inv_file, inv.to_string()).unwrap();
     let ambiguous: Vec<String> = [
-        "recover", "--unattended", "--yes", "--layout", layout_file.to_str().unwrap(), "--target-root", target.to_str().unwrap(), "--inventory",
+        "recover",
+        "--unattended",
+        "--yes",
+        "--layout",
+        layout_file.to_str().unwrap(),
+        "--target-root",
+        target.to_str().unwrap(),
+        "--inventory",
         inv_file.to_str().unwrap(),
     ]
     .iter()
@@ -379,8 +377,20 @@ fn mkbackup_puts_the_backup_into_the_iso() {
     let o = run(
         &cfg,
         &[
-            "--json", "mkbackup", "--disk", &src.dev, "--root", root.to_str().unwrap(), "--kernel", kernel.to_str().unwrap(), "--modules-dir",
-            modules.to_str().unwrap(), "--output", "iso", "--output-dir", out_dir.to_str().unwrap(),
+            "--json",
+            "mkbackup",
+            "--disk",
+            &src.dev,
+            "--root",
+            root.to_str().unwrap(),
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--modules-dir",
+            modules.to_str().unwrap(),
+            "--output",
+            "iso",
+            "--output-dir",
+            out_dir.to_str().unwrap(),
         ],
         &[],
     );
@@ -416,11 +426,7 @@ fn mkbackup_puts_the_backup_into_the_iso() {
     let _u = Unmounter(vec![target.clone()]);
     let src_name = src.dev.trim_start_matches("/dev/").to_string();
     // No --url: the location comes from the config (the image's config in the rescue system).
-    let o = run(
-        &cfg,
-        &["recover", "--yes", "--keep-mounted", "--map", &format!("{src_name}={}", dst.dev), "--target-root", target.to_str().unwrap()],
-        &[],
-    );
+    let o = run(&cfg, &["recover", "--yes", "--keep-mounted", "--map", &format!("{src_name}={}", dst.dev), "--target-root", target.to_str().unwrap()], &[]);
     assert!(o.status.success(), "recover from the ISO's backup: {}", text(&o));
     assert_eq!(mounted_under(&target), vec![target.display().to_string()], "--keep-mounted");
     assert_eq!(tree_manifest(&target), source_tree);

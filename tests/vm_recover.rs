@@ -20,9 +20,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
     assert!(found, "{tool} is missing: the VM scenarios need it; install it with `apt-get install {package}` (or scripts/install-deps.sh)");
 }
 
@@ -42,11 +40,7 @@ fn run(scenario: &str) -> Result<String, String> {
     let _ = std::fs::remove_dir_all(&base);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/run-scenario.sh");
     eprintln!("vm_recover: scenario {scenario} in {}", base.display());
-    let out = Command::new(&script)
-        .args(["--rescue", env!("CARGO_BIN_EXE_rescue"), scenario])
-        .arg(&base)
-        .output()
-        .expect("starting tests/vm/run-scenario.sh");
+    let out = Command::new(&script).args(["--rescue", env!("CARGO_BIN_EXE_rescue"), scenario]).arg(&base).output().expect("starting tests/vm/run-scenario.sh");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let times = std::fs::read_to_string(base.join("times")).unwrap_or_default();
     if out.status.success() {
@@ -74,7 +68,13 @@ fn run_all(scenarios: &[&str]) {
         eprintln!("{r}");
     }
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failed.is_empty(), "{} of {} recovery scenarios failed:\n\n{}", failed.len(), scenarios.len(), failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {} recovery scenarios failed:\n\n{}",
+        failed.len(),
+        scenarios.len(),
+        failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n\n")
+    );
 }
 
 const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];

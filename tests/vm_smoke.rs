@@ -39,9 +39,7 @@ echo smoke-ok >"$OUT/done"
 "#;
 
 fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
     assert!(found, "{tool} is missing: the VM tests need it; install it with `apt-get install {package}` (or scripts/install-deps.sh)");
 }
 

@@ -77,10 +77,7 @@ pub fn pv_geometry(devices: &[PathBuf]) -> Result<Vec<(u64, u64)>> {
     devices
         .iter()
         .map(|d| {
-            let row = rows
-                .iter()
-                .find(|r| Path::new(&r.pv_name) == d)
-                .with_context(|| format!("LVM does not report {} as a physical volume", d.display()))?;
+            let row = rows.iter().find(|r| Path::new(&r.pv_name) == d).with_context(|| format!("LVM does not report {} as a physical volume", d.display()))?;
             let n = |s: &str| s.trim().parse::<u64>().with_context(|| format!("bad number {s:?} from lvm pvs"));
             Ok((n(&row.pe_start)?, n(&row.dev_size)?))
         })
@@ -107,8 +104,7 @@ impl VgState {
     }
 
     fn used_on(&self, pv: usize) -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> =
-            self.lvs.iter().flat_map(|l| l.segments.iter()).filter(|s| s.0 == pv).map(|s| (s.1, s.2)).collect();
+        let mut v: Vec<(u64, u64)> = self.lvs.iter().flat_map(|l| l.segments.iter()).filter(|s| s.0 == pv).map(|s| (s.1, s.2)).collect();
         v.sort();
         v
     }
@@ -139,11 +135,7 @@ impl VgState {
             }
         }
         if need > 0 {
-            bail!(
-                "volume group {} has {} too few free extents for logical volume {name}",
-                self.name,
-                need
-            );
+            bail!("volume group {} has {} too few free extents for logical volume {name}", self.name, need);
         }
         self.lvs.push(LvState { name: name.into(), uuid: uuid.into(), segments });
         Ok(())

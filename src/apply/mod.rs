@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::cmd::Cmd;
 use crate::layout::{Filesystem, FsType};
 use crate::plan::{Operation, Plan};
-use guard::{TempMount, Teardown, Undo};
+use guard::{Teardown, TempMount, Undo};
 
 pub use wipe::{deactivate_under, teardown_target};
 
@@ -129,9 +129,14 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             wait_for(std::slice::from_ref(device), Duration::from_secs(20))
         }
         CreateLuks { block, device, version, uuid, cipher, key_size, hash, pbkdf, label, subsystem, sector_size, offset } => {
-            let mut c = Cmd::new("cryptsetup")
-                .args(["luksFormat", "--batch-mode", "--type", if *version == 1 { "luks1" } else { "luks2" }])
-                .args(["--uuid", uuid, "--cipher", cipher, "--key-size", &key_size.to_string()]);
+            let mut c = Cmd::new("cryptsetup").args(["luksFormat", "--batch-mode", "--type", if *version == 1 { "luks1" } else { "luks2" }]).args([
+                "--uuid",
+                uuid,
+                "--cipher",
+                cipher,
+                "--key-size",
+                &key_size.to_string(),
+            ]);
             if let Some(h) = hash {
                 c = c.args(["--hash", h]);
             }
@@ -160,10 +165,7 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             st.teardown.push(Undo::CloseLuks(block.clone()));
             wait_for(std::slice::from_ref(mapper), Duration::from_secs(20))
         }
-        CreatePv { device, uuid, .. } => crate::apply::lvm::lvm_cmd()
-            .args(["pvcreate", "--yes", "-ff", "--uuid", uuid, "--norestorefile"])
-            .arg(device)
-            .run(),
+        CreatePv { device, uuid, .. } => crate::apply::lvm::lvm_cmd().args(["pvcreate", "--yes", "-ff", "--uuid", uuid, "--norestorefile"]).arg(device).run(),
         CreateVg { name, uuid, extent_size, pvs } => {
             let devs: Vec<PathBuf> = pvs.iter().map(|p| p.device.clone()).collect();
             let geo = lvm::pv_geometry(&devs)?;
@@ -257,9 +259,7 @@ fn with_key(c: Cmd, name: &str, opts: &ApplyOptions) -> Result<Cmd> {
             let key = ask(name)?;
             Ok(c.args(["--key-file", "-"]).stdin(key))
         }
-        None => bail!(
-            "no key for LUKS volume {name}: give one with --luks-key {name}=FILE (run without --unattended to be asked)"
-        ),
+        None => bail!("no key for LUKS volume {name}: give one with --luks-key {name}=FILE (run without --unattended to be asked)"),
     }
 }
 
@@ -355,8 +355,7 @@ pub fn mkfs_command(device: &Path, f: &Filesystem, extra: &[PathBuf], same_size:
                     c = c.args(["-m", &m.to_string()]);
                 }
                 if !x.features.is_empty() {
-                    let feats: Vec<&str> =
-                        x.features.iter().map(String::as_str).filter(|f| !EXT_RUNTIME_FEATURES.contains(f)).collect();
+                    let feats: Vec<&str> = x.features.iter().map(String::as_str).filter(|f| !EXT_RUNTIME_FEATURES.contains(f)).collect();
                     c = c.args(["-O", &format!("none,{}", feats.join(","))]);
                 }
             }
@@ -437,8 +436,7 @@ pub fn mkfs_command(device: &Path, f: &Filesystem, extra: &[PathBuf], same_size:
                     c = c.args(["-s", &at_least(s)]);
                 }
                 // Runtime features (`-R`) are a separate list for mkfs.btrfs 6.x.
-                let (runtime, fs): (Vec<&String>, Vec<&String>) =
-                    b.features.iter().partition(|f| BTRFS_RUNTIME_FEATURES.contains(&f.as_str()));
+                let (runtime, fs): (Vec<&String>, Vec<&String>) = b.features.iter().partition(|f| BTRFS_RUNTIME_FEATURES.contains(&f.as_str()));
                 if !fs.is_empty() {
                     c = c.args(["-O", &fs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")]);
                 }
@@ -451,7 +449,6 @@ pub fn mkfs_command(device: &Path, f: &Filesystem, extra: &[PathBuf], same_size:
     };
     Ok(c)
 }
-
 
 #[cfg(test)]
 mod tests {

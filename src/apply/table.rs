@@ -33,19 +33,11 @@ fn open_rw(dev: &Path) -> Result<std::fs::File> {
 }
 
 /// Write an empty partition table with the recorded disk identity.
-pub fn create_table(
-    dev: &Path,
-    table: TableType,
-    disk_guid: Option<&str>,
-    mbr_signature: Option<&str>,
-    lss: u64,
-) -> Result<()> {
+pub fn create_table(dev: &Path, table: TableType, disk_guid: Option<&str>, mbr_signature: Option<&str>, lss: u64) -> Result<()> {
     let mut file = open_rw(dev)?;
     match table {
         TableType::Gpt => {
-            let guid = disk_guid
-                .map(|g| uuid::Uuid::from_str(g).with_context(|| format!("the disk GUID {g} is not a GUID")))
-                .transpose()?;
+            let guid = disk_guid.map(|g| uuid::Uuid::from_str(g).with_context(|| format!("the disk GUID {g} is not a GUID"))).transpose()?;
             let size = file.seek_end()?;
             let sectors = size / lss;
             // The protective MBR covers the whole disk (or as much as 32 bits can say).
@@ -61,8 +53,7 @@ pub fn create_table(
         }
         TableType::Msdos => {
             let sig = parse_signature(mbr_signature.unwrap_or("0x00000000"))?;
-            let mut mbr = mbrman::MBR::new_from(&mut file, lss as u32, sig)
-                .map_err(|e| anyhow!("preparing an MBR for {}: {e}", dev.display()))?;
+            let mut mbr = mbrman::MBR::new_from(&mut file, lss as u32, sig).map_err(|e| anyhow!("preparing an MBR for {}: {e}", dev.display()))?;
             mbr.write_into(&mut file).map_err(|e| anyhow!("writing the MBR on {}: {e}", dev.display()))?;
             file.sync_all().with_context(|| format!("flushing {}", dev.display()))?;
         }
@@ -136,14 +127,12 @@ fn add_gpt(dev: &Path, node: &Path, lss: u64, p: &NewPartition) -> Result<()> {
         .logical_block_size(lb_size(lss)?)
         .open_from_device(file)
         .with_context(|| format!("reading the GPT on {}", dev.display()))?;
-    let mut parts: BTreeMap<u32, gpt::partition::Partition> =
-        disk.partitions().iter().filter(|(_, x)| x.is_used()).map(|(k, v)| (*k, v.clone())).collect();
+    let mut parts: BTreeMap<u32, gpt::partition::Partition> = disk.partitions().iter().filter(|(_, x)| x.is_used()).map(|(k, v)| (*k, v.clone())).collect();
     if p.number as usize != parts.len() + 1 || parts.keys().enumerate().any(|(i, k)| *k as usize != i + 1) {
         drop(disk);
         return add_gpt_sfdisk(dev, node, p);
     }
-    let type_guid = gpt::partition_types::Type::from_str(&p.type_id)
-        .map_err(|e| anyhow!("the partition type {} is not a GUID: {e}", p.type_id))?;
+    let type_guid = gpt::partition_types::Type::from_str(&p.type_id).map_err(|e| anyhow!("the partition type {} is not a GUID: {e}", p.type_id))?;
     let part_guid = match &p.uuid {
         Some(u) => uuid::Uuid::from_str(u).with_context(|| format!("the partition GUID {u} is not a GUID"))?,
         None => uuid::Uuid::new_v4(),
@@ -152,12 +141,7 @@ fn add_gpt(dev: &Path, node: &Path, lss: u64, p: &NewPartition) -> Result<()> {
     let last_usable = disk.header().last_usable;
     let last = p.start + p.size - 1;
     if p.start < first_usable || last > last_usable {
-        bail!(
-            "partition {} (sectors {}-{last}) is outside the usable area {first_usable}-{last_usable} of {}",
-            p.number,
-            p.start,
-            dev.display()
-        );
+        bail!("partition {} (sectors {}-{last}) is outside the usable area {first_usable}-{last_usable} of {}", p.number, p.start, dev.display());
     }
     parts.insert(
         p.number,
@@ -197,10 +181,8 @@ fn add_gpt_sfdisk(dev: &Path, node: &Path, p: &NewPartition) -> Result<()> {
 
 fn add_mbr(dev: &Path, lss: u64, p: &NewPartition) -> Result<()> {
     let mut file = open_rw(dev)?;
-    let mut mbr = mbrman::MBR::read_from(&mut file, lss as u32)
-        .map_err(|e| anyhow!("reading the MBR on {}: {e}", dev.display()))?;
-    let sys = u8::from_str_radix(p.type_id.trim_start_matches("0x"), 16)
-        .with_context(|| format!("the MBR partition type {} is not a hex byte", p.type_id))?;
+    let mut mbr = mbrman::MBR::read_from(&mut file, lss as u32).map_err(|e| anyhow!("reading the MBR on {}: {e}", dev.display()))?;
+    let sys = u8::from_str_radix(p.type_id.trim_start_matches("0x"), 16).with_context(|| format!("the MBR partition type {} is not a hex byte", p.type_id))?;
     let start = u32::try_from(p.start).context("an MBR partition must start below 2 TiB")?;
     let sectors = u32::try_from(p.size).context("an MBR partition must be smaller than 2 TiB")?;
     let entry = mbrman::MBRPartitionEntry {
@@ -230,9 +212,13 @@ fn add_mbr(dev: &Path, lss: u64, p: &NewPartition) -> Result<()> {
             if p.number != expected {
                 bail!("logical partitions are created in order: expected number {expected}, got {}", p.number);
             }
-            let ext = mbr.header.iter().map(|(_, e)| e).find(|e| e.is_extended()).cloned().ok_or_else(|| {
-                anyhow!("logical partition {} needs an extended partition on {}, and there is none", p.number, dev.display())
-            })?;
+            let ext = mbr
+                .header
+                .iter()
+                .map(|(_, e)| e)
+                .find(|e| e.is_extended())
+                .cloned()
+                .ok_or_else(|| anyhow!("logical partition {} needs an extended partition on {}, and there is none", p.number, dev.display()))?;
             // The EBR sits at the start of the extended partition for the
             // first logical partition, else right after the previous one.
             let first = mbr.logical_partitions.is_empty();

@@ -47,12 +47,7 @@ fn tree(disk: &str) -> Vec<Node> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     let mut parts: Vec<String> = std::fs::read_dir(&sys)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().join("partition").exists())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.flatten().filter(|e| e.path().join("partition").exists()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     parts.sort();
     for p in parts {
@@ -102,10 +97,8 @@ pub fn deactivate_under(dev: &Path, target_root: &Path) -> Result<()> {
     let name = kernel_name(dev)?;
     let nodes = tree(&name);
     let nums: BTreeSet<&str> = nodes.iter().map(|n| n.devnum.as_str()).collect();
-    let mut mounts: Vec<MountLine> = mountinfo()?
-        .into_iter()
-        .filter(|m| nums.contains(m.devnum.as_str()) || devnum_of(&m.source).is_some_and(|d| nums.contains(d.as_str())))
-        .collect();
+    let mut mounts: Vec<MountLine> =
+        mountinfo()?.into_iter().filter(|m| nums.contains(m.devnum.as_str()) || devnum_of(&m.source).is_some_and(|d| nums.contains(d.as_str()))).collect();
     if let Some(m) = mounts.iter().find(|m| !m.target.starts_with(target_root)) {
         bail!(
             "{} is in use: {} is mounted at {}; unmount it first (only mounts under {} are undone automatically)",
@@ -189,13 +182,8 @@ pub fn teardown_target(target_root: &Path, layout: Option<&Layout>) -> Result<Ve
         done.push(format!("unmounted {}", t.display()));
     }
     if let Some(l) = layout {
-        let dm_names: Vec<String> = std::fs::read_dir("/sys/block")
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| read_trim(&e.path().join("dm/name")))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let dm_names: Vec<String> =
+            std::fs::read_dir("/sys/block").map(|rd| rd.flatten().filter_map(|e| read_trim(&e.path().join("dm/name"))).collect()).unwrap_or_default();
         for vg in &l.lvm_vgs {
             let prefix = format!("{}-", vg.name.replace('-', "--"));
             if dm_names.iter().any(|n| n.starts_with(&prefix)) {

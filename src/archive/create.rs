@@ -226,9 +226,7 @@ impl Excludes {
             .map(|p| {
                 let p = p.trim_end_matches('/');
                 let anchored = p.contains('/');
-                CString::new(p.as_bytes())
-                    .map(|c| (c, anchored))
-                    .map_err(|_| crate::error::input_error(format!("exclude pattern {p:?} contains a NUL byte")))
+                CString::new(p.as_bytes()).map(|c| (c, anchored)).map_err(|_| crate::error::input_error(format!("exclude pattern {p:?} contains a NUL byte")))
             })
             .collect::<Result<_>>()?;
         Ok(Excludes { globs, paths: paths.to_vec() })
@@ -373,9 +371,7 @@ fn walk(
 fn open_nofollow(path: &Path) -> io::Result<File> {
     let flags = libc::O_NOFOLLOW | libc::O_NOATIME;
     match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path),
         r => r,
     }
 }
@@ -396,16 +392,7 @@ fn changed(a: &Metadata, b: &Metadata) -> bool {
 }
 
 fn prepare(item: Item) -> Prepared {
-    let mut p = Prepared {
-        data: None,
-        hash: None,
-        xattrs: Vec::new(),
-        acl_access: None,
-        acl_default: None,
-        warning: None,
-        skip: false,
-        item,
-    };
+    let mut p = Prepared { data: None, hash: None, xattrs: Vec::new(), acl_access: None, acl_default: None, warning: None, skip: false, item };
     if p.item.hardlink_to.is_none() {
         read_xattrs(&mut p);
     }
@@ -423,11 +410,7 @@ fn prepare(item: Item) -> Prepared {
                             p.warning = Some(format!("{} grew while being read: archived its first {len} bytes", p.item.fs_path.display()));
                         } else if let Ok(after) = f.metadata() {
                             if changed(&p.item.meta, &after) || data.len() as u64 != len {
-                                p.warning = Some(format!(
-                                    "{} changed while being read (archived as read: {} bytes)",
-                                    p.item.fs_path.display(),
-                                    data.len()
-                                ));
+                                p.warning = Some(format!("{} changed while being read (archived as read: {} bytes)", p.item.fs_path.display(), data.len()));
                             }
                         }
                         p.hash = Some(xxh3_128(&data));
@@ -641,16 +624,9 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
         let grew = e.sparse.is_none() && !short && matches!(f.read(&mut buf[..1]), Ok(1));
         let after = f.metadata().ok();
         if short {
-            report.warnings.push(format!(
-                "{} shrank while being read: archived with zeros after the end ({} bytes recorded)",
-                p.item.fs_path.display(),
-                size
-            ));
+            report.warnings.push(format!("{} shrank while being read: archived with zeros after the end ({} bytes recorded)", p.item.fs_path.display(), size));
         } else if grew {
-            report.warnings.push(format!(
-                "{} grew while being read: archived its first {size} bytes",
-                p.item.fs_path.display()
-            ));
+            report.warnings.push(format!("{} grew while being read: archived its first {size} bytes", p.item.fs_path.display()));
         } else if after.is_some_and(|a| changed(&p.item.meta, &a)) {
             report.warnings.push(format!("{} changed while being read", p.item.fs_path.display()));
         }

@@ -120,10 +120,7 @@ impl Extractor {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    std::fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&full)
-                        .with_context(|| format!("creating directory {}", full.display()))?;
+                    std::fs::DirBuilder::new().mode(0o755).create(&full).with_context(|| format!("creating directory {}", full.display()))?;
                 }
                 Err(e) => return Err(e).with_context(|| format!("checking {}", full.display())),
             }
@@ -162,17 +159,10 @@ impl Extractor {
 /// A corrupt or truncated archive is an error; what was extracted stays.
 pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Result<ExtractReport> {
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (stream, _) = super::open_stream(super::CountingReader { inner: input, count: counter.clone() })
-        .context("reading the archive")?;
+    let (stream, _) = super::open_stream(super::CountingReader { inner: input, count: counter.clone() }).context("reading the archive")?;
     std::fs::create_dir_all(&opts.target).with_context(|| format!("creating the target directory {}", opts.target.display()))?;
     let root = opts.target.canonicalize().with_context(|| format!("resolving {}", opts.target.display()))?;
-    let mut x = Extractor {
-        root,
-        safe_dirs: HashSet::new(),
-        dirs: Vec::new(),
-        report: ExtractReport::default(),
-        hashes: HashMap::new(),
-    };
+    let mut x = Extractor { root, safe_dirs: HashSet::new(), dirs: Vec::new(), report: ExtractReport::default(), hashes: HashMap::new() };
     let mut tar = TarReader::new(stream);
     let mut progress = Progress::new("restoring", opts.total_bytes, opts.progress);
     let mut buf = vec![0u8; 1 << 20];
@@ -449,9 +439,7 @@ pub fn list<R: Read + Send + 'static>(input: R, out: &mut dyn Write) -> Result<u
         }
         n += 1;
         let t = time::OffsetDateTime::from_unix_timestamp(m.mtime_sec).ok();
-        let ts = t
-            .and_then(|t| t.format(&time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]")).ok())
-            .unwrap_or_default();
+        let ts = t.and_then(|t| t.format(&time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]")).ok()).unwrap_or_default();
         let link = match m.kind {
             Kind::Symlink => format!(" -> {}", lossy(&m.link)),
             Kind::HardLink => format!(" link to {}", lossy(&m.link)),

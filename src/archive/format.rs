@@ -252,11 +252,7 @@ pub fn write_header<W: Write>(w: &mut W, m: &EntryMeta) -> io::Result<()> {
         pax = p2;
     }
     if m.mtime_nsec != 0 || m.mtime_sec < 0 || m.mtime_sec as u64 > 0o77777777777 {
-        let v = if m.mtime_nsec != 0 {
-            format!("{}.{:09}", m.mtime_sec, m.mtime_nsec)
-        } else {
-            m.mtime_sec.to_string()
-        };
+        let v = if m.mtime_nsec != 0 { format!("{}.{:09}", m.mtime_sec, m.mtime_nsec) } else { m.mtime_sec.to_string() };
         pax_record(&mut pax, b"mtime", v.as_bytes());
     }
     if m.uid > 0o7777777 {
@@ -438,10 +434,7 @@ impl<R: Read> TarReader<R> {
             let stored: u32 = h[..148].iter().chain([b' '; 8].iter()).chain(h[156..].iter()).map(|&b| b as u32).sum();
             let recorded = parse_octal(&h[148..156]).unwrap_or(u64::MAX);
             if stored as u64 != recorded {
-                bail!(
-                    "corrupt tar header at byte {at} of the uncompressed stream{} (checksum mismatch)",
-                    self.after_last()
-                );
+                bail!("corrupt tar header at byte {at} of the uncompressed stream{} (checksum mismatch)", self.after_last());
             }
             let size = parse_number(&h[124..136]).unwrap_or(0);
             self.remaining = size;
@@ -483,11 +476,7 @@ impl<R: Read> TarReader<R> {
                 b'4' => Kind::Block,
                 b'5' => Kind::Dir,
                 b'6' => Kind::Fifo,
-                other => bail!(
-                    "unsupported tar member type '{}' at byte {at}{}",
-                    other as char,
-                    self.after_last()
-                ),
+                other => bail!("unsupported tar member type '{}' at byte {at}{}", other as char, self.after_last()),
             };
             let mut name = cstr(&h[0..100]).to_vec();
             if &h[257..262] == b"ustar" {
@@ -601,10 +590,7 @@ impl<R: Read> TarReader<R> {
 
     pub fn truncated_message(&self) -> String {
         match &self.last_path {
-            Some(p) => format!(
-                "the archive is truncated: it ends after member {} without the end-of-archive marker",
-                String::from_utf8_lossy(p)
-            ),
+            Some(p) => format!("the archive is truncated: it ends after member {} without the end-of-archive marker", String::from_utf8_lossy(p)),
             None => "the archive is empty or truncated before its first member".to_string(),
         }
     }
@@ -687,12 +673,7 @@ pub fn acl_xattr_to_text(v: &[u8], default_acl: bool) -> Option<String> {
         let tag = u16::from_le_bytes([e[0], e[1]]);
         let perm = u16::from_le_bytes([e[2], e[3]]);
         let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
-        let p = format!(
-            "{}{}{}",
-            if perm & 4 != 0 { 'r' } else { '-' },
-            if perm & 2 != 0 { 'w' } else { '-' },
-            if perm & 1 != 0 { 'x' } else { '-' }
-        );
+        let p = format!("{}{}{}", if perm & 4 != 0 { 'r' } else { '-' }, if perm & 2 != 0 { 'w' } else { '-' }, if perm & 1 != 0 { 'x' } else { '-' });
         let s = match tag {
             ACL_USER_OBJ => format!("user::{p}"),
             ACL_USER => {

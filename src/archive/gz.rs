@@ -36,23 +36,13 @@ impl<W: Write> ParallelGzWriter<W> {
                         Err(_) => return,
                     };
                     let Ok((data, reply)) = job else { return };
-                    let mut enc = flate2::write::GzEncoder::new(
-                        Vec::with_capacity(data.len() / 2),
-                        flate2::Compression::new(level),
-                    );
+                    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), flate2::Compression::new(level));
                     let res = enc.write_all(&data).and_then(|_| enc.finish());
                     let _ = reply.send(res);
                 })
             })
             .collect();
-        ParallelGzWriter {
-            out: Some(out),
-            buf: Vec::with_capacity(CHUNK),
-            jobs: Some(tx),
-            pending: VecDeque::new(),
-            workers,
-            max_pending: threads * 3,
-        }
+        ParallelGzWriter { out: Some(out), buf: Vec::with_capacity(CHUNK), jobs: Some(tx), pending: VecDeque::new(), workers, max_pending: threads * 3 }
     }
 
     fn submit(&mut self) -> io::Result<()> {

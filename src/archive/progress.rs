@@ -79,13 +79,7 @@ impl Progress {
                 _ => String::new(),
             };
             let of = self.total.map(|t| format!(" of {}", human_bytes(t))).unwrap_or_default();
-            tracing::info!(
-                "{}: {}{of}, {} files, {}/s{eta}",
-                self.what,
-                human_bytes(self.bytes),
-                self.files,
-                human_bytes(rate)
-            );
+            tracing::info!("{}: {}{of}, {} files, {}/s{eta}", self.what, human_bytes(self.bytes), self.files, human_bytes(rate));
         }
     }
 

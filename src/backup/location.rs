@@ -18,12 +18,25 @@ use crate::config::BackupConfig;
 pub enum Location {
     /// A local path (`file:///path` or `/path`).
     Local(PathBuf),
-    Nfs { host: String, port: Option<u16>, path: String },
-    Cifs { host: String, path: String },
+    Nfs {
+        host: String,
+        port: Option<u16>,
+        path: String,
+    },
+    Cifs {
+        host: String,
+        path: String,
+    },
     /// A USB disk: a device path or a filesystem label, and a path inside it.
-    Usb { device: Option<PathBuf>, label: Option<String>, path: String },
+    Usb {
+        device: Option<PathBuf>,
+        label: Option<String>,
+        path: String,
+    },
     /// Inside the rescue ISO (staged in `backup.iso-dir` when writing).
-    Iso { path: String },
+    Iso {
+        path: String,
+    },
     /// The rsync method: `rsync://host/module/path` or `host:/path`, kept as written.
     Rsync(String),
 }
@@ -196,10 +209,7 @@ impl Opened {
         let inner = loc.inner_path();
         let (dir_part, file) = if is_archive_name(&inner) {
             let p = Path::new(&inner);
-            (
-                p.parent().map(|d| d.display().to_string()).unwrap_or_default(),
-                p.file_name().map(|f| f.to_string_lossy().into_owned()),
-            )
+            (p.parent().map(|d| d.display().to_string()).unwrap_or_default(), p.file_name().map(|f| f.to_string_lossy().into_owned()))
         } else {
             (inner.clone(), None)
         };
@@ -272,10 +282,7 @@ impl Opened {
     pub fn file_path(&self) -> Result<PathBuf> {
         match &self.file {
             Some(f) => Ok(self.dir.join(f)),
-            None => crate::bail_input!(
-                "{} does not name an archive file: end it with .tar.zst, .tar.gz or .tar",
-                self.display()
-            ),
+            None => crate::bail_input!("{} does not name an archive file: end it with .tar.zst, .tar.gz or .tar", self.display()),
         }
     }
 
@@ -284,11 +291,9 @@ impl Opened {
             Location::Local(p) => p.display().to_string(),
             Location::Nfs { host, path, .. } => format!("nfs://{host}{path}"),
             Location::Cifs { host, path } => format!("cifs://{host}{path}"),
-            Location::Usb { device, label, path } => format!(
-                "usb:{}/{}",
-                device.as_ref().map(|d| d.display().to_string()).or(label.clone()).unwrap_or_default(),
-                path
-            ),
+            Location::Usb { device, label, path } => {
+                format!("usb:{}/{}", device.as_ref().map(|d| d.display().to_string()).or(label.clone()).unwrap_or_default(), path)
+            }
             Location::Iso { path } => format!("iso:///{path}"),
             Location::Rsync(s) => s.clone(),
         }
@@ -310,10 +315,7 @@ fn resolve_usb(device: Option<&Path>, label: Option<&str>) -> Result<PathBuf> {
         }
         anyhow::bail!("no filesystem with the label {l:?} found: plug in the USB disk, or format one with that label (e.g. mkfs.ext4 -L {l} /dev/sdX1)");
     }
-    anyhow::bail!(
-        "the USB device {} does not exist: plug in the disk or check the URL",
-        device.map(|d| d.display().to_string()).unwrap_or_default()
-    )
+    anyhow::bail!("the USB device {} does not exist: plug in the disk or check the URL", device.map(|d| d.display().to_string()).unwrap_or_default())
 }
 
 /// The label `rescue mkrescue` gives its ISO.
@@ -394,19 +396,13 @@ mod tests {
     fn parses_every_scheme() {
         assert_eq!(Location::parse("file:///srv/b").unwrap(), Location::Local("/srv/b".into()));
         assert_eq!(Location::parse("/srv/b").unwrap(), Location::Local("/srv/b".into()));
-        assert_eq!(
-            Location::parse("nfs://127.0.0.1:1/x").unwrap(),
-            Location::Nfs { host: "127.0.0.1".into(), port: Some(1), path: "/x".into() }
-        );
+        assert_eq!(Location::parse("nfs://127.0.0.1:1/x").unwrap(), Location::Nfs { host: "127.0.0.1".into(), port: Some(1), path: "/x".into() });
         assert_eq!(Location::parse("cifs://nas/share/dir").unwrap(), Location::Cifs { host: "nas".into(), path: "/share/dir".into() });
         assert_eq!(
             Location::parse("usb:///dev/disk/by-label/REAR-000").unwrap(),
             Location::Usb { device: Some("/dev/disk/by-label/REAR-000".into()), label: Some("REAR-000".into()), path: String::new() }
         );
-        assert_eq!(
-            Location::parse("usb://BACKUP/hosts").unwrap(),
-            Location::Usb { device: None, label: Some("BACKUP".into()), path: "hosts".into() }
-        );
+        assert_eq!(Location::parse("usb://BACKUP/hosts").unwrap(), Location::Usb { device: None, label: Some("BACKUP".into()), path: "hosts".into() });
         assert_eq!(Location::parse("iso:///backup").unwrap(), Location::Iso { path: "backup".into() });
         assert_eq!(Location::parse("rsync://h/mod/p/").unwrap(), Location::Rsync("rsync://h/mod/p".into()));
         assert_eq!(Location::parse("h:/srv/b").unwrap(), Location::Rsync("h:/srv/b".into()));
@@ -415,7 +411,8 @@ mod tests {
 
     #[test]
     fn our_iso_is_tried_first() {
-        let found = vec![("/dev/sr1".to_string(), "DEBIAN".to_string()), ("/dev/sr0".to_string(), "RESCUE".to_string()), ("/dev/sdb".to_string(), String::new())];
+        let found =
+            vec![("/dev/sr1".to_string(), "DEBIAN".to_string()), ("/dev/sr0".to_string(), "RESCUE".to_string()), ("/dev/sdb".to_string(), String::new())];
         assert_eq!(order_iso_candidates(found), vec!["/dev/sr0", "/dev/sr1", "/dev/sdb"]);
     }
 }

@@ -125,17 +125,10 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
     // A mount below another is archived as its own source, never twice
     // (on the live system one-file-system already stops there).
     exclude_paths.extend(mounts.iter().filter(|m| m.as_str() != "/").map(|m| under_root(&opts.root, m)));
-    let sources: Vec<Source> = mounts
-        .iter()
-        .map(|m| Source { path: under_root(&opts.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() })
-        .collect();
+    let sources: Vec<Source> = mounts.iter().map(|m| Source { path: under_root(&opts.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() }).collect();
     // The data to back up, for the ETA and the space check: known when
     // every source is a mount point (a whole filesystem), as on a live system.
-    let expected: Option<u64> = mounts
-        .iter()
-        .map(|m| under_root(&opts.root, m))
-        .map(|p| if is_mount_point(&p) { used_bytes(&p) } else { None })
-        .sum();
+    let expected: Option<u64> = mounts.iter().map(|m| under_root(&opts.root, m)).map(|p| if is_mount_point(&p) { used_bytes(&p) } else { None }).sum();
     let stamp = time::OffsetDateTime::now_utc()
         .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
         .unwrap_or_else(|_| "now".into());
@@ -266,12 +259,7 @@ impl std::io::Write for WritebackFile<'_> {
             // a file descriptor we own; no memory is passed.
             #[allow(unsafe_code)]
             let _ = unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.started_to as i64,
-                    (self.written - self.started_to) as i64,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
+                libc::sync_file_range(self.file.as_raw_fd(), self.started_to as i64, (self.written - self.started_to) as i64, libc::SYNC_FILE_RANGE_WRITE)
             };
             self.started_to = self.written;
         }
@@ -333,9 +321,10 @@ pub fn restore(layout: &Layout, config: &Config, opts: &RestoreOptions) -> Resul
     let dir = opened.dir().join(&host);
     let file = match &opts.archive {
         Some(name) => dir.join(name),
-        None => list_backups(&dir)?.into_iter().next().ok_or_else(|| {
-            crate::error::input_error(format!("no backup of {host} found in {} ({url})", dir.display()))
-        })?,
+        None => list_backups(&dir)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::error::input_error(format!("no backup of {host} found in {} ({url})", dir.display())))?,
     };
     tracing::info!("restoring {} into {}", file.display(), opts.target.display());
     let f = std::fs::File::open(&file).with_context(|| format!("opening the backup {}", file.display()))?;
@@ -376,10 +365,7 @@ pub fn print_extract_report(r: &ExtractReport, target: &Path) -> i32 {
         tracing::info!("{} absolute member names were restored relative to {}", r.made_relative, target.display());
     }
     if r.outward_symlinks > 0 {
-        tracing::info!(
-            "{} symlinks point to absolute paths or outside the tree; restored as they are (extraction never follows them)",
-            r.outward_symlinks
-        );
+        tracing::info!("{} symlinks point to absolute paths or outside the tree; restored as they are (extraction never follows them)", r.outward_symlinks);
     }
     let mut problems = 0;
     for s in &r.refused {

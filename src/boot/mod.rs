@@ -108,11 +108,7 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
 
     // The initramfs: regenerating it costs minutes (rear always does; under
     // emulation it was most of its recovery time). Only when needed.
-    let tool = if read("usr/sbin/update-initramfs").is_some() || read("etc/initramfs-tools/initramfs.conf").is_some() {
-        "update-initramfs"
-    } else {
-        "dracut"
-    };
+    let tool = if read("usr/sbin/update-initramfs").is_some() || read("etc/initramfs-tools/initramfs.conf").is_some() { "update-initramfs" } else { "dracut" };
     let has = read("etc/initramfs-tools/initramfs.conf").map(|c| initramfs_modules_most(&c)).unwrap_or(false);
     if target.force_initramfs {
         steps.push(Step::RegenerateInitramfs { tool: tool.into(), reason: "requested".into() });
@@ -125,7 +121,11 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
         });
     } else {
         steps.push(Step::KeepInitramfs {
-            reason: if has { "it is built with MODULES=most, which holds the drivers of any common disk".into() } else { "the disks and the storage stack are unchanged".into() },
+            reason: if has {
+                "it is built with MODULES=most, which holds the drivers of any common disk".into()
+            } else {
+                "the disks and the storage stack are unchanged".into()
+            },
         });
     }
 
@@ -144,31 +144,18 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
             steps.push(Step::GrubBios { disks });
         }
         BootloaderKind::Grub2Efi | BootloaderKind::SystemdBoot => {
-            let esp_mount = bl
-                .esp
-                .as_ref()
-                .and_then(|esp| layout.mounts.iter().find(|m| &m.device == esp))
-                .map(|m| m.path.clone())
-                .unwrap_or_else(|| "/boot/efi".into());
+            let esp_mount =
+                bl.esp.as_ref().and_then(|esp| layout.mounts.iter().find(|m| &m.device == esp)).map(|m| m.path.clone()).unwrap_or_else(|| "/boot/efi".into());
             if bl.kind == BootloaderKind::SystemdBoot {
                 steps.push(Step::SystemdBoot { esp_path: esp_mount.clone() });
             } else {
-                let id = bl
-                    .loader
-                    .as_deref()
-                    .and_then(|l| l.split('\\').filter(|s| !s.is_empty()).nth(1))
-                    .unwrap_or("debian")
-                    .to_string();
+                let id = bl.loader.as_deref().and_then(|l| l.split('\\').filter(|s| !s.is_empty()).nth(1)).unwrap_or("debian").to_string();
                 steps.push(Step::GrubEfi { efi_dir: esp_mount.clone(), bootloader_id: id });
             }
             if target.uefi {
                 if let Some(esp) = bl.esp.as_ref().and_then(|e| layout.partition(e)) {
-                    let label = bl
-                        .efi_entries
-                        .iter()
-                        .find(|e| e.path.as_deref() == bl.loader.as_deref())
-                        .map(|e| e.label.clone())
-                        .unwrap_or_else(|| "Linux".into());
+                    let label =
+                        bl.efi_entries.iter().find(|e| e.path.as_deref() == bl.loader.as_deref()).map(|e| e.label.clone()).unwrap_or_else(|| "Linux".into());
                     let loader = bl.loader.clone().unwrap_or_else(|| "\\EFI\\debian\\grubx64.efi".into());
                     steps.push(Step::EfiBootEntry { disk: new_path(&esp.disk), partition: esp.number, label, loader });
                 }
@@ -238,9 +225,7 @@ impl ChrootMounts {
             m.mounted.push(at.clone());
             // Unmounting inside the target must not propagate back to the rescue system.
             let rslave = PropagationType::SLAVE | PropagationType::from_bits_retain(MountFlags::REC.bits());
-            mount
-                .set_propagation_type(rslave)
-                .with_context(|| format!("making {} a slave mount (mount --make-rslave)", at.display()))?;
+            mount.set_propagation_type(rslave).with_context(|| format!("making {} a slave mount (mount --make-rslave)", at.display()))?;
         }
         Ok(m)
     }
@@ -302,9 +287,7 @@ pub fn execute(step: &Step, root: &Path) -> Result<()> {
             for num in rewrite::efi_entries_with_label(&listing, label) {
                 Cmd::new("efibootmgr").args(["-b", &num, "-B"]).run()?;
             }
-            Cmd::new("efibootmgr")
-                .args(["-c", "-d", disk, "-p", &partition.to_string(), "-L", label, "-l", loader])
-                .run()
+            Cmd::new("efibootmgr").args(["-c", "-d", disk, "-p", &partition.to_string(), "-L", label, "-l", loader]).run()
         }
         Step::SelinuxRelabel => std::fs::write(root.join(".autorelabel"), b"").context("writing /.autorelabel"),
     }
@@ -333,7 +316,10 @@ mod tests {
         let mut map = DeviceMap::default();
         map.paths.insert("sda".into(), "/dev/sda".into());
         map.paths.insert("sdb".into(), "/dev/sdb".into());
-        let read = files(&[("etc/fstab", "UUID=5b4c3d2e-1f0a-4b9c-8d7e-6f5a4b3c2d1e / ext4 errors=remount-ro 0 1\n"), ("etc/initramfs-tools/initramfs.conf", "MODULES=most\n")]);
+        let read = files(&[
+            ("etc/fstab", "UUID=5b4c3d2e-1f0a-4b9c-8d7e-6f5a4b3c2d1e / ext4 errors=remount-ro 0 1\n"),
+            ("etc/initramfs-tools/initramfs.conf", "MODULES=most\n"),
+        ]);
         let steps = plan(&l, &map, &target(false, &["sd_mod", "ahci"]), &read);
         assert!(matches!(steps[0], Step::KeepInitramfs { .. }), "{steps:?}");
         assert!(steps.contains(&Step::GrubBios { disks: vec!["/dev/sda".into(), "/dev/sdb".into()] }), "{steps:?}");
@@ -364,7 +350,10 @@ mod tests {
         map.paths.insert("nvme0n1".into(), "/dev/vda".into());
         let steps = plan(&l, &map, &target(true, &[]), &files(&[("etc/selinux/config", "SELINUX=enforcing\n")]));
         assert!(steps.contains(&Step::GrubEfi { efi_dir: "/boot/efi".into(), bootloader_id: "debian".into() }), "{steps:?}");
-        assert!(steps.contains(&Step::EfiBootEntry { disk: "/dev/vda".into(), partition: 1, label: "debian".into(), loader: "\\EFI\\debian\\shimx64.efi".into() }), "{steps:?}");
+        assert!(
+            steps.contains(&Step::EfiBootEntry { disk: "/dev/vda".into(), partition: 1, label: "debian".into(), loader: "\\EFI\\debian\\shimx64.efi".into() }),
+            "{steps:?}"
+        );
         assert!(steps.contains(&Step::SelinuxRelabel));
         // Booted with BIOS: no NVRAM to write.
         let steps = plan(&l, &map, &target(false, &[]), &files(&[]));

@@ -68,16 +68,10 @@ pub fn arg_quote(s: &str) -> Result<String> {
 /// (`/usr/sbin/bconsole`) / Bareos' (`/usr/bin/bconsole`) found in PATH.
 pub fn bconsole_program(cfg: &ServerConfig, method: BackupMethod) -> Result<PathBuf> {
     if let Some(p) = &cfg.bconsole {
-        return if p.is_file() {
-            Ok(p.clone())
-        } else {
-            Err(input_error(format!("backup.server.bconsole = {} does not exist", p.display())))
-        };
+        return if p.is_file() { Ok(p.clone()) } else { Err(input_error(format!("backup.server.bconsole = {} does not exist", p.display()))) };
     }
     let package = if method == BackupMethod::Bareos { "bareos-bconsole" } else { "bacula-console" };
-    find_program("bconsole").ok_or_else(|| {
-        anyhow!(crate::cmd::ToolMissing { program: "bconsole".into(), package: Some(package.into()) })
-    })
+    find_program("bconsole").ok_or_else(|| anyhow!(crate::cmd::ToolMissing { program: "bconsole".into(), package: Some(package.into()) }))
 }
 
 /// The console password: the first line of the password file.
@@ -137,23 +131,10 @@ impl Console {
             .with_context(|| format!("creating a private directory in {}", base.display()))?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         let conf = dir.path().join("bconsole.conf");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&conf)
-            .with_context(|| format!("creating {}", conf.display()))?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&conf).with_context(|| format!("creating {}", conf.display()))?;
         f.write_all(text.as_bytes()).with_context(|| format!("writing {}", conf.display()))?;
         drop(f);
-        let console = Console {
-            method,
-            bconsole,
-            address,
-            port: cfg.port,
-            console_name: cfg.console_name.clone(),
-            timeout: cfg.connect_timeout.max(1),
-            dir,
-        };
+        let console = Console { method, bconsole, address, port: cfg.port, console_name: cfg.console_name.clone(), timeout: cfg.connect_timeout.max(1), dir };
         console.check_reachable()?;
         Ok(console)
     }
@@ -170,16 +151,9 @@ impl Console {
     /// connection for a long time before it gives up.
     fn check_reachable(&self) -> Result<()> {
         use std::net::{TcpStream, ToSocketAddrs};
-        let unreachable = |reason: String| DirectorUnreachable {
-            product: self.method.product(),
-            address: self.address.clone(),
-            port: self.port,
-            reason,
-        };
-        let addrs: Vec<_> = (self.address.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| unreachable(format!("the name does not resolve ({e})")))?
-            .collect();
+        let unreachable = |reason: String| DirectorUnreachable { product: self.method.product(), address: self.address.clone(), port: self.port, reason };
+        let addrs: Vec<_> =
+            (self.address.as_str(), self.port).to_socket_addrs().map_err(|e| unreachable(format!("the name does not resolve ({e})")))?.collect();
         let mut last = String::from("no address");
         for a in addrs {
             match TcpStream::connect_timeout(&a, std::time::Duration::from_secs(self.timeout)) {
@@ -197,13 +171,7 @@ impl Console {
         let limit = self.timeout + extra + 10;
         let mut input = commands.join("\n");
         input.push_str("\nquit\n");
-        let cmd = Cmd::new("timeout")
-            .arg(limit.to_string())
-            .arg(&self.bconsole)
-            .args(["-n", "-c"])
-            .arg(&conf)
-            .stdin(input)
-            .ok_codes(&[1, 124, 137]);
+        let cmd = Cmd::new("timeout").arg(limit.to_string()).arg(&self.bconsole).args(["-n", "-c"]).arg(&conf).stdin(input).ok_codes(&[1, 124, 137]);
         let out = cmd.output()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let all = format!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -268,11 +236,7 @@ impl Console {
     /// The error and termination lines of a job's log.
     pub fn job_problems(&self, jobid: u64) -> Vec<String> {
         let cmd = format!("llist joblog jobid={jobid}");
-        let out = if self.method == BackupMethod::Bareos {
-            self.run(&[".api 2".into(), cmd], 0)
-        } else {
-            self.run(&[cmd], 0)
-        };
+        let out = if self.method == BackupMethod::Bareos { self.run(&[".api 2".into(), cmd], 0) } else { self.run(&[cmd], 0) };
         out.map(|o| parse::joblog_problems(&o)).unwrap_or_default()
     }
 }

@@ -43,7 +43,9 @@ struct Flavour {
 fn flavour(method: BackupMethod) -> Option<Flavour> {
     match method {
         BackupMethod::Archive => None,
-        BackupMethod::Bacula => Some(Flavour { fd: "bacula-fd", configs: &[("/etc/bacula/bacula-fd.conf", "/etc/bacula/bacula-fd.conf")], dirs: "/var/lib/bacula /run/bacula" }),
+        BackupMethod::Bacula => {
+            Some(Flavour { fd: "bacula-fd", configs: &[("/etc/bacula/bacula-fd.conf", "/etc/bacula/bacula-fd.conf")], dirs: "/var/lib/bacula /run/bacula" })
+        }
         BackupMethod::Bareos => Some(Flavour {
             fd: "bareos-fd",
             configs: &[("/etc/bareos/bareos-fd.conf", "/etc/bareos/bareos-fd.conf"), ("/etc/bareos/bareos-fd.d", "/etc/bareos")],
@@ -79,10 +81,7 @@ pub fn image_parts(config: &Config) -> Result<Option<ImageParts>> {
             cfg.password_file.display()
         ))
     })?;
-    let mut parts = ImageParts {
-        programs: vec![fl.fd.to_string(), "bconsole".to_string(), "timeout".to_string()],
-        ..Default::default()
-    };
+    let mut parts = ImageParts { programs: vec![fl.fd.to_string(), "bconsole".to_string(), "timeout".to_string()], ..Default::default() };
     // The fd config directory as a whole (Bareos splits it in .d directories).
     parts.host_paths.push(fd_config.clone());
     // The image's config loses `password-file` (a secret-looking key): the

@@ -129,17 +129,14 @@ pub fn last_good_backup(console: &Console, cfg: &ServerConfig) -> Result<JobInfo
     let client = client_name(cfg);
     let jobs = console.jobs(&format!("llist jobs client={}", arg_quote(&client)?))?;
     let fileset_ok = |j: &JobInfo| cfg.fileset.as_ref().is_none_or(|f| &j.fileset == f || j.fileset.is_empty());
-    jobs.into_iter()
-        .filter(|j| j.job_type == "B" && j.succeeded() && fileset_ok(j))
-        .max_by_key(|j| (j.end_epoch.unwrap_or(0), j.jobid))
-        .ok_or_else(|| {
-            input_error(format!(
-                "the {} director {} has no successful backup of the client {client}{}: run a backup job for it first (or check backup.server.client)",
-                console.method().product(),
-                console.address(),
-                cfg.fileset.as_ref().map(|f| format!(" with the fileset {f}")).unwrap_or_default()
-            ))
-        })
+    jobs.into_iter().filter(|j| j.job_type == "B" && j.succeeded() && fileset_ok(j)).max_by_key(|j| (j.end_epoch.unwrap_or(0), j.jobid)).ok_or_else(|| {
+        input_error(format!(
+            "the {} director {} has no successful backup of the client {client}{}: run a backup job for it first (or check backup.server.client)",
+            console.method().product(),
+            console.address(),
+            cfg.fileset.as_ref().map(|f| format!(" with the fileset {f}")).unwrap_or_default()
+        ))
+    })
 }
 
 /// Follow a queued job until it ends, with a progress line whenever its
@@ -164,10 +161,7 @@ fn follow_job(console: &Console, cfg: &ServerConfig, jobid: u64, what: &str, cli
                 return Ok(j.clone());
             }
             // The catalog counts at the end; the file daemon knows now.
-            let counters = console
-                .run(&[format!("status client={}", arg_quote(client)?)], 0)
-                .ok()
-                .and_then(|o| parse::running_counters(&o, jobid));
+            let counters = console.run(&[format!("status client={}", arg_quote(client)?)], 0).ok().and_then(|o| parse::running_counters(&o, jobid));
             let files = counters.map(|c| c.0).unwrap_or(j.files);
             let shown = (j.status.clone(), files);
             if last_shown.as_ref() != Some(&shown) && last_time.elapsed() >= Duration::from_secs(10) {
@@ -385,11 +379,7 @@ pub fn restore(config: &Config, target_root: &Path, sel: &Selection) -> Result<R
     }
     let floor = expected.max(cfg.min_files);
     if job.files < floor {
-        let why = if job.files < expected {
-            format!("the director selected {expected}")
-        } else {
-            format!("backup.server.min-files = {}", cfg.min_files)
-        };
+        let why = if job.files < expected { format!("the director selected {expected}") } else { format!("backup.server.min-files = {}", cfg.min_files) };
         let mut problems = console.job_problems(jobid);
         problems.retain(|p| !p.starts_with("Termination:"));
         bail!(

@@ -19,19 +19,32 @@ pub enum Event {
     /// The unattended recovery started.
     RecoverStart,
     /// `rescue recover` started a phase (`==> phase 2/5 plan: ...`).
-    RecoverPhase { name: String },
+    RecoverPhase {
+        name: String,
+    },
     RecoverOk,
     RecoverFailed(String),
     /// The rescue system powers off or reboots.
     RescueEnd,
     /// The recovered system's marker unit ran.
-    Booted { fields: BTreeMap<String, String> },
+    Booted {
+        fields: BTreeMap<String, String>,
+    },
     /// A user check finished.
-    Check { n: usize, rc: i32 },
+    Check {
+        n: usize,
+        rc: i32,
+    },
     /// An output line of a user check.
-    CheckOutput { n: usize, text: String },
+    CheckOutput {
+        n: usize,
+        text: String,
+    },
     /// All checks ran.
-    Done { checks: usize, passed: usize },
+    Done {
+        checks: usize,
+        passed: usize,
+    },
     /// The kernel gave up.
     KernelPanic(String),
     /// `rescue` printed its error (`rescue: error: ...`).
@@ -215,7 +228,8 @@ mod tests {
 
     #[test]
     fn markers_of_the_recovered_system() {
-        let Some(Event::Booted { fields }) = parse_line("[  OK  ] Started x.RESCUE-DRILL-BOOTED host=web1 kernel=6.1.0-50-amd64 uptime=41.2 failed-units=0 state=running")
+        let Some(Event::Booted { fields }) =
+            parse_line("[  OK  ] Started x.RESCUE-DRILL-BOOTED host=web1 kernel=6.1.0-50-amd64 uptime=41.2 failed-units=0 state=running")
         else {
             panic!("not parsed")
         };

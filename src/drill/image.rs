@@ -41,7 +41,12 @@ pub fn open(iso: &Path, dir: &Path) -> Result<RescueIso> {
         .args(["-extract", "/isolinux/isolinux.cfg"])
         .arg(&menu)
         .run()
-        .map_err(|e| crate::error::input_error(format!("{e:#}\n{} is not a rescue ISO made by `rescue mkrescue` (it needs /boot/vmlinuz, /boot/initrd.img and /isolinux/isolinux.cfg)", iso.display())))?;
+        .map_err(|e| {
+            crate::error::input_error(format!(
+                "{e:#}\n{} is not a rescue ISO made by `rescue mkrescue` (it needs /boot/vmlinuz, /boot/initrd.img and /isolinux/isolinux.cfg)",
+                iso.display()
+            ))
+        })?;
     let menu_text = std::fs::read_to_string(&menu).with_context(|| format!("reading {}", menu.display()))?;
     let cmdline = menu_cmdline(&menu_text).unwrap_or_else(|| "console=tty0 console=ttyS0,115200 quiet".to_string());
     let mut files = files_from_initrd(&initrd, &[IMAGE_LAYOUT, IMAGE_CONFIG])?;
@@ -66,9 +71,7 @@ pub fn menu_cmdline(isolinux_cfg: &str) -> Option<String> {
 pub fn drill_cmdline(menu: &str, extra: &[String]) -> String {
     let mut words: Vec<String> = menu
         .split_whitespace()
-        .filter(|w| {
-            !(*w == "unattended" || w.starts_with("rescue.after=") || w.starts_with("rescue.drill") || w.starts_with("console=ttyS0"))
-        })
+        .filter(|w| !(*w == "unattended" || w.starts_with("rescue.after=") || w.starts_with("rescue.drill") || w.starts_with("console=ttyS0")))
         .map(str::to_string)
         .collect();
     words.extend(["unattended".to_string(), "rescue.after=poweroff".to_string()]);

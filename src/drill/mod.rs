@@ -193,7 +193,11 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
         return Err(input_error(format!("the rescue ISO {} does not exist: build one with `rescue mkrescue`, or pass --iso FILE", opts.iso.display())));
     }
     if crate::cmd::find_in_path(&opts.qemu.to_string_lossy()).is_none() {
-        return Err(crate::cmd::ToolMissing { program: opts.qemu.display().to_string(), package: crate::cmd::package_for("qemu-system-x86_64").map(str::to_string) }.into());
+        return Err(crate::cmd::ToolMissing {
+            program: opts.qemu.display().to_string(),
+            package: crate::cmd::package_for("qemu-system-x86_64").map(str::to_string),
+        }
+        .into());
     }
     if opts.accel == Accel::Kvm && !qemu::kvm_usable() {
         return Err(input_error("--accel kvm: /dev/kvm cannot be opened read-write here; use --accel tcg"));
@@ -280,13 +284,7 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
         network: prep.network,
         serial_log: dir.join("console-rescue.log"),
     };
-    say.line(&format!(
-        "starting the rescue VM ({}, {} MiB, {} CPUs, network {})",
-        opts.accel.as_str(),
-        opts.memory_mib,
-        opts.cpus,
-        prep.network.as_str()
-    ));
+    say.line(&format!("starting the rescue VM ({}, {} MiB, {} CPUs, network {})", opts.accel.as_str(), opts.memory_mib, opts.cpus, prep.network.as_str()));
     let mut vm = Vm::start(&opts.qemu, &spec, &dir.join("qemu-rescue.log"))?;
     let vm_start = vm.started;
     let mut con = Follower::new(&spec.serial_log, TAIL_LINES);

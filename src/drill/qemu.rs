@@ -264,7 +264,10 @@ mod tests {
         let a = joined(&spec());
         assert!(a.starts_with("-accel tcg -machine pc -nodefaults -no-reboot -m 2048 -smp 2"), "{a}");
         assert!(a.contains("-serial file:/w/console-1.log -nic none"), "{a}");
-        assert!(a.contains("-drive file=/w/disk1.img,format=raw,if=none,id=d1,cache=unsafe -device virtio-blk-pci,drive=d1,serial=web1-root,bootindex=1"), "{a}");
+        assert!(
+            a.contains("-drive file=/w/disk1.img,format=raw,if=none,id=d1,cache=unsafe -device virtio-blk-pci,drive=d1,serial=web1-root,bootindex=1"),
+            "{a}"
+        );
         assert!(!a.contains("pflash") && !a.contains("-kernel") && !a.contains("kvm"), "{a}");
     }
 
@@ -273,13 +276,24 @@ mod tests {
         let mut s = spec();
         s.uefi = Some(Uefi { code: OVMF_CODE.into(), vars: "/w/OVMF_VARS.fd".into() });
         s.cdrom = Some("/srv/rescue,1.iso".into());
-        s.direct = Some(DirectBoot { kernel: "/w/vmlinuz".into(), initrd: "/w/initrd.img".into(), append: "console=ttyS0,115200 unattended rescue.drill".into() });
+        s.direct =
+            Some(DirectBoot { kernel: "/w/vmlinuz".into(), initrd: "/w/initrd.img".into(), append: "console=ttyS0,115200 unattended rescue.drill".into() });
         s.network = Network::User;
         s.accel = Accel::Kvm;
         let a = s.args();
         let j = a.join(" ");
-        assert!(j.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd -drive if=pflash,format=raw,unit=1,file=/w/OVMF_VARS.fd"), "{j}");
-        assert!(j.contains("-drive file=/srv/rescue,,1.iso,format=raw,if=none,id=cd,media=cdrom,readonly=on -device ahci,id=cdbus -device ide-cd,drive=cd,bus=cdbus.0"), "{j}");
+        assert!(
+            j.contains(
+                "-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd -drive if=pflash,format=raw,unit=1,file=/w/OVMF_VARS.fd"
+            ),
+            "{j}"
+        );
+        assert!(
+            j.contains(
+                "-drive file=/srv/rescue,,1.iso,format=raw,if=none,id=cd,media=cdrom,readonly=on -device ahci,id=cdbus -device ide-cd,drive=cd,bus=cdbus.0"
+            ),
+            "{j}"
+        );
         assert!(j.contains("-nic user,model=virtio-net-pci") && j.starts_with("-accel kvm"), "{j}");
         // The kernel command line is one argument; no bootindex with direct boot or UEFI.
         let i = a.iter().position(|x| x == "-append").unwrap();

@@ -108,28 +108,39 @@ impl Menu {
 
 /// GRUB modules the EFI loader carries (no module directory on the media).
 const GRUB_EFI_MODULES: &[&str] = &[
-    "part_gpt", "part_msdos", "fat", "iso9660", "ext2", "search", "search_fs_file", "search_label", "normal",
-    "configfile", "linux", "echo", "test", "serial", "terminal", "efi_gop", "efi_uga", "all_video", "sleep",
-    "reboot", "halt", "ls", "cat", "chain", "gzio",
+    "part_gpt",
+    "part_msdos",
+    "fat",
+    "iso9660",
+    "ext2",
+    "search",
+    "search_fs_file",
+    "search_label",
+    "normal",
+    "configfile",
+    "linux",
+    "echo",
+    "test",
+    "serial",
+    "terminal",
+    "efi_gop",
+    "efi_uga",
+    "all_video",
+    "sleep",
+    "reboot",
+    "halt",
+    "ls",
+    "cat",
+    "chain",
+    "gzio",
 ];
 
 /// Build `BOOTX64.EFI`: GRUB for x86_64 UEFI with an embedded config that
 /// finds the media holding the file `marker` and reads its /boot/grub/grub.cfg.
 pub fn grub_efi(out: &Path, marker: &str, work: &Path) -> Result<()> {
     let early = work.join("grub-early.cfg");
-    std::fs::write(
-        &early,
-        format!(
-            "search --no-floppy --file --set=root {marker}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n"
-        ),
-    )?;
-    Cmd::new("grub-mkimage")
-        .args(["-O", "x86_64-efi", "-p", "/boot/grub", "-c"])
-        .arg(&early)
-        .arg("-o")
-        .arg(out)
-        .args(GRUB_EFI_MODULES)
-        .run()
+    std::fs::write(&early, format!("search --no-floppy --file --set=root {marker}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n"))?;
+    Cmd::new("grub-mkimage").args(["-O", "x86_64-efi", "-p", "/boot/grub", "-c"]).arg(&early).arg("-o").arg(out).args(GRUB_EFI_MODULES).run()
 }
 
 #[cfg(test)]

@@ -67,9 +67,7 @@ struct SfdiskPartition {
 /// Creates both file systems and the BIOS boot code.
 pub fn partition_disk(disk: &Path, boot_bytes: u64, data: bool) -> Result<BootPartition> {
     let boot_sectors = boot_bytes.div_ceil(512);
-    let mut script = format!(
-        "label: gpt\nstart=2048, size={boot_sectors}, type={ESP_TYPE}, name={BOOT_LABEL}, attrs=LegacyBIOSBootable\n"
-    );
+    let mut script = format!("label: gpt\nstart=2048, size={boot_sectors}, type={ESP_TYPE}, name={BOOT_LABEL}, attrs=LegacyBIOSBootable\n");
     if data {
         script += &format!("size=+, type={LINUX_TYPE}, name={DATA_LABEL}\n");
     }
@@ -105,24 +103,19 @@ fn read_table(disk: &Path) -> Result<SfdiskTable> {
 
 /// The `RESCUEBOOT` partition of a disk made by `rescue format --usb`.
 pub fn find_boot_partition(disk: &Path) -> Result<BootPartition> {
-    let table = read_table(disk).with_context(|| {
-        format!("{} has no partition table; prepare it with `rescue format --usb {}` first", disk.display(), disk.display())
-    })?;
+    let table = read_table(disk)
+        .with_context(|| format!("{} has no partition table; prepare it with `rescue format --usb {}` first", disk.display(), disk.display()))?;
     let sector = table.sectorsize.unwrap_or(512);
-    let p = table.partitions.iter().find(|p| p.name.as_deref() == Some(BOOT_LABEL)).with_context(|| {
-        format!(
-            "{} has no partition named {BOOT_LABEL}; prepare it with `rescue format --usb {}` first",
-            disk.display(),
-            disk.display()
-        )
-    })?;
+    let p =
+        table.partitions.iter().find(|p| p.name.as_deref() == Some(BOOT_LABEL)).with_context(|| {
+            format!("{} has no partition named {BOOT_LABEL}; prepare it with `rescue format --usb {}` first", disk.display(), disk.display())
+        })?;
     Ok(BootPartition { disk: disk.to_path_buf(), offset: p.start * sector, size: p.size * sector })
 }
 
 /// Syslinux's GPT-aware MBR boot code, into the first 440 bytes only.
 fn write_mbr_code(disk: &Path) -> Result<()> {
-    let code = std::fs::read(GPT_MBR)
-        .with_context(|| format!("reading {GPT_MBR}; install the Debian package syslinux-common"))?;
+    let code = std::fs::read(GPT_MBR).with_context(|| format!("reading {GPT_MBR}; install the Debian package syslinux-common"))?;
     if code.len() > 440 {
         bail!("{GPT_MBR} is larger than the 440 bytes of MBR boot code");
     }
@@ -243,8 +236,7 @@ pub fn write_raw(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Pat
     let _ = std::fs::remove_file(&tmp);
     {
         use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.set_len(total)?;
     }
     let bp = partition_disk(&tmp, boot, false)?;

@@ -50,14 +50,7 @@ pub struct LibResolver {
 
 /// The directories the loader always searches after ld.so.conf's, on
 /// Debian-style multiarch and on lib64 distributions.
-const DEFAULT_DIRS: &[&str] = &[
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-];
+const DEFAULT_DIRS: &[&str] = &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
 
 impl LibResolver {
     /// A resolver for the system under `root`, reading `root/etc/ld.so.conf`.
@@ -124,8 +117,7 @@ impl LibResolver {
     /// say which program would not start.
     pub fn closure(&self, programs: &[PathBuf]) -> Result<Closure> {
         let mut out = Closure::default();
-        let mut todo: VecDeque<(PathBuf, String)> =
-            programs.iter().map(|p| (p.clone(), p.display().to_string())).collect();
+        let mut todo: VecDeque<(PathBuf, String)> = programs.iter().map(|p| (p.clone(), p.display().to_string())).collect();
         while let Some((path, wanted_by)) = todo.pop_front() {
             if out.files.contains(&path) {
                 continue;
@@ -140,10 +132,7 @@ impl LibResolver {
             // uses the directory of the file as opened, after resolution).
             let real = std::fs::canonicalize(&host).unwrap_or_else(|_| host.clone());
             let Some(info) = read_elf(&real)? else { continue };
-            let origin = real
-                .strip_prefix(&self.root)
-                .map(|p| Path::new("/").join(p))
-                .unwrap_or_else(|_| real.clone());
+            let origin = real.strip_prefix(&self.root).map(|p| Path::new("/").join(p)).unwrap_or_else(|_| real.clone());
             let origin_dir = origin.parent().unwrap_or(Path::new("/")).to_path_buf();
             if let Some(interp) = &info.interpreter {
                 todo.push_back((PathBuf::from(interp), path.display().to_string()));
@@ -199,11 +188,7 @@ fn read_ld_so_conf(root: &Path, conf: &Path, dirs: &mut Vec<PathBuf>, depth: u32
             continue;
         }
         if let Some(pattern) = line.strip_prefix("include").map(str::trim) {
-            let pattern = if pattern.starts_with('/') {
-                PathBuf::from(pattern)
-            } else {
-                conf.parent().unwrap_or(Path::new("/")).join(pattern)
-            };
+            let pattern = if pattern.starts_with('/') { PathBuf::from(pattern) } else { conf.parent().unwrap_or(Path::new("/")).join(pattern) };
             for inc in glob_files(root, &pattern) {
                 read_ld_so_conf(root, &inc, dirs, depth + 1);
             }

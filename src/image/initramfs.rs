@@ -36,13 +36,38 @@ pub struct Inputs<'a> {
 }
 
 /// Programs every rescue system has, whatever the layout. A missing one is an error.
-const BASE_PROGRAMS: &[&str] = &["busybox", "kmod", "modprobe", "insmod", "rmmod", "lsmod", "modinfo", "udevadm", "blkid", "wipefs", "sfdisk", "mount", "umount"];
+const BASE_PROGRAMS: &[&str] =
+    &["busybox", "kmod", "modprobe", "insmod", "rmmod", "lsmod", "modinfo", "udevadm", "blkid", "wipefs", "sfdisk", "mount", "umount"];
 
 /// Programs a human in trouble or a recovery is glad to have; missing ones are noted.
 const USEFUL_PROGRAMS: &[&str] = &[
-    "lsblk", "partx", "blockdev", "losetup", "findmnt", "mkswap", "swapon", "swapoff", "sgdisk", "parted",
-    "tar", "zstd", "gzip", "xz", "rsync", "dmsetup", "mkfs.vfat", "mkfs.fat", "fsck.vfat", "mkfs.ext4", "mke2fs",
-    "e2fsck", "efibootmgr", "chroot", "ip", "ping", "less",
+    "lsblk",
+    "partx",
+    "blockdev",
+    "losetup",
+    "findmnt",
+    "mkswap",
+    "swapon",
+    "swapoff",
+    "sgdisk",
+    "parted",
+    "tar",
+    "zstd",
+    "gzip",
+    "xz",
+    "rsync",
+    "dmsetup",
+    "mkfs.vfat",
+    "mkfs.fat",
+    "fsck.vfat",
+    "mkfs.ext4",
+    "mke2fs",
+    "e2fsck",
+    "efibootmgr",
+    "chroot",
+    "ip",
+    "ping",
+    "less",
 ];
 
 /// Programs recovery needs for this layout. A missing one is an error:
@@ -201,11 +226,10 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     if let Some(b) = &bserver {
         programs.extend(b.programs.iter().map(|p| (p.clone(), true)));
     }
-    let udevd = ["/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .with_context(|| "systemd-udevd is not installed on this system; the rescue system needs it for /dev/disk/by-*: apt-get install udev".to_string())?;
+    let udevd =
+        ["/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd"].iter().map(PathBuf::from).find(|p| p.is_file()).with_context(|| {
+            "systemd-udevd is not installed on this system; the rescue system needs it for /dev/disk/by-*: apt-get install udev".to_string()
+        })?;
     let mut host_programs: Vec<PathBuf> = vec![udevd.clone()];
     let mut missing_required = Vec::new();
     let mut seen = BTreeSet::new();
@@ -226,10 +250,7 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
         }
     }
     if !missing_required.is_empty() {
-        bail!(
-            "programs the rescue system needs are not installed on this system: {}. Install them and run mkrescue again",
-            missing_required.join(", ")
-        );
+        bail!("programs the rescue system needs are not installed on this system: {}. Install them and run mkrescue again", missing_required.join(", "));
     }
     // udev's helpers (ata_id, scsi_id...) that the persistent-storage rules call.
     for dir in ["/usr/lib/udev", "/lib/udev"] {
@@ -317,20 +338,26 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
         tree.add_host_file_as(&image_modules.join(f), &inp.modules_dir.join(f))?;
     }
     for idx_file in [
-        "modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep", "modules.symbols",
-        "modules.symbols.bin", "modules.builtin", "modules.builtin.bin", "modules.builtin.alias.bin",
-        "modules.builtin.modinfo", "modules.order", "modules.devname",
+        "modules.dep",
+        "modules.dep.bin",
+        "modules.alias",
+        "modules.alias.bin",
+        "modules.softdep",
+        "modules.symbols",
+        "modules.symbols.bin",
+        "modules.builtin",
+        "modules.builtin.bin",
+        "modules.builtin.alias.bin",
+        "modules.builtin.modinfo",
+        "modules.order",
+        "modules.devname",
     ] {
         let p = inp.modules_dir.join(idx_file);
         if p.is_file() {
             tree.add_host_file_as(&image_modules.join(idx_file), &p)?;
         }
     }
-    let mut load: Vec<String> = wanted
-        .iter()
-        .map(|w| modules::normalize(w))
-        .filter(|w| load_set.modules.contains(w))
-        .collect();
+    let mut load: Vec<String> = wanted.iter().map(|w| modules::normalize(w)).filter(|w| load_set.modules.contains(w)).collect();
     load.sort();
     load.dedup();
     tree.add_bytes(Path::new("/etc/rescue/modules.load"), load.join("\n") + "\n", 0o644)?;
@@ -359,16 +386,24 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
         ("RESCUE_VERSION", env!("CARGO_PKG_VERSION").to_string()),
         ("RESCUE_HOSTNAME", hostname.clone()),
         ("RESCUE_BUILT", manifest.created.clone()),
-        ("RESCUE_NETWORK", match cfg.network {
-            NetworkMode::Dhcp => "dhcp",
-            NetworkMode::Static => "static",
-            NetworkMode::None => "none",
-        }.to_string()),
-        ("RESCUE_AFTER_RECOVER", match cfg.after_recover {
-            super::config::AfterRecover::Poweroff => "poweroff",
-            super::config::AfterRecover::Reboot => "reboot",
-            super::config::AfterRecover::Shell => "shell",
-        }.to_string()),
+        (
+            "RESCUE_NETWORK",
+            match cfg.network {
+                NetworkMode::Dhcp => "dhcp",
+                NetworkMode::Static => "static",
+                NetworkMode::None => "none",
+            }
+            .to_string(),
+        ),
+        (
+            "RESCUE_AFTER_RECOVER",
+            match cfg.after_recover {
+                super::config::AfterRecover::Poweroff => "poweroff",
+                super::config::AfterRecover::Reboot => "reboot",
+                super::config::AfterRecover::Shell => "shell",
+            }
+            .to_string(),
+        ),
         ("UDEVD", udevd.display().to_string()),
     ];
     let env = env.into_iter().chain(bserver.iter().flat_map(|b| b.env.iter().cloned()));
@@ -399,14 +434,31 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
         "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         0o644,
     )?;
-    let groups = ["root:x:0:", "tty:x:5:", "disk:x:6:", "kmem:x:15:", "dialout:x:20:", "cdrom:x:24:", "tape:x:26:", "audio:x:29:", "video:x:44:", "input:x:105:", "kvm:x:106:", "render:x:107:", "sgx:x:108:", "nogroup:x:65534:"];
+    let groups = [
+        "root:x:0:",
+        "tty:x:5:",
+        "disk:x:6:",
+        "kmem:x:15:",
+        "dialout:x:20:",
+        "cdrom:x:24:",
+        "tape:x:26:",
+        "audio:x:29:",
+        "video:x:44:",
+        "input:x:105:",
+        "kvm:x:106:",
+        "render:x:107:",
+        "sgx:x:108:",
+        "nogroup:x:65534:",
+    ];
     tree.add_bytes(Path::new("/etc/group"), groups.join("\n") + "\n", 0o644)?;
     tree.add_bytes(Path::new("/etc/hostname"), format!("{hostname}\n"), 0o644)?;
     tree.add_bytes(Path::new("/etc/fstab"), "# the rescue system runs from RAM\n", 0o644)?;
     tree.add_symlink(Path::new("/etc/mtab"), "/proc/self/mounts")?;
     tree.add_bytes(
         Path::new("/etc/profile"),
-        format!("export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nPS1='RESCUE {hostname}:$PWD# '\necho 'rescue system: run \"rescue recover\" to recover {hostname}.'\n"),
+        format!(
+            "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nPS1='RESCUE {hostname}:$PWD# '\necho 'rescue system: run \"rescue recover\" to recover {hostname}.'\n"
+        ),
         0o644,
     )?;
     if Path::new("/etc/os-release").exists() {
@@ -439,13 +491,8 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
 
     // Write: cpio newc through zstd, refusing secrets unless allowed.
     let tmp = out.with_extension("tmp");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode_0600()
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+    let file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode_0600().open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut enc = zstd::stream::Encoder::new(std::io::BufWriter::new(file), cfg.compression_level)?;
     let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     enc.multithread(threads).ok();

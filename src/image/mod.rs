@@ -61,11 +61,7 @@ pub fn output_dir_from_url(url: &str) -> Result<PathBuf> {
 
 /// The file names of the outputs for a host.
 pub fn output_paths(dir: &Path, hostname: &str) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        dir.join(format!("rescue-{hostname}.iso")),
-        dir.join(format!("rescue-{hostname}-pxe")),
-        dir.join(format!("rescue-{hostname}.raw")),
-    )
+    (dir.join(format!("rescue-{hostname}.iso")), dir.join(format!("rescue-{hostname}-pxe")), dir.join(format!("rescue-{hostname}.raw")))
 }
 
 /// Build the rescue system and every requested output.
@@ -73,10 +69,7 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
     let started = Instant::now();
     let layout = Layout::load(&opts.layout_path).map_err(|e| {
         if !opts.layout_path.exists() {
-            input_error(format!(
-                "there is no layout descriptor at {}: run `rescue savelayout` first, or pass --layout FILE",
-                opts.layout_path.display()
-            ))
+            input_error(format!("there is no layout descriptor at {}: run `rescue savelayout` first, or pass --layout FILE", opts.layout_path.display()))
         } else {
             e
         }

@@ -15,17 +15,59 @@ use crate::layout::{FsType, Layout};
 /// virtual machines, NVMe, SATA, SAS/RAID HBAs, USB storage, common NICs.
 pub const DISSIMILAR_HARDWARE: &[&str] = &[
     // virtual machines
-    "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "vmw_pvscsi", "vmxnet3", "hv_storvsc", "hv_netvsc",
-    "xen_blkfront", "xen_netfront",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_net",
+    "vmw_pvscsi",
+    "vmxnet3",
+    "hv_storvsc",
+    "hv_netvsc",
+    "xen_blkfront",
+    "xen_netfront",
     // disks and controllers
-    "nvme", "ahci", "ata_piix", "ata_generic", "sd_mod", "sr_mod", "mpt3sas", "megaraid_sas", "hpsa", "aacraid",
-    "smartpqi", "mptsas",
+    "nvme",
+    "ahci",
+    "ata_piix",
+    "ata_generic",
+    "sd_mod",
+    "sr_mod",
+    "mpt3sas",
+    "megaraid_sas",
+    "hpsa",
+    "aacraid",
+    "smartpqi",
+    "mptsas",
     // USB sticks and disks
-    "xhci_pci", "ehci_pci", "ohci_pci", "uhci_hcd", "usb_storage", "uas",
+    "xhci_pci",
+    "ehci_pci",
+    "ohci_pci",
+    "uhci_hcd",
+    "usb_storage",
+    "uas",
     // common NICs
-    "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "r8169", "tg3", "bnx2", "bnx2x", "bnxt_en",
+    "e1000",
+    "e1000e",
+    "igb",
+    "igc",
+    "ixgbe",
+    "i40e",
+    "ice",
+    "r8169",
+    "tg3",
+    "bnx2",
+    "bnx2x",
+    "bnxt_en",
     // the rescue media itself, backup disks, loop-mounted images
-    "isofs", "cdrom", "loop", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "efivarfs",
+    "isofs",
+    "cdrom",
+    "loop",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_iso8859_1",
+    "nls_utf8",
+    "efivarfs",
 ];
 
 /// Modules the descriptor's storage stack needs to be recreated.
@@ -105,11 +147,7 @@ pub fn normalize(name: &str) -> String {
 /// The module name of a module file (`kernel/fs/ext4/ext4.ko.xz` -> `ext4`).
 pub fn module_name(path: &Path) -> String {
     let base = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let stem = base
-        .strip_suffix(".xz")
-        .or_else(|| base.strip_suffix(".zst"))
-        .or_else(|| base.strip_suffix(".gz"))
-        .unwrap_or(&base);
+    let stem = base.strip_suffix(".xz").or_else(|| base.strip_suffix(".zst")).or_else(|| base.strip_suffix(".gz")).unwrap_or(&base);
     normalize(stem.strip_suffix(".ko").unwrap_or(stem))
 }
 
@@ -237,7 +275,5 @@ pub fn firmware_names(index: &ModuleIndex, set: &ModuleSet) -> Result<BTreeSet<S
 
 /// Names of the modules loaded in the running kernel (`/proc/modules`).
 pub fn loaded_modules() -> Vec<String> {
-    std::fs::read_to_string("/proc/modules")
-        .map(|t| t.lines().filter_map(|l| l.split_whitespace().next()).map(normalize).collect())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/modules").map(|t| t.lines().filter_map(|l| l.split_whitespace().next()).map(normalize).collect()).unwrap_or_default()
 }

@@ -213,11 +213,8 @@ impl Tree {
     /// (never followed, so `X11 -> .` cannot loop).
     fn copy_dir(&mut self, host: &Path, at: &Path) -> Result<()> {
         self.mkdir_p(at)?;
-        let mut names: Vec<_> = std::fs::read_dir(host)
-            .with_context(|| format!("listing {}", host.display()))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
+        let mut names: Vec<_> =
+            std::fs::read_dir(host).with_context(|| format!("listing {}", host.display()))?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
         names.sort();
         for n in names {
             let (h, a) = (host.join(&n), at.join(&n));
@@ -265,9 +262,7 @@ impl Tree {
                     w.write_all(t)?;
                     pad(w, t.len() as u64)?;
                 }
-                Source::CharDev(maj, min) => {
-                    write_header(w, ino, 0o020000 | e.mode, 1, 0, (u64::from(*maj) << 32) | u64::from(*min), name)?
-                }
+                Source::CharDev(maj, min) => write_header(w, ino, 0o020000 | e.mode, 1, 0, (u64::from(*maj) << 32) | u64::from(*min), name)?,
                 Source::Bytes(b) => {
                     check(path, &b[..b.len().min(4096)])?;
                     write_header(w, ino, 0o100000 | e.mode, 1, b.len() as u64, 0, name)?;
@@ -307,21 +302,7 @@ fn write_header<W: Write>(w: &mut W, ino: u32, mode: u32, nlink: u32, size: u64,
         bail!("{} is larger than 4 GiB, which a cpio newc archive cannot hold", name.display());
     }
     let name = name.as_os_str().as_encoded_bytes();
-    let fields = [
-        ino,
-        mode,
-        0,
-        0,
-        nlink,
-        0,
-        size as u32,
-        0,
-        0,
-        (rdev >> 32) as u32,
-        rdev as u32,
-        name.len() as u32 + 1,
-        0,
-    ];
+    let fields = [ino, mode, 0, 0, nlink, 0, size as u32, 0, 0, (rdev >> 32) as u32, rdev as u32, name.len() as u32 + 1, 0];
     let mut h = String::with_capacity(110);
     h.push_str("070701");
     for f in fields {

@@ -87,9 +87,7 @@ pub fn compare(old: &Layout, new: &Layout) -> Vec<Change> {
             continue;
         }
         match (va, vb) {
-            (Value::Array(_), _) | (_, Value::Array(_)) => {
-                compare_items(key, as_array(va), as_array(vb), &mut changes)
-            }
+            (Value::Array(_), _) | (_, Value::Array(_)) => compare_items(key, as_array(va), as_array(vb), &mut changes),
             _ => changes.push(Change { item: key.clone(), change: "modified", fields: field_changes(va, vb) }),
         }
     }

@@ -8,8 +8,8 @@
 //! logical volume. These are names inside the descriptor, not device paths on
 //! the recovery machine: the plan maps disks to present devices.
 
-pub mod validate;
 pub mod diff;
+pub mod validate;
 
 use std::path::Path;
 
@@ -582,8 +582,7 @@ pub enum BlockKind {
 impl Layout {
     /// Read and validate a descriptor file.
     pub fn load(path: &Path) -> Result<Layout> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the layout descriptor {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the layout descriptor {}", path.display()))?;
         Self::from_toml(&text).with_context(|| format!("in the layout descriptor {}", path.display()))
     }
 

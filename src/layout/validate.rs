@@ -31,9 +31,7 @@ pub(super) fn parse_and_validate(text: &str) -> Result<Layout> {
     // should say so, not complain about fields it does not know.
     let value: toml::Value = toml::from_str(text).map_err(|e| InputError(format!("not valid TOML: {e}")))?;
     match value.get("version") {
-        None => {
-            return Err(InputError("line 1: missing `version = 1` at the top of the descriptor".into()).into())
-        }
+        None => return Err(InputError("line 1: missing `version = 1` at the top of the descriptor".into()).into()),
         Some(toml::Value::Integer(v)) if *v == i64::from(VERSION) => {}
         Some(v) => {
             let line = line_of_key(text, None, "version");
@@ -58,11 +56,7 @@ pub(super) fn parse_and_validate(text: &str) -> Result<Layout> {
 /// The line where the `index`-th `[[table]]` of an array of tables starts.
 pub fn line_of_item(text: &str, table: &str, index: usize) -> Option<usize> {
     let header = format!("[[{table}]]");
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim() == header)
-        .nth(index)
-        .map(|(n, _)| n + 1)
+    text.lines().enumerate().filter(|(_, l)| l.trim() == header).nth(index).map(|(n, _)| n + 1)
 }
 
 /// The line of `key = ...` inside the `index`-th `[[table]]` (or at top
@@ -137,7 +131,12 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
     }
     let mut use_dev = |c: &mut Checker, dev: &str, user: String, table: &str, i: usize, key: &str| {
         if !ids.contains_key(dev) {
-            c.err(table, i, Some(key), format!("{user} refers to `{dev}`, which is not a disk, partition, RAID array, LUKS volume or logical volume in this descriptor"));
+            c.err(
+                table,
+                i,
+                Some(key),
+                format!("{user} refers to `{dev}`, which is not a disk, partition, RAID array, LUKS volume or logical volume in this descriptor"),
+            );
             return;
         }
         if let Some(prev) = users.insert(dev.to_string(), user.clone()) {
@@ -151,7 +150,12 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
             c.err("disk", i, Some("size"), format!("disk `{}`: size is 0", d.name));
         }
         if !matches!(d.logical_sector_size, 512 | 1024 | 2048 | 4096) {
-            c.err("disk", i, Some("logical-sector-size"), format!("disk `{}`: logical sector size {} is not 512, 1024, 2048 or 4096", d.name, d.logical_sector_size));
+            c.err(
+                "disk",
+                i,
+                Some("logical-sector-size"),
+                format!("disk `{}`: logical sector size {} is not 512, 1024, 2048 or 4096", d.name, d.logical_sector_size),
+            );
         }
         if d.table.is_none() && layout.partitions.iter().any(|p| p.disk == d.name) {
             c.err("disk", i, None, format!("disk `{}` has partitions but no `table` (gpt or msdos)", d.name));
@@ -196,7 +200,12 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
         match disk.table {
             Some(TableType::Gpt) => {
                 if !is_guid(&p.type_id) {
-                    c.err("partition", i, Some("type"), format!("{who}: type `{}` is not a GPT type GUID (e.g. 0FC63DAF-8483-4772-8E79-3D69D8477DE4 for Linux data)", p.type_id));
+                    c.err(
+                        "partition",
+                        i,
+                        Some("type"),
+                        format!("{who}: type `{}` is not a GPT type GUID (e.g. 0FC63DAF-8483-4772-8E79-3D69D8477DE4 for Linux data)", p.type_id),
+                    );
                 }
                 if p.kind != PartitionKind::Primary {
                     c.err("partition", i, Some("kind"), format!("{who}: GPT has no extended or logical partitions"));
@@ -236,9 +245,7 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
         }
         for (a_i, a) in parts.iter().enumerate() {
             for b in parts.iter().skip(a_i + 1) {
-                let nested = |x: &super::Partition, y: &super::Partition| {
-                    x.kind == PartitionKind::Extended && y.kind == PartitionKind::Logical
-                };
+                let nested = |x: &super::Partition, y: &super::Partition| x.kind == PartitionKind::Extended && y.kind == PartitionKind::Logical;
                 if nested(a, b) || nested(b, a) {
                     continue;
                 }
@@ -265,12 +272,9 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
                 let i = index_of_partition(layout, &a.name);
                 match extended {
                     None => c.err("partition", i, None, format!("logical partition `{}` but disk `{}` has no extended partition", a.name, d.name)),
-                    Some(e) if a.start < e.start || a.start + a.size > e.start + e.size => c.err(
-                        "partition",
-                        i,
-                        Some("start"),
-                        format!("logical partition `{}` lies outside extended partition `{}`", a.name, e.name),
-                    ),
+                    Some(e) if a.start < e.start || a.start + a.size > e.start + e.size => {
+                        c.err("partition", i, Some("start"), format!("logical partition `{}` lies outside extended partition `{}`", a.name, e.name))
+                    }
                     _ => {}
                 }
             }
@@ -382,7 +386,12 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
                         sv.is_empty() || b.subvolumes.iter().any(|s| s.path == sv)
                     });
                     if !known {
-                        c.err("mount", i, Some("subvol"), format!("mount `{}` uses subvolume `{sv}`, which filesystem on `{}` does not have", m.path, m.device));
+                        c.err(
+                            "mount",
+                            i,
+                            Some("subvol"),
+                            format!("mount `{}` uses subvolume `{sv}`, which filesystem on `{}` does not have", m.path, m.device),
+                        );
                     }
                 }
             }
@@ -415,8 +424,7 @@ fn index_of_partition(layout: &Layout, name: &str) -> usize {
 /// 8-4-4-4-12 hex GUID/UUID.
 pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+    parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// mdadm prints UUIDs as 4 groups of 8 hex digits separated by `:`; accept both.

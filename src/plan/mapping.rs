@@ -150,22 +150,15 @@ pub fn map_disks(
         if assigned.contains_key(&d.name) {
             continue;
         }
-        let matches: Vec<(&PresentDisk, MatchReason)> = inv
-            .disks
-            .iter()
-            .filter(|p| free(p, &used))
-            .filter_map(|p| identity_match(d, p).map(|r| (p, r)))
-            .collect();
+        let matches: Vec<(&PresentDisk, MatchReason)> =
+            inv.disks.iter().filter(|p| free(p, &used)).filter_map(|p| identity_match(d, p).map(|r| (p, r))).collect();
         match matches.as_slice() {
             [(p, r)] => {
                 used.insert(p.name.clone());
                 assigned.insert(d.name.clone(), assignment(d, p, *r));
             }
             [] => {}
-            many => problem.ambiguous.push(Ambiguity {
-                disk: d.name.clone(),
-                candidates: many.iter().map(|(p, _)| p.path.clone()).collect(),
-            }),
+            many => problem.ambiguous.push(Ambiguity { disk: d.name.clone(), candidates: many.iter().map(|(p, _)| p.path.clone()).collect() }),
         }
     }
     let ambiguous_ids: BTreeSet<String> = problem.ambiguous.iter().map(|a| a.disk.clone()).collect();
@@ -190,8 +183,7 @@ pub fn map_disks(
             wanted.push((d, c));
         }
         for (d, c) in &wanted {
-            let contested = c.len() == 1
-                && wanted.iter().filter(|(_, o)| o.iter().any(|p| p.name == c[0].name)).count() > 1;
+            let contested = c.len() == 1 && wanted.iter().filter(|(_, o)| o.iter().any(|p| p.name == c[0].name)).count() > 1;
             match c.as_slice() {
                 [p] if !contested => {
                     used.insert(p.name.clone());
@@ -201,10 +193,7 @@ pub fn map_disks(
                 many => {
                     if rule == MatchReason::OnlyFitting || !problem.ambiguous.iter().any(|a| a.disk == d.name) {
                         problem.ambiguous.retain(|a| a.disk != d.name);
-                        problem.ambiguous.push(Ambiguity {
-                            disk: d.name.clone(),
-                            candidates: many.iter().map(|p| p.path.clone()).collect(),
-                        });
+                        problem.ambiguous.push(Ambiguity { disk: d.name.clone(), candidates: many.iter().map(|p| p.path.clone()).collect() });
                     }
                 }
             }
@@ -222,21 +211,10 @@ pub fn map_disks(
             format!(
                 "no unused disk matches its identity or can hold its {} (largest unused: {})",
                 human_bytes(d.size),
-                inv.disks
-                    .iter()
-                    .filter(|p| free(p, &used) && !p.virtual_disk)
-                    .map(|p| p.size)
-                    .max()
-                    .map(human_bytes)
-                    .unwrap_or_default()
+                inv.disks.iter().filter(|p| free(p, &used) && !p.virtual_disk).map(|p| p.size).max().map(human_bytes).unwrap_or_default()
             )
         } else {
-            let busy: Vec<String> = inv
-                .disks
-                .iter()
-                .filter(|p| !p.busy.is_empty())
-                .map(|p| format!("{}: {}", p.path.display(), p.busy.join(", ")))
-                .collect();
+            let busy: Vec<String> = inv.disks.iter().filter(|p| !p.busy.is_empty()).map(|p| format!("{}: {}", p.path.display(), p.busy.join(", "))).collect();
             if busy.is_empty() {
                 "no unused disk is present".to_string()
             } else {
@@ -296,9 +274,6 @@ mod tests {
         assert_eq!(partition_path(Path::new("/dev/loop0"), 3), Path::new("/dev/loop0p3"));
         assert_eq!(partition_path(Path::new("/dev/mmcblk0"), 2), Path::new("/dev/mmcblk0p2"));
         assert_eq!(partition_path(Path::new("/dev/md0"), 1), Path::new("/dev/md0p1"));
-        assert_eq!(
-            partition_path(Path::new("/dev/disk/by-id/ata-X_1"), 2),
-            Path::new("/dev/disk/by-id/ata-X_1-part2")
-        );
+        assert_eq!(partition_path(Path::new("/dev/disk/by-id/ata-X_1"), 2), Path::new("/dev/disk/by-id/ata-X_1-part2"));
     }
 }

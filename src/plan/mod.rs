@@ -66,7 +66,10 @@ pub struct PvRef {
 pub enum Operation {
     /// Deactivate what is stacked on the disk (mounts under the target root,
     /// swap, LVM, LUKS, MD) and erase every signature on it and its partitions.
-    Wipe { disk: String, device: PathBuf },
+    Wipe {
+        disk: String,
+        device: PathBuf,
+    },
     CreatePartitionTable {
         disk: String,
         device: PathBuf,
@@ -86,9 +89,16 @@ pub enum Operation {
         partition: NewPartition,
     },
     /// Re-read the partition table and wait for the partition nodes.
-    Settle { disk: String, device: PathBuf, partitions: Vec<PathBuf> },
+    Settle {
+        disk: String,
+        device: PathBuf,
+        partitions: Vec<PathBuf>,
+    },
     /// Erase stale signatures on a new partition or array before use.
-    WipeSignatures { block: String, device: PathBuf },
+    WipeSignatures {
+        block: String,
+        device: PathBuf,
+    },
     CreateRaid {
         block: String,
         device: PathBuf,
@@ -126,10 +136,24 @@ pub enum Operation {
         #[serde(skip_serializing_if = "Option::is_none")]
         offset: Option<u64>,
     },
-    OpenLuks { block: String, device: PathBuf, mapper: PathBuf },
-    CreatePv { block: String, device: PathBuf, uuid: String, vg: String },
+    OpenLuks {
+        block: String,
+        device: PathBuf,
+        mapper: PathBuf,
+    },
+    CreatePv {
+        block: String,
+        device: PathBuf,
+        uuid: String,
+        vg: String,
+    },
     /// Writes the VG's metadata with the recorded UUIDs (vgcfgrestore).
-    CreateVg { name: String, uuid: String, extent_size: u64, pvs: Vec<PvRef> },
+    CreateVg {
+        name: String,
+        uuid: String,
+        extent_size: u64,
+        pvs: Vec<PvRef>,
+    },
     /// Adds an LV with its recorded UUID to the VG's metadata.
     CreateLv {
         vg: String,
@@ -139,7 +163,9 @@ pub enum Operation {
         segment_type: String,
         device: PathBuf,
     },
-    ActivateVg { name: String },
+    ActivateVg {
+        name: String,
+    },
     MakeFilesystem {
         block: String,
         device: PathBuf,
@@ -162,8 +188,17 @@ pub enum Operation {
         #[serde(skip_serializing_if = "Option::is_none")]
         label: Option<String>,
     },
-    CreateSubvolume { block: String, device: PathBuf, path: String, readonly: bool },
-    SetDefaultSubvolume { block: String, device: PathBuf, path: String },
+    CreateSubvolume {
+        block: String,
+        device: PathBuf,
+        path: String,
+        readonly: bool,
+    },
+    SetDefaultSubvolume {
+        block: String,
+        device: PathBuf,
+        path: String,
+    },
     Mount {
         /// Mount point in the recovered system (`/home`).
         path: String,
@@ -255,12 +290,7 @@ pub fn build(layout: &Layout, inv: &Inventory, opts: &PlanOptions) -> Result<Pla
 }
 
 /// Compute the plan for a mapping already decided (e.g. chosen interactively).
-pub fn build_with_mapping(
-    layout: &Layout,
-    inv: &Inventory,
-    opts: &PlanOptions,
-    mapping: Vec<DiskAssignment>,
-) -> Result<Plan> {
+pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, mapping: Vec<DiskAssignment>) -> Result<Plan> {
     // Refuse busy targets before anything else.
     let mut busy = Vec::new();
     for m in &mapping {
@@ -315,11 +345,7 @@ pub fn build_with_mapping(
             devices.insert(p.name.clone(), dev.clone());
             sizes.insert(p.name.clone(), pp.size * m.logical_sector_size);
             if pp.size * m.logical_sector_size != p.size * disk.logical_sector_size {
-                resized.push(Resized {
-                    block: p.name.clone(),
-                    recorded_size: p.size * disk.logical_sector_size,
-                    new_size: pp.size * m.logical_sector_size,
-                });
+                resized.push(Resized { block: p.name.clone(), recorded_size: p.size * disk.logical_sector_size, new_size: pp.size * m.logical_sector_size });
             }
             if p.kind != PartitionKind::Extended {
                 nodes.push((p.name.clone(), dev.clone()));
@@ -344,11 +370,7 @@ pub fn build_with_mapping(
             });
         }
         nodes.sort();
-        ops.push(Operation::Settle {
-            disk: disk.name.clone(),
-            device: m.device.clone(),
-            partitions: nodes.iter().map(|n| n.1.clone()).collect(),
-        });
+        ops.push(Operation::Settle { disk: disk.name.clone(), device: m.device.clone(), partitions: nodes.iter().map(|n| n.1.clone()).collect() });
         for (block, dev) in nodes {
             ops.push(Operation::WipeSignatures { block, device: dev });
         }
@@ -424,12 +446,7 @@ pub fn build_with_mapping(
                 continue;
             }
             for pv in &pvs {
-                ops.push(Operation::CreatePv {
-                    block: pv.device.clone(),
-                    device: devices[&pv.device].clone(),
-                    uuid: pv.uuid.clone(),
-                    vg: vg.name.clone(),
-                });
+                ops.push(Operation::CreatePv { block: pv.device.clone(), device: devices[&pv.device].clone(), uuid: pv.uuid.clone(), vg: vg.name.clone() });
             }
             ops.push(Operation::CreateVg {
                 name: vg.name.clone(),
@@ -480,10 +497,7 @@ pub fn build_with_mapping(
         .chain(layout.lvm_vgs.iter().map(|v| v.name.clone()).filter(|n| !done_vg.contains(n)))
         .collect();
     if !unbuilt.is_empty() {
-        return Err(input_error(format!(
-            "cannot build {}: they sit on devices that are not in the descriptor or not mapped",
-            unbuilt.join(", ")
-        )));
+        return Err(input_error(format!("cannot build {}: they sit on devices that are not in the descriptor or not mapped", unbuilt.join(", "))));
     }
 
     // Check space for data, then filesystems and swap.
@@ -513,13 +527,8 @@ pub fn build_with_mapping(
         let dev = devices[&f.device].clone();
         let size = sizes.get(&f.device).copied().unwrap_or(0);
         let same_size = resize::recorded_size(layout, &f.device) == Some(size);
-        let sector_size = layout
-            .disks_under(&f.device)
-            .iter()
-            .filter_map(|d| mapping.iter().find(|m| &m.recorded == d))
-            .map(|m| m.logical_sector_size)
-            .max()
-            .unwrap_or(512);
+        let sector_size =
+            layout.disks_under(&f.device).iter().filter_map(|d| mapping.iter().find(|m| &m.recorded == d)).map(|m| m.logical_sector_size).max().unwrap_or(512);
         let fs = f.clone();
         ops.push(Operation::MakeFilesystem {
             block: f.device.clone(),
@@ -534,12 +543,7 @@ pub fn build_with_mapping(
             let mut subs: Vec<_> = b.subvolumes.iter().filter(|s| !s.snapshot).collect();
             subs.sort_by_key(|s| s.id);
             for s in subs {
-                ops.push(Operation::CreateSubvolume {
-                    block: f.device.clone(),
-                    device: dev.clone(),
-                    path: s.path.clone(),
-                    readonly: s.readonly,
-                });
+                ops.push(Operation::CreateSubvolume { block: f.device.clone(), device: dev.clone(), path: s.path.clone(), readonly: s.readonly });
             }
             if let Some(d) = b.default_subvolume.as_ref().filter(|d| !d.is_empty()) {
                 ops.push(Operation::SetDefaultSubvolume { block: f.device.clone(), device: dev.clone(), path: d.clone() });
@@ -571,15 +575,7 @@ pub fn build_with_mapping(
     }
     resized.sort_by(|a, b| a.block.cmp(&b.block));
     resized.dedup_by(|a, b| a.block == b.block);
-    Ok(Plan {
-        host: layout.host.hostname.clone(),
-        target_root: opts.target_root.clone(),
-        resize: opts.resize,
-        mapping,
-        resized,
-        devices,
-        operations: ops,
-    })
+    Ok(Plan { host: layout.host.hostname.clone(), target_root: opts.target_root.clone(), resize: opts.resize, mapping, resized, devices, operations: ops })
 }
 
 fn depth(p: &str) -> usize {
@@ -677,22 +673,16 @@ impl fmt::Display for Operation {
                 f,
                 "create {level} array {} (metadata {metadata}, uuid {uuid}) from {}{}",
                 device.display(),
-                members
-                    .iter()
-                    .map(|m| m.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "missing".into()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                members.iter().map(|m| m.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "missing".into())).collect::<Vec<_>>().join(", "),
                 if spares.is_empty() {
                     String::new()
                 } else {
                     format!(", spares {}", spares.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
                 }
             ),
-            CreateLuks { device, version, uuid, cipher, key_size, .. } => write!(
-                f,
-                "format {} as LUKS{version} (uuid {uuid}, {cipher}, {key_size}-bit key)",
-                device.display()
-            ),
+            CreateLuks { device, version, uuid, cipher, key_size, .. } => {
+                write!(f, "format {} as LUKS{version} (uuid {uuid}, {cipher}, {key_size}-bit key)", device.display())
+            }
             OpenLuks { device, mapper, .. } => write!(f, "open LUKS {} as {}", device.display(), mapper.display()),
             CreatePv { device, uuid, vg, .. } => write!(f, "create LVM physical volume {} (uuid {uuid}) for {vg}", device.display()),
             CreateVg { name, uuid, extent_size, pvs } => write!(
@@ -720,12 +710,9 @@ impl fmt::Display for Operation {
                 }
                 Ok(())
             }
-            CreateSubvolume { device, path, readonly, .. } => write!(
-                f,
-                "create btrfs subvolume {path} on {}{}",
-                device.display(),
-                if *readonly { " (read-only)" } else { "" }
-            ),
+            CreateSubvolume { device, path, readonly, .. } => {
+                write!(f, "create btrfs subvolume {path} on {}{}", device.display(), if *readonly { " (read-only)" } else { "" })
+            }
             SetDefaultSubvolume { device, path, .. } => write!(f, "set the default subvolume of {} to {path}", device.display()),
             Mount { path, target, device, fstype, options, subvol, .. } => {
                 write!(f, "mount {} ({fstype}) on {} for {path} with {options}", device.display(), target.display())?;
@@ -750,15 +737,7 @@ impl fmt::Display for Plan {
         writeln!(f, "Recovery plan for {}: {} operations, mounted under {}", self.host, self.operations.len(), self.target_root.display())?;
         writeln!(f, "Disk mapping:")?;
         for m in &self.mapping {
-            writeln!(
-                f,
-                "  {} ({}) -> {} ({}): {}",
-                m.recorded,
-                human_bytes(m.recorded_size),
-                m.device.display(),
-                human_bytes(m.size),
-                m.reason
-            )?;
+            writeln!(f, "  {} ({}) -> {} ({}): {}", m.recorded, human_bytes(m.recorded_size), m.device.display(), human_bytes(m.size), m.reason)?;
         }
         if !self.resized.is_empty() {
             writeln!(f, "Size changes (policy {}):", self.resize)?;

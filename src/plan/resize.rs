@@ -119,13 +119,7 @@ fn floor_to(x: i64, a: i64) -> i64 {
 
 /// Place a recorded disk's partitions on a disk of `new_size` bytes with
 /// `new_lss`-byte sectors. Errors say how much is missing.
-pub fn fit_partitions(
-    layout: &Layout,
-    disk: &Disk,
-    new_size: u64,
-    new_lss: u64,
-    policy: ResizePolicy,
-) -> Result<Vec<PlacedPartition>> {
+pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64, policy: ResizePolicy) -> Result<Vec<PlacedPartition>> {
     let old_lss = disk.logical_sector_size.max(1);
     // Recorded sectors in target sectors.
     let conv = |s: u64| s * old_lss / new_lss;
@@ -155,11 +149,7 @@ pub fn fit_partitions(
                 let new_total = total + d;
                 let mut given = 0;
                 for &i in &resizable {
-                    let s = if new_total <= 0 {
-                        0
-                    } else {
-                        floor_to(((old[i].1 as i128) * (new_total as i128) / (total as i128)) as i64, align)
-                    };
+                    let s = if new_total <= 0 { 0 } else { floor_to(((old[i].1 as i128) * (new_total as i128) / (total as i128)) as i64, align) };
                     sizes[i] = s;
                     given += s;
                 }
@@ -191,8 +181,7 @@ pub fn fit_partitions(
         placed.push(PlacedPartition { name: p.name.clone(), start: start.max(0) as u64, size: sizes[i].max(0) as u64 });
     }
     if let Some(e) = ext {
-        let logicals: Vec<&PlacedPartition> =
-            placed.iter().filter(|pp| layout.partition(&pp.name).is_some_and(|p| p.kind == PartitionKind::Logical)).collect();
+        let logicals: Vec<&PlacedPartition> = placed.iter().filter(|pp| layout.partition(&pp.name).is_some_and(|p| p.kind == PartitionKind::Logical)).collect();
         let (es, ee) = (conv(e.start) as i64, conv(e.start + e.size) as i64);
         let (start, end) = match (logicals.first(), logicals.last()) {
             (Some(f), Some(l)) => {
@@ -209,11 +198,7 @@ pub fn fit_partitions(
     let end_needed = placed.iter().map(|p| p.start + p.size).max().unwrap_or(0);
     if end_needed > new_end {
         let missing = (end_needed - new_end) * new_lss;
-        problems.push(format!(
-            "the partitions need {} more than the {} disk offers",
-            human_bytes(missing),
-            human_bytes(new_size)
-        ));
+        problems.push(format!("the partitions need {} more than the {} disk offers", human_bytes(missing), human_bytes(new_size)));
     }
     if let Some(p) = placed.iter().find(|p| p.start < first_usable) {
         problems.push(format!("partition {} would start before the first usable sector {first_usable}", p.name));

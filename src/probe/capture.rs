@@ -36,9 +36,34 @@ pub struct Capture {
 
 /// Filesystem types that never hold data to recover.
 const PSEUDO_FS: &[&str] = &[
-    "proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup", "cgroup2", "securityfs", "pstore", "efivarfs", "bpf",
-    "debugfs", "tracefs", "mqueue", "hugetlbfs", "configfs", "fusectl", "autofs", "binfmt_misc", "rpc_pipefs", "nsfs",
-    "ramfs", "selinuxfs", "overlay", "squashfs", "fuse.portal", "fuse.gvfsd-fuse", "nfsd",
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "tmpfs",
+    "cgroup",
+    "cgroup2",
+    "securityfs",
+    "pstore",
+    "efivarfs",
+    "bpf",
+    "debugfs",
+    "tracefs",
+    "mqueue",
+    "hugetlbfs",
+    "configfs",
+    "fusectl",
+    "autofs",
+    "binfmt_misc",
+    "rpc_pipefs",
+    "nsfs",
+    "ramfs",
+    "selinuxfs",
+    "overlay",
+    "squashfs",
+    "fuse.portal",
+    "fuse.gvfsd-fuse",
+    "nfsd",
 ];
 const NETWORK_FS: &[&str] = &["nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "ceph", "glusterfs", "9p"];
 
@@ -189,10 +214,8 @@ pub fn capture(sys: &dyn SystemView, opts: &CaptureOptions) -> Result<Capture> {
     // One `blkid -p` per device, in parallel: it is most of the probe's calls.
     {
         use rayon::prelude::*;
-        let todo: Vec<(String, String)> = scope
-            .iter()
-            .map(|k| (k.clone(), p.devs.get(k).map(|d| d.node.path.clone()).filter(|x| !x.is_empty()).unwrap_or(format!("/dev/{k}"))))
-            .collect();
+        let todo: Vec<(String, String)> =
+            scope.iter().map(|k| (k.clone(), p.devs.get(k).map(|d| d.node.path.clone()).filter(|x| !x.is_empty()).unwrap_or(format!("/dev/{k}")))).collect();
         let found: Vec<(String, BTreeMap<String, String>)> = todo.par_iter().map(|(k, path)| (k.clone(), blkid_of(sys, path))).collect();
         p.blkid.extend(found);
     }
@@ -230,7 +253,10 @@ pub fn capture(sys: &dyn SystemView, opts: &CaptureOptions) -> Result<Capture> {
     let problems = crate::layout::validate::check(&layout, None);
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|e| e.to_string()).collect();
-        anyhow::bail!("the captured layout is inconsistent (please report this as a bug, with `rescue savelayout --record-fixture FILE`):\n  {}", list.join("\n  "));
+        anyhow::bail!(
+            "the captured layout is inconsistent (please report this as a bug, with `rescue savelayout --record-fixture FILE`):\n  {}",
+            list.join("\n  ")
+        );
     }
     Ok(Capture { layout, warnings: p.warnings })
 }
@@ -274,8 +300,7 @@ fn select_disks(p: &mut Probe, opts: &CaptureOptions) -> Result<BTreeSet<String>
         }
         return Ok(out);
     }
-    let candidates: Vec<(String, BlockNode)> =
-        p.devs.iter().filter(|(_, d)| d.parents.is_empty()).map(|(k, d)| (k.clone(), d.node.clone())).collect();
+    let candidates: Vec<(String, BlockNode)> = p.devs.iter().filter(|(_, d)| d.parents.is_empty()).map(|(k, d)| (k.clone(), d.node.clone())).collect();
     for (k, n) in candidates {
         if n.kind != "disk" || n.size == 0 || k.starts_with("zram") || k.starts_with("ram") || n.read_only {
             continue;
@@ -310,7 +335,18 @@ fn by_id_links(p: &Probe) -> BTreeMap<String, Vec<String>> {
     }
     // Most specific first: WWN names, then vendor/serial names, then the rest.
     for v in out.values_mut() {
-        v.sort_by_key(|n| (if n.starts_with("wwn-") { 0 } else if n.contains("-eui.") || n.starts_with("dm-") || n.starts_with("md-") || n.starts_with("lvm-") { 2 } else { 1 }, n.clone()));
+        v.sort_by_key(|n| {
+            (
+                if n.starts_with("wwn-") {
+                    0
+                } else if n.contains("-eui.") || n.starts_with("dm-") || n.starts_with("md-") || n.starts_with("lvm-") {
+                    2
+                } else {
+                    1
+                },
+                n.clone(),
+            )
+        });
     }
     out
 }
@@ -356,7 +392,9 @@ fn capture_disk(p: &mut Probe, kname: &str, by_id: &BTreeMap<String, Vec<String>
         let ss = disk.logical_sector_size;
         let problems = if gpt { check_gpt_on_disk(p, &path, ss, &t) } else { check_mbr_on_disk(p, &path, &t) };
         for m in problems {
-            p.warn(format!("{kname}: {m}; the descriptor records what `sfdisk -J {path}` reports: check the table (`sfdisk --verify {path}`) before relying on it"));
+            p.warn(format!(
+                "{kname}: {m}; the descriptor records what `sfdisk -J {path}` reports: check the table (`sfdisk --verify {path}`) before relying on it"
+            ));
         }
         for sp in &t.partitions {
             let name = sp.node.rsplit('/').next().unwrap_or(&sp.node).to_string();
@@ -513,9 +551,7 @@ pub fn partition_number(part: &str, disk: &str) -> Option<u32> {
 }
 
 fn dm_name(p: &Probe, kname: &str) -> String {
-    p.read_trim(&format!("/sys/block/{kname}/dm/name"))
-        .or_else(|| p.devs.get(kname).map(|d| d.node.name.clone()))
-        .unwrap_or_else(|| kname.to_string())
+    p.read_trim(&format!("/sys/block/{kname}/dm/name")).or_else(|| p.devs.get(kname).map(|d| d.node.name.clone())).unwrap_or_else(|| kname.to_string())
 }
 
 /// Turn a device path from a tool (`/dev/vda3`, `/dev/mapper/cryptroot`,
@@ -534,7 +570,11 @@ fn kname_of_path(p: &Probe, path: &str) -> Option<String> {
 }
 
 fn capture_raid(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout) {
-    let mds: Vec<String> = scope.iter().filter(|k| k.starts_with("md") && p.devs.get(*k).is_some_and(|d| d.node.kind.starts_with("raid") || d.node.kind == "md" || d.node.kind == "linear")).cloned().collect();
+    let mds: Vec<String> = scope
+        .iter()
+        .filter(|k| k.starts_with("md") && p.devs.get(*k).is_some_and(|d| d.node.kind.starts_with("raid") || d.node.kind == "md" || d.node.kind == "linear"))
+        .cloned()
+        .collect();
     for md in mds {
         let path = format!("/dev/{md}");
         let export = match p.sys.run(&["mdadm", "--detail", "--export", &path]) {
@@ -626,13 +666,22 @@ fn capture_luks(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout) {
             size: mapping.as_ref().map(|m| m.1),
         };
         if version == 1 {
-            l.cipher = format!("{}-{}", dump.get("Cipher name").map(String::as_str).unwrap_or("aes"), dump.get("Cipher mode").map(String::as_str).unwrap_or("xts-plain64"));
+            l.cipher = format!(
+                "{}-{}",
+                dump.get("Cipher name").map(String::as_str).unwrap_or("aes"),
+                dump.get("Cipher mode").map(String::as_str).unwrap_or("xts-plain64")
+            );
             l.key_size = dump.get("MK bits").and_then(|v| v.parse().ok()).unwrap_or(256);
             l.hash = dump.get("Hash spec").cloned();
             l.pbkdf = Some("pbkdf2".into());
             l.offset = dump.get("Payload offset").and_then(|v| v.parse().ok());
         } else {
-            match p.sys.run(&["cryptsetup", "luksDump", "--dump-json-metadata", &dev_path]).ok().and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()) {
+            match p
+                .sys
+                .run(&["cryptsetup", "luksDump", "--dump-json-metadata", &dev_path])
+                .ok()
+                .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+            {
                 Some(meta) => {
                     let seg = meta.pointer("/segments/0");
                     let slot = meta.get("keyslots").and_then(|k| k.as_object()).and_then(|o| o.values().next());
@@ -817,82 +866,87 @@ fn capture_contents(p: &mut Probe, scope: &BTreeSet<String>, layout: &mut Layout
 fn fill_fs_options(sys: &dyn SystemView, fs: &mut Filesystem, path: &str, b: &BTreeMap<String, String>) -> Vec<String> {
     let mut warnings = Vec::new();
     let fstype = fs.fstype;
-        match fstype {
-            t if t.is_ext() => match sys.run(&["dumpe2fs", "-h", path]) {
-                Ok(out) => {
-                    let m = parse::dumpe2fs(&out);
-                    let num = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok());
-                    let bs = num("Block size").unwrap_or(4096);
-                    let blocks = num("Block count").unwrap_or(0);
-                    let inodes = num("Inode count").unwrap_or(0);
-                    if blocks > 0 {
-                        fs.size = Some(blocks * bs);
-                        fs.used_bytes = blocks.saturating_sub(num("Free blocks").unwrap_or(0)) * bs;
-                    }
-                    fs.ext = Some(ExtOptions {
-                        block_size: bs as u32,
-                        inode_size: num("Inode size").unwrap_or(256) as u32,
-                        inode_ratio: (inodes > 0).then(|| blocks * bs / inodes),
-                        // State flags are not creation options.
-                        features: m
-                            .get("Filesystem features")
-                            .map(|f| f.split_whitespace().filter(|x| !matches!(*x, "needs_recovery" | "orphan_present" | "orphan_file_present")).map(str::to_string).collect())
-                            .unwrap_or_default(),
-                        reserved_percent: num("Reserved block count").filter(|_| blocks > 0).map(|r| ((r as f64 * 1000.0 / blocks as f64).round()) / 10.0),
-                    });
+    match fstype {
+        t if t.is_ext() => match sys.run(&["dumpe2fs", "-h", path]) {
+            Ok(out) => {
+                let m = parse::dumpe2fs(&out);
+                let num = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok());
+                let bs = num("Block size").unwrap_or(4096);
+                let blocks = num("Block count").unwrap_or(0);
+                let inodes = num("Inode count").unwrap_or(0);
+                if blocks > 0 {
+                    fs.size = Some(blocks * bs);
+                    fs.used_bytes = blocks.saturating_sub(num("Free blocks").unwrap_or(0)) * bs;
                 }
-                Err(e) => warnings.push(format!("cannot read ext options of {path}: {e:#}; default options will be used at recovery")),
-            },
-            FsType::Xfs => match sys.run(&["xfs_info", path]) {
-                Ok(out) => {
-                    let m = parse::xfs_info(&out);
-                    let n = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                    let bs = n("data.bsize");
-                    if bs > 0 && n("data.blocks") > 0 {
-                        fs.size = Some(n("data.blocks") * bs);
-                    }
-                    fs.xfs = Some(XfsOptions {
-                        block_size: bs as u32,
-                        sector_size: n("meta-data.sectsz") as u32,
-                        inode_size: n("meta-data.isize") as u32,
-                        crc: n("meta-data.crc") == 1,
-                        reflink: n("meta-data.reflink") == 1,
-                        finobt: n("meta-data.finobt") == 1,
-                        rmapbt: n("meta-data.rmapbt") == 1,
-                        bigtime: n("meta-data.bigtime") == 1,
-                        inobtcount: n("meta-data.inobtcount") == 1,
-                        sparse: n("meta-data.sparse") == 1,
-                        agcount: n("meta-data.agcount") as u32,
-                        log_size: n("log.blocks") * n("log.bsize"),
-                    });
-                }
-                Err(e) => warnings.push(format!("cannot read xfs options of {path}: {e:#}; default options will be used at recovery")),
-            },
-            FsType::Vfat => {
-                let fat_size = match b.get("VERSION").map(String::as_str) {
-                    Some("FAT12") => 12,
-                    Some("FAT16") => 16,
-                    _ => 32,
-                };
-                fs.vfat = Some(VfatOptions { fat_size, volume_id: fs.uuid.replace('-', ""), sectors_per_cluster: None });
-            }
-            FsType::Btrfs => {
-                let (kv, features) = sys.run(&["btrfs", "inspect-internal", "dump-super", path]).map(|o| parse::btrfs_super(&o)).unwrap_or_default();
-                if let Some(total) = kv.get("total_bytes").and_then(|v| v.parse().ok()) {
-                    fs.size = Some(total);
-                }
-                fs.btrfs = Some(BtrfsOptions {
-                    data_profile: "single".into(),
-                    metadata_profile: "dup".into(),
-                    node_size: kv.get("nodesize").and_then(|v| v.parse().ok()),
-                    sector_size: kv.get("sectorsize").and_then(|v| v.parse().ok()),
-                    features,
-                    subvolumes: Vec::new(),
-                    default_subvolume: None,
+                fs.ext = Some(ExtOptions {
+                    block_size: bs as u32,
+                    inode_size: num("Inode size").unwrap_or(256) as u32,
+                    inode_ratio: (inodes > 0).then(|| blocks * bs / inodes),
+                    // State flags are not creation options.
+                    features: m
+                        .get("Filesystem features")
+                        .map(|f| {
+                            f.split_whitespace()
+                                .filter(|x| !matches!(*x, "needs_recovery" | "orphan_present" | "orphan_file_present"))
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    reserved_percent: num("Reserved block count").filter(|_| blocks > 0).map(|r| ((r as f64 * 1000.0 / blocks as f64).round()) / 10.0),
                 });
             }
-            _ => {}
+            Err(e) => warnings.push(format!("cannot read ext options of {path}: {e:#}; default options will be used at recovery")),
+        },
+        FsType::Xfs => match sys.run(&["xfs_info", path]) {
+            Ok(out) => {
+                let m = parse::xfs_info(&out);
+                let n = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let bs = n("data.bsize");
+                if bs > 0 && n("data.blocks") > 0 {
+                    fs.size = Some(n("data.blocks") * bs);
+                }
+                fs.xfs = Some(XfsOptions {
+                    block_size: bs as u32,
+                    sector_size: n("meta-data.sectsz") as u32,
+                    inode_size: n("meta-data.isize") as u32,
+                    crc: n("meta-data.crc") == 1,
+                    reflink: n("meta-data.reflink") == 1,
+                    finobt: n("meta-data.finobt") == 1,
+                    rmapbt: n("meta-data.rmapbt") == 1,
+                    bigtime: n("meta-data.bigtime") == 1,
+                    inobtcount: n("meta-data.inobtcount") == 1,
+                    sparse: n("meta-data.sparse") == 1,
+                    agcount: n("meta-data.agcount") as u32,
+                    log_size: n("log.blocks") * n("log.bsize"),
+                });
+            }
+            Err(e) => warnings.push(format!("cannot read xfs options of {path}: {e:#}; default options will be used at recovery")),
+        },
+        FsType::Vfat => {
+            let fat_size = match b.get("VERSION").map(String::as_str) {
+                Some("FAT12") => 12,
+                Some("FAT16") => 16,
+                _ => 32,
+            };
+            fs.vfat = Some(VfatOptions { fat_size, volume_id: fs.uuid.replace('-', ""), sectors_per_cluster: None });
         }
+        FsType::Btrfs => {
+            let (kv, features) = sys.run(&["btrfs", "inspect-internal", "dump-super", path]).map(|o| parse::btrfs_super(&o)).unwrap_or_default();
+            if let Some(total) = kv.get("total_bytes").and_then(|v| v.parse().ok()) {
+                fs.size = Some(total);
+            }
+            fs.btrfs = Some(BtrfsOptions {
+                data_profile: "single".into(),
+                metadata_profile: "dup".into(),
+                node_size: kv.get("nodesize").and_then(|v| v.parse().ok()),
+                sector_size: kv.get("sectorsize").and_then(|v| v.parse().ok()),
+                features,
+                subvolumes: Vec::new(),
+                default_subvolume: None,
+            });
+        }
+        _ => {}
+    }
     warnings
 }
 
@@ -914,7 +968,8 @@ fn capture_mounts(p: &mut Probe, opts: &CaptureOptions, scope: &BTreeSet<String>
         }
         if PSEUDO_FS.contains(&m.fstype.as_str()) {
             // Pseudo filesystems below another pseudo filesystem say nothing new.
-            let parent_pseudo = layout.excluded.iter().any(|e| e.reason == "pseudo filesystem" && rel.starts_with(&format!("{}/", e.path.trim_end_matches('/'))));
+            let parent_pseudo =
+                layout.excluded.iter().any(|e| e.reason == "pseudo filesystem" && rel.starts_with(&format!("{}/", e.path.trim_end_matches('/'))));
             if !parent_pseudo {
                 layout.excluded.push(excluded("pseudo filesystem"));
             }
@@ -947,13 +1002,7 @@ fn capture_mounts(p: &mut Probe, opts: &CaptureOptions, scope: &BTreeSet<String>
         let entry = fstab.iter().find(|e| e.file == rel);
         let source = entry.map(|e| e.spec.clone()).unwrap_or_else(|| format!("UUID={}", fs.as_ref().map(|f| f.uuid.as_str()).unwrap_or("")));
         let options = entry
-            .map(|e| {
-                e.options
-                    .split(',')
-                    .filter(|o| !o.starts_with("subvol=") && !o.starts_with("subvolid="))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
+            .map(|e| e.options.split(',').filter(|o| !o.starts_with("subvol=") && !o.starts_with("subvolid=")).collect::<Vec<_>>().join(","))
             .filter(|o| !o.is_empty())
             .unwrap_or_else(|| "defaults".into());
         layout.mounts.push(Mount { path: rel.clone(), device: id.clone(), source, options, subvol });
@@ -976,7 +1025,11 @@ fn capture_mounts(p: &mut Probe, opts: &CaptureOptions, scope: &BTreeSet<String>
 
 fn capture_btrfs_details(p: &mut Probe, mnt: &str, id: &str, layout: &mut Layout) {
     let subs = p.sys.run(&["btrfs", "subvolume", "list", "-a", "-p", "-u", "-q", mnt]).map(|o| parse::btrfs_subvolumes(&o));
-    let ro: BTreeSet<u64> = p.sys.run(&["btrfs", "subvolume", "list", "-a", "-r", mnt]).map(|o| parse::btrfs_subvolumes(&o).into_iter().map(|s| s.id).collect()).unwrap_or_default();
+    let ro: BTreeSet<u64> = p
+        .sys
+        .run(&["btrfs", "subvolume", "list", "-a", "-r", mnt])
+        .map(|o| parse::btrfs_subvolumes(&o).into_iter().map(|s| s.id).collect())
+        .unwrap_or_default();
     let default = p.sys.run(&["btrfs", "subvolume", "get-default", mnt]).ok().and_then(|o| parse::btrfs_subvolumes(&o).into_iter().next());
     let profiles = p.sys.run(&["btrfs", "filesystem", "df", "-b", mnt]).map(|o| parse::btrfs_profiles(&o)).unwrap_or((None, None));
     let subs = match subs {
@@ -1044,7 +1097,10 @@ fn capture_bootloader(p: &mut Probe, opts: &CaptureOptions, disks: &BTreeSet<Str
                 .and_then(|e| e.path.clone());
         }
         let loader = bl.loader.clone().unwrap_or_default().to_lowercase();
-        bl.kind = if loader.contains("systemd") || p.sys.exists(&format!("{root}/boot/efi/loader/loader.conf")) || p.sys.exists(&format!("{root}/efi/loader/loader.conf")) {
+        bl.kind = if loader.contains("systemd")
+            || p.sys.exists(&format!("{root}/boot/efi/loader/loader.conf"))
+            || p.sys.exists(&format!("{root}/efi/loader/loader.conf"))
+        {
             BootloaderKind::SystemdBoot
         } else if grub_dir.is_some() || loader.contains("grub") || loader.contains("shim") {
             BootloaderKind::Grub2Efi

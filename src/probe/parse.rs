@@ -285,12 +285,7 @@ pub fn btrfs_subvolumes(text: &str) -> Vec<SubvolLine> {
             // The path is everything after the `path` keyword (it may contain spaces).
             let path = l.split_once(" path ")?.1.to_string();
             let path = path.strip_prefix("<FS_TREE>/").unwrap_or(&path).to_string();
-            Some(SubvolLine {
-                id,
-                parent_uuid: get("parent_uuid").filter(|u| u != "-"),
-                uuid: get("uuid").filter(|u| u != "-"),
-                path,
-            })
+            Some(SubvolLine { id, parent_uuid: get("parent_uuid").filter(|u| u != "-"), uuid: get("uuid").filter(|u| u != "-"), path })
         })
         .collect()
 }
@@ -365,11 +360,7 @@ pub fn lvm_report(json: &str, kind: &str) -> Result<Vec<BTreeMap<String, String>
         .with_context(|| format!("`lvm {kind}s` JSON has no report.{kind}"))?;
     Ok(rows
         .iter()
-        .map(|row| {
-            row.as_object()
-                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").trim().to_string())).collect())
-                .unwrap_or_default()
-        })
+        .map(|row| row.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").trim().to_string())).collect()).unwrap_or_default())
         .collect())
 }
 

@@ -86,9 +86,9 @@ pub fn newest_iso(dir: &Path) -> Result<PathBuf> {
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .collect();
     isos.sort();
-    isos.pop().map(|(_, p)| p).ok_or_else(|| {
-        input_error(format!("no rescue-*.iso in {}: build one with `rescue mkrescue` (output iso), or pass --iso FILE", dir.display()))
-    })
+    isos.pop()
+        .map(|(_, p)| p)
+        .ok_or_else(|| input_error(format!("no rescue-*.iso in {}: build one with `rescue mkrescue` (output iso), or pass --iso FILE", dir.display())))
 }
 
 /// `rescue-web1.iso` -> `web1`, for metrics written before the descriptor is read.

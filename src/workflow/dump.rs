@@ -88,10 +88,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
         backup_server: crate::bserver::summary(&ctx.config),
         firmware: if std::path::Path::new("/sys/firmware/efi").exists() { "uefi" } else { "bios" },
         disks,
-        tools: TOOLS
-            .iter()
-            .map(|(p, why)| ToolSeen { program: p, purpose: why, path: find_program(p).map(|x| x.display().to_string()) })
-            .collect(),
+        tools: TOOLS.iter().map(|(p, why)| ToolSeen { program: p, purpose: why, path: find_program(p).map(|x| x.display().to_string()) }).collect(),
     };
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&d)?);

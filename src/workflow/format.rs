@@ -47,10 +47,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         let removable = std::fs::read_to_string(sys.join("removable")).map(|s| s.trim() == "1").unwrap_or(false);
         let on_usb = std::fs::canonicalize(&sys).map(|p| p.to_string_lossy().contains("/usb")).unwrap_or(false);
         if !removable && !on_usb {
-            return Err(input_error(format!(
-                "{} is not a removable or USB disk; if you are sure it is the right disk, add --force",
-                dev.display()
-            )));
+            return Err(input_error(format!("{} is not a removable or USB disk; if you are sure it is the right disk, add --force", dev.display())));
         }
         if let Some(what) = disk_contents(dev, &sys, &name)? {
             return Err(input_error(format!("{} is not empty ({what}); to erase it, add --force", dev.display())));
@@ -88,22 +85,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
 /// What is on a disk, if anything: partitions or a signature `blkid` knows.
 fn disk_contents(dev: &Path, sys: &Path, name: &str) -> Result<Option<String>> {
     let parts: Vec<String> = std::fs::read_dir(sys)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(name) && n != name)
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(name) && n != name).collect())
         .unwrap_or_default();
     if !parts.is_empty() {
         return Ok(Some(format!("partitions {}", parts.join(", "))));
     }
-    let out = Cmd::new("blkid")
-        .args(["-p", "-o", "export"])
-        .arg(dev)
-        .ok_codes(&[2])
-        .read()
-        .with_context(|| format!("probing {}", dev.display()))?;
+    let out = Cmd::new("blkid").args(["-p", "-o", "export"]).arg(dev).ok_codes(&[2]).read().with_context(|| format!("probing {}", dev.display()))?;
     let sig: Vec<&str> = out.lines().filter(|l| l.starts_with("TYPE=") || l.starts_with("PTTYPE=")).collect();
     Ok((!sig.is_empty()).then(|| sig.join(" ")))
 }

@@ -18,7 +18,9 @@ pub enum LayoutCommand {
         files: Vec<PathBuf>,
     },
     /// Print a descriptor as a readable tree (or as JSON with --json).
-    #[command(after_long_help = "Examples:\n  rescue layout show /var/lib/rescue/layout.toml\n  rescue --json layout show layout.toml | jq '.partition[].uuid'")]
+    #[command(
+        after_long_help = "Examples:\n  rescue layout show /var/lib/rescue/layout.toml\n  rescue --json layout show layout.toml | jq '.partition[].uuid'"
+    )]
     Show { file: PathBuf },
 }
 

@@ -151,13 +151,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else {
         std::path::Path::new(&r.archive).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     };
-    layout.backup = Some(BackupRecord {
-        url: r.url.clone(),
-        archive,
-        created: crate::util::now_rfc3339(),
-        data_bytes: r.create.bytes,
-        files: r.create.files,
-    });
+    layout.backup = Some(BackupRecord { url: r.url.clone(), archive, created: crate::util::now_rfc3339(), data_bytes: r.create.bytes, files: r.create.files });
     layout.save(&layout_path).with_context(|| format!("recording the backup in {}", layout_path.display()))?;
     seconds.push(("backup".to_string(), t.elapsed().as_secs_f64()));
 

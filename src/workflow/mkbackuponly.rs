@@ -34,7 +34,10 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if ctx.config.backup.method.is_server() {
         if a.url.is_some() {
-            crate::bail_input!("--url names a destination for rescue's archives; with backup.method = \"{}\" the director's jobs hold the data", ctx.config.backup.method.product().to_ascii_lowercase());
+            crate::bail_input!(
+                "--url names a destination for rescue's archives; with backup.method = \"{}\" the director's jobs hold the data",
+                ctx.config.backup.method.product().to_ascii_lowercase()
+            );
         }
         return run_server(ctx);
     }

@@ -117,15 +117,9 @@ fn output_dir(config: &Config, args: &ImageArgs) -> Result<PathBuf> {
 pub fn build(config: &Config, args: &ImageArgs, layout_path: PathBuf) -> Result<(Manifest, PathBuf)> {
     let cfg = &config.image;
     let output_dir = output_dir(config, args)?;
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .context("reading the running kernel's release")?;
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).context("reading the running kernel's release")?;
     let kernel = args.kernel.clone().or_else(|| cfg.kernel.clone()).unwrap_or_else(|| PathBuf::from(format!("/boot/vmlinuz-{release}")));
-    let modules_dir = args
-        .modules_dir
-        .clone()
-        .or_else(|| cfg.modules_dir.clone())
-        .unwrap_or_else(|| PathBuf::from(format!("/lib/modules/{release}")));
+    let modules_dir = args.modules_dir.clone().or_else(|| cfg.modules_dir.clone()).unwrap_or_else(|| PathBuf::from(format!("/lib/modules/{release}")));
     let outputs: Vec<OutputKind> = if args.output.is_empty() { cfg.output.clone() } else { args.output.iter().map(|&o| o.into()).collect() };
     let mut config = config.clone();
     if args.static_net {
@@ -173,8 +167,7 @@ struct IpRoute {
 
 /// The host's global IPv4 addresses by MAC, its default gateway and DNS servers.
 fn host_static_net() -> Result<Vec<StaticNet>> {
-    let links: Vec<IpLink> = serde_json::from_str(&crate::cmd::Cmd::new("ip").args(["-j", "addr", "show"]).read()?)
-        .context("parsing `ip -j addr show`")?;
+    let links: Vec<IpLink> = serde_json::from_str(&crate::cmd::Cmd::new("ip").args(["-j", "addr", "show"]).read()?).context("parsing `ip -j addr show`")?;
     let routes: Vec<IpRoute> = serde_json::from_str(&crate::cmd::Cmd::new("ip").args(["-j", "-4", "route", "show", "default"]).read()?)
         .context("parsing `ip -j route show default`")?;
     let dns: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")

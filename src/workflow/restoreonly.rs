@@ -70,7 +70,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 /// Backup server: the director restores into the target (docs/bareos.md).
 fn run_server(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.url.is_some() || a.archive.is_some() {
-        crate::bail_input!("--url and --archive name rescue archives; with backup.method = \"{}\" choose a backup with --restore-jobid or --restore-before", ctx.config.backup.method.product().to_ascii_lowercase());
+        crate::bail_input!(
+            "--url and --archive name rescue archives; with backup.method = \"{}\" choose a backup with --restore-jobid or --restore-before",
+            ctx.config.backup.method.product().to_ascii_lowercase()
+        );
     }
     let target = a.target.unwrap_or_else(|| ctx.config.recover.target_root.clone());
     let sel = crate::bserver::Selection { jobid: a.restore_jobid, before: a.restore_before };
@@ -81,7 +84,15 @@ fn run_server(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         tracing::info!("the director {} answers ({}); client {}", p.director, p.greeting, p.client);
         if let Some(j) = &p.backup {
-            tracing::info!("a restore would start from job {} ({}, {}), {} files, {}, ended {}", j.jobid, j.name, j.level_name(), j.files, crate::util::human_bytes(j.bytes), j.end_time);
+            tracing::info!(
+                "a restore would start from job {} ({}, {}), {} files, {}, ended {}",
+                j.jobid,
+                j.name,
+                j.level_name(),
+                j.files,
+                crate::util::human_bytes(j.bytes),
+                j.end_time
+            );
         }
         return Ok(crate::error::EXIT_OK);
     }

@@ -50,12 +50,7 @@ pub fn capture_with(ctx: &Ctx, a: &CaptureArgs) -> Result<Capture> {
 pub fn capture_excluding(ctx: &Ctx, a: &CaptureArgs, more_disks: &[String]) -> Result<Capture> {
     let mut exclude_disks = ctx.config.capture.exclude_disks.clone();
     exclude_disks.extend(more_disks.iter().cloned());
-    let opts = CaptureOptions {
-        disks: a.disks.clone(),
-        root: a.root.clone(),
-        exclude_disks,
-        exclude_mounts: ctx.config.capture.exclude_mounts.clone(),
-    };
+    let opts = CaptureOptions { disks: a.disks.clone(), root: a.root.clone(), exclude_disks, exclude_mounts: ctx.config.capture.exclude_mounts.clone() };
     let started = std::time::Instant::now();
     let result = if let Some(f) = &a.from_fixture {
         let fixture = Fixture::load(f)?;

@@ -102,7 +102,9 @@ pub fn files(rescue: &Path, config: &Path, method: Method, calendar: &str, mkbac
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let method = match args.method {
-        Method::Auto if args.root.join("run/systemd/system").is_dir() || (args.root != Path::new("/") && args.root.join("etc/systemd/system").is_dir()) => Method::Systemd,
+        Method::Auto if args.root.join("run/systemd/system").is_dir() || (args.root != Path::new("/") && args.root.join("etc/systemd/system").is_dir()) => {
+            Method::Systemd
+        }
         Method::Auto => Method::Cron,
         m => m,
     };

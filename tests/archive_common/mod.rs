@@ -22,22 +22,14 @@ pub fn rescue() -> Command {
 
 pub fn run(mut c: Command) -> Output {
     let out = c.output().unwrap();
-    eprintln!(
-        "$ {:?}\nexit {:?}\nstdout: {}\nstderr: {}",
-        c,
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eprintln!("$ {:?}\nexit {:?}\nstdout: {}\nstderr: {}", c, out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     out
 }
 
 /// Fail loudly (never skip) when a tool the test needs is missing.
 pub fn require(tools: &[(&str, &str)]) {
     for (prog, pkg) in tools {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-            .unwrap_or(false)
+        let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file())).unwrap_or(false)
             || Path::new("/usr/sbin").join(prog).is_file()
             || Path::new("/sbin").join(prog).is_file();
         assert!(found, "this test needs `{prog}`: apt-get install {pkg} (scripts/install-deps.sh)");
@@ -110,7 +102,12 @@ pub fn build_tree(root: &Path) {
     fs::hard_link(root.join("var/lib/big.bin"), root.join("var/lib/big.hard")).unwrap();
     // Devices and a FIFO.
     fs::create_dir_all(root.join("dev")).unwrap();
-    sh(&format!("mknod {} c 1 3 && mknod {} b 7 200 && mkfifo {}", root.join("dev/null").display(), root.join("dev/loop200").display(), root.join("dev/initctl").display()));
+    sh(&format!(
+        "mknod {} c 1 3 && mknod {} b 7 200 && mkfifo {}",
+        root.join("dev/null").display(),
+        root.join("dev/loop200").display(),
+        root.join("dev/initctl").display()
+    ));
     fs::set_permissions(root.join("dev/null"), fs::Permissions::from_mode(0o666)).unwrap();
     // A socket: skipped with a note.
     let _sock = std::os::unix::net::UnixListener::bind(root.join("tmp/sock")).unwrap();
@@ -242,11 +239,7 @@ pub fn snapshot(root: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Seen> {
                 }
             }
         }
-        let link_group = if !ft.is_dir() && m.nlink() > 1 {
-            Some(inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone())
-        } else {
-            None
-        };
+        let link_group = if !ft.is_dir() && m.nlink() > 1 { Some(inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone()) } else { None };
         let content = ft.is_file().then(|| {
             let d = std::fs::read(&p).unwrap();
             xxhash_rust::xxh3::xxh3_64(&d)

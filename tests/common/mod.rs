@@ -1,7 +1,6 @@
 //! Helpers for integration tests: loop disks that clean up after themselves,
 //! running the `rescue` binary, and probing with `blkid`/`sfdisk`.
 #![allow(dead_code)]
-
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -62,11 +61,7 @@ impl LoopDisk {
 
     /// Write a partition table with an sfdisk script and make the partition nodes appear.
     pub fn partition(&self, script: &str) {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("sfdisk -q --no-reread {} <<'EOF'\n{script}\nEOF", self.dev))
-            .output()
-            .expect("sfdisk");
+        let out = Command::new("sh").arg("-c").arg(format!("sfdisk -q --no-reread {} <<'EOF'\n{script}\nEOF", self.dev)).output().expect("sfdisk");
         assert!(out.status.success(), "sfdisk: {}", String::from_utf8_lossy(&out.stderr));
         self.settle();
     }
@@ -111,10 +106,7 @@ impl Drop for LoopDisk {
 /// `blkid -p` of a device, as KEY → value.
 pub fn blkid(dev: &str) -> BTreeMap<String, String> {
     let out = Command::new("blkid").args(["-p", "--cache-file", "/dev/null", "-o", "export", dev]).output().expect("blkid");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
 }
 
 /// `sfdisk -J` of a disk.

@@ -57,7 +57,15 @@ pub struct Built {
 pub fn build_shared() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
-        for (t, p) in [("xorriso", "xorriso"), ("grub-mkimage", "grub-common"), ("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("syslinux", "syslinux"), ("busybox", "busybox-static"), ("udevadm", "udev")] {
+        for (t, p) in [
+            ("xorriso", "xorriso"),
+            ("grub-mkimage", "grub-common"),
+            ("mkfs.vfat", "dosfstools"),
+            ("mcopy", "mtools"),
+            ("syslinux", "syslinux"),
+            ("busybox", "busybox-static"),
+            ("udevadm", "udev"),
+        ] {
             require(t, p);
         }
         let k = kernel_dir();
@@ -68,11 +76,8 @@ pub fn build_shared() -> &'static Built {
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
         let config = base.join("rescue.toml");
-        std::fs::write(
-            &config,
-            "[backup]\nurl = \"nfs://backup:hunter2@nas/export\"\n[image]\ntimeout = 1\nkernel-cmdline = \"rescue.after=poweroff\"\n",
-        )
-        .unwrap();
+        std::fs::write(&config, "[backup]\nurl = \"nfs://backup:hunter2@nas/export\"\n[image]\ntimeout = 1\nkernel-cmdline = \"rescue.after=poweroff\"\n")
+            .unwrap();
         let dir = base.join("out");
         let t = std::time::Instant::now();
         let out = mkrescue_cmd(&config, &k, &dir, "iso,pxe,raw").output().unwrap();
@@ -147,10 +152,8 @@ pub enum Firmware {
 pub fn boot(fw: Firmware, media: &[&str], secs: u32) -> String {
     require("qemu-system-x86_64", "qemu-system-x86");
     let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = ["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", "user,model=virtio-net-pci"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> =
+        ["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", "user,model=virtio-net-pci"].iter().map(|s| s.to_string()).collect();
     if let Firmware::Uefi = fw {
         let code = "/usr/share/OVMF/OVMF_CODE.fd";
         assert!(Path::new(code).exists(), "{code} missing: apt-get install ovmf");
@@ -173,7 +176,11 @@ pub fn boot(fw: Firmware, media: &[&str], secs: u32) -> String {
 /// The marker lines every boot must show: banner, descriptor, both blank disks by id.
 pub fn assert_rescue_booted(console: &str, what: &str) {
     let tail: String = console.lines().filter(|l| l.starts_with("RESCUE-")).collect::<Vec<_>>().join("\n");
-    assert!(console.contains("RESCUE-BANNER rescue") && console.contains("for imgtest"), "{what}: no banner:\n{}", &console[console.len().saturating_sub(4000)..]);
+    assert!(
+        console.contains("RESCUE-BANNER rescue") && console.contains("for imgtest"),
+        "{what}: no banner:\n{}",
+        &console[console.len().saturating_sub(4000)..]
+    );
     assert!(console.contains("RESCUE-LAYOUT present /etc/rescue/layout.toml"), "{what}: descriptor missing:\n{tail}");
     assert!(console.contains("RESCUE-DISK by-id/virtio-blank1 -> /dev/vd"), "{what}: blank disk 1 not under /dev/disk/by-id:\n{tail}");
     assert!(console.contains("RESCUE-DISK by-id/virtio-blank2 -> /dev/vd"), "{what}: blank disk 2 not under /dev/disk/by-id:\n{tail}");

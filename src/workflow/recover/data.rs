@@ -99,7 +99,9 @@ impl DataSource {
             return Ok(DataSource::BackupServer { selection });
         }
         if selection != crate::bserver::Selection::default() {
-            crate::bail_input!("--restore-jobid/--restore-before choose a backup server's job; this config restores rescue's archives (backup.method = \"archive\")");
+            crate::bail_input!(
+                "--restore-jobid/--restore-before choose a backup server's job; this config restores rescue's archives (backup.method = \"archive\")"
+            );
         }
         let url = url
             .map(str::to_string)
@@ -156,8 +158,8 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
     match source {
         DataSource::Archive { url, archive } => {
             let loc = Location::parse(url)?;
-            let opened = Opened::open(&loc, &config.backup, false)
-                .with_context(|| format!("the backup location {url} is not reachable; nothing was written"))?;
+            let opened =
+                Opened::open(&loc, &config.backup, false).with_context(|| format!("the backup location {url} is not reachable; nothing was written"))?;
             let host = backup::host_dir_name(layout);
             let dir = opened.dir().join(&host);
             let file = match archive {

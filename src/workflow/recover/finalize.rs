@@ -60,9 +60,7 @@ fn present(root: &Path, what: &str) -> bool {
 }
 
 fn has_kernel(root: &Path) -> bool {
-    std::fs::read_dir(root.join("boot"))
-        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz")))
-        .unwrap_or(false)
+    std::fs::read_dir(root.join("boot")).map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz"))).unwrap_or(false)
 }
 
 /// Compute and run the finalize steps for the restored tree under `root`.

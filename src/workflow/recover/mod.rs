@@ -234,8 +234,7 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interacti
 /// Mark the disk holding `dev` (the backup's device) busy, so it is never mapped.
 fn protect_disk(inv: &mut Inventory, dev: &Path) {
     // `/dev/disk/by-label/X` is a link to the node; a partition counts for its disk.
-    let disk = crate::util::disk_of_device(dev)
-        .unwrap_or_else(|| dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let disk = crate::util::disk_of_device(dev).unwrap_or_else(|| dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     for d in inv.disks.iter_mut().filter(|d| d.name == disk) {
         d.busy.push(format!("holds the backup ({})", dev.display()));
     }
@@ -343,9 +342,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             Ok(p)
         })?;
 
-        phases.run(&mut rep, "storage", "partitions, RAID, LUKS, LVM, filesystems, mounts", |_| {
-            recreate_storage(ctx, a, &the_plan, interactive)
-        })?;
+        phases.run(&mut rep, "storage", "partitions, RAID, LUKS, LVM, filesystems, mounts", |_| recreate_storage(ctx, a, &the_plan, interactive))?;
 
         phases.run(&mut rep, "restore", "the data", |rep| {
             let r = restore_data(&source, &layout, &ctx.config, target_root, progress)?;

@@ -123,11 +123,7 @@ impl Report {
             let detail = match p.name.as_str() {
                 "verify" => self.backup.as_ref().map(|b| b.to_string()).unwrap_or_default(),
                 "plan" => self.mapping.iter().map(|m| format!("{} -> {}", m.recorded, m.device.display())).collect::<Vec<_>>().join(", "),
-                "restore" => self
-                    .restored
-                    .as_ref()
-                    .map(|r| format!("{} entries, {}", r.entries, human_bytes(r.bytes)))
-                    .unwrap_or_default(),
+                "restore" => self.restored.as_ref().map(|r| format!("{} entries, {}", r.entries, human_bytes(r.bytes))).unwrap_or_default(),
                 "finalize" => format!("{} steps", self.finalize.len()),
                 _ => String::new(),
             };
