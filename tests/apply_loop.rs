@@ -89,22 +89,8 @@ fn plan_for(layout: &Layout, old: &str, disk: &LoopDisk, root: &Path) -> plan::P
 /// fstab for the recovered tree (what the restore would bring), so the probe
 /// records the same mounts.
 fn write_fstab(root: &Path, l: &Layout) {
-    let mut s = String::new();
-    for m in &l.mounts {
-        let fs = l.filesystem_on(&m.device).unwrap();
-        let mut o = m.options.clone();
-        if let Some(sv) = &m.subvol {
-            o = format!("{o},subvol={sv}");
-        }
-        s += &format!("{} {} {} {o} 0 0\n", m.source, m.path, fs.fstype);
-    }
-    for sw in &l.swaps {
-        if let Some(u) = &sw.uuid {
-            s += &format!("UUID={u} none swap sw 0 0\n");
-        }
-    }
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/fstab"), s).unwrap();
+    std::fs::write(root.join("etc/fstab"), fstab_for(l)).unwrap();
 }
 
 fn savelayout(dir: &Path, disk: &LoopDisk, root: &Path, out: &Path) -> Layout {

@@ -23,6 +23,8 @@ use std::process::Command;
 
 use rescue::layout::Layout;
 
+mod common;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -39,24 +41,6 @@ type DiskMap = &'static [(&'static str, u32)];
 /// (scenario, descriptor in layouts/, disks)
 const SCENARIOS: &[(&str, &str, DiskMap)] =
     &[("md", "md-raid1-ext4.toml", &[("sda", 1), ("sdb", 2)]), ("lvm", "uefi-lvm-xfs.toml", &[("nvme0n1", 3)]), ("luks", "luks2-lvm.toml", &[("vda", 4)])];
-
-fn fstab(l: &Layout) -> String {
-    let mut s = String::new();
-    for m in &l.mounts {
-        let fs = l.filesystem_on(&m.device).unwrap();
-        let mut o = m.options.clone();
-        if let Some(sv) = &m.subvol {
-            o = format!("{o},subvol={sv}");
-        }
-        s += &format!("{} {} {} {o} 0 0\n", m.source, m.path, fs.fstype);
-    }
-    for sw in &l.swaps {
-        if let Some(u) = &sw.uuid {
-            s += &format!("UUID={u} none swap sw 0 0\n");
-        }
-    }
-    s
-}
 
 const RUN_SH: &str = r#"
 set -u
@@ -142,7 +126,7 @@ fn md_lvm_luks_recovered_and_recaptured_in_a_guest() {
     for (name, file, disks) in SCENARIOS {
         let l = Layout::load(&root().join("layouts").join(file)).unwrap();
         std::fs::copy(root().join("layouts").join(file), job.join(file)).unwrap();
-        std::fs::write(job.join(format!("{name}.fstab")), fstab(&l)).unwrap();
+        std::fs::write(job.join(format!("{name}.fstab")), common::fstab_for(&l)).unwrap();
         let maps: Vec<String> = disks.iter().map(|(old, n)| format!("{old}=$DISK{n}")).collect();
         script += &format!("run {name} /job/{file} {name}-1 keep {}\n", maps.join(" "));
     }

@@ -114,3 +114,23 @@ pub fn sfdisk_json(dev: &str) -> serde_json::Value {
     let out = sh(&format!("sfdisk -J {dev}"));
     serde_json::from_str(&out).expect("sfdisk json")
 }
+
+/// An fstab for a descriptor's mounts and swaps (what a restore would bring),
+/// so a capture of the recreated tree records the same mounts.
+pub fn fstab_for(l: &rescue::layout::Layout) -> String {
+    let mut s = String::new();
+    for m in &l.mounts {
+        let fs = l.filesystem_on(&m.device).unwrap();
+        let mut o = m.options.clone();
+        if let Some(sv) = &m.subvol {
+            o = format!("{o},subvol={sv}");
+        }
+        s += &format!("{} {} {} {o} 0 0\n", m.source, m.path, fs.fstype);
+    }
+    for sw in &l.swaps {
+        if let Some(u) = &sw.uuid {
+            s += &format!("UUID={u} none swap sw 0 0\n");
+        }
+    }
+    s
+}
