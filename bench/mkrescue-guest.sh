@@ -19,18 +19,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${RESCUE:-$ROOT/target/release/rescue}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 "$ROOT/tests/vm/build-guest.sh" >/dev/null
-CACHE=${RESCUE_TEST_CACHE:-/var/cache/rescue-test}
-ROOTFS=$(ls -t "$CACHE"/guest/rootfs-*.tar.zst | head -n1)
 JOB=$(mktemp -d /var/tmp/rescue-bench-guest.XXXXXX)
-mkdir -p "$JOB/debs" "$JOB/apt/lists/partial" "$JOB/apt/archives/partial"
-
-# The guest's installed packages, then what `apt-get install rear` would add.
-tar -I zstd -xf "$ROOTFS" -C "$JOB" ./var/lib/dpkg/status
-PKGS=$(apt-get -s -o Dir::State::status="$JOB/var/lib/dpkg/status" --no-install-recommends install rear 2>/dev/null |
-  awk '/^Inst / {print $2}')
-[ -n "$PKGS" ] || { echo "could not resolve rear's packages against the guest" >&2; exit 3; }
-# shellcheck disable=SC2086
-(cd "$JOB/debs" && apt-get download $PKGS >/dev/null)
+# rear and what `apt-get install rear` would add to the guest, downloaded on the host.
+"$ROOT/tests/vm/fetch-debs.sh" "$JOB/debs" rear >/dev/null
 cp "$ROOT/layouts/bios-gpt-ext4.toml" "$JOB/layout.toml"
 
 cat > "$JOB/run.sh" <<EOF

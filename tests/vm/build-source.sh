@@ -14,6 +14,8 @@
 # installs it like an installer would (source/install.sh): partitions, LVM,
 # filesystems, fstab by UUID, grub-install + update-grub in a chroot. The host
 # kernel has no device-mapper, and grub-mkconfig needs udev, hence the VM.
+# A layout may set PACKAGES=(...): extra Debian packages, fetched on the host
+# (fetch-debs.sh) into /job/debs for the layout to install into the tree.
 # Cache: ${RESCUE_TEST_CACHE:-/var/cache/rescue-test}/source/: tree-TKEY.tar.zst
 # (the customised tree, shared by all kinds; TKEY = hash of the rootfs tarball
 # name, setup.sh and the files it installs) and KIND-KEY/ (KEY = TKEY + hash of
@@ -30,6 +32,8 @@ layout="$here/source/layout/$kind.sh"
 fw=$(. "$layout"; echo "$FIRMWARE_WANTED")
 # shellcheck source=/dev/null
 read -r -a sizes <<<"$(. "$layout"; echo "${DISK_SIZES[*]}")"
+# shellcheck source=/dev/null
+read -r -a packages <<<"$(. "$layout"; echo "${PACKAGES[*]:-}")"
 uefi=()
 if [ "$fw" = uefi ]; then uefi=(--uefi); fi
 [ "$(id -u)" = 0 ] || die "must run as root"
@@ -74,6 +78,13 @@ ln "$tree" "$work/job/tree.tar.zst" 2>/dev/null || cp "$tree" "$work/job/tree.ta
 t1=$(date +%s)
 log "tree ready in $((t1 - t0)) s; installing $kind onto ${#sizes[@]} disk(s) (${sizes[*]}) in the test guest"
 cp "$here/source/install.sh" "$work/job/run.sh"
+if ((${#packages[@]})); then
+  log "extra packages for $kind: ${packages[*]}"
+  "$here/fetch-debs.sh" "$work/job/debs" "${packages[@]}" >/dev/null || die "fetching ${packages[*]} failed (see above)"
+  # The layout installs them (PACKAGES is part of its hash): in its bootloader
+  # step, `cp -r /job/debs /job/install-debs "$mnt/tmp/" && chroot "$mnt" /tmp/install-debs /tmp/debs`.
+  cp "$here/source/install-debs" "$work/job/"
+fi
 cp "$layout" "$work/job/layout.sh"
 disk_args=() n=0
 for s in "${sizes[@]}"; do

@@ -49,8 +49,10 @@ scale=${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}
 # --- the scenarios -----------------------------------------------------------
 # kind: the source system (source/layout/KIND.sh); data_dirs: where the test
 # data goes; targets: the blank disks of the recovery (SIZE:virtio|sata|nvme;
-# default: the source's sizes, virtio); usb_label: a USB stick holding the backup.
-usb_label="" targets=() check=""
+# default: the source's sizes, virtio); usb_label: a USB stick holding the backup;
+# packages: Debian packages installed in the source before the backup
+# (fetch-debs.sh; the source has no network).
+usb_label="" targets=() check="" packages=""
 backup_iso='[backup]
 url = "iso:///backup"
 '
@@ -173,12 +175,17 @@ disk_args() {
 job="$W/job"
 rm -rf "$job"; mkdir -p "$job/out"
 cp "$rescue" "$job/rescue"
-cp "$here/source/make-data.sh" "$here/source/rescue-scenario-runner" "$here/source/rescue-scenario-state" "$job/"
+cp "$here/source/make-data.sh" "$here/source/rescue-scenario-runner" "$here/source/rescue-scenario-state" "$here/source/install-debs" "$job/"
+if [ -n "$packages" ]; then
+  # shellcheck disable=SC2086 # one word a package
+  "$here/fetch-debs.sh" "$job/debs" $packages >/dev/null || fail packages "fetching $packages failed (see above)" /dev/null
+fi
 printf '%s' "$config" >"$job/rescue.toml"
 printf '#!/bin/bash\nset -euo pipefail\n%s\n' "$check" >"$job/check.sh"
 cat >"$job/run.sh" <<JOB
 set -euxo pipefail
 install -m 0755 /job/rescue /usr/local/sbin/rescue
+if [ -d /job/debs ]; then /job/install-debs /job/debs; fi
 # The current scenario scripts (the cached image may hold older ones).
 install -m 0755 /job/rescue-scenario-runner /job/rescue-scenario-state /usr/local/sbin/
 mkdir -p /etc/rescue
