@@ -51,6 +51,7 @@ pub fn apply(plan: &Plan, opts: &ApplyOptions) -> Result<()> {
         teardown: Teardown::new(),
         vgs: BTreeMap::new(),
         tops: BTreeMap::new(),
+        typed_keys: BTreeMap::new(),
         work: tempfile::Builder::new().prefix("rescue-apply.").tempdir().context("creating a work directory")?,
     };
     let total = plan.operations.len();
@@ -83,6 +84,9 @@ struct State {
     /// Top-level btrfs mounts for subvolume work, by device.
     tops: BTreeMap<PathBuf, TempMount>,
     work: tempfile::TempDir,
+    /// Passphrases typed at the prompt, by LUKS name: asked once for the
+    /// format and reused for the open.
+    typed_keys: BTreeMap<String, Vec<u8>>,
 }
 
 fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> Result<()> {
@@ -157,11 +161,11 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             if let Some(o) = offset {
                 c = c.args(["--offset", &o.to_string()]);
             }
-            with_key(c, block, opts)?.arg(device).run()
+            with_key(c, block, opts, st)?.arg(device).run()
         }
         OpenLuks { block, device, mapper } => {
             let c = Cmd::new("cryptsetup").arg("open");
-            with_key(c, block, opts)?.arg(device).arg(block).run()?;
+            with_key(c, block, opts, st)?.arg(device).arg(block).run()?;
             st.teardown.push(Undo::CloseLuks(block.clone()));
             wait_for(std::slice::from_ref(mapper), Duration::from_secs(20))
         }
@@ -246,8 +250,9 @@ fn top_mount(st: &mut State, device: &Path) -> Result<PathBuf> {
     Ok(st.tops[device].path().to_path_buf())
 }
 
-/// `--key-file` from `--luks-key NAME=FILE`, or the prompted key on stdin.
-fn with_key(c: Cmd, name: &str, opts: &ApplyOptions) -> Result<Cmd> {
+/// `--key-file` from `--luks-key NAME=FILE`, or the prompted key on stdin
+/// (asked once per volume).
+fn with_key(c: Cmd, name: &str, opts: &ApplyOptions, st: &mut State) -> Result<Cmd> {
     if let Some(f) = opts.luks_keys.get(name) {
         if !f.is_file() {
             bail!("the key file {} for LUKS volume {name} does not exist", f.display());
@@ -256,7 +261,14 @@ fn with_key(c: Cmd, name: &str, opts: &ApplyOptions) -> Result<Cmd> {
     }
     match opts.ask_key {
         Some(ask) => {
-            let key = ask(name)?;
+            let key = match st.typed_keys.get(name) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = ask(name)?;
+                    st.typed_keys.insert(name.to_string(), k.clone());
+                    k
+                }
+            };
             Ok(c.args(["--key-file", "-"]).stdin(key))
         }
         None => bail!("no key for LUKS volume {name}: give one with --luks-key {name}=FILE (run without --unattended to be asked)"),
