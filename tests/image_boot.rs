@@ -2,8 +2,11 @@
 //! qemu (TCG) to the rescue banner, with the blank disks under
 //! /dev/disk/by-* and the descriptor present: the ISO with SeaBIOS and with
 //! OVMF (UEFI), the raw disk image with SeaBIOS and OVMF, and the PXE files
+//! over TFTP (qemu's built-in server, pxelinux.0 from the directory) and
 //! with -kernel/-initrd. The image's menu starts its default entry after
 //! 1 s and `rescue.after=poweroff` ends the VM after the banner.
+
+use std::path::Path;
 
 mod image_common;
 
@@ -25,6 +28,26 @@ fn iso_boots_with_ovmf() {
     let c = boot(Firmware::Uefi, &["-cdrom", iso.to_str().unwrap()], 500);
     assert!(c.contains("GNU GRUB"), "GRUB (EFI) did not start");
     assert_rescue_booted(&c, "ISO + OVMF");
+}
+
+/// The PXE directory is a ready-to-use TFTP root: SeaBIOS's iPXE ROM gets
+/// `pxelinux.0` from qemu's built-in DHCP/TFTP server, pxelinux loads the
+/// menu, the kernel and the initrd over TFTP.
+#[test]
+fn pxe_directory_boots_over_tftp() {
+    let b = build_shared();
+    let pxe = b.dir.join("rescue-imgtest-pxe");
+    for f in ["pxelinux.0", "ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32"] {
+        assert!(pxe.join(f).is_file(), "{f} missing from the PXE directory {}", pxe.display());
+    }
+    assert!(
+        Path::new("/usr/share/qemu/pxe-virtio.rom").exists() || Path::new("/usr/lib/ipxe/qemu/pxe-virtio.rom").exists(),
+        "no iPXE ROM: apt-get install ipxe-qemu"
+    );
+    let nic = format!("user,model=virtio-net-pci,tftp={},bootfile=pxelinux.0", pxe.display());
+    let c = boot_with_nic(Firmware::Bios, &nic, &["-boot", "n"], 900);
+    assert!(c.contains("PXELINUX"), "pxelinux did not start from TFTP:\n{}", &c[c.len().saturating_sub(3000)..]);
+    assert_rescue_booted(&c, "PXE over TFTP");
 }
 
 #[test]

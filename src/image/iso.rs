@@ -12,7 +12,7 @@ use crate::cmd::Cmd;
 /// Where Debian's isolinux and syslinux modules are.
 pub const ISOLINUX_DIR: &str = "/usr/lib/ISOLINUX";
 pub const SYSLINUX_BIOS_MODULES: &str = "/usr/lib/syslinux/modules/bios";
-const MENU_MODULES: &[&str] = &["ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32", "chain.c32"];
+pub const MENU_MODULES: &[&str] = &["ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32", "chain.c32"];
 
 /// The host file for a syslinux module, or an error naming the package.
 pub fn syslinux_module(name: &str) -> Result<PathBuf> {

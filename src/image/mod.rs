@@ -131,7 +131,10 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
                 manifest.outputs.push(OutputFile { kind: "iso".into(), path: iso_path.display().to_string(), bytes: std::fs::metadata(&iso_path)?.len() });
             }
             OutputKind::Pxe => {
-                pxe::write_pxe(&opts.kernel, &initrd, &menu, &pxe_dir)?;
+                if let Some(w) = pxe::write_pxe(&opts.kernel, &initrd, &menu, &pxe_dir)? {
+                    tracing::warn!("{w}");
+                    manifest.warnings.push(w);
+                }
                 let bytes = std::fs::metadata(pxe_dir.join("initrd.img"))?.len() + std::fs::metadata(pxe_dir.join("vmlinuz"))?.len();
                 manifest.outputs.push(OutputFile { kind: "pxe".into(), path: pxe_dir.display().to_string(), bytes });
             }

@@ -6,12 +6,18 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::boot::Menu;
-use super::iso::set_private;
+use super::iso::{set_private, syslinux_module, MENU_MODULES};
 
-/// Write `dir/{vmlinuz,initrd.img,pxelinux.cfg/default,grub.cfg,boot.ipxe}`.
-/// Paths in the configs are relative to `dir`, which is meant to be the
-/// TFTP root (or a directory the HTTP URL points at).
-pub fn write_pxe(kernel: &Path, initrd: &Path, menu: &Menu, dir: &Path) -> Result<()> {
+/// Debian's pxelinux (package pxelinux).
+pub const PXELINUX: &str = "/usr/lib/PXELINUX/pxelinux.0";
+
+/// Write `dir/{vmlinuz,initrd.img,pxelinux.cfg/default,grub.cfg,boot.ipxe}`
+/// and, when the host has Debian's pxelinux, `pxelinux.0` with the syslinux
+/// modules its menu loads: the directory is then a ready-to-use TFTP root for
+/// BIOS clients (DHCP boot file `pxelinux.0`). Paths in the configs are
+/// relative to `dir`, which is meant to be the TFTP root (or a directory the
+/// HTTP URL points at). Returns a warning when pxelinux.0 is missing.
+pub fn write_pxe(kernel: &Path, initrd: &Path, menu: &Menu, dir: &Path) -> Result<Option<String>> {
     std::fs::create_dir_all(dir.join("pxelinux.cfg")).with_context(|| format!("creating {}", dir.display()))?;
     for (src, name) in [(kernel, "vmlinuz"), (initrd, "initrd.img")] {
         let dest = dir.join(name);
@@ -26,5 +32,20 @@ pub fn write_pxe(kernel: &Path, initrd: &Path, menu: &Menu, dir: &Path) -> Resul
     for (name, text) in files {
         crate::util::write_atomic(&dir.join(name), text.as_bytes(), 0o600)?;
     }
-    Ok(())
+    if !Path::new(PXELINUX).is_file() {
+        return Ok(Some(format!(
+            "{PXELINUX} is missing, so {} has no pxelinux.0: install the Debian package pxelinux (apt-get install pxelinux) \
+             and run mkrescue again, or serve pxelinux.cfg/default with your own pxelinux.0 (or boot.ipxe / grub.cfg)",
+            dir.display()
+        )));
+    }
+    let mut binaries = vec![(Path::new(PXELINUX).to_path_buf(), "pxelinux.0")];
+    for m in MENU_MODULES {
+        binaries.push((syslinux_module(m)?, m));
+    }
+    for (src, name) in binaries {
+        let dest = dir.join(name);
+        std::fs::copy(&src, &dest).with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    }
+    Ok(None)
 }

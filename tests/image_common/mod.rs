@@ -150,10 +150,14 @@ pub enum Firmware {
 /// Boot qemu (TCG, never KVM) with two blank virtio disks (serials blank1,
 /// blank2), under `timeout`, and return the serial console output.
 pub fn boot(fw: Firmware, media: &[&str], secs: u32) -> String {
+    boot_with_nic(fw, "user,model=virtio-net-pci", media, secs)
+}
+
+/// [`boot`] with this `-nic` (e.g. qemu's built-in TFTP server for PXE).
+pub fn boot_with_nic(fw: Firmware, nic: &str, media: &[&str], secs: u32) -> String {
     require("qemu-system-x86_64", "qemu-system-x86");
     let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> =
-        ["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", "user,model=virtio-net-pci"].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = ["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", nic].iter().map(|s| s.to_string()).collect();
     if let Firmware::Uefi = fw {
         let code = "/usr/share/OVMF/OVMF_CODE.fd";
         assert!(Path::new(code).exists(), "{code} missing: apt-get install ovmf");

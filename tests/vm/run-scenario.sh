@@ -4,7 +4,9 @@
 #      BIOS or OVMF) with this repo's `rescue` on a 9p share; the job writes
 #      test data, records its state (source/rescue-scenario-state) and runs
 #      `rescue mkbackup`, which writes the rescue ISO to the share;
-#   2. blank target disk(s) boot that ISO; its default entry is `unattended`
+#   2. blank target disk(s) boot that ISO, which must show its banner, the
+#      descriptor and every blank disk under /dev/disk/by-id (RESCUE-* marker
+#      lines); its default entry is `unattended`
 #      (the scenario's rescue.toml), so `rescue recover --unattended` runs and
 #      RESCUE-RECOVER-OK must appear before the rescue system powers off;
 #   3. the recovered disk(s) boot alone (GRUB from the disk); the scenario unit
@@ -265,6 +267,14 @@ tr '\r' '\n' <"$serial" | grep -av '^\s*$' >"$serial.txt" || true
 rto=$(sed -n 's/^Recovery of .* finished in \([0-9.]*\) s$/\1/p' "$serial.txt" | tail -n1)
 [ -z "$rto" ] || record rescue-recover-reported-total "$rto"
 sed -n '/^Recovery of .* finished in/,/^  total/p' "$serial.txt" >"$W/recover-report.txt" || true
+# The ISO built in the source booted to the banner, with the descriptor and
+# every blank target disk under /dev/disk/by-id (serial target-diskN).
+grep -q 'RESCUE-BANNER rescue .* rescue system for rescue-src' "$serial.txt" || fail recover "the rescue ISO did not boot to its banner (qemu status $rc)" "$serial.txt"
+grep -q 'RESCUE-LAYOUT present /etc/rescue/layout.toml' "$serial.txt" || fail recover "the rescue system has no descriptor /etc/rescue/layout.toml" "$serial.txt"
+for i in "${!targets[@]}"; do
+  grep -Eq "RESCUE-DISK by-id/[^ ]*target-disk$((i + 1)) -> /dev/" "$serial.txt" ||
+    fail recover "blank target disk $((i + 1)) (serial target-disk$((i + 1))) is not under /dev/disk/by-id in the rescue system" "$serial.txt"
+done
 grep -q 'RESCUE-RECOVER-START' "$serial.txt" || fail recover "the rescue ISO did not start the unattended recovery (qemu status $rc)" "$serial.txt"
 if ! grep -q 'RESCUE-RECOVER-OK' "$serial.txt"; then
   if grep -q 'RESCUE-RECOVER-FAILED' "$serial.txt"; then
