@@ -10,7 +10,7 @@ PKGS=(
   # archive and transport, and the baselines we compare against
   tar gzip pigz zstd rsync acl attr nfs-common cifs-utils
   # rescue image
-  cpio xorriso isolinux pxelinux syslinux-common grub-pc-bin grub-efi-amd64-bin grub-common busybox-static
+  cpio xorriso isolinux pxelinux syslinux-common grub-pc-bin grub-efi-amd64-bin grub-common busybox-static openssh-server openssh-client
   # VM tests
   qemu-system-x86 qemu-utils ovmf debootstrap
   # backup server tests (tests/bacula.rs): a real Bacula director, storage and file daemon

@@ -7,6 +7,7 @@
 //! 1 s and `rescue.after=poweroff` ends the VM after the banner.
 
 use std::path::Path;
+use std::process::Command;
 
 mod image_common;
 
@@ -96,4 +97,95 @@ fn raw_disk_image_boots_with_seabios_and_ovmf() {
     assert_rescue_booted(&c, "raw + SeaBIOS");
     let c = boot(Firmware::Uefi, &["-drive", &drive], 500);
     assert_rescue_booted(&c, "raw + OVMF");
+}
+
+/// Kills qemu when the test ends, also on panic.
+struct Vm(std::process::Child);
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With `ssh-authorized-keys` set, the rescue system starts sshd after DHCP
+/// and root logs in with the matching key (qemu user networking forwards a
+/// port of the host's 127.0.0.1 to the guest's port 22); host keys are made
+/// at boot, never taken from the build host. Without keys no sshd is put in
+/// (checked on the shared image).
+#[test]
+fn ssh_login_with_the_configured_key() {
+    require("ssh", "openssh-client");
+    require("sshd", "openssh-server");
+    let shared = extract_initrd(&build_shared().dir.join("rescue-imgtest-pxe/initrd.img"));
+    assert!(!shared.path().join("usr/sbin/sshd").exists(), "sshd is in an image built without ssh-authorized-keys");
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let key = dir.path().join("id_ed25519");
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "rescue-test", "-f"]).arg(&key).status().unwrap();
+    assert!(st.success(), "ssh-keygen failed");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let cfg = dir.path().join("rescue.toml");
+    std::fs::write(&cfg, format!("[image]\ntimeout = 1\nssh-authorized-keys = [\"{}\"]\n", public.trim())).unwrap();
+    let out = mkrescue_cmd(&cfg, &kernel_dir(), &dir.path().join("out"), "pxe").output().unwrap();
+    assert!(out.status.success(), "mkrescue failed: {}", String::from_utf8_lossy(&out.stderr));
+    let pxe = dir.path().join("out/rescue-imgtest-pxe");
+    let root = extract_initrd(&pxe.join("initrd.img"));
+    assert!(root.path().join("usr/sbin/sshd").is_file(), "sshd missing from the image");
+    assert_eq!(std::fs::read_to_string(root.path().join("root/.ssh/authorized_keys")).unwrap().trim(), public.trim());
+    let host_keys: Vec<_> = walk(root.path()).into_iter().filter(|p| p.to_string_lossy().contains("ssh_host_")).collect();
+    assert!(host_keys.is_empty(), "host keys of the build host in the image: {host_keys:?}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfgtext = std::fs::read_to_string(pxe.join("pxelinux.cfg/default")).unwrap();
+    let append = cfgtext.lines().find(|l| l.trim_start().starts_with("APPEND console")).unwrap().trim().trim_start_matches("APPEND ").to_string();
+    let serial = dir.path().join("serial.log");
+    let vm = Vm(Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-nic", &format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22")])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-kernel")
+        .arg(pxe.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(pxe.join("initrd.img"))
+        .args(["-append", &append])
+        .spawn()
+        .unwrap());
+    let console = || std::fs::read_to_string(&serial).unwrap_or_default().replace('\r', "");
+    let t = std::time::Instant::now();
+    while !console().contains("RESCUE-READY") {
+        assert!(t.elapsed().as_secs() < 600, "no RESCUE-READY within 600 s:\n{}", console());
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    let c = console();
+    assert!(c.contains("RESCUE-NET eth0") || c.contains("RESCUE-NET en"), "no DHCP address:\n{c}");
+    assert!(c.contains("RESCUE-SSHD started"), "sshd did not start:\n{c}");
+    let ssh = |user_key: &Path| {
+        Command::new("ssh")
+            .arg("-i")
+            .arg(user_key)
+            .args(["-p", &port.to_string(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "ConnectTimeout=60", "-o", "LogLevel=ERROR", "root@127.0.0.1", "grep ^version /etc/rescue/layout.toml; rescue --version"])
+            .output()
+            .unwrap()
+    };
+    let mut last = None;
+    for _ in 0..5 {
+        let o = ssh(&key);
+        if o.status.success() {
+            last = Some(o);
+            break;
+        }
+        eprintln!("ssh failed, retrying: {}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(std::time::Duration::from_secs(10));
+    }
+    let o = last.unwrap_or_else(|| panic!("ssh root@127.0.0.1:{port} with the configured key never succeeded; console:\n{}", console()));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("version = 1") && text.contains("rescue "), "unexpected ssh output:\n{text}");
+    // Another key is refused.
+    let other = dir.path().join("other");
+    Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    assert!(!ssh(&other).status.success(), "a key that is not configured logged in");
+    drop(vm);
 }
