@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use rescue::inventory::{Inventory, PresentDisk};
 use rescue::layout::Layout;
 use rescue::plan::{self, MatchReason, Operation, PlanOptions, ResizePolicy};
+use rescue::util::human_bytes as human;
 
 const GIB: u64 = 1 << 30;
 
@@ -164,10 +165,18 @@ fn too_small_disk_is_refused_saying_what_is_missing() {
     assert!(msg.contains("too small"), "{msg}");
     assert!(msg.contains("missing"), "{msg}");
     assert!(msg.contains("nothing was written"), "{msg}");
+    // The smallest disk that holds it, and what to do.
+    let need = plan::smallest_fitting_disk(&l, &l.disks[0], 512, ResizePolicy::Last).unwrap();
+    assert!(need > 3 * GIB && need < 4 * GIB, "{need}");
+    assert!(plan::disk_fits(&l, &l.disks[0], &disk("sdb", need), ResizePolicy::Last));
+    assert!(!plan::disk_fits(&l, &l.disks[0], &disk("sdb", need - (1 << 20)), ResizePolicy::Last));
+    let hint = format!("recorded disk vda needs a disk of at least {} with its data; /dev/sdb has 3.0 GiB: {} missing", human(need), human(need - 3 * GIB));
+    assert!(msg.contains(&hint) && msg.contains("--map vda=/dev/DISK"), "{hint:?} not in:\n{msg}");
     // 2 GiB cannot even hold the fixed partitions.
     let inv = Inventory { disks: vec![disk("sdb", 2 * GIB)] };
     let msg = err(&l, &inv, &o);
-    assert!(msg.contains("does not fit") && msg.contains("partition vda2"), "{msg}");
+    assert!(msg.contains("does not fit") && msg.contains("partition vda2 would get no room at all"), "{msg}");
+    assert!(msg.contains(&format!("/dev/sdb has 2.0 GiB: {} missing", human(need - 2 * GIB))), "{msg}");
     // Without a mapping, a too-small disk is no candidate at all.
     let msg = err(&l, &inv, &opts());
     assert!(msg.contains("has no target"), "{msg}");

@@ -277,6 +277,55 @@ fn needed_bytes(f: &Filesystem) -> u64 {
     f.used_bytes + f.used_bytes / 20
 }
 
+/// The smallest disk (whole MiB, `lss`-byte sectors) that holds recorded
+/// `disk` with its data, as [`disk_fits`] judges it; `None` when not even
+/// its recorded size does (a stack the estimate does not follow).
+pub fn smallest_fitting_disk(layout: &Layout, disk: &crate::layout::Disk, lss: u64, policy: ResizePolicy) -> Option<u64> {
+    const MIB: u64 = 1 << 20;
+    let fits = |mib: u64| disk_fits(layout, disk, &PresentDisk { size: mib * MIB, logical_sector_size: lss, ..Default::default() }, policy);
+    let mut hi = disk.size.div_ceil(MIB);
+    if !fits(hi) {
+        return None;
+    }
+    // `lo` never fits, `hi` always does.
+    let mut lo = 0;
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi * MIB)
+}
+
+/// For each mapped disk that is too small: how large a disk it needs, how
+/// much is missing, and the `--map` to use instead.
+fn larger_disk_hints(layout: &Layout, mapping: &[DiskAssignment], policy: ResizePolicy) -> Vec<String> {
+    let mut hints = Vec::new();
+    for m in mapping {
+        let Some(disk) = layout.disk(&m.recorded) else { continue };
+        let here = PresentDisk { size: m.size, logical_sector_size: m.logical_sector_size, ..Default::default() };
+        if disk_fits(layout, disk, &here, policy) {
+            continue;
+        }
+        let what = format!("Map a larger disk with --map {}=/dev/DISK", m.recorded);
+        hints.push(match smallest_fitting_disk(layout, disk, m.logical_sector_size, policy) {
+            Some(need) if need > m.size => format!(
+                "recorded disk {} needs a disk of at least {} with its data; {} has {}: {} missing. {what}",
+                m.recorded,
+                human_bytes(need),
+                m.device.display(),
+                human_bytes(m.size),
+                human_bytes(need - m.size)
+            ),
+            _ => format!("recorded disk {} ({}) does not fit on {} ({}). {what}", m.recorded, human_bytes(disk.size), m.device.display(), human_bytes(m.size)),
+        });
+    }
+    hints
+}
+
 /// Map the disks: explicit mapping first, then identity, size, fit.
 pub fn map(layout: &Layout, inv: &Inventory, opts: &PlanOptions) -> Result<Vec<DiskAssignment>, MappingProblem> {
     map_disks(layout, inv, &opts.map, &|d, p| disk_fits(layout, d, p, opts.resize))
@@ -376,6 +425,7 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
         }
     }
     if !problems.is_empty() {
+        problems.extend(larger_disk_hints(layout, &mapping, opts.resize));
         return Err(input_error(format!("the target disks are too small; nothing was written:\n  {}", problems.join("\n  "))));
     }
     resize::stack_sizes(layout, &mut sizes, opts.resize)?;
@@ -521,6 +571,7 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
         }
     }
     if !short.is_empty() {
+        short.extend(larger_disk_hints(layout, &mapping, opts.resize));
         return Err(input_error(format!("the target disks are too small; nothing was written:\n  {}", short.join("\n  "))));
     }
     for f in &layout.filesystems {
