@@ -170,6 +170,22 @@ fn zero_ends(dev: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Zero a whole (small) device, e.g. a BIOS boot partition.
+pub fn zero_all(dev: &Path) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(dev).with_context(|| format!("opening {}", dev.display()))?;
+    let size = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n]).with_context(|| format!("zeroing {}", dev.display()))?;
+        left -= n as u64;
+    }
+    f.sync_all().with_context(|| format!("flushing {}", dev.display()))?;
+    Ok(())
+}
+
 /// Unmount everything under `target_root` (deepest first) and close what the
 /// descriptor's LUKS volumes, VGs and MD arrays have open. Returns what was done.
 pub fn teardown_target(target_root: &Path, layout: Option<&Layout>) -> Result<Vec<String>> {
