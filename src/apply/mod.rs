@@ -20,7 +20,7 @@ use crate::layout::{Filesystem, FsType};
 use crate::plan::{Operation, Plan};
 use guard::{Teardown, TempMount, Undo};
 
-pub use wipe::{deactivate_under, teardown_target};
+pub use wipe::{deactivate_under, programs_for_wipe, teardown_target};
 
 /// Where a LUKS key comes from.
 pub enum LuksKey {

@@ -348,6 +348,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             let protect = rep.backup.as_ref().and_then(|b| b.device.clone());
             let p = make_plan(ctx, a, &layout, target_root, interactive, protect.as_deref())?;
             rep.mapping = p.mapping.iter().map(report::MappedDisk::from).collect();
+            verify::check_wipe_tools(&p)?;
             if !ctx.json {
                 print!("{p}");
             }
@@ -507,6 +508,19 @@ mod tests {
     fn unattended_is_a_whole_word_of_the_kernel_command_line() {
         assert!(cmdline_has_word("BOOT_IMAGE=/boot/vmlinuz console=ttyS0 unattended quiet\n", "unattended"));
         assert!(!cmdline_has_word("rescue.unattended=0 quiet", "unattended"));
+    }
+
+    #[test]
+    fn a_failed_restore_is_torn_down_and_says_so() {
+        assert!(tear_down_after(None, false) && tear_down_after(Some("restore"), false));
+        assert!(!tear_down_after(Some("finalize"), false), "kept mounted for a fix in chroot");
+        assert!(!tear_down_after(Some("restore"), true) && !tear_down_after(None, true), "--keep-mounted");
+        let root = Path::new("/mnt/local");
+        let gone = next_step("restore", root, false);
+        assert!(gone.contains("no bootloader was installed") && gone.contains("unmounted") && !gone.contains("/mnt/local"), "{gone}");
+        let kept = next_step("restore", root, true);
+        assert!(kept.contains("mounted under /mnt/local") && kept.contains("no bootloader was installed"), "{kept}");
+        assert!(next_step("finalize", root, false).contains("chroot /mnt/local"));
     }
 
     #[test]
