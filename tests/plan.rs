@@ -155,6 +155,24 @@ fn smaller_disk_shrinks_root_and_checks_used_bytes() {
 }
 
 #[test]
+fn free_space_at_the_end_of_the_recorded_disk_is_given_up_before_any_partition_shrinks() {
+    let mut l = layout("bios-gpt-ext4.toml");
+    // 4 GiB never partitioned after the swap partition.
+    l.disks[0].size += 4 * GIB;
+    let mut o = opts();
+    o.map.insert("vda".into(), "sdb".into());
+    // 2 GiB smaller: the free space absorbs it, every partition is as recorded.
+    let got = parts(&plan::build(&l, &Inventory { disks: vec![disk("sdb", 22 * GIB)] }, &o).unwrap());
+    for p in &l.partitions {
+        assert_eq!((got[&p.name].1, got[&p.name].2), (p.start, p.size), "{}", p.name);
+    }
+    // 6 GiB smaller: root gives up only the 2 GiB the free space does not cover.
+    let got = parts(&plan::build(&l, &Inventory { disks: vec![disk("sdb", 18 * GIB)] }, &o).unwrap());
+    assert_eq!(got["vda2"].2, l.partition("vda2").unwrap().size - 2 * GIB / 512);
+    assert_eq!(got["vda3"].2, l.partition("vda3").unwrap().size, "swap keeps its size");
+}
+
+#[test]
 fn too_small_disk_is_refused_saying_what_is_missing() {
     let l = layout("bios-gpt-ext4.toml");
     // 1.5 GiB used on root, swap 2 GiB fixed: 3 GiB cannot hold it.

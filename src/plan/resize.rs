@@ -136,6 +136,11 @@ pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64,
     seq.sort_by_key(|p| p.start);
     let old: Vec<(i64, i64)> = seq.iter().map(|p| (conv(p.start) as i64, conv(p.size) as i64)).collect();
     let resizable: Vec<usize> = (0..seq.len()).filter(|&i| !is_fixed(layout, seq[i])).collect();
+    // On a smaller disk, the free space after the last partition goes
+    // first: partitions only shrink for what it does not cover.
+    let last_end = old.iter().map(|o| o.0 + o.1).chain(ext.map(|e| conv(e.start + e.size) as i64)).max().unwrap_or(0);
+    let slack = floor_to((old_end - last_end).max(0), align);
+    let diff = if diff < 0 { (diff + slack).min(0) } else { diff };
 
     let mut sizes: Vec<i64> = old.iter().map(|o| o.1).collect();
     if diff != 0 && !resizable.is_empty() {
