@@ -147,6 +147,22 @@ fn target_disk_too_small_is_refused_at_plan_time() {
     let err = assert_failed(&o, 2, &["recovery stopped in phase plan", "does not fit", "would get no room at all", "MiB missing", "nothing was written"]);
     assert!(!err.contains("would get -"), "a negative size in the message:\n{err}");
     assert_eq!(device_sum(&tiny.dev), before, "the tiny disk changed");
+
+    // A disk of the size the message names is enough: the storage is rebuilt
+    // and the data restored (finalize then stops: the source tree has no GRUB).
+    let need: f64 = err.split("needs a disk of at least ").nth(1).and_then(|r| r.split(" MiB").next()).and_then(|n| n.parse().ok()).unwrap();
+    let fits = LoopDisk::new(s.src.backups.parent().unwrap(), "fits", need.ceil() as u64);
+    let map = format!("{}={}", s.src.name, fits.dev);
+    let _u = Unmounter(vec![s.target.clone()]);
+    let o = run(
+        &s.src.cfg,
+        &["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap()],
+        &[],
+    );
+    assert_failed(&o, 3, &["recovery stopped in phase finalize", "grub-install", "No bootloader or initramfs step was run"]);
+    let o = run(&s.src.cfg, &["recover", "--umount", "--target-root", s.target.to_str().unwrap()], &[]);
+    assert!(o.status.success() && mounted_under(&s.target).is_empty(), "{}", text(&o));
+    assert!(read_range(&fits.dev, 0, 440).iter().all(|&b| b == 0), "boot code in the MBR");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `rescue recover --plan` prints it, `--json` serializes it, `apply`
 //! executes it, and tests check it as data.
 
+pub mod capacity;
 pub mod mapping;
 pub mod resize;
 
@@ -263,18 +264,13 @@ pub fn disk_fits(layout: &Layout, disk: &crate::layout::Disk, present: &PresentD
             placed.iter().all(|p| {
                 let new = p.size * lss;
                 match layout.filesystem_on(&p.name) {
-                    Some(f) => new >= needed_bytes(f),
+                    Some(f) => capacity::holds_data(f, new),
                     None => true,
                 }
             })
         }
         Err(_) => false,
     }
-}
-
-/// What a filesystem needs: its used bytes plus 5% for metadata.
-fn needed_bytes(f: &Filesystem) -> u64 {
-    f.used_bytes + f.used_bytes / 20
 }
 
 /// The smallest disk (whole MiB, `lss`-byte sectors) that holds recorded
@@ -557,16 +553,18 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
             return Err(input_error(format!("the filesystem {} sits on {}, which the plan does not create", f.uuid, f.device)));
         };
         let size = sizes.get(&f.device).copied().unwrap_or(0);
-        if size < needed_bytes(f) {
+        if !capacity::holds_data(f, size) {
+            let need = capacity::min_device_bytes(f).max(size);
             short.push(format!(
-                "{} filesystem on {} ({}) holds {} of data and needs at least {} but would get {}: {} missing",
+                "{} filesystem on {} ({}) holds {} of data and needs a device of at least {} (with its own metadata) but would \
+                 get {}: {} missing",
                 f.fstype,
                 f.device,
                 dev.display(),
                 human_bytes(f.used_bytes),
-                human_bytes(needed_bytes(f)),
+                human_bytes(need),
                 human_bytes(size),
-                human_bytes(needed_bytes(f) - size)
+                human_bytes(need - size)
             ));
         }
     }
