@@ -26,7 +26,7 @@ use common::recovery::*;
 use common::*;
 use rescue::layout::{BootloaderKind, Layout};
 
-const TOOLS: &[&str] = &["sfdisk", "blkid", "partx", "wipefs", "blockdev", "mkfs.ext4", "mkswap", "mount", "umount"];
+const TOOLS: &[&str] = &["sfdisk", "blkid", "partx", "wipefs", "blockdev", "mkfs.ext4", "mkswap", "mount", "umount", "zstd", "gzip"];
 
 const TABLE: &str = "label: gpt\n\
      size=1M, type=21686148-6449-6E6F-744E-656564454649, name=bios\n\
@@ -222,6 +222,23 @@ fn corrupt_archive_stops_before_the_bootloader_and_leaves_nothing_mounted() {
         ["boot/grub/grub.cfg", "boot/grub/i386-pc", "boot/grub/x86_64-efi", "boot/efi/EFI"].into_iter().filter(|p| check.join(p).exists()).collect();
     s.dst.umount_all();
     assert!(grub_files.is_empty(), "GRUB files in the restored tree: {grub_files:?}");
+
+    // The same archive gzip-compressed, bytes flipped in the middle of the deflate stream.
+    let gz = dir.join("gz").join(&host);
+    std::fs::create_dir_all(&gz).unwrap();
+    let gz_file = gz.join(archive.file_name().unwrap().to_string_lossy().replace(".tar.zst", ".tar.gz"));
+    sh(&format!("zstd -q -dc {} | gzip -1 > {}", archive.display(), gz_file.display()));
+    let mut gz_bytes = std::fs::read(&gz_file).unwrap();
+    let mid = gz_bytes.len() / 2;
+    for b in &mut gz_bytes[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&gz_file, gz_bytes).unwrap();
+    let o = s.recover(&cfg, &["--url", &s.url(&dir.join("gz"))], &[]);
+    let err = assert_failed(&o, 3, &["recovery stopped in phase restore", ".tar.gz", "no bootloader was installed"]);
+    assert!(err.contains("damaged") || err.contains("differ from the backup"), "{err}");
+    assert!(read_range(&s.dst.dev, 0, 440).iter().all(|&b| b == 0), "boot code in the MBR");
+    assert!(std::fs::read(s.dst.part(1)).unwrap().iter().all(|&b| b == 0), "data in the BIOS boot partition");
 }
 
 #[test]
