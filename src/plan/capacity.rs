@@ -57,8 +57,10 @@ fn ext_journal_blocks(blocks: u64) -> u64 {
 }
 
 /// Whether a new `f` on a device of `size` bytes holds its recorded data.
+/// At its recorded size or more it does: made with the same options, it
+/// held the data before.
 pub fn holds_data(f: &Filesystem, size: u64) -> bool {
-    size.saturating_sub(overhead_bytes(f, size)) >= needed_data(f)
+    f.size.is_some_and(|s| size >= s) || size.saturating_sub(overhead_bytes(f, size)) >= needed_data(f)
 }
 
 /// The smallest device (whole MiB) on which a new `f` holds its recorded data.
@@ -67,17 +69,23 @@ pub fn min_device_bytes(f: &Filesystem) -> u64 {
     while !holds_data(f, hi * MIB) && hi < 1 << 40 {
         hi *= 2;
     }
-    // `lo` never holds it, `hi` does.
+    smallest_mib(hi, |mib| holds_data(f, mib * MIB)) * MIB
+}
+
+/// The smallest number of MiB that `holds` accepts, given that `hi` does
+/// (and that a larger size never makes it fail).
+pub fn smallest_mib(mut hi: u64, holds: impl Fn(u64) -> bool) -> u64 {
+    // `lo` never holds, `hi` does.
     let mut lo = 0;
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if holds_data(f, mid * MIB) {
+        if holds(mid) {
             hi = mid;
         } else {
             lo = mid;
         }
     }
-    hi * MIB
+    hi
 }
 
 #[cfg(test)]
@@ -126,5 +134,15 @@ mod tests {
         assert_eq!(overhead_bytes(&x, 1 << 30), 64 * MIB + (1 << 30) / 100 + MIB, "the 64 MiB log");
         assert_eq!(overhead_bytes(&fs(FsType::Vfat, 0, None), 100 * MIB), 2 * MIB);
         assert_eq!(ext_journal_blocks(524288), 16384);
+    }
+
+    #[test]
+    fn a_full_filesystem_fits_at_its_recorded_size() {
+        // 97 % full: no room for the 5 % on a smaller device, but the same size held it.
+        let mut f = fs(FsType::Ext4, 970 * MIB, None);
+        f.size = Some(1000 * MIB);
+        assert!(holds_data(&f, 1000 * MIB) && holds_data(&f, 2000 * MIB));
+        assert!(!holds_data(&f, 999 * MIB));
+        assert_eq!(min_device_bytes(&f), 1000 * MIB);
     }
 }

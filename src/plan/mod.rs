@@ -279,21 +279,8 @@ pub fn disk_fits(layout: &Layout, disk: &crate::layout::Disk, present: &PresentD
 pub fn smallest_fitting_disk(layout: &Layout, disk: &crate::layout::Disk, lss: u64, policy: ResizePolicy) -> Option<u64> {
     const MIB: u64 = 1 << 20;
     let fits = |mib: u64| disk_fits(layout, disk, &PresentDisk { size: mib * MIB, logical_sector_size: lss, ..Default::default() }, policy);
-    let mut hi = disk.size.div_ceil(MIB);
-    if !fits(hi) {
-        return None;
-    }
-    // `lo` never fits, `hi` always does.
-    let mut lo = 0;
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    Some(hi * MIB)
+    let recorded = disk.size.div_ceil(MIB);
+    fits(recorded).then(|| capacity::smallest_mib(recorded, fits) * MIB)
 }
 
 /// For each mapped disk that is too small: how large a disk it needs, how
