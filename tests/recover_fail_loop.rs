@@ -8,12 +8,13 @@
 //! - backup location or archive missing, a tool missing: stopped in verify,
 //!   the target disk byte for byte unchanged;
 //! - target disk too small: stopped in plan, the disk unchanged, the message
-//!   says how much is missing;
-//! - corrupt archive found while restoring (`recover.verify-archive = false`):
-//!   stopped in restore, no boot code in the MBR or the BIOS boot partition
-//!   (the old one wiped, no new one written), no GRUB files in the restored
-//!   tree, nothing mounted, the report saying restore failed; with the
-//!   default verification a truncated archive stops in verify instead.
+//!   says how much is missing and the disk size needed (and a disk of that
+//!   size then takes the whole restore);
+//! - corrupt archive found while restoring (`recover.verify-archive = false`;
+//!   zstd and gzip): stopped in restore, no boot code in the MBR or the BIOS
+//!   boot partition (the old one wiped, no new one written), no GRUB files in
+//!   the restored tree, nothing mounted, the report saying restore failed;
+//!   with the default verification a truncated archive stops in verify instead.
 
 #![allow(clippy::unwrap_used)]
 
