@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use rescue::inventory::{Inventory, PresentDisk};
 use rescue::layout::Layout;
 use rescue::plan::{self, MatchReason, Operation, PlanOptions, ResizePolicy};
+use rescue::util::human_bytes as human;
 
 const GIB: u64 = 1 << 30;
 
@@ -154,6 +155,24 @@ fn smaller_disk_shrinks_root_and_checks_used_bytes() {
 }
 
 #[test]
+fn free_space_at_the_end_of_the_recorded_disk_is_given_up_before_any_partition_shrinks() {
+    let mut l = layout("bios-gpt-ext4.toml");
+    // 4 GiB never partitioned after the swap partition.
+    l.disks[0].size += 4 * GIB;
+    let mut o = opts();
+    o.map.insert("vda".into(), "sdb".into());
+    // 2 GiB smaller: the free space absorbs it, every partition is as recorded.
+    let got = parts(&plan::build(&l, &Inventory { disks: vec![disk("sdb", 22 * GIB)] }, &o).unwrap());
+    for p in &l.partitions {
+        assert_eq!((got[&p.name].1, got[&p.name].2), (p.start, p.size), "{}", p.name);
+    }
+    // 6 GiB smaller: root gives up only the 2 GiB the free space does not cover.
+    let got = parts(&plan::build(&l, &Inventory { disks: vec![disk("sdb", 18 * GIB)] }, &o).unwrap());
+    assert_eq!(got["vda2"].2, l.partition("vda2").unwrap().size - 2 * GIB / 512);
+    assert_eq!(got["vda3"].2, l.partition("vda3").unwrap().size, "swap keeps its size");
+}
+
+#[test]
 fn too_small_disk_is_refused_saying_what_is_missing() {
     let l = layout("bios-gpt-ext4.toml");
     // 1.5 GiB used on root, swap 2 GiB fixed: 3 GiB cannot hold it.
@@ -164,10 +183,18 @@ fn too_small_disk_is_refused_saying_what_is_missing() {
     assert!(msg.contains("too small"), "{msg}");
     assert!(msg.contains("missing"), "{msg}");
     assert!(msg.contains("nothing was written"), "{msg}");
+    // The smallest disk that holds it, and what to do.
+    let need = plan::smallest_fitting_disk(&l, &l.disks[0], 512, ResizePolicy::Last).unwrap();
+    assert!(need > 3 * GIB && need < 4 * GIB, "{need}");
+    assert!(plan::disk_fits(&l, &l.disks[0], &disk("sdb", need), ResizePolicy::Last));
+    assert!(!plan::disk_fits(&l, &l.disks[0], &disk("sdb", need - (1 << 20)), ResizePolicy::Last));
+    let hint = format!("recorded disk vda needs a disk of at least {} with its data; /dev/sdb has 3.0 GiB: {} missing", human(need), human(need - 3 * GIB));
+    assert!(msg.contains(&hint) && msg.contains("--map vda=/dev/DISK"), "{hint:?} not in:\n{msg}");
     // 2 GiB cannot even hold the fixed partitions.
     let inv = Inventory { disks: vec![disk("sdb", 2 * GIB)] };
     let msg = err(&l, &inv, &o);
-    assert!(msg.contains("does not fit") && msg.contains("partition vda2"), "{msg}");
+    assert!(msg.contains("does not fit") && msg.contains("partition vda2 would get no room at all"), "{msg}");
+    assert!(msg.contains(&format!("/dev/sdb has 2.0 GiB: {} missing", human(need - 2 * GIB))), "{msg}");
     // Without a mapping, a too-small disk is no candidate at all.
     let msg = err(&l, &inv, &opts());
     assert!(msg.contains("has no target"), "{msg}");

@@ -19,42 +19,16 @@ mod common;
 mod image_common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Instant;
 
+use common::recovery::*;
 use common::*;
 use rescue::layout::{BootloaderKind, Layout};
 
 const TOOLS: &[&str] =
     &["sfdisk", "blkid", "partx", "wipefs", "blockdev", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkswap", "mount", "umount", "lsblk", "dumpe2fs", "xfs_info"];
-
-/// Unmounts everything under its roots when dropped (declare it after the
-/// loop disks, so it runs before they are detached).
-struct Unmounter(Vec<PathBuf>);
-impl Drop for Unmounter {
-    fn drop(&mut self) {
-        for r in &self.0 {
-            let _ = Command::new("umount").arg("-R").arg(r).output();
-        }
-    }
-}
-
-/// Run rescue with a given config file and extra environment.
-fn run(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(rescue_bin());
-    c.arg("--config").arg(cfg).args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run rescue")
-}
-
-fn text(o: &Output) -> String {
-    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 /// Path → what it is: kind, mode, owner, size and content checksum (files), target (links).
 fn tree_manifest(root: &Path) -> BTreeMap<String, String> {
@@ -84,36 +58,6 @@ fn tree_manifest(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// A checksum of a whole device, to prove a failed run wrote nothing.
-fn device_sum(dev: &str) -> u128 {
-    let mut f = std::fs::File::open(dev).unwrap();
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    h.digest128()
-}
-
-fn random_file(path: &Path, bytes: usize, seed: u64) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    // xorshift: incompressible enough, reproducible, no /dev/urandom needed.
-    let mut x = seed | 1;
-    let mut data = Vec::with_capacity(bytes);
-    while data.len() < bytes {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(bytes);
-    std::fs::write(path, data).unwrap();
-}
-
 fn populate(root: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(root.join("etc")).unwrap();
@@ -131,16 +75,6 @@ fn populate(root: &Path) {
     std::fs::create_dir_all(root.join("var/log")).unwrap();
 }
 
-fn mounted_under(root: &Path) -> Vec<String> {
-    let root = root.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m == &root || m.starts_with(&format!("{root}/")))
-        .collect()
-}
-
 const IDENTITY: &[&str] = &["TYPE", "UUID", "LABEL", "PARTUUID", "PARTLABEL", "PART_ENTRY_TYPE"];
 
 #[test]
@@ -149,47 +83,42 @@ fn recover_end_to_end_on_loop_disks() {
     require_tools(TOOLS);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let backups = dir.join("backups");
-    let cfg = dir.join("rescue.toml");
-    let cfg_text = format!("log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n[backup]\nurl = \"file://{1}\"\n", dir.display(), backups.display());
-    std::fs::write(&cfg, &cfg_text).unwrap();
 
     // The source system.
-    let mut src = LoopDisk::new(dir, "src", 512);
-    src.partition(
+    let volumes = [
+        Volume { part: 1, fs: "vfat", label: "ESP", mount: None },
+        Volume { part: 2, fs: "ext4", label: "root", mount: Some("/") },
+        Volume { part: 3, fs: "xfs", label: "srv", mount: Some("/srv") },
+        Volume { part: 4, fs: "swap", label: "swp", mount: None },
+    ];
+    let (mut fstab, mut source_tree) = (String::new(), BTreeMap::new());
+    let src = BackedUp::new(
+        dir,
+        512,
         "label: gpt\n\
          size=32M, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI system\"\n\
          size=100M, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n\
          size=320M, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=srv\n\
          size=16M, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=swap",
+        &volumes,
+        |root, disk| {
+            populate(root);
+            fstab = format!(
+                "UUID={} / ext4 errors=remount-ro 0 1\n{} /srv xfs noatime 0 2\nUUID={} none swap sw 0 0\n",
+                blkid(&disk.part(2))["UUID"],
+                disk.part(3),
+                blkid(&disk.part(4))["UUID"]
+            );
+            std::fs::write(root.join("etc/fstab"), &fstab).unwrap();
+            source_tree = tree_manifest(root);
+        },
     );
-    sh(&format!("mkfs.vfat -F 32 -n ESP {} >/dev/null 2>&1", src.part(1)));
-    sh(&format!("mkfs.ext4 -q -L root {}", src.part(2)));
-    sh(&format!("mkfs.xfs -q -f -L srv {}", src.part(3)));
-    sh(&format!("mkswap -L swp {} >/dev/null", src.part(4)));
-    let root = dir.join("src-root");
-    src.mount(&src.part(2), &root, None);
-    src.mount(&src.part(3), &root.join("srv"), None);
-    populate(&root);
-    let fstab = format!(
-        "UUID={} / ext4 errors=remount-ro 0 1\n{} /srv xfs noatime 0 2\nUUID={} none swap sw 0 0\n",
-        blkid(&src.part(2))["UUID"],
-        src.part(3),
-        blkid(&src.part(4))["UUID"]
-    );
-    std::fs::write(root.join("etc/fstab"), &fstab).unwrap();
-    let layout_file = dir.join("layout.toml");
-    let o = run(&cfg, &["savelayout", "--disk", &src.dev, "--root", root.to_str().unwrap(), "-o", layout_file.to_str().unwrap()], &[]);
-    assert!(o.status.success(), "savelayout: {}", text(&o));
+    let (cfg, cfg_text, backups, layout_file) = (src.cfg.clone(), src.cfg_text.clone(), src.backups.clone(), src.layout_file.clone());
     let layout = Layout::load(&layout_file).unwrap();
     assert_eq!(layout.bootloader.kind, BootloaderKind::None, "a loop disk has no bootloader");
     assert_eq!(layout.mounts.len(), 2, "{:?}", layout.mounts);
-    let o = run(&cfg, &["mkbackuponly", "--layout", layout_file.to_str().unwrap(), "--root", root.to_str().unwrap()], &[]);
-    assert!(o.status.success(), "mkbackuponly: {}", text(&o));
-    let source_tree = tree_manifest(&root);
     assert!(source_tree.contains_key("srv/data/big.bin") && source_tree.contains_key("home/user/data.bin"));
-    src.umount_all();
-    let src_name = src.dev.trim_start_matches("/dev/").to_string();
+    let src_name = src.name.clone();
 
     // Recover onto a blank disk.
     let dst = LoopDisk::new(dir, "dst", 512);
@@ -218,7 +147,7 @@ fn recover_end_to_end_on_loop_disks() {
 
     // Identities and data.
     for n in 1..=4 {
-        let (a, b) = (blkid(&src.part(n)), blkid(&dst.part(n)));
+        let (a, b) = (blkid(&src.disk.part(n)), blkid(&dst.part(n)));
         for k in IDENTITY {
             assert_eq!(a.get(*k), b.get(*k), "{k} of partition {n}: {a:?} vs {b:?}");
         }
@@ -228,7 +157,7 @@ fn recover_end_to_end_on_loop_disks() {
     dst.mount(&dst.part(3), &check.join("srv"), Some("ro"));
     let mut recovered = tree_manifest(&check);
     let new_fstab = std::fs::read_to_string(check.join("etc/fstab")).unwrap();
-    assert_eq!(new_fstab, fstab.replace(&src.part(3), &dst.part(3)), "fstab follows the new device name");
+    assert_eq!(new_fstab, fstab.replace(&src.disk.part(3), &dst.part(3)), "fstab follows the new device name");
     let mut expected = source_tree.clone();
     expected.remove("etc/fstab");
     recovered.remove("etc/fstab");
@@ -252,12 +181,7 @@ fn recover_end_to_end_on_loop_disks() {
     };
     let expect_fail = |args: &[String], env: &[(&str, &str)], code: i32, needles: &[&str]| {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = run(&cfg, &a, env);
-        assert_eq!(o.status.code(), Some(code), "{}", text(&o));
-        let err = String::from_utf8_lossy(&o.stderr);
-        for n in needles {
-            assert!(err.contains(n), "{n:?} not in the error:\n{err}");
-        }
+        assert_failed(&run(&cfg, &a, env), code, needles);
         assert_eq!(device_sum(&dst.dev), before, "the target disk changed after: {args:?}");
         assert!(mounted_under(&target).is_empty());
     };
@@ -268,8 +192,8 @@ fn recover_end_to_end_on_loop_disks() {
     expect_fail(&recover_args(&format!("file://{}", empty.display())), &[], 2, &["phase verify", "no backup of", "nothing was written"]);
 
     // A corrupt archive: a few bytes in the middle flipped.
-    let host_dir = std::fs::read_dir(&backups).unwrap().next().unwrap().unwrap().path();
-    let archive = std::fs::read_dir(&host_dir).unwrap().next().unwrap().unwrap().path();
+    let archive = src.archive();
+    let host_dir = archive.parent().unwrap().to_path_buf();
     let corrupt = dir.join("corrupt").join(host_dir.file_name().unwrap());
     std::fs::create_dir_all(&corrupt).unwrap();
     let mut bytes = std::fs::read(&archive).unwrap();
@@ -281,16 +205,7 @@ fn recover_end_to_end_on_loop_disks() {
     expect_fail(&recover_args(&format!("file://{}", dir.join("corrupt").display())), &[], 3, &["phase verify", "is damaged", "Nothing was written"]);
 
     // A tool missing: a PATH with everything but mkfs.xfs.
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for d in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            let n = e.file_name();
-            if n != "mkfs.xfs" && !bin.join(&n).exists() {
-                let _ = std::os::unix::fs::symlink(e.path(), bin.join(&n));
-            }
-        }
-    }
+    let bin = path_without(&dir.join("bin"), &["mkfs.xfs"]);
     let url = format!("file://{}", backups.display());
     expect_fail(&recover_args(&url), &[("PATH", bin.to_str().unwrap())], 3, &["phase verify", "mkfs.xfs", "apt-get install xfsprogs", "Nothing was written"]);
 

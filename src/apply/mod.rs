@@ -20,7 +20,7 @@ use crate::layout::{Filesystem, FsType};
 use crate::plan::{Operation, Plan};
 use guard::{Teardown, TempMount, Undo};
 
-pub use wipe::{deactivate_under, teardown_target};
+pub use wipe::{deactivate_under, programs_for_wipe, teardown_target};
 
 /// Where a LUKS key comes from.
 pub enum LuksKey {
@@ -78,6 +78,13 @@ pub fn apply(plan: &Plan, opts: &ApplyOptions) -> Result<()> {
     Ok(())
 }
 
+/// Whether the plan creates `block` as a BIOS boot partition.
+fn is_bios_boot(plan: &Plan, block: &str) -> bool {
+    plan.operations.iter().any(|op| {
+        matches!(op, Operation::CreatePartition { block: b, partition, .. } if b == block && partition.type_id.eq_ignore_ascii_case(crate::plan::resize::BIOS_BOOT))
+    })
+}
+
 struct State {
     teardown: Teardown,
     vgs: BTreeMap<String, lvm::VgState>,
@@ -100,7 +107,15 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             table::add_partition(disk_device, device, *table, *logical_sector_size, partition)
         }
         Settle { device, partitions, .. } => settle(device, partitions),
-        WipeSignatures { device, .. } => Cmd::new("wipefs").args(["-a", "-q"]).arg(device).run(),
+        WipeSignatures { block, device } => {
+            Cmd::new("wipefs").args(["-a", "-q"]).arg(device).run()?;
+            if is_bios_boot(plan, block) {
+                // An old GRUB core image must not survive: only a finished
+                // recovery installs boot code here.
+                wipe::zero_all(device)?;
+            }
+            Ok(())
+        }
         CreateRaid { device, level, metadata, uuid, array_name, chunk, layout, raid_devices, members, spares, .. } => {
             let mut c = Cmd::new("mdadm")
                 .arg("--create")

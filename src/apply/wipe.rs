@@ -91,6 +91,36 @@ fn kernel_name(dev: &Path) -> Result<String> {
     real.file_name().map(|n| n.to_string_lossy().into_owned()).with_context(|| format!("{} has no name", dev.display()))
 }
 
+/// The programs wiping `dev` runs to take down what is active on it now:
+/// `swapoff` for swap, `dmsetup` for device-mapper (an old LVM or LUKS the
+/// rescue system activated), `mdadm` for MD arrays; each with why. Checked
+/// in the plan phase, so that a missing one stops the recovery before the
+/// first write instead of in the middle of the wipe.
+pub fn programs_for_wipe(dev: &Path) -> Vec<(&'static str, String)> {
+    let Ok(name) = kernel_name(dev) else { return Vec::new() };
+    let nodes = tree(&name);
+    let nums: BTreeSet<&str> = nodes.iter().map(|n| n.devnum.as_str()).collect();
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    let active_swap = |s: &str| devnum_of(s).is_some_and(|d| nums.contains(d.as_str()));
+    holder_programs(dev, &nodes, swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()).filter(|s| active_swap(s)))
+}
+
+fn holder_programs<'a>(dev: &Path, nodes: &[Node], active_swaps: impl Iterator<Item = &'a str>) -> Vec<(&'static str, String)> {
+    let mut v = Vec::new();
+    for s in active_swaps {
+        v.push(("swapoff", format!("to turn off the swap space {s} active on {}", dev.display())));
+    }
+    for n in nodes.iter().filter(|n| !n.partition) {
+        if n.name.starts_with("dm-") {
+            let dm = read_trim(&Path::new("/sys/block").join(&n.name).join("dm/name")).unwrap_or(n.name.clone());
+            v.push(("dmsetup", format!("to remove the device-mapper device {dm} (an old LVM or LUKS volume) active on {}", dev.display())));
+        } else if n.name.starts_with("md") {
+            v.push(("mdadm", format!("to stop the RAID array /dev/{} active on {}", n.name, dev.display())));
+        }
+    }
+    v
+}
+
 /// Deactivate and unmount everything on the disk (only mounts under
 /// `target_root` may be undone; others are refused).
 pub fn deactivate_under(dev: &Path, target_root: &Path) -> Result<()> {
@@ -170,6 +200,22 @@ fn zero_ends(dev: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Zero a whole (small) device, e.g. a BIOS boot partition.
+pub fn zero_all(dev: &Path) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(dev).with_context(|| format!("opening {}", dev.display()))?;
+    let size = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n]).with_context(|| format!("zeroing {}", dev.display()))?;
+        left -= n as u64;
+    }
+    f.sync_all().with_context(|| format!("flushing {}", dev.display()))?;
+    Ok(())
+}
+
 /// Unmount everything under `target_root` (deepest first) and close what the
 /// descriptor's LUKS volumes, VGs and MD arrays have open. Returns what was done.
 pub fn teardown_target(target_root: &Path, layout: Option<&Layout>) -> Result<Vec<String>> {
@@ -205,4 +251,20 @@ pub fn teardown_target(target_root: &Path, layout: Option<&Layout>) -> Result<Ve
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_on_a_disk_need_their_programs() {
+        let node = |name: &str, partition: bool| Node { name: name.into(), devnum: "0:0".into(), partition };
+        let nodes = [node("dm-99", false), node("md127", false), node("sdz1", true), node("sdz", false)];
+        let v = holder_programs(Path::new("/dev/sdz"), &nodes, ["/dev/sdz2"].into_iter());
+        let names: Vec<&str> = v.iter().map(|t| t.0).collect();
+        assert_eq!(names, ["swapoff", "dmsetup", "mdadm"], "{v:?}");
+        assert!(v[2].1.contains("/dev/md127") && v[2].1.contains("/dev/sdz"), "{v:?}");
+        assert!(holder_programs(Path::new("/dev/sdz"), &nodes[2..], std::iter::empty()).is_empty());
+    }
 }

@@ -3,6 +3,7 @@
 //! `rescue recover --plan` prints it, `--json` serializes it, `apply`
 //! executes it, and tests check it as data.
 
+pub mod capacity;
 pub mod mapping;
 pub mod resize;
 
@@ -263,7 +264,7 @@ pub fn disk_fits(layout: &Layout, disk: &crate::layout::Disk, present: &PresentD
             placed.iter().all(|p| {
                 let new = p.size * lss;
                 match layout.filesystem_on(&p.name) {
-                    Some(f) => new >= needed_bytes(f),
+                    Some(f) => capacity::holds_data(f, new),
                     None => true,
                 }
             })
@@ -272,9 +273,40 @@ pub fn disk_fits(layout: &Layout, disk: &crate::layout::Disk, present: &PresentD
     }
 }
 
-/// What a filesystem needs: its used bytes plus 5% for metadata.
-fn needed_bytes(f: &Filesystem) -> u64 {
-    f.used_bytes + f.used_bytes / 20
+/// The smallest disk (whole MiB, `lss`-byte sectors) that holds recorded
+/// `disk` with its data, as [`disk_fits`] judges it; `None` when not even
+/// its recorded size does (a stack the estimate does not follow).
+pub fn smallest_fitting_disk(layout: &Layout, disk: &crate::layout::Disk, lss: u64, policy: ResizePolicy) -> Option<u64> {
+    const MIB: u64 = 1 << 20;
+    let fits = |mib: u64| disk_fits(layout, disk, &PresentDisk { size: mib * MIB, logical_sector_size: lss, ..Default::default() }, policy);
+    let recorded = disk.size.div_ceil(MIB);
+    fits(recorded).then(|| capacity::smallest_mib(recorded, fits) * MIB)
+}
+
+/// For each mapped disk that is too small: how large a disk it needs, how
+/// much is missing, and the `--map` to use instead.
+fn larger_disk_hints(layout: &Layout, mapping: &[DiskAssignment], policy: ResizePolicy) -> Vec<String> {
+    let mut hints = Vec::new();
+    for m in mapping {
+        let Some(disk) = layout.disk(&m.recorded) else { continue };
+        let here = PresentDisk { size: m.size, logical_sector_size: m.logical_sector_size, ..Default::default() };
+        if disk_fits(layout, disk, &here, policy) {
+            continue;
+        }
+        let what = format!("Map a larger disk with --map {}=/dev/DISK", m.recorded);
+        hints.push(match smallest_fitting_disk(layout, disk, m.logical_sector_size, policy) {
+            Some(need) if need > m.size => format!(
+                "recorded disk {} needs a disk of at least {} with its data; {} has {}: {} missing. {what}",
+                m.recorded,
+                human_bytes(need),
+                m.device.display(),
+                human_bytes(m.size),
+                human_bytes(need - m.size)
+            ),
+            _ => format!("recorded disk {} ({}) does not fit on {} ({}). {what}", m.recorded, human_bytes(disk.size), m.device.display(), human_bytes(m.size)),
+        });
+    }
+    hints
 }
 
 /// Map the disks: explicit mapping first, then identity, size, fit.
@@ -376,6 +408,7 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
         }
     }
     if !problems.is_empty() {
+        problems.extend(larger_disk_hints(layout, &mapping, opts.resize));
         return Err(input_error(format!("the target disks are too small; nothing was written:\n  {}", problems.join("\n  "))));
     }
     resize::stack_sizes(layout, &mut sizes, opts.resize)?;
@@ -507,20 +540,23 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
             return Err(input_error(format!("the filesystem {} sits on {}, which the plan does not create", f.uuid, f.device)));
         };
         let size = sizes.get(&f.device).copied().unwrap_or(0);
-        if size < needed_bytes(f) {
+        if !capacity::holds_data(f, size) {
+            let need = capacity::min_device_bytes(f).max(size);
             short.push(format!(
-                "{} filesystem on {} ({}) holds {} of data and needs at least {} but would get {}: {} missing",
+                "{} filesystem on {} ({}) holds {} of data and needs a device of at least {} (with its own metadata) but would \
+                 get {}: {} missing",
                 f.fstype,
                 f.device,
                 dev.display(),
                 human_bytes(f.used_bytes),
-                human_bytes(needed_bytes(f)),
+                human_bytes(need),
                 human_bytes(size),
-                human_bytes(needed_bytes(f) - size)
+                human_bytes(need - size)
             ));
         }
     }
     if !short.is_empty() {
+        short.extend(larger_disk_hints(layout, &mapping, opts.resize));
         return Err(input_error(format!("the target disks are too small; nothing was written:\n  {}", short.join("\n  "))));
     }
     for f in &layout.filesystems {

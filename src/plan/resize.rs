@@ -60,7 +60,8 @@ pub fn usable_area(table: Option<TableType>, size: u64, lss: u64) -> (u64, u64) 
 }
 
 const ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-const BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
+/// GPT type of the BIOS boot partition (where GRUB for BIOS puts its core image).
+pub const BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
 const GPT_SWAP: &str = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F";
 
 /// Whether a partition keeps its size when the disk size changes.
@@ -135,6 +136,11 @@ pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64,
     seq.sort_by_key(|p| p.start);
     let old: Vec<(i64, i64)> = seq.iter().map(|p| (conv(p.start) as i64, conv(p.size) as i64)).collect();
     let resizable: Vec<usize> = (0..seq.len()).filter(|&i| !is_fixed(layout, seq[i])).collect();
+    // On a smaller disk, the free space after the last partition goes
+    // first: partitions only shrink for what it does not cover.
+    let last_end = old.iter().map(|o| o.0 + o.1).chain(ext.map(|e| conv(e.start + e.size) as i64)).max().unwrap_or(0);
+    let slack = floor_to((old_end - last_end).max(0), align);
+    let diff = if diff < 0 { (diff + slack).min(0) } else { diff };
 
     let mut sizes: Vec<i64> = old.iter().map(|o| o.1).collect();
     if diff != 0 && !resizable.is_empty() {
@@ -169,12 +175,8 @@ pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64,
         };
         let min = (ALIGN_BYTES / new_lss) as i64;
         if sizes[i] < min.min(old[i].1) {
-            problems.push(format!(
-                "partition {} would get {} (it has {} recorded)",
-                p.name,
-                human_signed(sizes[i] * new_lss as i64),
-                human_bytes(old[i].1 as u64 * new_lss)
-            ));
+            let gets = if sizes[i] <= 0 { "no room at all".to_string() } else { human_bytes(sizes[i] as u64 * new_lss) };
+            problems.push(format!("partition {} would get {gets} (it has {} recorded)", p.name, human_bytes(old[i].1 as u64 * new_lss)));
         }
         prev_old_end = Some(old[i].0 + old[i].1);
         prev_new_end = start + sizes[i];
@@ -195,12 +197,15 @@ pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64,
         };
         placed.push(PlacedPartition { name: e.name.clone(), start: start as u64, size: (end - start).max(0) as u64 });
     }
+    // A partition without room makes the others start too early or end too
+    // late: saying so too would only repeat it.
+    let squeezed = !problems.is_empty();
     let end_needed = placed.iter().map(|p| p.start + p.size).max().unwrap_or(0);
-    if end_needed > new_end {
+    if end_needed > new_end && !squeezed {
         let missing = (end_needed - new_end) * new_lss;
         problems.push(format!("the partitions need {} more than the {} disk offers", human_bytes(missing), human_bytes(new_size)));
     }
-    if let Some(p) = placed.iter().find(|p| p.start < first_usable) {
+    if let Some(p) = placed.iter().find(|p| p.start < first_usable).filter(|_| !squeezed) {
         problems.push(format!("partition {} would start before the first usable sector {first_usable}", p.name));
     }
     if !problems.is_empty() {
@@ -214,14 +219,6 @@ pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64,
     }
     placed.sort_by_key(|p| layout.partition(&p.name).map(|x| x.number).unwrap_or(0));
     Ok(placed)
-}
-
-fn human_signed(n: i64) -> String {
-    if n < 0 {
-        format!("-{}", human_bytes(n.unsigned_abs()))
-    } else {
-        human_bytes(n as u64)
-    }
 }
 
 /// New sizes in bytes of every block id above the partitions, given the new

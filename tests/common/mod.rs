@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod recovery;
+
 /// The `rescue` binary cargo built for this test run.
 pub fn rescue_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rescue"))

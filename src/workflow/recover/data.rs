@@ -161,21 +161,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
             let opened =
                 Opened::open(&loc, &config.backup, false).with_context(|| format!("the backup location {url} is not reachable; nothing was written"))?;
             let host = backup::host_dir_name(layout);
-            let dir = opened.dir().join(&host);
-            let file = match archive {
-                Some(name) => dir.join(name),
-                None => backup::list_backups(&dir)
-                    .map_err(|e| input_error(format!("no backup of {host} at {url}: {e:#}; nothing was written")))?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        input_error(format!(
-                            "no backup of {host} at {url} (no backup-*.tar.* in {}); nothing was written. \
-                             Check backup.url, or pass --url where the backup is",
-                            dir.display()
-                        ))
-                    })?,
-            };
+            let file = find_archive(opened.dir(), &host, url, archive.as_deref())?;
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let size = std::fs::metadata(&file)
                 .map_err(|e| input_error(format!("the backup archive {} cannot be read: {e}; nothing was written", file.display())))?
@@ -241,6 +227,63 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
             Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, files: None, device: None })
         }
     }
+}
+
+/// The archive of `host` in the backup location mounted at `base`: the one
+/// named, else the newest. Each way of not finding it says what is there
+/// and what to pass instead.
+fn find_archive(base: &Path, host: &str, url: &str, archive: Option<&str>) -> Result<PathBuf> {
+    const WHERE: &str = "Check backup.url in the config (/etc/rescue/rescue.toml in the rescue image) or pass --url URL where \
+                         the backup is";
+    if !base.is_dir() {
+        crate::bail_input!("the backup location {url} does not exist ({} is not a directory); nothing was written. {WHERE}", base.display());
+    }
+    let dir = base.join(host);
+    if !dir.is_dir() {
+        crate::bail_input!("no backup of {host} at {url}: there is no directory {host} in it (it holds: {}); nothing was written. {WHERE}", names_in(base));
+    }
+    if let Some(name) = archive {
+        let file = dir.join(name);
+        if !file.is_file() {
+            crate::bail_input!(
+                "the backup archive {name} does not exist in {} (backups there: {}); nothing was written. Pass one of them \
+                 with --archive NAME, or leave --archive out for the newest",
+                dir.display(),
+                list_names(
+                    backup::list_backups(&dir).unwrap_or_default().iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect()
+                )
+            );
+        }
+        return Ok(file);
+    }
+    let newest = backup::list_backups(&dir).map_err(|e| input_error(format!("no backup of {host} at {url}: {e:#}; nothing was written")))?.into_iter().next();
+    newest.ok_or_else(|| {
+        input_error(format!(
+            "no backup of {host} at {url} (no backup-*.tar.* in {}; it holds: {}); nothing was written. {WHERE}",
+            dir.display(),
+            names_in(&dir)
+        ))
+    })
+}
+
+/// What `dir` holds, for a message.
+fn names_in(dir: &Path) -> String {
+    list_names(std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default())
+}
+
+/// Up to 10 names, newest (highest) first, for a message.
+fn list_names(mut names: Vec<String>) -> String {
+    if names.is_empty() {
+        return "nothing".into();
+    }
+    names.sort();
+    names.reverse();
+    let more = names.len().saturating_sub(10);
+    names.truncate(10);
+    if more > 0 {
+        names.push(format!("and {more} more"));
+    }
+    names.join(", ")
 }
 
 /// Read the whole archive and check it against its manifest; the file data
@@ -334,5 +377,32 @@ mod tests {
         assert_eq!(crate::error::exit_code_for(&e), 2);
         assert_eq!(DataSource::Archive { url: "nfs://nas/b".into(), archive: None }.tools()[0].0, "mount.nfs");
         assert_eq!(summary_files("files=12 dirs=3 symlinks=1 hardlinks=0 specials=0 bytes=99"), Some(12));
+    }
+
+    #[test]
+    fn a_missing_archive_says_what_is_there_and_what_to_pass() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("backups");
+        let msg = |r: Result<PathBuf>| {
+            let e = r.unwrap_err();
+            assert_eq!(crate::error::exit_code_for(&e), 2, "{e:#}");
+            format!("{e:#}")
+        };
+        let m = msg(find_archive(&base, "web1", "file:///b", None));
+        assert!(m.contains("does not exist") && m.contains("--url URL") && m.contains("nothing was written"), "{m}");
+        std::fs::create_dir_all(base.join("db1")).unwrap();
+        let m = msg(find_archive(&base, "web1", "file:///b", None));
+        assert!(m.contains("no backup of web1") && m.contains("it holds: db1") && m.contains("--url URL"), "{m}");
+        std::fs::create_dir_all(base.join("web1")).unwrap();
+        let m = msg(find_archive(&base, "web1", "file:///b", None));
+        assert!(m.contains("no backup-*.tar.*") && m.contains("it holds: nothing"), "{m}");
+        for n in ["backup-20261101-000000.tar.zst", "backup-20261102-000000.tar.zst", "notes.txt"] {
+            std::fs::write(base.join("web1").join(n), "x").unwrap();
+        }
+        assert_eq!(find_archive(&base, "web1", "file:///b", None).unwrap(), base.join("web1/backup-20261102-000000.tar.zst"));
+        let m = msg(find_archive(&base, "web1", "file:///b", Some("backup-2000.tar.zst")));
+        assert!(m.contains("backups there: backup-20261102-000000.tar.zst, backup-20261101-000000.tar.zst") && m.contains("--archive NAME"), "{m}");
+        assert!(!m.contains("notes.txt"), "{m}");
+        assert_eq!(list_names((0..12).map(|i| format!("{i:02}")).collect()), "11, 10, 09, 08, 07, 06, 05, 04, 03, 02, and 2 more");
     }
 }

@@ -278,23 +278,36 @@ fn recreate_storage(ctx: &Ctx, a: &Args, the_plan: &Plan, interactive: bool) -> 
     apply::apply(the_plan, &apply_opts)
 }
 
-/// What a person does next when a phase failed.
-fn next_step(phase: &str, root: &Path) -> String {
+/// What a person does next when a phase failed. `mounted`: the tree was
+/// left mounted under the target root (`--keep-mounted`).
+fn next_step(phase: &str, root: &Path, mounted: bool) -> String {
     let root = root.display();
     match phase {
         "verify" | "plan" => "nothing was written to any disk. Fix the cause above and run `rescue recover` again".into(),
         "storage" => "the target disks are partly rebuilt (what was opened is closed again). Fix the cause and run \
                       `rescue recover` again: it wipes the target disks and starts over"
             .into(),
-        "restore" => format!(
+        "restore" if mounted => format!(
             "the storage is rebuilt and mounted under {root}, the data is incomplete and no bootloader was installed. \
              Fix the cause and run `rescue recover` again (it starts over), or restore by hand with `rescue restoreonly`"
         ),
+        "restore" => "the target disks hold new, empty-or-partial filesystems and no bootloader was installed (they do not \
+                      boot); everything was unmounted and closed again. Fix the cause (e.g. another backup with --archive NAME \
+                      or --url URL) and run `rescue recover` again: it starts over"
+            .into(),
         _ => format!(
             "the data is restored under {root} (still mounted), but the system may not boot yet. Fix the cause (e.g. in \
              `chroot {root}`) or run `rescue recover` again; `rescue recover --umount` unmounts everything"
         ),
     }
+}
+
+/// Whether the tree is unmounted (LUKS closed, VGs deactivated) at the end:
+/// after success, and after a failed restore (the data is unusable, a re-run
+/// starts over), unless `--keep-mounted`. After a failed finalize the tree
+/// stays mounted for a fix in `chroot`.
+fn tear_down_after(failed_phase: Option<&str>, keep_mounted: bool) -> bool {
+    !keep_mounted && matches!(failed_phase, None | Some("restore"))
 }
 
 /// The whole recovery, phase by phase. The report is printed (and with
@@ -335,6 +348,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             let protect = rep.backup.as_ref().and_then(|b| b.device.clone());
             let p = make_plan(ctx, a, &layout, target_root, interactive, protect.as_deref())?;
             rep.mapping = p.mapping.iter().map(report::MappedDisk::from).collect();
+            verify::check_wipe_tools(&p)?;
             if !ctx.json {
                 print!("{p}");
             }
@@ -345,7 +359,12 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
         phases.run(&mut rep, "storage", "partitions, RAID, LUKS, LVM, filesystems, mounts", |_| recreate_storage(ctx, a, &the_plan, interactive))?;
 
         phases.run(&mut rep, "restore", "the data", |rep| {
-            let r = restore_data(&source, &layout, &ctx.config, target_root, progress)?;
+            let from = rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default())).unwrap_or_default();
+            let unchecked = matches!(source, DataSource::Archive { .. }) && !ctx.config.recover.verify_archive;
+            let r = restore_data(&source, &layout, &ctx.config, target_root, progress).with_context(|| {
+                let why = if unchecked { " (recover.verify-archive = false: it was not read before the disks were rewritten)" } else { "" };
+                format!("the data could not be restored from {from}{why}")
+            })?;
             rep.restored = Some(report::Restored { entries: r.entries, bytes: r.bytes });
             rep.warnings.extend(r.refused.iter().map(|s| format!("restore: refused member {s}")));
             rep.warnings.extend(r.warnings.iter().map(|s| format!("restore: {s}")));
@@ -373,7 +392,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
         Ok(())
     })();
 
-    rep.finish(started, &phases, result.as_ref().err(), |p| next_step(p, target_root));
+    rep.finish(started, &phases, result.as_ref().err(), |p| next_step(p, target_root, a.keep_mounted));
     let mut code = match &result {
         Ok(()) => 0,
         Err(e) => crate::error::exit_code_for(e),
@@ -387,7 +406,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
         }
     }
     let _ = rep.write_to_dir(&ctx.config.log_dir, &log_mark);
-    if result.is_ok() && !a.keep_mounted {
+    if tear_down_after(rep.failed_phase.as_deref(), a.keep_mounted) {
         let t = Instant::now();
         let layout = Layout::load(layout_path).ok();
         match apply::teardown_target(target_root, layout.as_ref()) {
@@ -395,6 +414,9 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             Err(e) => {
                 rep.warnings.push(format!("unmounting {} failed: {e:#}; run `rescue recover --umount`", target_root.display()));
                 code = crate::error::EXIT_FAILURE;
+                if let Some(p) = &rep.failed_phase {
+                    rep.next_step = Some(next_step(p, target_root, true));
+                }
             }
         }
         rep.unmount_seconds = Some(t.elapsed().as_secs_f64());
@@ -409,7 +431,8 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
         Err(e) => {
             // The cause first, then what to do: the last lines a person reads.
             let phase = rep.failed_phase.clone().unwrap_or_default();
-            let msg = format!("recovery stopped in phase {phase}: {e:#}\nWhat now: {}", next_step(&phase, target_root));
+            let what_now = rep.next_step.clone().unwrap_or_else(|| next_step(&phase, target_root, a.keep_mounted));
+            let msg = format!("recovery stopped in phase {phase}: {e:#}\nWhat now: {what_now}");
             Err(if crate::error::exit_code_for(&e) == crate::error::EXIT_INPUT { input_error(msg) } else { anyhow::anyhow!(msg) })
         }
     }
@@ -485,6 +508,19 @@ mod tests {
     fn unattended_is_a_whole_word_of_the_kernel_command_line() {
         assert!(cmdline_has_word("BOOT_IMAGE=/boot/vmlinuz console=ttyS0 unattended quiet\n", "unattended"));
         assert!(!cmdline_has_word("rescue.unattended=0 quiet", "unattended"));
+    }
+
+    #[test]
+    fn a_failed_restore_is_torn_down_and_says_so() {
+        assert!(tear_down_after(None, false) && tear_down_after(Some("restore"), false));
+        assert!(!tear_down_after(Some("finalize"), false), "kept mounted for a fix in chroot");
+        assert!(!tear_down_after(Some("restore"), true) && !tear_down_after(None, true), "--keep-mounted");
+        let root = Path::new("/mnt/local");
+        let gone = next_step("restore", root, false);
+        assert!(gone.contains("no bootloader was installed") && gone.contains("unmounted") && !gone.contains("/mnt/local"), "{gone}");
+        let kept = next_step("restore", root, true);
+        assert!(kept.contains("mounted under /mnt/local") && kept.contains("no bootloader was installed"), "{kept}");
+        assert!(next_step("finalize", root, false).contains("chroot /mnt/local"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use anyhow::Result;
 use super::data::DataSource;
 use crate::cmd::{find_in_path, package_for};
 use crate::layout::{BootloaderKind, FsType, Layout};
+use crate::plan::Plan;
 
 /// The programs recovery of `layout` runs in the rescue system, each with
 /// the reason (for the error message). Programs run inside the recovered
@@ -71,9 +72,22 @@ pub fn required_tools(layout: &Layout, source: &DataSource, udev: bool, uefi: bo
 pub fn check_tools(layout: &Layout, source: &DataSource) -> Result<usize> {
     let uefi = std::path::Path::new("/sys/firmware/efi").exists();
     let tools = required_tools(layout, source, crate::apply::udev_running(), uefi);
+    require(&tools)?;
+    Ok(tools.len())
+}
+
+/// Plan phase: the programs wiping the mapped disks runs for what is active
+/// on them now (old swap, LVM/LUKS, MD arrays the rescue system started).
+pub fn check_wipe_tools(plan: &Plan) -> Result<()> {
+    let tools: Vec<(&'static str, String)> = plan.target_disks().iter().flat_map(|d| crate::apply::programs_for_wipe(d)).collect();
+    require(&tools)
+}
+
+fn require(tools: &[(&'static str, String)]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
     let missing: Vec<String> = tools
         .iter()
-        .filter(|(t, _)| find_in_path(t).is_none())
+        .filter(|(t, _)| seen.insert(*t) && find_in_path(t).is_none())
         .map(|(t, why)| match package_for(t) {
             Some(p) => format!("{t} ({why}; Debian package {p}: apt-get install {p})"),
             None => format!("{t} ({why})"),
@@ -86,7 +100,7 @@ pub fn check_tools(layout: &Layout, source: &DataSource) -> Result<usize> {
             missing.join("; ")
         );
     }
-    Ok(tools.len())
+    Ok(())
 }
 
 #[cfg(test)]
