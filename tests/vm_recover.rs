@@ -51,6 +51,8 @@ fn run(scenario: &str) -> Result<String, String> {
             let _ = std::fs::remove_file(base.join(f));
         }
         let _ = std::fs::remove_file(base.join("job/rescue"));
+        // bios-ext4-bacula: the director's volumes hold the whole system.
+        let _ = std::fs::remove_dir_all(base.join("bacula/volumes"));
         if let Ok(dir) = std::fs::read_dir(base.join("job/out")) {
             for iso in dir.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".iso")) {
                 let _ = std::fs::remove_file(iso.path());
