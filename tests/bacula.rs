@@ -15,13 +15,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 const CONSOLE_PASSWORD: &str = "c0nsole-Pw-7f3a";
 const DIRECTOR_PASSWORD: &str = "d1rector-Pw-91bc";
+
+/// Starts and stops the director and the storage daemon (shared with the VM scenario `bios-ext4-bacula`).
+const DAEMONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bacula/daemons.sh");
 
 /// The three daemons and their temp dir; stopped and removed on drop.
 struct Bacula {
@@ -32,6 +35,7 @@ struct Bacula {
 
 impl Drop for Bacula {
     fn drop(&mut self) {
+        let _ = Command::new(DAEMONS).arg("stop").arg(self.dir.path()).status();
         for (name, child) in &mut self.children {
             // SIGTERM first so the daemons close their files; then make sure.
             let _ = Command::new("kill").arg(child.id().to_string()).status();
@@ -71,32 +75,25 @@ impl Bacula {
     fn start() -> Bacula {
         common::require_root();
         common::require_tools(&["bacula-dir", "bacula-sd", "bacula-fd", "bconsole", "sqlite3", "timeout"]);
-        let make_tables = Path::new("/usr/share/bacula-director/make_sqlite3_tables");
-        assert!(make_tables.is_file(), "{} is missing: run scripts/install-deps.sh (bacula-director-sqlite3)", make_tables.display());
         let dir = tempfile::Builder::new().prefix("rescue-bacula-").tempdir().expect("tempdir");
         let t = dir.path().to_path_buf();
-        for d in ["dir", "sd", "fd", "run", "volumes", "src"] {
+        for d in ["fd", "run", "src"] {
             std::fs::create_dir_all(t.join(d)).expect("mkdir");
         }
         let ports = free_ports(3);
         let (dp, sp, fp) = (ports[0], ports[1], ports[2]);
         let t_ = t.display();
-        let all_acl = "JobACL = \"*all*\"\n  ClientACL = \"*all*\"\n  StorageACL = \"*all*\"\n  ScheduleACL = \"*all*\"\n  PoolACL = \"*all*\"\n  FileSetACL = \"*all*\"\n  CatalogACL = \"*all*\"\n  CommandACL = \"*all*\"\n  WhereACL = \"*all*\"";
+        // The director's own resources, the storage daemon and the catalog
+        // come from tests/bacula/daemons.sh (shared with the VM scenario);
+        // the clients, the fileset and the jobs are this test's.
         let job = |name: &str, kind: &str, extra: &str| {
             format!(
                 "Job {{\n  Name = \"{name}\"\n  Type = {kind}\n  Level = Full\n  Client = rt-fd\n  FileSet = rt-set\n  Storage = File1\n  Pool = File\n  Messages = Standard\n  Where = \"{t_}/bacula-restores\"\n{extra}}}\n"
             )
         };
         let fail = "  RunScript {\n    RunsWhen = Before\n    RunsOnClient = no\n    FailJobOnError = yes\n    Command = \"/bin/false\"\n  }\n";
-        let dir_conf = format!(
-            "Director {{\n  Name = rt-dir\n  DIRport = {dp}\n  DIRAddress = 127.0.0.1\n  QueryFile = \"/etc/bacula/scripts/query.sql\"\n  WorkingDirectory = \"{t_}/dir\"\n  PidDirectory = \"{t_}/run\"\n  Maximum Concurrent Jobs = 5\n  Password = \"{DIRECTOR_PASSWORD}\"\n  Messages = Daemon\n}}\n\
-             Console {{\n  Name = rt-console\n  Password = \"{CONSOLE_PASSWORD}\"\n  {all_acl}\n}}\n\
-             Catalog {{\n  Name = MyCatalog\n  dbname = \"bacula\"\n  dbuser = \"\"\n  dbpassword = \"\"\n}}\n\
-             Messages {{\n  Name = Standard\n  catalog = all, !skipped, !saved\n  append = \"{t_}/dir/log\" = all, !skipped\n}}\n\
-             Messages {{\n  Name = Daemon\n  append = \"{t_}/dir/log\" = all, !skipped\n}}\n\
-             Storage {{\n  Name = File1\n  Address = 127.0.0.1\n  SDPort = {sp}\n  Password = \"sd-pw\"\n  Device = FileStorage\n  Media Type = File\n}}\n\
-             Pool {{\n  Name = File\n  Pool Type = Backup\n  Label Format = \"Vol-\"\n  Maximum Volume Bytes = 1G\n  Volume Retention = 365 days\n  AutoPrune = yes\n  Recycle = yes\n}}\n\
-             FileSet {{\n  Name = \"rt-set\"\n  Include {{\n    Options {{\n      signature = MD5\n    }}\n    File = \"{t_}/src\"\n  }}\n}}\n\
+        let resources = format!(
+            "FileSet {{\n  Name = \"rt-set\"\n  Include {{\n    Options {{\n      signature = MD5\n    }}\n    File = \"{t_}/src\"\n  }}\n}}\n\
              Client {{\n  Name = rt-fd\n  Address = 127.0.0.1\n  FDPort = {fp}\n  Catalog = MyCatalog\n  Password = \"fd-pw\"\n}}\n\
              Client {{\n  Name = rt-nobackup-fd\n  Address = 127.0.0.1\n  FDPort = {fp}\n  Catalog = MyCatalog\n  Password = \"fd-pw\"\n}}\n{}{}{}{}",
             job("rt-backup", "Backup", ""),
@@ -104,52 +101,44 @@ impl Bacula {
             job("rt-restore", "Restore", ""),
             job("rt-restore-fail", "Restore", fail),
         );
-        let sd_conf = format!(
-            "Storage {{\n  Name = rt-sd\n  SDPort = {sp}\n  SDAddress = 127.0.0.1\n  WorkingDirectory = \"{t_}/sd\"\n  Pid Directory = \"{t_}/run\"\n  Maximum Concurrent Jobs = 10\n}}\n\
-             Director {{\n  Name = rt-dir\n  Password = \"sd-pw\"\n}}\n\
-             Device {{\n  Name = FileStorage\n  Media Type = File\n  Archive Device = \"{t_}/volumes\"\n  LabelMedia = yes\n  Random Access = yes\n  AutomaticMount = yes\n  RemovableMedia = no\n  AlwaysOpen = no\n}}\n\
-             Messages {{\n  Name = Standard\n  director = rt-dir = all\n}}\n"
-        );
         let fd_conf = format!(
             "FileDaemon {{\n  Name = rt-fd\n  FDport = {fp}\n  FDAddress = 127.0.0.1\n  WorkingDirectory = \"{t_}/fd\"\n  Pid Directory = \"{t_}/run\"\n  Maximum Concurrent Jobs = 5\n}}\n\
              Director {{\n  Name = rt-dir\n  Password = \"fd-pw\"\n}}\n\
              Messages {{\n  Name = Standard\n  director = rt-dir = all, !skipped, !restored\n}}\n"
         );
-        for (name, text) in [("dir.conf", &dir_conf), ("sd.conf", &sd_conf), ("fd.conf", &fd_conf)] {
+        for (name, text) in [("dir-resources.conf", &resources), ("fd.conf", &fd_conf)] {
             std::fs::write(t.join(name), text).expect("write daemon config");
         }
-        // The catalog: Debian's table script, pointed at our directory.
-        let script = std::fs::read_to_string(make_tables).expect("read make_sqlite3_tables");
-        let script = script.replace("cd /var/lib/bacula", &format!("cd '{}'", t.join("dir").display())).replace("XXX_DBNAME_XXX", "bacula");
-        let out = Command::new("sh").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(script.as_bytes())?;
-            c.wait_with_output()
-        });
-        let out = out.expect("run make_sqlite3_tables");
-        assert!(out.status.success() && t.join("dir/bacula.db").is_file(), "making the catalog failed: {}", String::from_utf8_lossy(&out.stderr));
 
+        // From here on, dropping `b` stops whatever started.
         let mut b = Bacula { dir, children: Vec::new(), dir_port: dp };
-        for (prog, conf, port) in [("bacula-sd", "sd.conf", sp), ("bacula-fd", "fd.conf", fp), ("bacula-dir", "dir.conf", dp)] {
-            let log = t.join(format!("{prog}.out"));
-            let check = Command::new(prog).args(["-t", "-c"]).arg(t.join(conf)).output().expect("config test");
-            assert!(
-                check.status.success(),
-                "{prog} -t rejects the test config: {}{}",
-                String::from_utf8_lossy(&check.stdout),
-                String::from_utf8_lossy(&check.stderr)
-            );
-            let f = std::fs::File::create(&log).expect("log");
-            let child = Command::new(prog)
-                .args(["-f", "-c"])
-                .arg(t.join(conf))
-                .stdout(f.try_clone().expect("dup"))
-                .stderr(f)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {prog}: {e}"));
-            b.children.push((prog.to_string(), child));
-            wait_for_port(port, prog, &log);
-        }
+        let out = Command::new(DAEMONS)
+            .arg("start")
+            .arg(&t)
+            .envs([
+                ("BACULA_DIR_PORT", dp.to_string()),
+                ("BACULA_SD_PORT", sp.to_string()),
+                ("BACULA_DIRECTOR", "rt-dir".to_string()),
+                ("BACULA_CONSOLE", "rt-console".to_string()),
+                ("BACULA_CONSOLE_PASSWORD", CONSOLE_PASSWORD.to_string()),
+                ("BACULA_DIRECTOR_PASSWORD", DIRECTOR_PASSWORD.to_string()),
+            ])
+            .output()
+            .expect("run tests/bacula/daemons.sh");
+        assert!(out.status.success(), "starting the director and storage daemon failed:\n{}", text(&out));
+        let log = t.join("bacula-fd.out");
+        let check = Command::new("bacula-fd").args(["-t", "-c"]).arg(t.join("fd.conf")).output().expect("config test");
+        assert!(check.status.success(), "bacula-fd -t rejects the test config: {}", text(&check));
+        let f = std::fs::File::create(&log).expect("log");
+        let child = Command::new("bacula-fd")
+            .args(["-f", "-c"])
+            .arg(t.join("fd.conf"))
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting bacula-fd: {e}"));
+        b.children.push(("bacula-fd".to_string(), child));
+        wait_for_port(fp, "bacula-fd", &log);
         b
     }
 

@@ -5,9 +5,11 @@
 //!
 //! Always run: scenario 1 (BIOS, GPT, ext4 root, swap, backup inside the ISO)
 //! and scenario 2 (UEFI/OVMF, GPT, ESP, LVM with XFS root and /home, backup on
-//! a USB disk found by its label). Scenarios 3, 5 and 6 need
-//! RESCUE_FULL_TESTS=1 (scripts/test.sh --full); RESCUE_SCENARIOS="a b" runs
-//! only the named ones. Scenario 4 (LUKS2 + LVM) is not written yet.
+//! a USB disk found by its label). Scenarios 3, 5, 6 and `bios-ext4-bacula`
+//! (the rescue image restores from a Bacula director on the host through
+//! qemu's user-mode network) need RESCUE_FULL_TESTS=1 (scripts/test.sh
+//! --full); RESCUE_SCENARIOS="a b" runs only the named ones. Scenario 4
+//! (LUKS2 + LVM) is not written yet.
 //!
 //! One test function on purpose: test functions of one binary may run in
 //! parallel, and two TCG guests on two cores only slow each other down; the
@@ -49,6 +51,8 @@ fn run(scenario: &str) -> Result<String, String> {
             let _ = std::fs::remove_file(base.join(f));
         }
         let _ = std::fs::remove_file(base.join("job/rescue"));
+        // bios-ext4-bacula: the director's volumes hold the whole system.
+        let _ = std::fs::remove_dir_all(base.join("bacula/volumes"));
         if let Ok(dir) = std::fs::read_dir(base.join("job/out")) {
             for iso in dir.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".iso")) {
                 let _ = std::fs::remove_file(iso.path());
@@ -63,6 +67,14 @@ fn run(scenario: &str) -> Result<String, String> {
 
 fn run_all(scenarios: &[&str]) {
     require_all();
+    if scenarios.iter().any(|s| s.contains("bacula")) {
+        // The director and storage daemon run on the host (tests/bacula/daemons.sh).
+        require("bacula-dir", "bacula-director");
+        require("bacula-sd", "bacula-sd");
+        require("sqlite3", "sqlite3");
+        let tables = Path::new("/usr/share/bacula-director/make_sqlite3_tables");
+        assert!(tables.exists(), "{} is missing: apt-get install bacula-director-sqlite3 (or scripts/install-deps.sh)", tables.display());
+    }
     let results: Vec<Result<String, String>> = scenarios.iter().map(|s| run(s)).collect();
     for r in results.iter().flatten() {
         eprintln!("{r}");
@@ -79,10 +91,11 @@ fn run_all(scenarios: &[&str]) {
 
 const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];
 /// MD RAID1 with GRUB on both members, btrfs with subvolumes and a default
-/// subvolume, the ext4 system onto a larger SATA disk and onto a smaller NVMe disk.
-const FULL: &[&str] = &["bios-md-raid1", "btrfs-subvol", "bios-ext4-to-sata-larger", "bios-ext4-to-nvme-smaller"];
+/// subvolume, the ext4 system onto a larger SATA disk and onto a smaller NVMe
+/// disk, the ext4 system restored by a Bacula director on the host.
+const FULL: &[&str] = &["bios-md-raid1", "btrfs-subvol", "bios-ext4-to-sata-larger", "bios-ext4-to-nvme-smaller", "bios-ext4-bacula"];
 
-/// Scenarios 1 and 2 always; 3, 5 and 6 too with RESCUE_FULL_TESTS=1
+/// Scenarios 1 and 2 always; 3, 5, 6 and bios-ext4-bacula too with RESCUE_FULL_TESTS=1
 /// (scripts/test.sh --full). RESCUE_SCENARIOS="name name..." runs only those.
 #[test]
 fn vm_recover_scenarios() {

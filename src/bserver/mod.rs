@@ -160,11 +160,18 @@ fn follow_job(console: &Console, cfg: &ServerConfig, jobid: u64, what: &str, cli
                 );
                 return Ok(j.clone());
             }
-            // The catalog counts at the end; the file daemon knows now.
-            let counters = console.run(&[format!("status client={}", arg_quote(client)?)], 0).ok().and_then(|o| parse::running_counters(&o, jobid));
+            // The catalog counts at the end; the file daemon knows now. Asked
+            // only when a line is due: every bconsole run costs the client
+            // CPU time the job needs (a second or more on a slow machine).
+            let due = last_time.elapsed() >= Duration::from_secs(10);
+            let counters = if due {
+                console.run(&[format!("status client={}", arg_quote(client)?)], 0).ok().and_then(|o| parse::running_counters(&o, jobid))
+            } else {
+                None
+            };
             let files = counters.map(|c| c.0).unwrap_or(j.files);
             let shown = (j.status.clone(), files);
-            if last_shown.as_ref() != Some(&shown) && last_time.elapsed() >= Duration::from_secs(10) {
+            if due && last_shown.as_ref() != Some(&shown) {
                 tracing::info!(
                     "{} {what} job {jobid}: {}, {files} files{} so far, {:.0} s",
                     console.method().product(),
@@ -389,7 +396,13 @@ pub fn restore(config: &Config, target_root: &Path, sel: &Selection) -> Result<R
             if problems.is_empty() { String::new() } else { format!("; the director says:\n  {}", problems.join("\n  ")) }
         );
     }
-    let warnings: Vec<String> = if job.status == "W" { console.job_problems(jobid) } else { Vec::new() };
+    // Bacula 9.6 ends a restore with T even when the file daemon warned (an
+    // ACL or attribute it could not set): the job log tells, whatever the status.
+    let mut warnings = console.job_problems(jobid);
+    warnings.retain(|p| !p.starts_with("Termination:"));
+    for w in &warnings {
+        tracing::warn!("{product} restore job {jobid}: {w}");
+    }
     Ok(RestoreReport {
         director: console.address(),
         client,
@@ -495,6 +508,7 @@ done
         config.backup.server.bconsole = Some(fake_bareos(dir.path(), "W"));
         let r = restore(&config, &target, &Selection::default()).unwrap();
         assert_eq!(r.job.status, "W");
+        assert!(r.warnings.iter().any(|w| w.contains("ERR=Read-only file system")), "{:?}", r.warnings);
         drop(listener);
     }
 

@@ -72,7 +72,7 @@ pub fn json_records(text: &str, key: &str) -> Vec<Record> {
 }
 
 /// A job as the catalog records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobInfo {
     pub jobid: u64,
     pub name: String,

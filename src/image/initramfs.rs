@@ -102,6 +102,41 @@ pub fn programs_for_layout(layout: &Layout) -> Vec<&'static str> {
     p
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Accounts {
+    Users,
+    Groups,
+}
+
+/// The image's own `/etc/passwd` or `/etc/group` lines, then this system's
+/// names that the image lacks (neither the name nor the id taken), locked:
+/// no password, no shell, no members. Restores that set ACLs from their text
+/// form need the names: a Bacula or Bareos file daemon turns `group:adm:r-x`
+/// back into an ACL with getgrnam, and fails on an unknown name
+/// ("acl_from_text error ... Invalid argument"), losing the ACL.
+fn with_host_names(own: &[&str], host: &str, kind: Accounts) -> String {
+    let id_of = |line: &str| line.split(':').nth(2).map(str::to_string);
+    let name_of = |line: &str| line.split(':').next().unwrap_or("").to_string();
+    let mut names: std::collections::BTreeSet<String> = own.iter().map(|l| name_of(l)).collect();
+    let mut ids: std::collections::BTreeSet<String> = own.iter().filter_map(|l| id_of(l)).collect();
+    let mut out: String = own.iter().map(|l| format!("{l}\n")).collect();
+    for line in host.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        let wanted_fields = if kind == Accounts::Users { 7 } else { 4 };
+        let valid = f.len() == wanted_fields && !f[0].is_empty() && !f[0].starts_with(['#', '+', '-']) && f[2].parse::<u32>().is_ok();
+        if !valid || names.contains(f[0]) || ids.contains(f[2]) {
+            continue;
+        }
+        match kind {
+            Accounts::Users => out.push_str(&format!("{}:*:{}:{}::/nonexistent:/usr/sbin/nologin\n", f[0], f[2], f[3])),
+            Accounts::Groups => out.push_str(&format!("{}:x:{}:\n", f[0], f[2])),
+        }
+        names.insert(f[0].to_string());
+        ids.insert(f[2].to_string());
+    }
+    out
+}
+
 /// Config keys whose values are secrets, by name.
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
@@ -429,11 +464,11 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     }
     // Accounts without passwords: root logs in on the console (it is the
     // console of a machine being recovered) or with a configured SSH key.
-    tree.add_bytes(
-        Path::new("/etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        0o644,
-    )?;
+    // This system's user and group names follow, locked.
+    let users =
+        ["root:x:0:0:root:/root:/bin/sh", "sshd:x:100:65534::/run/sshd:/usr/sbin/nologin", "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"];
+    let host_users = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    tree.add_bytes(Path::new("/etc/passwd"), with_host_names(&users, &host_users, Accounts::Users), 0o644)?;
     let groups = [
         "root:x:0:",
         "tty:x:5:",
@@ -450,7 +485,8 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
         "sgx:x:108:",
         "nogroup:x:65534:",
     ];
-    tree.add_bytes(Path::new("/etc/group"), groups.join("\n") + "\n", 0o644)?;
+    let host_groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    tree.add_bytes(Path::new("/etc/group"), with_host_names(&groups, &host_groups, Accounts::Groups), 0o644)?;
     tree.add_bytes(Path::new("/etc/hostname"), format!("{hostname}\n"), 0o644)?;
     tree.add_bytes(Path::new("/etc/fstab"), "# the rescue system runs from RAM\n", 0o644)?;
     tree.add_symlink(Path::new("/etc/mtab"), "/proc/self/mounts")?;
@@ -569,6 +605,17 @@ impl Mode0600 for std::fs::OpenOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_join_the_image_accounts_locked() {
+        let host = "root:x:0:0:root:/root:/bin/bash\n#comment\nalice:x:1000:1000:Alice,,,:/home/alice:/bin/bash\nsshd:x:104:65534::/run/sshd:/usr/sbin/nologin\nbad:line\n+nis\n";
+        let users = with_host_names(&["root:x:0:0:root:/root:/bin/sh", "sshd:x:100:65534::/run/sshd:/usr/sbin/nologin"], host, Accounts::Users);
+        assert_eq!(users, "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\nalice:*:1000:1000::/nonexistent:/usr/sbin/nologin\n");
+        // A host group whose id the image uses keeps out; members are dropped.
+        let groups = with_host_names(&["root:x:0:", "tty:x:5:"], "root:x:0:\nadm:x:4:alice\nsystemd-journal:x:999:\nttyhost:x:5:\n", Accounts::Groups);
+        assert_eq!(groups, "root:x:0:\ntty:x:5:\nadm:x:4:\nsystemd-journal:x:999:\n");
+        assert_eq!(with_host_names(&["root:x:0:"], "", Accounts::Groups), "root:x:0:\n");
+    }
 
     #[test]
     fn url_passwords_are_cut() {

@@ -14,7 +14,8 @@
 #
 # Usage: run-scenario.sh [--rescue BIN] SCENARIO WORKDIR
 #   SCENARIO: bios-ext4 (1) | uefi-lvm-xfs (2) | bios-md-raid1 (3) |
-#             btrfs-subvol (5) | bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller (6)
+#             btrfs-subvol (5) | bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller (6) |
+#             bios-ext4-bacula (restore from a Bacula director on the host)
 #   WORKDIR: created; holds the disks, serial logs (*.serial.log), the job
 #   share and `times` (seconds per phase). Remove it afterwards (sparse disks,
 #   the ISO: a few hundred MB).
@@ -53,8 +54,12 @@ scale=${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}
 # data goes; targets: the blank disks of the recovery (SIZE:virtio|sata|nvme;
 # default: the source's sizes, virtio); usb_label: a USB stick holding the backup;
 # packages: Debian packages installed in the source before the backup
-# (fetch-debs.sh; the source has no network).
-usb_label="" targets=() check="" packages=""
+# (fetch-debs.sh; the source has no network). Optional: net: the rescue image's
+# [image] network; nic: qemu network arguments for the source and recovery VMs
+# (default none); source_setup: shell lines the source job runs before the test
+# data; scenario_host_start/scenario_host_stop: functions run on the host before
+# the source phase and at exit (daemons the guests talk to).
+usb_label="" targets=() check="" packages="" net=none nic=() source_setup=""
 backup_iso='[backup]
 url = "iso:///backup"
 '
@@ -88,14 +93,102 @@ findmnt -n -o OPTIONS /home | grep -q "subvol=/@home" || { echo "/home is not su
     kind=bios-ext4 data_dirs="/srv/rescue-data" config=$backup_iso targets=(8G:sata) ;;
   bios-ext4-to-nvme-smaller)
     kind=bios-ext4 data_dirs="/srv/rescue-data" config=$backup_iso targets=(5G:nvme) ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller)" ;;
+  bios-ext4-bacula)
+    # Issue 7: the rescue system restores from a Bacula 9.6 director on the
+    # host's 127.0.0.1 (tests/bacula/daemons.sh: director, storage daemon, sqlite
+    # catalog in WORKDIR/bacula) through qemu's user-mode network, which stays
+    # inside qemu: the guest reaches the director and the storage daemon at
+    # 10.0.2.2 (slirp's name for the host's 127.0.0.1; the director's Storage
+    # has FD Storage Address = 10.0.2.2), the director reaches the guest's file
+    # daemon (port 9102) through a port forwarded on 127.0.0.1. Free ports, so
+    # tests/bacula.rs and other runs can go at the same time. Bacula restores
+    # modification times in whole seconds: the state compares seconds.
+    kind=bios-ext4 data_dirs="/srv/rescue-data" packages="bacula-fd bacula-console" net=dhcp
+    mapfile -t bports < <("$here/../bacula/daemons.sh" free-ports 3)
+    nic=(-nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${bports[2]}-:9102")
+    config="[backup]
+method = \"bacula\"
+[backup.server]
+address = \"10.0.2.2\"
+port = ${bports[0]}
+director-name = \"sc-dir\"
+console-name = \"sc-console\"
+client = \"rescue-src-fd\"
+fileset = \"sc-system\"
+backup-job = \"sc-backup\"
+restore-job = \"sc-restore\"
+"
+    # In the source: the network as slirp's DHCP would give it, the console
+    # password, and a file daemon config for this director (listening on every
+    # address: the forwarded port arrives on eth0). mkrescue copies both.
+    source_setup="ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+mkdir -p /etc/rescue /var/lib/rescue-test
+touch /var/lib/rescue-test/mtime-seconds
+install -m 0600 /dev/null /etc/rescue/director.password
+echo sc-console-pw >/etc/rescue/director.password
+cat >/etc/bacula/bacula-fd.conf <<'FD'
+Director {
+  Name = sc-dir
+  Password = \"sc-fd-pw\"
+}
+FileDaemon {
+  Name = rescue-src-fd
+  FDport = 9102
+  WorkingDirectory = /var/lib/bacula
+  Pid Directory = /run/bacula
+  Maximum Concurrent Jobs = 5
+}
+Messages {
+  Name = Standard
+  director = sc-dir = all, !skipped, !restored
+}
+FD
+systemctl restart bacula-fd
+systemctl is-active bacula-fd"
+    scenario_host_start() {
+      rm -rf "$W/bacula"; mkdir -p "$W/bacula"
+      local job
+      for job in "sc-backup Backup" "sc-restore Restore"; do
+        # shellcheck disable=SC2086 # name and type
+        printf 'Job {\n  Name = %s\n  Type = %s\n  Level = Full\n  Client = rescue-src-fd\n  FileSet = sc-system\n  Storage = File1\n  Pool = File\n  Messages = Standard\n  Where = /mnt/local\n}\n' $job
+      done >"$W/bacula/dir-resources.conf"
+      cat >>"$W/bacula/dir-resources.conf" <<RES
+Client {
+  Name = rescue-src-fd
+  Address = 127.0.0.1
+  FDPort = ${bports[2]}
+  Catalog = MyCatalog
+  Password = "sc-fd-pw"
+}
+FileSet {
+  Name = sc-system
+  Include {
+    Options {
+      aclsupport = yes
+      xattrsupport = yes
+      sparse = yes
+    }
+    File = /
+  }
+}
+RES
+      BACULA_DIR_PORT=${bports[0]} BACULA_SD_PORT=${bports[1]} BACULA_DIRECTOR=sc-dir BACULA_CONSOLE=sc-console \
+        BACULA_CONSOLE_PASSWORD=sc-console-pw BACULA_DIRECTOR_PASSWORD=sc-director-pw BACULA_FD_STORAGE_ADDRESS=10.0.2.2 \
+        "$here/../bacula/daemons.sh" start "$W/bacula" || fail bacula "starting the Bacula director and storage daemon failed (see above)" /dev/null
+      log "Bacula director on 127.0.0.1:${bports[0]}, storage daemon :${bports[1]}, the guest's file daemon forwarded from :${bports[2]}"
+    }
+    # shellcheck disable=SC2317 # called by the EXIT trap
+    scenario_host_stop() { "$here/../bacula/daemons.sh" stop "$W/bacula"; } ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
 timeout = 1
 default-entry = "unattended"
 kernel-cmdline = "rescue.after=poweroff"
-network = "none"
+network = "'"$net"'"
 [recover]
 unattended-proceed = true
 '
@@ -113,7 +206,10 @@ W=$(cd "$W" && pwd)
 : >"$W/times"
 qpid=""
 # shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() { if [ -n "$qpid" ]; then kill "$qpid" 2>/dev/null || true; fi; }
+cleanup() {
+  if [ -n "$qpid" ]; then kill "$qpid" 2>/dev/null || true; fi
+  if declare -F scenario_host_stop >/dev/null; then scenario_host_stop || true; fi
+}
 trap cleanup EXIT
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }'; }
@@ -173,6 +269,8 @@ disk_args() {
   esac
 }
 
+if declare -F scenario_host_start >/dev/null; then scenario_host_start; fi
+
 # --- 1. source: test data + rescue mkbackup --------------------------------------
 job="$W/job"
 rm -rf "$job"; mkdir -p "$job/out"
@@ -188,6 +286,7 @@ cat >"$job/run.sh" <<JOB
 set -euxo pipefail
 install -m 0755 /job/rescue /usr/local/sbin/rescue
 if [ -d /job/debs ]; then /job/install-debs /job/debs; fi
+$source_setup
 # The current scenario scripts (the cached image may hold older ones).
 install -m 0755 /job/rescue-scenario-runner /job/rescue-scenario-state /usr/local/sbin/
 mkdir -p /etc/rescue
@@ -228,7 +327,7 @@ if [ "$fw" = uefi ]; then
   src_args+=($(ovmf "$W/source-vars.fd"))
 fi
 t=$(now)
-rc=0; qemu source 2400 "${src_args[@]}" "${usb_args[@]}" || rc=$?
+rc=0; qemu source 2400 "${src_args[@]}" "${usb_args[@]}" "${nic[@]}" || rc=$?
 record source-boot-and-mkbackup "$(secs "$t")"
 ((rc != 124)) || fail source "timed out (boot, test data, mkbackup)" "$W/source.serial.log"
 [ -f "$job/out/exit-status" ] || fail source "the source system never ran or finished the job (qemu status $rc); did it boot?" "$W/source.serial.log"
@@ -258,7 +357,7 @@ if [ "$fw" = uefi ]; then
   tgt_args+=($(ovmf "$W/target-vars.fd"))
 fi
 t=$(now)
-rc=0; qemu recover 1800 "${tgt_args[@]}" "${usb_args[@]}" \
+rc=0; qemu recover 1800 "${tgt_args[@]}" "${usb_args[@]}" "${nic[@]}" \
   -drive "file=$iso,format=raw,if=none,id=cd,media=cdrom,readonly=on" -device ide-cd,drive=cd,bus=ide.1 || rc=$?
 record recover-boot-and-restore "$(secs "$t")"
 serial="$W/recover.serial.log"

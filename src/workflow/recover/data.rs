@@ -205,7 +205,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
             // The director answers, accepts the console and holds a backup of this client.
             let pf = crate::bserver::preflight(config, selection).context("the backup server cannot restore this client; nothing was written")?;
             let job = pf.backup.as_ref();
-            tracing::info!("director {} ({}) holds backup job {:?} of {}", pf.director, pf.greeting, job.map(|j| j.jobid), pf.client);
+            tracing::info!("director {} ({}) holds {} of {}", pf.director, pf.greeting, backup_held(job), pf.client);
             Ok(BackupUsed {
                 url: format!("{} director {}, client {}", config.backup.method.product(), pf.director, pf.client),
                 archive: job.map(|j| format!("job {} ({}, ended {})", j.jobid, j.level_name(), j.end_time)),
@@ -324,6 +324,15 @@ fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>)> {
     Ok((r.bytes, r.summary.as_deref().and_then(summary_files)))
 }
 
+/// The backup the preflight found, for the log: absent when the director
+/// picks it itself (`--restore-before`).
+fn backup_held(job: Option<&crate::bserver::JobInfo>) -> String {
+    match job {
+        Some(j) => format!("backup job {} ({}, {} files, ended {})", j.jobid, j.level_name(), j.files, j.end_time),
+        None => "backups before the --restore-before date (the director picks them)".to_string(),
+    }
+}
+
 /// `files=N` of the manifest's summary line (`files=N dirs=N ... bytes=N`).
 fn summary_files(summary: &str) -> Option<u64> {
     summary.split_whitespace().find_map(|w| w.strip_prefix("files=")).and_then(|n| n.parse().ok())
@@ -404,5 +413,12 @@ mod tests {
         assert!(m.contains("backups there: backup-20261102-000000.tar.zst, backup-20261101-000000.tar.zst") && m.contains("--archive NAME"), "{m}");
         assert!(!m.contains("notes.txt"), "{m}");
         assert_eq!(list_names((0..12).map(|i| format!("{i:02}")).collect()), "11, 10, 09, 08, 07, 06, 05, 04, 03, 02, and 2 more");
+    }
+
+    #[test]
+    fn the_log_names_the_backup_job_not_an_option() {
+        let j = crate::bserver::JobInfo { jobid: 7, level: "F".into(), files: 18635, end_time: "2026-11-26 14:09:33".into(), ..Default::default() };
+        assert_eq!(backup_held(Some(&j)), "backup job 7 (full, 18635 files, ended 2026-11-26 14:09:33)");
+        assert!(backup_held(None).contains("--restore-before"));
     }
 }
