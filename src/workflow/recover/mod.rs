@@ -477,9 +477,11 @@ fn ask_passphrase(name: &str) -> Result<Vec<u8>> {
     let mut quiet = old.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     let read = |prompt: &str| -> Result<String> {
+        // Echo off before the prompt shows: a key typed as soon as the
+        // prompt appears must not reach the screen.
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turning off echo")?;
         eprint!("{prompt}");
         let _ = std::io::stderr().flush();
-        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turning off echo")?;
         let r = read_line();
         let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
         eprintln!();
