@@ -51,10 +51,11 @@ bootloader() {
   echo 'RESUME=none' >"$mnt/etc/initramfs-tools/conf.d/resume"
   cp -r /job/debs /job/install-debs "$mnt/tmp/" && chroot "$mnt" /tmp/install-debs /tmp/debs
   rm -rf "$mnt/tmp/debs" "$mnt/tmp/install-debs"
-  chroot "$mnt" update-initramfs -u -k all
-  chroot "$mnt" sh -c 'lsinitramfs /boot/initrd.img-*' | grep -E 'cryptroot/(crypttab|keyfiles/cryptroot.key)$' || true
-  chroot "$mnt" sh -c 'lsinitramfs /boot/initrd.img-*' | grep -q 'cryptroot/keyfiles/cryptroot.key$' \
-    || { echo "the initramfs does not hold the LUKS key file"; exit 1; }
+  # Installing cryptsetup-initramfs rebuilt the initramfs (a dpkg trigger),
+  # with crypttab and the key written before: check, rebuild only if needed.
+  has_key() { chroot "$mnt" sh -c 'lsinitramfs /boot/initrd.img-*' | grep -E 'cryptroot/(crypttab|keyfiles/cryptroot.key)$' | grep 'keyfiles/cryptroot.key$'; }
+  has_key || chroot "$mnt" update-initramfs -u -k all
+  has_key || { echo "the initramfs does not hold the LUKS key file"; exit 1; }
   chroot "$mnt" grub-install --target=i386-pc "$DISK1"
 }
 teardown() {
