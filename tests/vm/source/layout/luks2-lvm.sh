@@ -49,8 +49,19 @@ bootloader() {
   # The initramfs holds the key: readable by root only.
   echo 'UMASK=0077' >"$mnt/etc/initramfs-tools/conf.d/umask"
   echo 'RESUME=none' >"$mnt/etc/initramfs-tools/conf.d/resume"
-  cp -r /job/debs /job/install-debs "$mnt/tmp/" && chroot "$mnt" /tmp/install-debs /tmp/debs
-  rm -rf "$mnt/tmp/debs" "$mnt/tmp/install-debs"
+  cp -r /job/debs /job/install-debs "$mnt/tmp/"
+  # This step ran for over 50 min under TCG at load 10-12 (docs/testing.md):
+  # show what runs every 2 min. sleep's output goes nowhere, so killing the
+  # loop leaves nothing holding the job's output open.
+  ( while sleep 120 >/dev/null 2>&1; do
+      echo "--- $(date +%T) install-debs still running:"
+      pgrep -a -f 'dpkg|mkinitramfs|cpio|zstd|hooks/' | cut -c1-160 | head -n 8 || true
+    done ) &
+  local mon=$! rc=0
+  chroot "$mnt" /tmp/install-debs /tmp/debs || rc=$?
+  kill "$mon"
+  [ "$rc" = 0 ] || { tail -n 40 "$mnt/tmp/install-debs.log"; exit "$rc"; }
+  rm -rf "$mnt/tmp/debs" "$mnt/tmp/install-debs" "$mnt/tmp/install-debs.log"
   # Installing cryptsetup-initramfs rebuilt the initramfs (a dpkg trigger),
   # with crypttab and the key written before: check, rebuild only if needed.
   has_key() { chroot "$mnt" sh -c 'lsinitramfs /boot/initrd.img-*' | grep -E 'cryptroot/(crypttab|keyfiles/cryptroot.key)$' | grep 'keyfiles/cryptroot.key$'; }
