@@ -106,8 +106,9 @@ pub struct RecoverConfig {
     pub resize: crate::plan::ResizePolicy,
     /// In unattended mode without `--yes`: whether recovery may overwrite the mapped disks.
     pub unattended_proceed: bool,
-    /// LUKS mapper name -> key file, for unattended recovery of encrypted volumes.
-    pub luks_keys: BTreeMap<String, PathBuf>,
+    /// LUKS mapper name -> key file, or `usb://LABEL/path` (a file on a USB
+    /// stick), for unattended recovery of encrypted volumes.
+    pub luks_keys: BTreeMap<String, crate::workflow::recover::LuksKeySource>,
     /// Read the whole backup archive and check it against its manifest before any disk is touched.
     pub verify_archive: bool,
 }
@@ -170,6 +171,20 @@ mod tests {
         assert_eq!(c.log_dir, PathBuf::from("/tmp/l"));
         assert_eq!(c.capture.exclude_disks, vec!["sdz"]);
         assert_eq!(c.mapping["sda"], "/dev/vdb");
+    }
+
+    #[test]
+    fn luks_keys_are_files_or_usb_sticks() {
+        use crate::workflow::recover::LuksKeySource;
+        let text = "[recover]\nluks-keys = { cryptroot = \"usb://KEYS/web1/cryptroot.key\", data = \"/root/data.key\" }\n";
+        let c = Config::from_toml(text).unwrap();
+        assert!(matches!(&c.recover.luks_keys["cryptroot"], LuksKeySource::Usb { url, .. } if url == "usb://KEYS/web1/cryptroot.key"));
+        assert_eq!(c.recover.luks_keys["data"], LuksKeySource::File("/root/data.key".into()));
+        // Written back as written (the rescue image gets this config).
+        let back = Config::from_toml(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back.recover.luks_keys, c.recover.luks_keys);
+        let e = format!("{:#}", Config::from_toml("[recover]\nluks-keys = { cryptroot = \"usb://KEYS\" }\n").unwrap_err());
+        assert!(e.contains("no file on it") && e.contains("line 2"), "{e}");
     }
 
     #[test]

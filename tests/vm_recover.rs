@@ -5,11 +5,12 @@
 //!
 //! Always run: scenario 1 (BIOS, GPT, ext4 root, swap, backup inside the ISO)
 //! and scenario 2 (UEFI/OVMF, GPT, ESP, LVM with XFS root and /home, backup on
-//! a USB disk found by its label). Scenarios 3, 5, 6 and `bios-ext4-bacula`
+//! a USB disk found by its label). Scenarios 3 to 6 and `bios-ext4-bacula`
 //! (the rescue image restores from a Bacula director on the host through
 //! qemu's user-mode network) need RESCUE_FULL_TESTS=1 (scripts/test.sh
 //! --full); RESCUE_SCENARIOS="a b" runs only the named ones. Scenario 4
-//! (LUKS2 + LVM) is not written yet.
+//! (luks2-lvm) has not passed yet: its source system never finished building
+//! under TCG at load 10-12 (see docs/testing.md).
 //!
 //! One test function on purpose: test functions of one binary may run in
 //! parallel, and two TCG guests on two cores only slow each other down; the
@@ -47,7 +48,7 @@ fn run(scenario: &str) -> Result<String, String> {
     let times = std::fs::read_to_string(base.join("times")).unwrap_or_default();
     if out.status.success() {
         // Keep the logs and times, drop the big files (disks, ISO).
-        for f in ["target1.img", "target2.img", "usb.img", "source.qcow2"] {
+        for f in ["target1.img", "target2.img", "usb.img", "stick.img", "source.qcow2"] {
             let _ = std::fs::remove_file(base.join(f));
         }
         let _ = std::fs::remove_file(base.join("job/rescue"));
@@ -90,12 +91,13 @@ fn run_all(scenarios: &[&str]) {
 }
 
 const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];
-/// MD RAID1 with GRUB on both members, btrfs with subvolumes and a default
-/// subvolume, the ext4 system onto a larger SATA disk and onto a smaller NVMe
-/// disk, the ext4 system restored by a Bacula director on the host.
-const FULL: &[&str] = &["bios-md-raid1", "btrfs-subvol", "bios-ext4-to-sata-larger", "bios-ext4-to-nvme-smaller", "bios-ext4-bacula"];
+/// MD RAID1 with GRUB on both members, LUKS2 holding LVM (the key read from a
+/// USB stick at recovery), btrfs with subvolumes and a default subvolume, the
+/// ext4 system onto a larger SATA disk and onto a smaller NVMe disk, the ext4
+/// system restored by a Bacula director on the host.
+const FULL: &[&str] = &["bios-md-raid1", "luks2-lvm", "btrfs-subvol", "bios-ext4-to-sata-larger", "bios-ext4-to-nvme-smaller", "bios-ext4-bacula"];
 
-/// Scenarios 1 and 2 always; 3, 5, 6 and bios-ext4-bacula too with RESCUE_FULL_TESTS=1
+/// Scenarios 1 and 2 always; 3 to 6 and bios-ext4-bacula too with RESCUE_FULL_TESTS=1
 /// (scripts/test.sh --full). RESCUE_SCENARIOS="name name..." runs only those.
 #[test]
 fn vm_recover_scenarios() {

@@ -22,7 +22,7 @@ use guard::{Teardown, TempMount, Undo};
 
 pub use wipe::{deactivate_under, programs_for_wipe, teardown_target};
 
-/// Where a LUKS key comes from.
+/// A LUKS key: a file, or the key itself (read from a USB stick).
 pub enum LuksKey {
     File(PathBuf),
     Bytes(Vec<u8>),
@@ -33,7 +33,7 @@ pub type KeyPrompt<'a> = &'a dyn Fn(&str) -> Result<Vec<u8>>;
 
 pub struct ApplyOptions<'a> {
     /// LUKS mapper name -> key.
-    pub luks_keys: BTreeMap<String, PathBuf>,
+    pub luks_keys: BTreeMap<String, LuksKey>,
     /// Asked for a LUKS key that has no file (interactive prompt); `None`: fail.
     pub ask_key: Option<KeyPrompt<'a>>,
     /// Called before each operation (index from 0, total).
@@ -265,14 +265,19 @@ fn top_mount(st: &mut State, device: &Path) -> Result<PathBuf> {
     Ok(st.tops[device].path().to_path_buf())
 }
 
-/// `--key-file` from `--luks-key NAME=FILE`, or the prompted key on stdin
-/// (asked once per volume).
+/// `--key-file` from `--luks-key NAME=FILE`, or the key (read from a stick,
+/// or prompted: asked once per volume) on stdin.
 fn with_key(c: Cmd, name: &str, opts: &ApplyOptions, st: &mut State) -> Result<Cmd> {
-    if let Some(f) = opts.luks_keys.get(name) {
-        if !f.is_file() {
-            bail!("the key file {} for LUKS volume {name} does not exist", f.display());
+    match opts.luks_keys.get(name) {
+        Some(LuksKey::File(f)) => {
+            if !f.is_file() {
+                bail!("the key file {} for LUKS volume {name} does not exist", f.display());
+            }
+            return Ok(c.arg("--key-file").arg(f));
         }
-        return Ok(c.arg("--key-file").arg(f));
+        // With `--key-file -` cryptsetup reads stdin to its end, newlines included: the same key as the file.
+        Some(LuksKey::Bytes(key)) => return Ok(c.args(["--key-file", "-"]).stdin(key.clone())),
+        None => {}
     }
     match opts.ask_key {
         Some(ask) => {

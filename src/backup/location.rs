@@ -66,28 +66,7 @@ impl Location {
             return Ok(Location::Cifs { host: host.to_string(), path: format!("/{path}") });
         }
         if let Some(rest) = s.strip_prefix("usb://") {
-            if let Some(p) = rest.strip_prefix('/') {
-                // usb:///dev/... : the device is /dev/NAME, /dev/mapper/NAME or /dev/disk/by-*/NAME.
-                let comps: Vec<&str> = p.split('/').collect();
-                let n = match comps.as_slice() {
-                    ["dev", "disk", _, _, ..] => 4,
-                    ["dev", "mapper", _, ..] => 3,
-                    ["dev", _, ..] => 2,
-                    _ => return Err(bad("expected usb:///dev/disk/by-label/LABEL or usb://LABEL")),
-                };
-                if comps.len() < n {
-                    return Err(bad("expected usb:///dev/disk/by-label/LABEL or usb://LABEL"));
-                }
-                let dev = format!("/{}", comps[..n].join("/"));
-                let path = comps[n..].join("/");
-                let label = dev.strip_prefix("/dev/disk/by-label/").map(str::to_string);
-                return Ok(Location::Usb { device: Some(PathBuf::from(dev)), label, path });
-            }
-            let (label, path) = rest.split_once('/').unwrap_or((rest, ""));
-            if label.is_empty() {
-                return Err(bad("no USB filesystem label"));
-            }
-            return Ok(Location::Usb { device: None, label: Some(label.to_string()), path: path.to_string() });
+            return Location::parse_usb(rest).map_err(bad);
         }
         if let Some(rest) = s.strip_prefix("iso://") {
             return Ok(Location::Iso { path: rest.trim_start_matches('/').to_string() });
@@ -106,6 +85,32 @@ impl Location {
             }
         }
         Ok(Location::Local(PathBuf::from(s)))
+    }
+
+    /// `usb://REST`: `/dev/NAME[/path]`, `/dev/mapper/NAME[/path]`,
+    /// `/dev/disk/by-*/NAME[/path]` or `LABEL[/path]`. Err: what is wrong.
+    pub fn parse_usb(rest: &str) -> std::result::Result<Location, &'static str> {
+        if let Some(p) = rest.strip_prefix('/') {
+            let comps: Vec<&str> = p.split('/').collect();
+            let n = match comps.as_slice() {
+                ["dev", "disk", _, _, ..] => 4,
+                ["dev", "mapper", _, ..] => 3,
+                ["dev", _, ..] => 2,
+                _ => return Err("expected usb:///dev/disk/by-label/LABEL or usb://LABEL"),
+            };
+            if comps.len() < n {
+                return Err("expected usb:///dev/disk/by-label/LABEL or usb://LABEL");
+            }
+            let dev = format!("/{}", comps[..n].join("/"));
+            let path = comps[n..].join("/");
+            let label = dev.strip_prefix("/dev/disk/by-label/").map(str::to_string);
+            return Ok(Location::Usb { device: Some(PathBuf::from(dev)), label, path });
+        }
+        let (label, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if label.is_empty() {
+            return Err("no USB filesystem label");
+        }
+        Ok(Location::Usb { device: None, label: Some(label.to_string()), path: path.to_string() })
     }
 
     /// The path inside the destination (for a file target: the file).
@@ -142,6 +147,11 @@ impl MountGuard {
     }
 
     fn mount(what: &str, fstype: Option<&str>, options: &str, timeout: u64) -> Result<MountGuard> {
+        Self::mount_for("the backup destination", what, fstype, options, timeout)
+    }
+
+    /// Mount `what`; `purpose` names it in the error ("the backup destination").
+    fn mount_for(purpose: &str, what: &str, fstype: Option<&str>, options: &str, timeout: u64) -> Result<MountGuard> {
         std::fs::create_dir_all("/run/rescue").context("creating /run/rescue")?;
         let dir = tempfile::Builder::new().prefix("dest-").tempdir_in("/run/rescue").context("creating a mount point in /run/rescue")?;
         let mut cmd = Cmd::new("timeout").args([format!("{timeout}"), "mount".to_string()]);
@@ -152,7 +162,7 @@ impl MountGuard {
             cmd = cmd.args(["-o", options]);
         }
         cmd = cmd.arg(what).arg(dir.path());
-        cmd.run().with_context(|| format!("mounting the backup destination {what} (gave up after {timeout} s)"))?;
+        cmd.run().with_context(|| format!("mounting {purpose} {what} (gave up after {timeout} s)"))?;
         Ok(MountGuard { dir: Some(dir), source: what.to_string() })
     }
 }
@@ -300,6 +310,66 @@ impl Opened {
     }
 }
 
+/// Read one file from a USB disk (a [`Location::Usb`], e.g. `usb://KEYS/host/cryptroot.key`):
+/// its filesystem is mounted read-only on a temporary directory for the read
+/// only. A disk that is not there yet is waited for up to `wait` (a stick
+/// plugged in just now takes a few seconds to appear). Returns the contents
+/// and the device read from.
+pub fn read_usb_file(loc: &Location, wait: Duration, timeout: u64) -> Result<(Vec<u8>, PathBuf)> {
+    let Location::Usb { device, label, path } = loc else {
+        anyhow::bail!("{loc:?} is not a usb:// location");
+    };
+    let dev = resolve_usb_waiting(device.as_deref(), label.as_deref(), wait)?;
+    let what = match label {
+        Some(l) => format!("{} (label {l})", dev.display()),
+        None => dev.display().to_string(),
+    };
+    let mount = MountGuard::mount_for("the USB disk", &dev.display().to_string(), None, "ro", timeout)?;
+    let data = read_file_in(mount.path(), path, &what)?;
+    Ok((data, dev))
+}
+
+/// `path` below the mounted filesystem `root` of `what`, with errors that say what is there instead.
+fn read_file_in(root: &Path, path: &str, what: &str) -> Result<Vec<u8>> {
+    let rel = path.trim_matches('/');
+    if rel.is_empty() {
+        anyhow::bail!("no file named on {what}: write usb://LABEL/path/to/file");
+    }
+    let file = root.join(rel);
+    match std::fs::read(&file) {
+        Ok(data) if data.is_empty() => anyhow::bail!("/{rel} on {what} is empty"),
+        Ok(data) => Ok(data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = Path::new(rel).parent().filter(|p| !p.as_os_str().is_empty());
+            let dir = root.join(parent.unwrap_or(Path::new("")));
+            let shown = format!("/{}", parent.map(|p| p.display().to_string()).unwrap_or_default());
+            match std::fs::read_dir(&dir) {
+                Ok(rd) => {
+                    let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                    names.sort();
+                    let listing = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
+                    anyhow::bail!("there is no /{rel} on {what} ({shown} holds {listing}); copy the file there or correct the path")
+                }
+                Err(_) => anyhow::bail!("there is no /{rel} on {what} (no directory {shown}); copy the file there or correct the path"),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("reading /{rel} on {what}")),
+    }
+}
+
+/// [`resolve_usb`], retried once a second for up to `wait`.
+fn resolve_usb_waiting(device: Option<&Path>, label: Option<&str>, wait: Duration) -> Result<PathBuf> {
+    let start = std::time::Instant::now();
+    loop {
+        match resolve_usb(device, label) {
+            Ok(d) => return Ok(d),
+            Err(e) if wait.is_zero() => return Err(e),
+            Err(e) if start.elapsed() >= wait => return Err(anyhow::anyhow!("{e:#} (waited {} s for it)", wait.as_secs())),
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
 fn resolve_usb(device: Option<&Path>, label: Option<&str>) -> Result<PathBuf> {
     if let Some(d) = device {
         if d.exists() {
@@ -407,6 +477,33 @@ mod tests {
         assert_eq!(Location::parse("rsync://h/mod/p/").unwrap(), Location::Rsync("rsync://h/mod/p".into()));
         assert_eq!(Location::parse("h:/srv/b").unwrap(), Location::Rsync("h:/srv/b".into()));
         assert!(Location::parse("ftp://x/y").is_err());
+    }
+
+    #[test]
+    fn a_file_on_a_stick_is_read_or_the_error_shows_what_is_there() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("keys")).unwrap();
+        std::fs::write(d.path().join("keys/web1.key"), b"k\n").unwrap();
+        std::fs::write(d.path().join("keys/empty.key"), b"").unwrap();
+        let what = "/dev/sdb1 (label KEYS)";
+        assert_eq!(read_file_in(d.path(), "keys/web1.key", what).unwrap(), b"k\n");
+        assert_eq!(read_file_in(d.path(), "/keys/web1.key", what).unwrap(), b"k\n");
+        let e = format!("{:#}", read_file_in(d.path(), "keys/web2.key", what).unwrap_err());
+        assert_eq!(e, "there is no /keys/web2.key on /dev/sdb1 (label KEYS) (/keys holds empty.key, web1.key); copy the file there or correct the path");
+        let e = format!("{:#}", read_file_in(d.path(), "hosts/web1.key", what).unwrap_err());
+        assert!(e.contains("(no directory /hosts)"), "{e}");
+        let e = format!("{:#}", read_file_in(d.path(), "web1.key", what).unwrap_err());
+        assert!(e.contains("(/ holds keys)"), "{e}");
+        let e = format!("{:#}", read_file_in(d.path(), "keys/empty.key", what).unwrap_err());
+        assert!(e.contains("/keys/empty.key on /dev/sdb1 (label KEYS) is empty"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_label_says_to_plug_in_the_stick() {
+        let e = format!("{:#}", resolve_usb_waiting(None, Some("RESCUE-TEST-NO-SUCH-LABEL"), Duration::ZERO).unwrap_err());
+        assert!(e.contains("no filesystem with the label \"RESCUE-TEST-NO-SUCH-LABEL\" found: plug in the USB disk"), "{e}");
+        let e = format!("{:#}", resolve_usb_waiting(None, Some("RESCUE-TEST-NO-SUCH-LABEL"), Duration::from_secs(1)).unwrap_err());
+        assert!(e.ends_with("(waited 1 s for it)"), "{e}");
     }
 
     #[test]

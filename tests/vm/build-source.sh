@@ -98,7 +98,9 @@ if ((${#uefi[@]})); then
   cp /usr/share/OVMF/OVMF_VARS.fd "$work/out/OVMF_VARS.fd"
   vars=(--ovmf-vars "$work/out/OVMF_VARS.fd")
 fi
-"$here/run-guest.sh" --no-rescue "${uefi[@]}" "${vars[@]}" "${disk_args[@]}" --timeout 1200 "$work/job" \
+# 1200 s; RESCUE_SCENARIO_TIMEOUT_SCALE (run-scenario.sh) stretches it on a loaded machine.
+limit=$(awk -v s="${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}" 'BEGIN { printf "%d", 1200 * s }')
+"$here/run-guest.sh" --no-rescue "${uefi[@]}" "${vars[@]}" "${disk_args[@]}" --timeout "$limit" "$work/job" \
   || { tail -n 40 "$work/job/out/run.log" >&2 || true; die "installing the $kind source system in the test guest failed (run.log tail above)"; }
 [ "$(cat "$work/job/out/done" 2>/dev/null)" = install-ok ] || die "the install job did not finish"
 echo "$kind" >"$work/out/kind"

@@ -13,7 +13,7 @@
 #      compares the test data and prints RESCUE-SCENARIO-VERIFY PASS|FAIL.
 #
 # Usage: run-scenario.sh [--rescue BIN] SCENARIO WORKDIR
-#   SCENARIO: bios-ext4 (1) | uefi-lvm-xfs (2) | bios-md-raid1 (3) |
+#   SCENARIO: bios-ext4 (1) | uefi-lvm-xfs (2) | bios-md-raid1 (3) | luks2-lvm (4) |
 #             btrfs-subvol (5) | bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller (6) |
 #             bios-ext4-bacula (restore from a Bacula director on the host)
 #   WORKDIR: created; holds the disks, serial logs (*.serial.log), the job
@@ -58,8 +58,10 @@ scale=${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}
 # [image] network; nic: qemu network arguments for the source and recovery VMs
 # (default none); source_setup: shell lines the source job runs before the test
 # data; scenario_host_start/scenario_host_stop: functions run on the host before
-# the source phase and at exit (daemons the guests talk to).
-usb_label="" targets=() check="" packages="" net=none nic=() source_setup=""
+# the source phase and at exit (daemons the guests talk to); recover_stick: the
+# label of a small USB stick attached at recovery only, holding what the
+# function recover_stick_files DIR writes; recover_conf: more [recover] keys.
+usb_label="" targets=() check="" packages="" net=none nic=() source_setup="" recover_stick="" recover_conf=""
 backup_iso='[backup]
 url = "iso:///backup"
 '
@@ -89,6 +91,24 @@ exclude-disks = ["sda"]
     kind=btrfs-subvol data_dirs="/srv/rescue-data /home/alice" config=$backup_iso
     check='btrfs subvolume get-default / | grep -q "path @$" || { btrfs subvolume get-default /; echo "default subvolume is not @"; exit 1; }
 findmnt -n -o OPTIONS /home | grep -q "subvol=/@home" || { echo "/home is not subvolume @home"; exit 1; }' ;;
+  luks2-lvm)
+    kind=luks2-lvm data_dirs="/srv/rescue-data" config=$backup_iso
+    # The key is not in the rescue image: the recovery reads it from a USB
+    # stick labelled LUKSKEY, attached then only (the layout's test key).
+    recover_stick=LUKSKEY
+    # shellcheck source=/dev/null
+    recover_stick_files() { (. "$here/source/layout/luks2-lvm.sh" && printf '%s' "$LUKS_KEY") >"$1/cryptroot.key"; }
+    recover_conf='luks-keys = { cryptroot = "usb://LUKSKEY/cryptroot.key" }
+'
+    check='src=$(findmnt -n -o SOURCE /)
+[ "$(lvs --noheadings -o vg_name,lv_name "$src" | xargs)" = "luksvg root" ] || { echo "/ ($src) is not the LV luksvg/root"; exit 1; }
+[ "$(lsblk -n -r -s -o NAME,TYPE "$src" | grep " crypt$" | cut -d" " -f1)" = cryptroot ] || { lsblk -s "$src"; echo "/ is not on the dm-crypt device cryptroot"; exit 1; }
+cryptsetup status cryptroot | grep -Eq "^ *type: *LUKS2$" || { cryptsetup status cryptroot; echo "cryptroot is not LUKS2"; exit 1; }
+dev=$(cryptsetup status cryptroot | sed -n "s/^ *device: *//p")
+want=$(sed -n "s/^cryptroot UUID=\([^ ]*\) .*/\1/p" /etc/crypttab)
+got=$(cryptsetup luksUUID "$dev")
+[ -n "$want" ] && [ "$got" = "$want" ] || { echo "the LUKS UUID of $dev is $got, the recorded one (crypttab) $want"; exit 1; }
+echo "/ on luksvg/root on LUKS2 $dev uuid $got"' ;;
   bios-ext4-to-sata-larger)
     kind=bios-ext4 data_dirs="/srv/rescue-data" config=$backup_iso targets=(8G:sata) ;;
   bios-ext4-to-nvme-smaller)
@@ -181,7 +201,7 @@ RES
     }
     # shellcheck disable=SC2317 # called by the EXIT trap
     scenario_host_stop() { "$here/../bacula/daemons.sh" stop "$W/bacula"; } ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula)" ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
@@ -191,7 +211,7 @@ kernel-cmdline = "rescue.after=poweroff"
 network = "'"$net"'"
 [recover]
 unattended-proceed = true
-'
+'"$recover_conf"
 [ -r /usr/share/OVMF/OVMF_CODE.fd ] || die "/usr/share/OVMF/OVMF_CODE.fd is missing: apt-get install ovmf"
 
 if [ -z "$rescue" ]; then
@@ -321,6 +341,16 @@ if [ -n "$usb_label" ]; then
   usb_args=(-device "qemu-xhci,id=xhci" -drive "file=$W/usb.img,format=raw,if=none,id=usb,cache=unsafe"
             -device "usb-storage,bus=xhci.0,drive=usb,serial=rescue-usb")
 fi
+stick_args=()
+if [ -n "$recover_stick" ]; then
+  # Attached at recovery only: ext4 labelled $recover_stick, on its own controller.
+  rm -rf "$W/stick" "$W/stick.img"; mkdir -p "$W/stick"
+  recover_stick_files "$W/stick"
+  truncate -s 32M "$W/stick.img"
+  mkfs.ext4 -q -F -L "$recover_stick" -d "$W/stick" "$W/stick.img"
+  stick_args=(-device "qemu-xhci,id=xhci2" -drive "file=$W/stick.img,format=raw,if=none,id=stick,cache=unsafe"
+              -device "usb-storage,bus=xhci2.0,drive=stick,serial=rescue-stick")
+fi
 if [ "$fw" = uefi ]; then
   cp "$src/OVMF_VARS.fd" "$W/source-vars.fd"
   # shellcheck disable=SC2207
@@ -357,7 +387,7 @@ if [ "$fw" = uefi ]; then
   tgt_args+=($(ovmf "$W/target-vars.fd"))
 fi
 t=$(now)
-rc=0; qemu recover 1800 "${tgt_args[@]}" "${usb_args[@]}" "${nic[@]}" \
+rc=0; qemu recover 1800 "${tgt_args[@]}" "${usb_args[@]}" "${stick_args[@]}" "${nic[@]}" \
   -drive "file=$iso,format=raw,if=none,id=cd,media=cdrom,readonly=on" -device ide-cd,drive=cd,bus=ide.1 || rc=$?
 record recover-boot-and-restore "$(secs "$t")"
 serial="$W/recover.serial.log"

@@ -9,6 +9,7 @@
 
 mod data;
 mod finalize;
+mod keys;
 mod report;
 mod verify;
 
@@ -27,6 +28,7 @@ use crate::layout::Layout;
 use crate::plan::{self, MatchReason, Plan, PlanOptions, ResizePolicy};
 
 pub use data::{restore_data, DataSource};
+pub use keys::LuksKeySource;
 pub use report::{PhaseTime, Report};
 
 pub const EXAMPLES: &str = "\
@@ -41,6 +43,8 @@ Examples:
   rescue recover --layout-only --map sda=/dev/nvme0n1
                                              rebuild the disks and mount them under /mnt/local
   rescue recover --layout-only --yes --luks-key cryptroot=/root/key
+  rescue recover --unattended --luks-key cryptroot=usb://KEYS/cryptroot.key
+                                             the key from a USB stick labelled KEYS (mounted read-only)
   rescue recover --umount                    unmount /mnt/local and close LUKS/LVM/MD";
 
 #[derive(Debug, clap::Args)]
@@ -64,7 +68,8 @@ pub struct Args {
     /// Also on when the kernel command line has `unattended`.
     #[arg(long)]
     pub unattended: bool,
-    /// Key file for a LUKS volume, by its mapper name (repeatable), e.g. `cryptroot=/root/key`.
+    /// Key for a LUKS volume, by its mapper name (repeatable): a file, e.g. `cryptroot=/root/key`, or a
+    /// file on a USB stick found by its filesystem label, e.g. `cryptroot=usb://KEYS/cryptroot.key`.
     #[arg(long = "luks-key", value_name = "NAME=FILE")]
     pub luks_keys: Vec<String>,
     /// Unmount the tree under the target root and close LUKS/LVM/MD of the descriptor.
@@ -141,7 +146,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 
     let layout = Layout::load(&layout_path)?;
     let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
-    let the_plan = make_plan(ctx, &a, &layout, &target_root, interactive, None)?;
+    let keys = if a.plan { keys::Keys::default() } else { read_luks_keys(ctx, &a, &layout, interactive)? };
+    let protect: Vec<(PathBuf, &str)> = keys.devices.iter().map(|d| (d.clone(), "holds a LUKS key")).collect();
+    let the_plan = make_plan(ctx, &a, &layout, &target_root, interactive, &protect)?;
     if a.plan {
         if ctx.json {
             println!("{}", serde_json::to_string_pretty(&the_plan)?);
@@ -154,7 +161,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         print!("{the_plan}");
     }
     confirm_overwrite(ctx, &a, &the_plan, unattended, interactive)?;
-    recreate_storage(ctx, &a, &the_plan, interactive)?;
+    recreate_storage(ctx, &the_plan, keys, interactive)?;
     if ctx.json {
         println!("{}", serde_json::json!({ "plan": the_plan, "result": "done" }));
     } else {
@@ -185,8 +192,21 @@ fn cmdline_has_word(cmdline: &str, word: &str) -> bool {
     cmdline.split_whitespace().any(|w| w == word)
 }
 
+/// The LUKS keys of the descriptor's volumes (`recover.luks-keys`, then
+/// `--luks-key`), read now: a missing stick or file stops before any write.
+fn read_luks_keys(ctx: &Ctx, a: &Args, layout: &Layout, interactive: bool) -> Result<keys::Keys> {
+    let mut sources = ctx.config.recover.luks_keys.clone();
+    for (name, value) in parse_pairs(&a.luks_keys, "--luks-key")? {
+        sources.insert(name, LuksKeySource::parse(&value)?);
+    }
+    let volumes: Vec<String> = layout.luks.iter().map(|l| l.name.clone()).collect();
+    let wait = std::time::Duration::from_secs(ctx.config.backup.timeout);
+    keys::read_keys(&sources, &volumes, interactive, wait, ctx.config.backup.timeout * 3)
+}
+
 /// Map the disks (asking when interactive and ambiguous) and compute the plan. No side effects.
-fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interactive: bool, protect: Option<&Path>) -> Result<Plan> {
+/// `protect`: devices (and why) whose disks must never be targets.
+fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interactive: bool, protect: &[(PathBuf, &str)]) -> Result<Plan> {
     let mut map: BTreeMap<String, String> = ctx.config.mapping.clone();
     map.extend(parse_pairs(&a.map, "--map")?);
     let resize = match a.resize {
@@ -203,8 +223,8 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interacti
         None => Inventory::read_live(target_root)?,
     };
     let mut inv = inv;
-    if let Some(dev) = protect {
-        protect_disk(&mut inv, dev);
+    for (dev, why) in protect {
+        protect_disk(&mut inv, dev, why);
     }
     let mut chosen = Vec::new();
     let mapping = loop {
@@ -231,12 +251,13 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interacti
     plan::build_with_mapping(layout, &inv, &opts, mapping)
 }
 
-/// Mark the disk holding `dev` (the backup's device) busy, so it is never mapped.
-fn protect_disk(inv: &mut Inventory, dev: &Path) {
+/// Mark the disk holding `dev` (the backup's device, a key stick) busy, so it is never mapped.
+/// `why`: what it holds, for the message ("holds the backup").
+fn protect_disk(inv: &mut Inventory, dev: &Path, why: &str) {
     // `/dev/disk/by-label/X` is a link to the node; a partition counts for its disk.
     let disk = crate::util::disk_of_device(dev).unwrap_or_else(|| dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     for d in inv.disks.iter_mut().filter(|d| d.name == disk) {
-        d.busy.push(format!("holds the backup ({})", dev.display()));
+        d.busy.push(format!("{why} ({})", dev.display()));
     }
 }
 
@@ -263,9 +284,8 @@ fn confirm_overwrite(ctx: &Ctx, a: &Args, the_plan: &Plan, unattended: bool, int
 }
 
 /// Execute the storage plan; the tree stays mounted under the target root.
-fn recreate_storage(ctx: &Ctx, a: &Args, the_plan: &Plan, interactive: bool) -> Result<()> {
-    let mut luks_keys: BTreeMap<String, PathBuf> = ctx.config.recover.luks_keys.clone();
-    luks_keys.extend(parse_pairs(&a.luks_keys, "--luks-key")?.into_iter().map(|(k, v)| (k, PathBuf::from(v))));
+fn recreate_storage(ctx: &Ctx, the_plan: &Plan, keys: keys::Keys, interactive: bool) -> Result<()> {
+    let luks_keys = keys.keys;
     let ask = |name: &str| ask_passphrase(name);
     let quiet = ctx.verbosity < 0 || ctx.json;
     let progress = |i: usize, n: usize, op: &plan::Operation| {
@@ -322,7 +342,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
     let mut phases = report::Phases::new(quiet);
 
     let result = (|| -> Result<()> {
-        let (layout, source) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
+        let (layout, source, keys) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
             let layout = Layout::load(layout_path).map_err(|e| {
                 if layout_path.exists() {
                     e
@@ -339,14 +359,19 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             let source = DataSource::resolve_with(&ctx.config, &layout, a.url.as_deref(), a.archive.clone(), selection)?;
             let tools = verify::check_tools(&layout, &source)?;
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
+            // Before the long archive check: a missing key stick is found in seconds.
+            let keys = read_luks_keys(ctx, a, &layout, interactive)?;
             let used = data::check_source(&source, &layout, &ctx.config, progress)?;
             rep.backup = Some(used.clone());
-            Ok((layout, source.with_archive(&used)))
+            Ok((layout, source.with_archive(&used), keys))
         })?;
 
         let the_plan = phases.run(&mut rep, "plan", "map disks, show the plan", |rep| {
-            let protect = rep.backup.as_ref().and_then(|b| b.device.clone());
-            let p = make_plan(ctx, a, &layout, target_root, interactive, protect.as_deref())?;
+            let mut protect: Vec<(PathBuf, &str)> = keys.devices.iter().map(|d| (d.clone(), "holds a LUKS key")).collect();
+            if let Some(dev) = rep.backup.as_ref().and_then(|b| b.device.clone()) {
+                protect.push((dev, "holds the backup"));
+            }
+            let p = make_plan(ctx, a, &layout, target_root, interactive, &protect)?;
             rep.mapping = p.mapping.iter().map(report::MappedDisk::from).collect();
             verify::check_wipe_tools(&p)?;
             if !ctx.json {
@@ -356,7 +381,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             Ok(p)
         })?;
 
-        phases.run(&mut rep, "storage", "partitions, RAID, LUKS, LVM, filesystems, mounts", |_| recreate_storage(ctx, a, &the_plan, interactive))?;
+        phases.run(&mut rep, "storage", "partitions, RAID, LUKS, LVM, filesystems, mounts", |_| recreate_storage(ctx, &the_plan, keys, interactive))?;
 
         phases.run(&mut rep, "restore", "the data", |rep| {
             let from = rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default())).unwrap_or_default();
@@ -529,14 +554,15 @@ mod tests {
     fn the_disk_holding_the_backup_is_never_a_target() {
         let disk = |n: &str| PresentDisk { name: n.into(), path: format!("/dev/{n}").into(), size: 1 << 30, logical_sector_size: 512, ..Default::default() };
         let mut inv = Inventory { disks: vec![disk("sdzz"), disk("sdzy")] };
-        protect_disk(&mut inv, Path::new("/dev/sdzz"));
+        protect_disk(&mut inv, Path::new("/dev/sdzz"), "holds the backup");
         assert_eq!(inv.disks[0].busy, vec!["holds the backup (/dev/sdzz)".to_string()]);
         assert!(inv.disks[1].busy.is_empty());
         // Through a link (`/dev/disk/by-label/X`): the node it points to.
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("sdzy"), "").unwrap();
         std::os::unix::fs::symlink(d.path().join("sdzy"), d.path().join("BACKUP")).unwrap();
-        protect_disk(&mut inv, &d.path().join("BACKUP"));
+        protect_disk(&mut inv, &d.path().join("BACKUP"), "holds a LUKS key");
         assert_eq!(inv.disks[1].busy.len(), 1, "{:?}", inv.disks[1]);
+        assert!(inv.disks[1].busy[0].starts_with("holds a LUKS key ("), "{:?}", inv.disks[1]);
     }
 }

@@ -1,0 +1,207 @@
+//! LUKS keys of a recovery: where each comes from (`recover.luks-keys`,
+//! `--luks-key NAME=SOURCE`), and reading them in the verify phase, before
+//! any disk is written.
+//!
+//! A source is a key file in the rescue system, or a file on a removable disk
+//! found by its filesystem label (`usb://LABEL/path`, also
+//! `usb:///dev/disk/by-label/LABEL/path`). The disk is mounted read-only only
+//! for the read (the usb:// code of [`crate::backup::location`]), so the key
+//! never has to be inside the rescue image, and an unattended recovery needs
+//! nobody at the console: only the stick plugged in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::apply::LuksKey;
+use crate::backup::location::{self, Location};
+use crate::error::input_error;
+
+/// Where the key of one LUKS volume comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum LuksKeySource {
+    /// A key file in the rescue system.
+    File(PathBuf),
+    /// A file on a removable disk: `url` as written, `location` parsed.
+    Usb { url: String, location: Location },
+}
+
+impl LuksKeySource {
+    pub fn parse(s: &str) -> Result<LuksKeySource> {
+        let bad = |why: &str| input_error(format!("bad LUKS key source {s:?}: {why}"));
+        if let Some(rest) = s.strip_prefix("usb://") {
+            let location = Location::parse_usb(rest).map_err(bad)?;
+            if matches!(&location, Location::Usb { path, .. } if path.trim_matches('/').is_empty()) {
+                return Err(bad("it names the USB disk but no file on it; write usb://LABEL/path/to/keyfile"));
+            }
+            return Ok(LuksKeySource::Usb { url: s.to_string(), location });
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(bad(&format!("unknown scheme {scheme}:// (a key is a file path or usb://LABEL/path)")));
+        }
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        Ok(LuksKeySource::File(PathBuf::from(s)))
+    }
+}
+
+impl fmt::Display for LuksKeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LuksKeySource::File(p) => write!(f, "{}", p.display()),
+            LuksKeySource::Usb { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+impl TryFrom<String> for LuksKeySource {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        LuksKeySource::parse(&s).map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl From<LuksKeySource> for String {
+    fn from(k: LuksKeySource) -> String {
+        k.to_string()
+    }
+}
+
+/// The keys, ready for [`crate::apply::ApplyOptions`].
+#[derive(Default)]
+pub struct Keys {
+    /// LUKS mapper name -> key.
+    pub keys: BTreeMap<String, LuksKey>,
+    /// Devices keys were read from: their disks are never recovery targets.
+    pub devices: Vec<PathBuf>,
+}
+
+/// Get the key of every LUKS volume in `volumes` (mapper names). A volume
+/// without a source is left to the prompt when `can_ask`; otherwise that is an
+/// error here, before anything is written. USB disks are waited for up to
+/// `wait` and mounted with `mount_timeout`.
+pub fn read_keys(sources: &BTreeMap<String, LuksKeySource>, volumes: &[String], can_ask: bool, wait: Duration, mount_timeout: u64) -> Result<Keys> {
+    for name in sources.keys().filter(|n| !volumes.contains(n)) {
+        tracing::warn!("a LUKS key is given for {name}, but the descriptor has no LUKS volume {name} (it has: {}); it is not used", list(volumes));
+    }
+    let missing: Vec<&String> = volumes.iter().filter(|v| !sources.contains_key(*v)).collect();
+    if !can_ask && !missing.is_empty() {
+        let n = missing[0];
+        return Err(input_error(format!(
+            "no key for the LUKS volume(s) {} and nobody to ask (unattended, or no terminal); nothing was written. Give each a key: \
+             `luks-keys = {{ {n} = \"usb://LABEL/path/{n}.key\" }}` under [recover] in the rescue image's config (a file on a \
+             USB stick with that filesystem label), or `rescue recover --luks-key {n}=FILE`",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut out = Keys::default();
+    for name in volumes {
+        let Some(source) = sources.get(name) else { continue };
+        match source {
+            LuksKeySource::File(p) => {
+                if !p.is_file() {
+                    return Err(input_error(format!(
+                        "the key file {} for the LUKS volume {name} does not exist in the rescue system; nothing was written. \
+                         Copy it there, or give its place with --luks-key {name}=FILE (usb://LABEL/path for a USB stick)",
+                        p.display()
+                    )));
+                }
+                out.keys.insert(name.clone(), LuksKey::File(p.clone()));
+            }
+            LuksKeySource::Usb { url, location } => {
+                let (bytes, dev) = location::read_usb_file(location, wait, mount_timeout)
+                    .with_context(|| format!("reading the key of the LUKS volume {name} from {url}; nothing was written"))?;
+                tracing::info!("the key of the LUKS volume {name} was read from {url} ({}, {} bytes)", dev.display(), bytes.len());
+                out.keys.insert(name.clone(), LuksKey::Bytes(bytes));
+                if !out.devices.contains(&dev) {
+                    out.devices.push(dev);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_files_and_usb_sticks() {
+        assert_eq!(LuksKeySource::parse("/root/k").unwrap(), LuksKeySource::File("/root/k".into()));
+        let k = LuksKeySource::parse("usb://KEYS/host/cryptroot.key").unwrap();
+        assert_eq!(
+            k,
+            LuksKeySource::Usb {
+                url: "usb://KEYS/host/cryptroot.key".into(),
+                location: Location::Usb { device: None, label: Some("KEYS".into()), path: "host/cryptroot.key".into() }
+            }
+        );
+        assert_eq!(k.to_string(), "usb://KEYS/host/cryptroot.key");
+        let k = LuksKeySource::parse("usb:///dev/disk/by-label/KEYS/k").unwrap();
+        assert!(matches!(k, LuksKeySource::Usb { location: Location::Usb { label: Some(l), path, .. }, .. } if l == "KEYS" && path == "k"));
+    }
+
+    #[test]
+    fn rejects_a_stick_without_a_file_and_unknown_schemes() {
+        let e = format!("{:#}", LuksKeySource::parse("usb://KEYS").unwrap_err());
+        assert!(e.contains("no file on it"), "{e}");
+        assert!(format!("{:#}", LuksKeySource::parse("usb://KEYS/").unwrap_err()).contains("no file on it"));
+        assert!(format!("{:#}", LuksKeySource::parse("usb://").unwrap_err()).contains("no USB filesystem label"));
+        assert!(format!("{:#}", LuksKeySource::parse("nfs://nas/k").unwrap_err()).contains("unknown scheme nfs://"));
+    }
+
+    #[test]
+    fn unattended_without_a_key_stops_before_writing() {
+        let e = read_keys(&BTreeMap::new(), &["cryptroot".into()], false, Duration::ZERO, 1).err().unwrap();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("no key for the LUKS volume(s) cryptroot") && msg.contains("nothing was written"), "{msg}");
+        assert_eq!(crate::error::exit_code_for(&e), crate::error::EXIT_INPUT);
+        // With a terminal the prompt asks later.
+        assert!(read_keys(&BTreeMap::new(), &["cryptroot".into()], true, Duration::ZERO, 1).unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn key_files_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        let mut src = BTreeMap::new();
+        src.insert("cryptroot".to_string(), LuksKeySource::File(key.clone()));
+        let msg = format!("{:#}", read_keys(&src, &["cryptroot".into()], false, Duration::ZERO, 1).err().unwrap());
+        assert!(msg.contains("does not exist in the rescue system"), "{msg}");
+        std::fs::write(&key, b"secret").unwrap();
+        let keys = read_keys(&src, &["cryptroot".into()], false, Duration::ZERO, 1).unwrap();
+        assert!(matches!(keys.keys.get("cryptroot"), Some(LuksKey::File(p)) if p == &key));
+        assert!(keys.devices.is_empty());
+    }
+
+    #[test]
+    fn missing_usb_label_names_the_label() {
+        let mut src = BTreeMap::new();
+        src.insert("cryptroot".to_string(), LuksKeySource::parse("usb://RESCUE-TEST-NO-SUCH-LABEL/k").unwrap());
+        let msg = format!("{:#}", read_keys(&src, &["cryptroot".into()], false, Duration::ZERO, 1).err().unwrap());
+        assert!(msg.contains("from usb://RESCUE-TEST-NO-SUCH-LABEL/k") && msg.contains("no filesystem with the label \"RESCUE-TEST-NO-SUCH-LABEL\""), "{msg}");
+        assert!(msg.contains("nothing was written"), "{msg}");
+    }
+
+    #[test]
+    fn keys_for_volumes_not_in_the_descriptor_are_not_read() {
+        let mut src = BTreeMap::new();
+        src.insert("other".to_string(), LuksKeySource::parse("usb://RESCUE-TEST-NO-SUCH-LABEL/k").unwrap());
+        assert!(read_keys(&src, &[], false, Duration::ZERO, 1).unwrap().keys.is_empty());
+    }
+}
