@@ -17,7 +17,7 @@ const STDERR_TAIL: usize = 2048;
 
 /// A command line to run, built like `std::process::Command` but always
 /// reporting failures with the whole command and its stderr.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
@@ -25,6 +25,19 @@ pub struct Cmd {
     env: Vec<(OsString, OsString)>,
     /// Exit codes other than 0 that still count as success.
     ok_codes: Vec<i32>,
+}
+
+/// Never shows what goes to stdin: it may be a LUKS key.
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cmd")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("stdin", &self.stdin.as_ref().map(|d| format!("<{} bytes>", d.len())))
+            .field("env", &self.env)
+            .field("ok_codes", &self.ok_codes)
+            .finish()
+    }
 }
 
 /// What a finished command produced.
@@ -302,6 +315,13 @@ mod tests {
         assert!(err.downcast_ref::<ToolMissing>().is_some());
         let err = Cmd::new("/nonexistent/sfdisk").run().unwrap_err();
         assert!(format!("{err:#}").contains("apt-get install fdisk"), "{err:#}");
+    }
+
+    #[test]
+    fn debug_output_hides_stdin() {
+        let c = Cmd::new("cryptsetup").args(["open", "--key-file", "-"]).stdin("s3cret passphrase");
+        let d = format!("{c:?}");
+        assert!(!d.contains("s3cret") && d.contains("<17 bytes>") && d.contains("cryptsetup"), "{d}");
     }
 
     #[test]
