@@ -183,3 +183,21 @@ fn nvme_and_sata_with_mbr_logical_partitions() {
     // Swap not active is still recorded.
     assert!(l.swaps.iter().any(|s| s.device == "nvme0n1p2"));
 }
+
+/// mkbackup leaves the disk its usb:// backup goes to out of the layout; that
+/// is expected, so unlike capture.exclude-disks it is no capture warning.
+#[test]
+fn the_backup_disk_is_left_out_without_a_warning() {
+    let fx = Fixture::load(&dir().join("nvme-sata.json")).unwrap();
+    let capture_with = |exclude: &[&str], backup: &[&str]| {
+        let strings = |v: &[&str]| v.iter().map(|d| d.to_string()).collect();
+        let opts = CaptureOptions { root: "/mnt/target".into(), exclude_disks: strings(exclude), backup_disks: strings(backup), ..Default::default() };
+        capture(&fx, &opts).unwrap()
+    };
+    let cap = capture_with(&["vda"], &["/dev/sda"]);
+    assert_eq!(cap.layout.disks.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["nvme0n1"]);
+    assert!(!cap.warnings.iter().any(|w| w.contains("sda")), "{:?}", cap.warnings);
+    let cap = capture_with(&["vda", "sda"], &[]);
+    assert_eq!(cap.layout.disks.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["nvme0n1"]);
+    assert!(cap.warnings.iter().any(|w| w.contains("disk sda is excluded by the configuration")), "{:?}", cap.warnings);
+}

@@ -8,6 +8,7 @@
 pub mod location;
 pub mod rsync;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -79,6 +80,24 @@ fn used_bytes(path: &Path) -> Option<u64> {
     Some((s.blocks() - s.blocks_free()) as u64 * s.fragment_size() as u64)
 }
 
+/// The data in `mounts`, counting each recorded filesystem once: the
+/// subvolumes of one btrfs are mounted apart (`/`, `/home`, `/var/log`) and
+/// `used` (statvfs) reports the whole filesystem at each, so summing them
+/// tripled the ETA and could refuse a backup for lack of space. `None` when
+/// the usage of one of them is unknown.
+fn expected_bytes(layout: &Layout, mounts: &[String], used: impl Fn(&str) -> Option<u64>) -> Option<u64> {
+    let mut counted = BTreeSet::new();
+    let mut total = 0;
+    for m in mounts {
+        let device = layout.mounts.iter().find(|x| &x.path == m).map(|x| x.device.as_str());
+        if device.is_some_and(|d| !counted.insert(d)) {
+            continue;
+        }
+        total += used(m)?;
+    }
+    Some(total)
+}
+
 /// Whether `path` is the root of a filesystem.
 fn is_mount_point(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -128,7 +147,14 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
     let sources: Vec<Source> = mounts.iter().map(|m| Source { path: under_root(&opts.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() }).collect();
     // The data to back up, for the ETA and the space check: known when
     // every source is a mount point (a whole filesystem), as on a live system.
-    let expected: Option<u64> = mounts.iter().map(|m| under_root(&opts.root, m)).map(|p| if is_mount_point(&p) { used_bytes(&p) } else { None }).sum();
+    let expected = expected_bytes(layout, &mounts, |m| {
+        let p = under_root(&opts.root, m);
+        if is_mount_point(&p) {
+            used_bytes(&p)
+        } else {
+            None
+        }
+    });
     let stamp = time::OffsetDateTime::now_utc()
         .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
         .unwrap_or_else(|_| "now".into());
@@ -419,6 +445,19 @@ mod tests {
         assert!(c.backup.one_file_system);
         assert_eq!(c.backup.timeout, 5);
         assert!(Config::from_toml("[backup]\ncompress = \"lz4\"\n").is_err());
+    }
+
+    #[test]
+    fn subvolumes_of_one_btrfs_count_once_in_the_expected_size() {
+        let layout = Layout::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/layouts/btrfs-subvolumes.toml"))).unwrap();
+        let mounts = backup_mounts(&layout, &Config::default());
+        assert_eq!(mounts, vec!["/", "/home", "/var/log"]);
+        // statvfs reports the whole filesystem (1 GiB used) at each subvolume mount.
+        assert_eq!(expected_bytes(&layout, &mounts, |_| Some(1 << 30)), Some(1 << 30));
+        // Two filesystems add up; one unknown makes the total unknown.
+        let two = Layout::from_toml(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/archive/layout.toml")).unwrap()).unwrap();
+        assert_eq!(expected_bytes(&two, &["/".into(), "/boot".into()], |_| Some(100)), Some(200));
+        assert_eq!(expected_bytes(&two, &["/".into(), "/boot".into()], |m| (m == "/").then_some(100)), None);
     }
 
     #[test]

@@ -19,11 +19,14 @@ pub struct CaptureOptions {
     pub root: String,
     pub exclude_disks: Vec<String>,
     pub exclude_mounts: Vec<String>,
+    /// Disks the backup goes to (mkbackup's `usb://` destination): left out
+    /// like `exclude_disks`, but that is expected, so not a warning.
+    pub backup_disks: Vec<String>,
 }
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        Self { disks: Vec::new(), root: "/".into(), exclude_disks: Vec::new(), exclude_mounts: Vec::new() }
+        Self { disks: Vec::new(), root: "/".into(), exclude_disks: Vec::new(), exclude_mounts: Vec::new(), backup_disks: Vec::new() }
     }
 }
 
@@ -303,6 +306,10 @@ fn select_disks(p: &mut Probe, opts: &CaptureOptions) -> Result<BTreeSet<String>
     let candidates: Vec<(String, BlockNode)> = p.devs.iter().filter(|(_, d)| d.parents.is_empty()).map(|(k, d)| (k.clone(), d.node.clone())).collect();
     for (k, n) in candidates {
         if n.kind != "disk" || n.size == 0 || k.starts_with("zram") || k.starts_with("ram") || n.read_only {
+            continue;
+        }
+        if opts.backup_disks.iter().any(|d| d.trim_start_matches("/dev/") == k) {
+            tracing::info!("disk {k} holds the backup destination: left out of the layout");
             continue;
         }
         if excluded.contains(&k) {

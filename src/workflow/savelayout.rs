@@ -46,11 +46,15 @@ pub fn capture_with(ctx: &Ctx, a: &CaptureArgs) -> Result<Capture> {
     capture_excluding(ctx, a, &[])
 }
 
-/// [`capture_with`], leaving out `more_disks` too (e.g. the disk a backup goes to).
-pub fn capture_excluding(ctx: &Ctx, a: &CaptureArgs, more_disks: &[String]) -> Result<Capture> {
-    let mut exclude_disks = ctx.config.capture.exclude_disks.clone();
-    exclude_disks.extend(more_disks.iter().cloned());
-    let opts = CaptureOptions { disks: a.disks.clone(), root: a.root.clone(), exclude_disks, exclude_mounts: ctx.config.capture.exclude_mounts.clone() };
+/// [`capture_with`], leaving out `backup_disks` too (the disk a usb:// backup goes to), without a warning.
+pub fn capture_excluding(ctx: &Ctx, a: &CaptureArgs, backup_disks: &[String]) -> Result<Capture> {
+    let opts = CaptureOptions {
+        disks: a.disks.clone(),
+        root: a.root.clone(),
+        exclude_disks: ctx.config.capture.exclude_disks.clone(),
+        exclude_mounts: ctx.config.capture.exclude_mounts.clone(),
+        backup_disks: backup_disks.to_vec(),
+    };
     let started = std::time::Instant::now();
     let result = if let Some(f) = &a.from_fixture {
         let fixture = Fixture::load(f)?;

@@ -20,6 +20,8 @@
 # (the customised tree, shared by all kinds; TKEY = hash of the rootfs tarball
 # name, setup.sh and the files it installs) and KIND-KEY/ (KEY = TKEY + hash of
 # install.sh and layout/KIND.sh). flock'ed.
+# Environment: RESCUE_TEST_CACHE, RESCUE_SCENARIO_TIMEOUT_SCALE (multiplies the
+# install's 1200 s limit, as run-scenario.sh does for its phases).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "build-source: ERROR: $*" >&2; exit 1; }
@@ -98,7 +100,9 @@ if ((${#uefi[@]})); then
   cp /usr/share/OVMF/OVMF_VARS.fd "$work/out/OVMF_VARS.fd"
   vars=(--ovmf-vars "$work/out/OVMF_VARS.fd")
 fi
-# 1200 s; RESCUE_SCENARIO_TIMEOUT_SCALE (run-scenario.sh) stretches it on a loaded machine.
+# 1200 s is twice the slowest install seen at load 12; an install that runs
+# update-initramfs in the guest (bios-md-raid1: MODULES=most under TCG) takes
+# longer, so the scenario's RESCUE_SCENARIO_TIMEOUT_SCALE stretches it too.
 limit=$(awk -v s="${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}" 'BEGIN { printf "%d", 1200 * s }')
 "$here/run-guest.sh" --no-rescue "${uefi[@]}" "${vars[@]}" "${disk_args[@]}" --timeout "$limit" "$work/job" \
   || { tail -n 40 "$work/job/out/run.log" >&2 || true; die "installing the $kind source system in the test guest failed (run.log tail above)"; }

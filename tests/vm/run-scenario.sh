@@ -76,12 +76,10 @@ case "$scenario" in
 [ "$(findmnt -n -o FSTYPE /home)" = xfs ] || { echo "/home is not xfs"; exit 1; }
 findmnt -n /boot/efi >/dev/null || { echo "/boot/efi is not mounted"; exit 1; }
 efibootmgr -v'
-    # The USB stick is attached while mkbackup runs: keep it out of the layout,
-    # or the recovery wants a target disk for it (see docs/testing.md, findings).
+    # The USB stick is attached while mkbackup runs; mkbackup leaves the disk
+    # behind usb:// out of the layout (see docs/testing.md, findings).
     config='[backup]
 url = "usb://RESCUEBAK"
-[capture]
-exclude-disks = ["sda"]
 ' ;;
   bios-md-raid1)
     kind=bios-md-raid1 data_dirs="/srv/rescue-data" config=$backup_iso
