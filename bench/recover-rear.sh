@@ -20,7 +20,7 @@ BIN=${RESCUE:-$ROOT/target/release/rescue}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 export RESCUE_SCENARIO_TIMEOUT_SCALE=${RESCUE_SCENARIO_TIMEOUT_SCALE:-3}
 mkdir -p "$W"
-for tool in ${TOOLS:-rescue rear}; do
+for tool in ${TOOLS-rescue rear}; do
   rm -rf "${W:?}/$tool"
   echo "load-before $(cut -d' ' -f1-3 /proc/loadavg)" >"$W/$tool.load"
   echo "$(date -u +%T) $tool: tests/vm/run-scenario.sh bios-ext4 $W/$tool" >&2
@@ -30,7 +30,7 @@ for tool in ${TOOLS:-rescue rear}; do
 done
 
 # get TOOL KEY: a value from TOOL's `times` (empty when the phase did not get there).
-get() { awk -v k="$2" '$1==k {v=$2} END {print v}' "$W/$1/times" 2>/dev/null; }
+get() { awk -v k="$2" '$1==k {v=$2} END {print v}' "$W/$1/times" 2>/dev/null || true; }
 sum() { [ -n "$1" ] && [ -n "$2" ] && echo $(($1 + $2)); }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", a / b }'; }
 mib() { [ -n "$1" ] && awk -v a="$1" 'BEGIN { printf "%.0f", a / 1048576 }'; }
@@ -61,7 +61,7 @@ echo "| result | ${v[rescue.result]} | ${v[rear.result]} | |"
 echo
 for tool in rescue rear; do
   echo "$tool: load average $(sed -n 's/^load-before //p' "$W/$tool.load" 2>/dev/null) -> $(sed -n 's/^load-after //p' "$W/$tool.load" 2>/dev/null);" \
-    "times: $(tr '\n' ' ' <"$W/$tool/times" 2>/dev/null)"
+    "times: $(tr '\n' ' ' 2>/dev/null <"$W/$tool/times")"
 done
 if [ -f "$W/rescue/recover-report.txt" ]; then
   echo "rescue's recover report:"
