@@ -160,9 +160,10 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }'; }
 record() { echo "$1 $2" >>"$W/times"; log "$1: $2 s"; }
 # mark_time NAME START FILE LINE: in the background, record NAME as the seconds
-# from START until LINE appears in FILE (a serial log); kill it when the phase ends.
+# from START until LINE appears in FILE (a serial log); kill it when the phase ends
+# (a line printed less than ~0.5 s before qemu exits may go unrecorded).
 mark_time() {
-  until grep -aqF -- "$4" "$3" 2>/dev/null; do sleep 2; done
+  until grep -aqF -- "$4" "$3" 2>/dev/null; do sleep 0.5; done
   record "$1" "$(secs "$2")"
 }
 fail() {
