@@ -23,7 +23,10 @@
 # and the tail of the serial log of the phase that failed on stderr.
 # Environment: RESCUE_TEST_CACHE, RESCUE_SCENARIO_TIMEOUT_SCALE (multiplies the
 # per-phase limits; default 1), RESCUE_SCENARIO_MKBACKUP (the backup command run
-# in the source; default "rescue -v mkbackup"; for debugging the harness).
+# in the source; default "rescue -v mkbackup"; for debugging the harness),
+# RESCUE_SCENARIO_TOOL=rear (the same scenario with Debian's rear 2.7 instead of
+# rescue: `rear -v mkbackup` to an ISO holding the backup, unattended `rear
+# recover` from it; ISO-backup scenarios only; bench/recover-rear.sh).
 set -euo pipefail
 # The whole script is one compound command: bash parses it before running, so
 # editing this file while a scenario runs cannot break that run.
@@ -210,6 +213,46 @@ network = "'"$net"'"
 [recover]
 unattended-proceed = true
 '"$recover_conf"
+
+# --- the tool under test --------------------------------------------------------
+# mkbackup_cmd runs in the source after the test data (prepare.sh first, when
+# there is one); iso_name: the ISO it leaves in /job/out; mark_*: console lines of
+# the recovery: started, succeeded, failed, about to power off (or reboot).
+tool=${RESCUE_SCENARIO_TOOL:-rescue} prepare=""
+mkbackup_cmd=${RESCUE_SCENARIO_MKBACKUP:-rescue -v mkbackup} iso_name='rescue-*.iso'
+mark_start=RESCUE-RECOVER-START mark_ok=RESCUE-RECOVER-OK mark_failed=RESCUE-RECOVER-FAILED mark_end=RESCUE-POWEROFF
+case "$tool" in
+  rescue) ;;
+  rear)
+    [[ $config == "$backup_iso"* ]] || die "RESCUE_SCENARIO_TOOL=rear needs a scenario with the backup in the ISO"
+    # What rear needs that the minbase source lacks (ENVIRONMENT.md).
+    packages+=" rear file procps less xorriso isolinux syslinux-common"
+    # rear wants a nameserver even offline (never used). The tar options make rear
+    # keep what the scenario verifies and rescue keeps by default: xattrs, ACLs and
+    # sub-second mtimes (GNU tar's default format stores whole seconds).
+    prepare='[ -s /etc/resolv.conf ] || echo "nameserver 10.0.2.3" >/etc/resolv.conf
+mkdir -p /etc/rear
+cat >/etc/rear/local.conf <<"CONF"
+OUTPUT=ISO
+OUTPUT_URL=null
+BACKUP=NETFS
+BACKUP_URL=iso:///backup
+ISO_DEFAULT=automatic
+ISO_RECOVER_MODE=unattended
+USE_SERIAL_CONSOLE=yes
+SERIAL_CONSOLE_DEVICES="/dev/ttyS0"
+USER_INPUT_TIMEOUT=5
+BACKUP_PROG_OPTIONS+=( --xattrs "--xattrs-include=*.*" --acls --format=posix )
+CONF'
+    mkbackup_cmd=${RESCUE_SCENARIO_MKBACKUP:-rear -v mkbackup && cp /var/lib/rear/output/rear-*.iso /job/out/}
+    iso_name='rear-*.iso'
+    # rear's ISO boot menu (ISO_DEFAULT=automatic) starts `rear recover` with the
+    # kernel option `unattended`; on success it sleeps 30 s and reboots (-no-reboot: qemu exits).
+    mark_start="Launching 'rear recover' automatically in unattended mode"
+    mark_ok="'rear recover' finished successfully" mark_failed="'rear recover' failed" mark_end="Rebooting in 30 seconds" ;;
+  *) die "unknown RESCUE_SCENARIO_TOOL '$tool' (rescue, rear)" ;;
+esac
+
 [ -r /usr/share/OVMF/OVMF_CODE.fd ] || die "/usr/share/OVMF/OVMF_CODE.fd is missing: apt-get install ovmf"
 
 if [ -z "$rescue" ]; then
@@ -232,6 +275,13 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }'; }
 record() { echo "$1 $2" >>"$W/times"; log "$1: $2 s"; }
+# mark_time NAME START FILE LINE: in the background, record NAME as the seconds
+# from START until LINE appears in FILE (a serial log); kill it when the phase ends
+# (a line printed less than ~0.5 s before qemu exits may go unrecorded).
+mark_time() {
+  until grep -aqF -- "$4" "$3" 2>/dev/null; do sleep 0.5; done
+  record "$1" "$(secs "$2")"
+}
 fail() {
   local phase=$1 msg=$2 serial=$3
   {
@@ -299,6 +349,7 @@ if [ -n "$packages" ]; then
   "$here/fetch-debs.sh" "$job/debs" $packages >/dev/null || fail packages "fetching $packages failed (see above)" /dev/null
 fi
 printf '%s' "$config" >"$job/rescue.toml"
+if [ -n "$prepare" ]; then printf '%s\n' "$prepare" >"$job/prepare.sh"; fi
 printf '#!/bin/bash\nset -euo pipefail\n%s\n' "$check" >"$job/check.sh"
 cat >"$job/run.sh" <<JOB
 set -euxo pipefail
@@ -314,11 +365,12 @@ install -m 0755 /job/check.sh /var/lib/rescue-test/check.sh
 rescue-scenario-state >/var/lib/rescue-test/state
 wc -l /var/lib/rescue-test/state
 lsblk -o NAME,TYPE,FSTYPE,LABEL,SIZE,MOUNTPOINTS
+if [ -f /job/prepare.sh ]; then bash /job/prepare.sh; fi
 sync
 start=\$(date +%s)
 # Exit code 1 = completed with warnings (a file changed while being read): the
 # archive is complete; recorded in times as mkbackup-exit.
-rc=0; ${RESCUE_SCENARIO_MKBACKUP:-rescue -v mkbackup} || rc=\$?
+rc=0; $mkbackup_cmd || rc=\$?
 echo "mkbackup-seconds \$(( \$(date +%s) - start ))" >/job/out/mkbackup-seconds
 echo "mkbackup-exit \$rc" >>/job/out/mkbackup-seconds
 [ "\$rc" -le 1 ]
@@ -364,8 +416,8 @@ if [ -f "$job/out/mkbackup-seconds" ]; then
   record mkbackup "$(sed -n 's/^mkbackup-seconds //p' "$job/out/mkbackup-seconds")"
   record mkbackup-exit "$(sed -n 's/^mkbackup-exit //p' "$job/out/mkbackup-seconds")"
 fi
-iso=$(find "$job/out" -maxdepth 1 -name 'rescue-*.iso' | head -n1)
-[ -n "$iso" ] || fail source "rescue mkbackup wrote no rescue-*.iso to the output directory /job/out" "$job/out/run.log"
+iso=$(find "$job/out" -maxdepth 1 -name "$iso_name" | head -n1)
+[ -n "$iso" ] || fail source "$tool mkbackup wrote no $iso_name to the output directory /job/out" "$job/out/run.log"
 log "ISO $(du -h "$iso" | cut -f1): $iso"
 echo "iso-bytes $(stat -c %s "$iso")" >>"$W/times"
 
@@ -385,32 +437,36 @@ if [ "$fw" = uefi ]; then
   tgt_args+=($(ovmf "$W/target-vars.fd"))
 fi
 t=$(now)
+mark_time recover-ok "$t" "$W/recover.serial.log" "$mark_ok" & mpid=$!
 rc=0; qemu recover 1800 "${tgt_args[@]}" "${usb_args[@]}" "${stick_args[@]}" "${nic[@]}" \
   -drive "file=$iso,format=raw,if=none,id=cd,media=cdrom,readonly=on" -device ide-cd,drive=cd,bus=ide.1 || rc=$?
 record recover-boot-and-restore "$(secs "$t")"
+kill "$mpid" 2>/dev/null || true
 serial="$W/recover.serial.log"
 tr '\r' '\n' <"$serial" | grep -av '^\s*$' >"$serial.txt" || true
 # The recovery's own report: "Recovery of HOST finished in N s", then one line a phase.
 rto=$(sed -n 's/^Recovery of .* finished in \([0-9.]*\) s$/\1/p' "$serial.txt" | tail -n1)
 [ -z "$rto" ] || record rescue-recover-reported-total "$rto"
 sed -n '/^Recovery of .* finished in/,/^  total/p' "$serial.txt" >"$W/recover-report.txt" || true
-# The ISO built in the source booted to the banner, with the descriptor and
-# every blank target disk under /dev/disk/by-id (serial target-diskN).
-grep -q 'RESCUE-BANNER rescue .* rescue system for rescue-src' "$serial.txt" || fail recover "the rescue ISO did not boot to its banner (qemu status $rc)" "$serial.txt"
-grep -q 'RESCUE-LAYOUT present /etc/rescue/layout.toml' "$serial.txt" || fail recover "the rescue system has no descriptor /etc/rescue/layout.toml" "$serial.txt"
-for i in "${!targets[@]}"; do
-  grep -Eq "RESCUE-DISK by-id/[^ ]*target-disk$((i + 1)) -> /dev/" "$serial.txt" ||
-    fail recover "blank target disk $((i + 1)) (serial target-disk$((i + 1))) is not under /dev/disk/by-id in the rescue system" "$serial.txt"
-done
-grep -q 'RESCUE-RECOVER-START' "$serial.txt" || fail recover "the rescue ISO did not start the unattended recovery (qemu status $rc)" "$serial.txt"
-if ! grep -q 'RESCUE-RECOVER-OK' "$serial.txt"; then
-  if grep -q 'RESCUE-RECOVER-FAILED' "$serial.txt"; then
-    fail recover "rescue recover --unattended failed: $(grep -m1 'RESCUE-RECOVER-FAILED' "$serial.txt")" "$serial.txt"
+if [ "$tool" = rescue ]; then
+  # The ISO built in the source booted to the banner, with the descriptor and
+  # every blank target disk under /dev/disk/by-id (serial target-diskN).
+  grep -q 'RESCUE-BANNER rescue .* rescue system for rescue-src' "$serial.txt" || fail recover "the rescue ISO did not boot to its banner (qemu status $rc)" "$serial.txt"
+  grep -q 'RESCUE-LAYOUT present /etc/rescue/layout.toml' "$serial.txt" || fail recover "the rescue system has no descriptor /etc/rescue/layout.toml" "$serial.txt"
+  for i in "${!targets[@]}"; do
+    grep -Eq "RESCUE-DISK by-id/[^ ]*target-disk$((i + 1)) -> /dev/" "$serial.txt" ||
+      fail recover "blank target disk $((i + 1)) (serial target-disk$((i + 1))) is not under /dev/disk/by-id in the rescue system" "$serial.txt"
+  done
+fi
+grep -qF "$mark_start" "$serial.txt" || fail recover "the $tool ISO did not start the unattended recovery (qemu status $rc)" "$serial.txt"
+if ! grep -qF "$mark_ok" "$serial.txt"; then
+  if grep -qF "$mark_failed" "$serial.txt"; then
+    fail recover "$tool's unattended recovery failed: $(grep -m1 -F "$mark_failed" "$serial.txt")" "$serial.txt"
   fi
   ((rc != 124)) || fail recover "timed out during the unattended recovery" "$serial.txt"
-  fail recover "no RESCUE-RECOVER-OK on the console (qemu status $rc)" "$serial.txt"
+  fail recover "no $mark_ok on the console (qemu status $rc)" "$serial.txt"
 fi
-grep -q 'RESCUE-POWEROFF' "$serial.txt" || fail recover "the recovery finished but the rescue system did not power off" "$serial.txt"
+grep -qF "$mark_end" "$serial.txt" || fail recover "the recovery finished but the rescue system did not power off" "$serial.txt"
 
 # --- 3. the recovered disk(s) boot alone --------------------------------------
 ver_args=("${tgt_disks[@]}")
@@ -419,8 +475,10 @@ if [ "$fw" = uefi ]; then
   ver_args+=($(ovmf "$W/target-vars.fd"))
 fi
 t=$(now)
+mark_time verify-pass "$t" "$W/verify.serial.log" "RESCUE-SCENARIO-VERIFY PASS" & mpid=$!
 rc=0; qemu verify 900 "${ver_args[@]}" || rc=$?
 record verify-boot "$(secs "$t")"
+kill "$mpid" 2>/dev/null || true
 serial="$W/verify.serial.log"
 tr '\r' '\n' <"$serial" | grep -av '^\s*$' >"$serial.txt" || true
 if ! grep -q 'RESCUE-SCENARIO-VERIFY PASS' "$serial.txt"; then
