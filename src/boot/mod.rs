@@ -36,6 +36,9 @@ pub struct Target {
     pub disk_drivers: BTreeSet<String>,
     /// Regenerate the initramfs whatever the check says.
     pub force_initramfs: bool,
+    /// The initramfs-tools settings files of the restored system, relative,
+    /// in the order mkinitramfs reads them ([`initramfs_conf_files`]).
+    pub initramfs_conf_files: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -109,7 +112,8 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
     // The initramfs: regenerating it costs minutes (rear always does; under
     // emulation it was most of its recovery time). Only when needed.
     let tool = if read("usr/sbin/update-initramfs").is_some() || read("etc/initramfs-tools/initramfs.conf").is_some() { "update-initramfs" } else { "dracut" };
-    let has = read("etc/initramfs-tools/initramfs.conf").map(|c| initramfs_modules_most(&c)).unwrap_or(false);
+    let confs: Vec<String> = target.initramfs_conf_files.iter().filter_map(|f| read(f)).collect();
+    let has = initramfs_modules(&confs).as_deref() == Some("most");
     if target.force_initramfs {
         steps.push(Step::RegenerateInitramfs { tool: tool.into(), reason: "requested".into() });
     } else if rewrote_early_boot_files {
@@ -177,9 +181,31 @@ fn join(s: &BTreeSet<String>) -> String {
 }
 
 /// Debian's initramfs-tools with `MODULES=most` (its default) carries the
-/// drivers for every common disk controller.
-fn initramfs_modules_most(conf: &str) -> bool {
-    conf.lines().map(str::trim).filter(|l| !l.starts_with('#')).any(|l| l == "MODULES=most")
+/// drivers for every common disk controller. The effective `MODULES` is the
+/// last assignment over the settings files in the order they are read
+/// (initramfs.conf, then conf.d/*): a `conf.d` file setting `dep` wins.
+fn initramfs_modules(confs: &[String]) -> Option<String> {
+    confs
+        .iter()
+        .flat_map(|c| c.lines())
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("MODULES="))
+        .map(|v| v.split('#').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .next_back()
+}
+
+/// initramfs-tools' settings files under the restored root, relative: its
+/// `initramfs.conf`, then `conf.d/*` by name as mkinitramfs sources them
+/// (package leftovers like `*.dpkg-old` and backups `*~` left out).
+pub fn initramfs_conf_files(root: &Path) -> Vec<String> {
+    let mut out = vec!["etc/initramfs-tools/initramfs.conf".to_string()];
+    let mut extra: Vec<String> = std::fs::read_dir(root.join("etc/initramfs-tools/conf.d"))
+        .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    extra.retain(|n| !n.ends_with('~') && !n.contains(".dpkg-"));
+    extra.sort();
+    out.extend(extra.into_iter().map(|n| format!("etc/initramfs-tools/conf.d/{n}")));
+    out
 }
 
 /// The kernel modules the disk `/sys/block/NAME` depends on: every driver
@@ -303,7 +329,13 @@ mod tests {
     }
 
     fn target(uefi: bool, drivers: &[&str]) -> Target {
-        Target { root: "/mnt/local".into(), uefi, disk_drivers: drivers.iter().map(|s| s.to_string()).collect(), force_initramfs: false }
+        Target {
+            root: "/mnt/local".into(),
+            uefi,
+            disk_drivers: drivers.iter().map(|s| s.to_string()).collect(),
+            force_initramfs: false,
+            initramfs_conf_files: vec!["etc/initramfs-tools/initramfs.conf".into(), "etc/initramfs-tools/conf.d/driver-policy".into()],
+        }
     }
 
     fn files(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
@@ -324,6 +356,36 @@ mod tests {
         assert!(matches!(steps[0], Step::KeepInitramfs { .. }), "{steps:?}");
         assert!(steps.contains(&Step::GrubBios { disks: vec!["/dev/sda".into(), "/dev/sdb".into()] }), "{steps:?}");
         assert!(!steps.iter().any(|s| matches!(s, Step::RewriteFile { .. } | Step::GrubMkconfig { .. })));
+    }
+
+    #[test]
+    fn a_conf_d_modules_setting_overrides_initramfs_conf() {
+        let l = layout("md-raid1-ext4.toml");
+        let mut map = DeviceMap::default();
+        map.paths.insert("sda".into(), "/dev/vda".into());
+        map.paths.insert("sdb".into(), "/dev/vdb".into());
+        let read = files(&[
+            ("etc/initramfs-tools/initramfs.conf", "MODULES=most\n"),
+            ("etc/initramfs-tools/conf.d/driver-policy", "# only what this machine needs\nMODULES=dep\n"),
+        ]);
+        let steps = plan(&l, &map, &target(false, &["virtio_blk"]), &read);
+        assert!(steps.iter().any(|s| matches!(s, Step::RegenerateInitramfs { reason, .. } if reason.contains("virtio_blk"))), "{steps:?}");
+        assert_eq!(initramfs_modules(&["MODULES=dep\n".into(), "MODULES='most' # back\n".into()]).as_deref(), Some("most"));
+        assert_eq!(initramfs_modules(&["#MODULES=dep\nBUSYBOX=auto\n".into()]), None);
+    }
+
+    #[test]
+    fn initramfs_conf_files_in_the_order_mkinitramfs_reads_them() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("etc/initramfs-tools/conf.d");
+        std::fs::create_dir_all(&c).unwrap();
+        for n in ["zz-last", "10-first", "resume", "old.dpkg-old", "edit~"] {
+            std::fs::write(c.join(n), "").unwrap();
+        }
+        assert_eq!(
+            initramfs_conf_files(d.path()),
+            ["initramfs.conf", "conf.d/10-first", "conf.d/resume", "conf.d/zz-last"].map(|f| format!("etc/initramfs-tools/{f}"))
+        );
     }
 
     #[test]

@@ -70,7 +70,13 @@ pub fn run(layout: &Layout, plan: &Plan, root: &Path, opts: &Options) -> Result<
     for m in &plan.mapping {
         drivers.extend(boot::disk_drivers(&m.name));
     }
-    let target = Target { root: root.to_path_buf(), uefi, disk_drivers: drivers, force_initramfs: opts.force_initramfs };
+    let target = Target {
+        root: root.to_path_buf(),
+        uefi,
+        disk_drivers: drivers,
+        force_initramfs: opts.force_initramfs,
+        initramfs_conf_files: boot::initramfs_conf_files(root),
+    };
     let map = DeviceMap { paths: plan.device_paths() };
     let read = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
     let planned = boot::plan(layout, &map, &target, &read);
