@@ -1,7 +1,9 @@
 //! Progress: an indicatif bar (bytes, files, rate, ETA) when stderr is a
-//! terminal, a plain line every few seconds otherwise (logs, serial consoles).
+//! terminal on a screen, a plain line every few seconds otherwise (logs,
+//! serial consoles: a redrawn bar fills a serial log with escape sequences).
 
 use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -9,6 +11,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::util::human_bytes;
 
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether stderr is a terminal that can show a redrawn bar: not a pipe or
+/// file, not `TERM=dumb`, not a serial or virtual console line (the rescue
+/// system's console, a BMC's serial-over-LAN).
+fn stderr_draws_bars() -> bool {
+    let stderr = std::io::stderr();
+    if !stderr.is_terminal() {
+        return false;
+    }
+    let tty = nix::unistd::ttyname(stderr.as_fd()).map(|p| p.display().to_string()).unwrap_or_default();
+    draws_bars(std::env::var("TERM").ok().as_deref(), &tty)
+}
+
+fn draws_bars(term: Option<&str>, tty: &str) -> bool {
+    let serial = ["/dev/console", "/dev/ttyS", "/dev/ttyAMA", "/dev/hvc", "/dev/ttyUSB", "/dev/xvc"].iter().any(|p| tty.starts_with(p));
+    !serial && !matches!(term, None | Some("") | Some("dumb"))
+}
 
 pub struct Progress {
     what: &'static str,
@@ -25,7 +44,7 @@ impl Progress {
     /// `total` is the expected byte count when known (ETA), `enabled` false
     /// for no output at all (library callers, tests).
     pub fn new(what: &'static str, total: Option<u64>, enabled: bool) -> Self {
-        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+        let bar = (enabled && stderr_draws_bars()).then(|| {
             let bar = match total {
                 Some(t) => ProgressBar::new(t),
                 None => ProgressBar::new_spinner(),
@@ -93,5 +112,20 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_only_on_a_screen_terminal() {
+        assert!(draws_bars(Some("xterm-256color"), "/dev/pts/3"));
+        assert!(draws_bars(Some("linux"), "/dev/tty1"));
+        assert!(!draws_bars(Some("vt220"), "/dev/ttyS0"));
+        assert!(!draws_bars(Some("linux"), "/dev/console"));
+        assert!(!draws_bars(Some("dumb"), "/dev/pts/3"));
+        assert!(!draws_bars(None, "/dev/pts/3"));
     }
 }
