@@ -12,9 +12,10 @@ use crate::util::human_bytes;
 
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
 
-/// Whether stderr is a terminal that can show a redrawn bar: not a pipe or
-/// file, not `TERM=dumb`, not a serial or virtual console line (the rescue
-/// system's console, a BMC's serial-over-LAN).
+/// Whether stderr is a terminal that can show a redrawn bar: a
+/// pseudo-terminal or a virtual console with a `TERM` other than dumb; not a
+/// pipe or file, not /dev/console or a serial line (the rescue system's
+/// console, a BMC's serial-over-LAN).
 fn stderr_draws_bars() -> bool {
     let stderr = std::io::stderr();
     if !stderr.is_terminal() {
@@ -25,8 +26,12 @@ fn stderr_draws_bars() -> bool {
 }
 
 fn draws_bars(term: Option<&str>, tty: &str) -> bool {
-    let serial = ["/dev/console", "/dev/ttyS", "/dev/ttyAMA", "/dev/hvc", "/dev/ttyUSB", "/dev/xvc"].iter().any(|p| tty.starts_with(p));
-    !serial && !matches!(term, None | Some("") | Some("dumb"))
+    // Only a pseudo-terminal (ssh, a terminal window) or a virtual console
+    // (tty1...) is a screen; /dev/console, serial lines and a name that could
+    // not be read are not.
+    let vt = tty.strip_prefix("/dev/tty").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let screen = tty.starts_with("/dev/pts/") || vt;
+    screen && !matches!(term, None | Some("") | Some("dumb"))
 }
 
 pub struct Progress {
@@ -127,5 +132,7 @@ mod tests {
         assert!(!draws_bars(Some("linux"), "/dev/console"));
         assert!(!draws_bars(Some("dumb"), "/dev/pts/3"));
         assert!(!draws_bars(None, "/dev/pts/3"));
+        assert!(!draws_bars(Some("linux"), ""));
+        assert!(!draws_bars(Some("linux"), "/dev/ttyUSB0"));
     }
 }
