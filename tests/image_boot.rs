@@ -58,7 +58,7 @@ fn pxe_files_boot_with_kernel_and_initrd() {
     let cfg = std::fs::read_to_string(pxe.join("pxelinux.cfg/default")).unwrap();
     assert!(cfg.contains("KERNEL vmlinuz") && cfg.contains("INITRD initrd.img"), "{cfg}");
     // The same command line the menus use, taken from the generated config.
-    let append = cfg.lines().find(|l| l.trim_start().starts_with("APPEND console")).unwrap().trim().trim_start_matches("APPEND ").to_string();
+    let append = pxe_append(&pxe);
     let c =
         boot(Firmware::Bios, &["-kernel", pxe.join("vmlinuz").to_str().unwrap(), "-initrd", pxe.join("initrd.img").to_str().unwrap(), "-append", &append], 400);
     assert_rescue_booted(&c, "PXE kernel+initrd");
@@ -137,8 +137,7 @@ fn ssh_login_with_the_configured_key() {
     assert!(host_keys.is_empty(), "host keys of the build host in the image: {host_keys:?}");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfgtext = std::fs::read_to_string(pxe.join("pxelinux.cfg/default")).unwrap();
-    let append = cfgtext.lines().find(|l| l.trim_start().starts_with("APPEND console")).unwrap().trim().trim_start_matches("APPEND ").to_string();
+    let append = pxe_append(&pxe);
     let serial = dir.path().join("serial.log");
     let vm = Vm(Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-display", "none", "-monitor", "none", "-no-reboot"])

@@ -175,8 +175,7 @@ fn luks_passphrase_is_asked_twice_without_echo_and_formats_the_volume() {
     let disk = LoopDisk::new(dir.path(), "luks", 64);
     let lay = dir.path().join("layout.toml");
     std::fs::write(&lay, layout(64 << 20)).unwrap();
-    let cfg = dir.path().join("rescue.toml");
-    std::fs::write(&cfg, format!("log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n", dir.path().display())).unwrap();
+    let cfg = local_config(dir.path());
     let target = dir.path().join("mnt");
 
     let mut cmd = Command::new(rescue_bin());

@@ -14,13 +14,18 @@ pub fn rescue_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rescue"))
 }
 
-/// Run `rescue` with a config that keeps logs and state in `dir`.
-pub fn rescue(dir: &Path, args: &[&str]) -> Output {
+/// `dir/rescue.toml` keeping logs and state in `dir` (written once).
+pub fn local_config(dir: &Path) -> PathBuf {
     let cfg = dir.join("rescue.toml");
     if !cfg.exists() {
         std::fs::write(&cfg, format!("log-dir = \"{0}/log\"\nstate-dir = \"{0}/state\"\n", dir.display())).expect("write config");
     }
-    Command::new(rescue_bin()).arg("--config").arg(&cfg).args(args).output().expect("run rescue")
+    cfg
+}
+
+/// Run `rescue` with [`local_config`].
+pub fn rescue(dir: &Path, args: &[&str]) -> Output {
+    Command::new(rescue_bin()).arg("--config").arg(local_config(dir)).args(args).output().expect("run rescue")
 }
 
 pub fn sh(cmd: &str) -> String {

@@ -141,6 +141,13 @@ impl Drop for Loop {
     }
 }
 
+/// The kernel command line of the PXE directory's default entry (the same
+/// one the menus use), from its `pxelinux.cfg/default`.
+pub fn pxe_append(pxe: &Path) -> String {
+    let cfg = std::fs::read_to_string(pxe.join("pxelinux.cfg/default")).unwrap();
+    cfg.lines().find(|l| l.trim_start().starts_with("APPEND console")).unwrap().trim().trim_start_matches("APPEND ").to_string()
+}
+
 /// Firmware for a boot.
 pub enum Firmware {
     Bios,
