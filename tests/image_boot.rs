@@ -47,7 +47,7 @@ fn pxe_directory_boots_over_tftp() {
     );
     let nic = format!("user,model=virtio-net-pci,tftp={},bootfile=pxelinux.0", pxe.display());
     let c = boot_with_nic(Firmware::Bios, &nic, &["-boot", "n"], 900);
-    assert!(c.contains("PXELINUX"), "pxelinux did not start from TFTP:\n{}", &c[c.len().saturating_sub(3000)..]);
+    assert!(c.contains("PXELINUX"), "pxelinux did not start from TFTP:\n{}", console_tail(&c, 3000));
     assert_rescue_booted(&c, "PXE over TFTP");
 }
 
@@ -63,9 +63,10 @@ fn pxe_files_boot_with_kernel_and_initrd() {
         boot(Firmware::Bios, &["-kernel", pxe.join("vmlinuz").to_str().unwrap(), "-initrd", pxe.join("initrd.img").to_str().unwrap(), "-append", &append], 400);
     assert_rescue_booted(&c, "PXE kernel+initrd");
     assert!(c.contains("RESCUE-NET eth0"), "no network came up via DHCP");
-    // `unattended` runs `rescue recover --unattended`; this build has no
-    // recover command, so it must say it failed and go on (to the shell,
-    // here to rescue.after=poweroff) instead of hanging or rebooting.
+    // `unattended` runs `rescue recover --unattended`; with the fixture's
+    // NFS backup and no network it cannot succeed, so it must say it failed
+    // and go on (to the shell, here to rescue.after=poweroff) instead of
+    // hanging or rebooting.
     let c = boot(
         Firmware::Bios,
         &[
@@ -78,10 +79,10 @@ fn pxe_files_boot_with_kernel_and_initrd() {
         ],
         400,
     );
-    assert!(c.contains("RESCUE-RECOVER-START rescue recover --unattended"), "unattended recovery not started");
+    assert!(c.contains("RESCUE-RECOVER-START rescue recover --unattended"), "unattended recovery not started:\n{}", console_tail(&c, 4000));
     let ok = c.contains("RESCUE-RECOVER-OK");
-    assert!(ok || c.contains("RESCUE-RECOVER-FAILED exit code"), "no recovery result line");
-    assert!(c.contains("RESCUE-NET disabled by rescue.nonet"));
+    assert!(ok || c.contains("RESCUE-RECOVER-FAILED exit code"), "no recovery result line:\n{}", console_tail(&c, 4000));
+    assert!(c.contains("RESCUE-NET disabled by rescue.nonet"), "{}", console_tail(&c, 4000));
 }
 
 #[test]

@@ -216,13 +216,53 @@ fn two_same_size_disks_are_ambiguous_and_listed() {
     assert!(plan::build(&l, &inv, &o).is_ok());
 }
 
+/// The members of a mirror are interchangeable: onto as many anonymous
+/// same-size disks they go in name order, without a question (an unattended
+/// recovery of a RAID1 server onto new disks must not stop here).
 #[test]
-fn mirrored_disks_onto_two_anonymous_same_size_disks_are_ambiguous() {
+fn mirrored_disks_onto_two_anonymous_same_size_disks_go_in_name_order() {
     let l = layout("md-raid1-ext4.toml");
     let size = l.disks[0].size;
-    let inv = Inventory { disks: vec![disk("vda", size), disk("vdb", size)] };
+    let inv = Inventory { disks: vec![disk("vdb", size), disk("vda", size)] };
+    let m = plan::map(&l, &inv, &opts()).unwrap();
+    let got: Vec<(&str, &str, MatchReason)> = m.iter().map(|a| (a.recorded.as_str(), a.name.as_str(), a.reason)).collect();
+    assert_eq!(got, vec![("sda", "vda", MatchReason::Interchangeable), ("sdb", "vdb", MatchReason::Interchangeable)]);
+    assert!(plan::build(&l, &inv, &opts()).is_ok());
+    // Same names present (the same machine with new disks): each keeps its name.
+    let inv = Inventory { disks: vec![disk("sdb", size), disk("sda", size)] };
+    let m = plan::map(&l, &inv, &opts()).unwrap();
+    assert!(m.iter().all(|a| a.recorded == a.name && a.reason == MatchReason::Interchangeable), "{m:?}");
+}
+
+#[test]
+fn mirrored_disks_stay_ambiguous_with_a_third_same_size_disk() {
+    let l = layout("md-raid1-ext4.toml");
+    let size = l.disks[0].size;
+    let inv = Inventory { disks: vec![disk("vda", size), disk("vdb", size), disk("vdc", size)] };
     let problem = plan::map(&l, &inv, &opts()).unwrap_err();
     assert_eq!(problem.ambiguous.len(), 2, "{problem:?}");
+    assert_eq!(problem.ambiguous[0].candidates.len(), 3);
+}
+
+#[test]
+fn same_size_disks_that_differ_stay_ambiguous() {
+    let base = layout("md-raid1-ext4.toml");
+    let size = base.disks[0].size;
+    let inv = Inventory { disks: vec![disk("vda", size), disk("vdb", size)] };
+    // Another partition type on one disk.
+    let mut l = base.clone();
+    l.partitions.iter_mut().find(|p| p.name == "sdb1").unwrap().type_id = "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into();
+    assert_eq!(plan::map(&l, &inv, &opts()).unwrap_err().ambiguous.len(), 2);
+    // A partition outside the arrays holding a filesystem (data on one disk only).
+    let mut l = base.clone();
+    let mut fs = l.filesystems[0].clone();
+    fs.device = "sdb1".into();
+    l.filesystems.push(fs);
+    assert_eq!(plan::map(&l, &inv, &opts()).unwrap_err().ambiguous.len(), 2);
+    // Two disks without any RAID between them are not a mirror.
+    let mut l = base;
+    l.raids.clear();
+    assert_eq!(plan::map(&l, &inv, &opts()).unwrap_err().ambiguous.len(), 2);
 }
 
 #[test]

@@ -3,9 +3,12 @@
 //! Order of evidence: an explicit mapping (`--map`, then the config's
 //! `[mapping]`), then stable identity (WWN, serial, by-id name), then the same
 //! size, then the only unused disk that can hold the recorded one. Busy disks
-//! and virtual disks (loop, RAM) are never chosen automatically. When more
-//! than one candidate remains the caller gets the candidates, to ask a person
-//! or to stop.
+//! and virtual disks (loop, RAM) are never chosen automatically. Recorded
+//! disks that are interchangeable (the members of a mirror: same size, same
+//! partitions, each partition in the same RAID array or holding nothing) and
+//! have exactly as many same-size candidates go to them in name order: any
+//! order gives the same system. When more than one candidate remains
+//! otherwise the caller gets the candidates, to ask a person or to stop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -26,6 +29,9 @@ pub enum MatchReason {
     Serial,
     ById,
     SameSize,
+    /// One of several interchangeable recorded disks (mirror members) onto
+    /// as many same-size disks, in name order.
+    Interchangeable,
     /// The only unused disk that can hold it.
     OnlyFitting,
     /// A person chose it when asked.
@@ -40,6 +46,7 @@ impl std::fmt::Display for MatchReason {
             MatchReason::Serial => "same serial number",
             MatchReason::ById => "same /dev/disk/by-id name",
             MatchReason::SameSize => "the only unused disk of the same size",
+            MatchReason::Interchangeable => "same size; the recorded disks are interchangeable (same partitions, members of the same RAID arrays)",
             MatchReason::OnlyFitting => "the only unused disk large enough",
             MatchReason::Chosen => "chosen interactively",
         })
@@ -182,7 +189,13 @@ pub fn map_disks(
                 .collect();
             wanted.push((d, c));
         }
+        if rule == MatchReason::SameSize {
+            assign_interchangeable(layout, &wanted, &mut used, &mut assigned);
+        }
         for (d, c) in &wanted {
+            if assigned.contains_key(&d.name) {
+                continue;
+            }
             let contested = c.len() == 1 && wanted.iter().filter(|(_, o)| o.iter().any(|p| p.name == c[0].name)).count() > 1;
             match c.as_slice() {
                 [p] if !contested => {
@@ -227,6 +240,88 @@ pub fn map_disks(
         return Err(problem);
     }
     Ok(layout.disks.iter().filter_map(|d| assigned.remove(&d.name)).collect())
+}
+
+/// Groups of recorded disks that all want the same set of same-size
+/// candidates, as many as there are disks, and are interchangeable: assigned
+/// in name order (a present disk with a recorded disk's name gets that disk).
+fn assign_interchangeable(
+    layout: &Layout,
+    wanted: &[(&Disk, Vec<&PresentDisk>)],
+    used: &mut BTreeSet<String>,
+    assigned: &mut BTreeMap<String, DiskAssignment>,
+) {
+    let mut groups: BTreeMap<Vec<String>, Vec<&Disk>> = BTreeMap::new();
+    for (d, c) in wanted {
+        if c.len() >= 2 {
+            let mut names: Vec<String> = c.iter().map(|p| p.name.clone()).collect();
+            names.sort();
+            groups.entry(names).or_default().push(d);
+        }
+    }
+    for (names, disks) in groups {
+        if disks.len() != names.len() || !interchangeable(layout, &disks) {
+            continue;
+        }
+        let Some((_, candidates)) = wanted.iter().find(|(d, _)| d.name == disks[0].name) else { continue };
+        let mut recorded: Vec<&Disk> = disks.clone();
+        recorded.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut free: Vec<&PresentDisk> = candidates.clone();
+        free.sort_by(|a, b| a.name.cmp(&b.name));
+        // The same kernel names first (same machine, new disks), then name order.
+        let mut order: Vec<(&Disk, &PresentDisk)> = Vec::new();
+        recorded.retain(|d| match free.iter().position(|p| p.name == d.name) {
+            Some(i) => {
+                order.push((d, free.remove(i)));
+                false
+            }
+            None => true,
+        });
+        order.extend(recorded.into_iter().zip(free));
+        for (d, p) in order {
+            used.insert(p.name.clone());
+            assigned.insert(d.name.clone(), assignment(d, p, MatchReason::Interchangeable));
+        }
+    }
+}
+
+/// A recorded disk as the mapping compares them: size, table, the RAID array
+/// on the whole disk, and per partition (number, start, size, type, RAID array).
+type DiskShape = (u64, String, Option<String>, Vec<(u32, u64, u64, String, Option<String>)>);
+
+/// Whether recorded disks are the same to a recovery: same size and table,
+/// partitions with the same geometry and type, and each partition (or the
+/// whole disk) either a member of the same RAID array on every disk or
+/// holding nothing on any of them (a BIOS boot partition).
+fn interchangeable(layout: &Layout, disks: &[&Disk]) -> bool {
+    // What sits directly on a block id: Some(raid name), None for nothing,
+    // Err(()) for anything else (a filesystem, swap, LUKS, a PV).
+    let user = |id: &str| -> Result<Option<String>, ()> {
+        if let Some(r) = layout.raids.iter().find(|r| r.devices.iter().chain(r.spares.iter()).any(|m| m == id)) {
+            return Ok(Some(r.name.clone()));
+        }
+        let used = layout.filesystems.iter().any(|f| f.device == id)
+            || layout.swaps.iter().any(|s| s.device == id)
+            || layout.luks.iter().any(|l| l.device == id)
+            || layout.lvm_pvs.iter().any(|pv| pv.device == id);
+        if used {
+            Err(())
+        } else {
+            Ok(None)
+        }
+    };
+    let shape = |d: &Disk| -> Option<DiskShape> {
+        let parts = layout
+            .partitions_of(&d.name)
+            .into_iter()
+            .map(|p| user(&p.name).ok().map(|u| (p.number, p.start, p.size, p.type_id.clone(), u)))
+            .collect::<Option<Vec<_>>>()?;
+        Some((d.size, format!("{:?}", d.table), user(&d.name).ok()?, parts))
+    };
+    let Some(first) = disks.first().and_then(|d| shape(d)) else { return false };
+    // Something must tie them together: a mirror, not two blank disks' worth of nothing.
+    let any_raid = first.2.is_some() || first.3.iter().any(|p| p.4.is_some());
+    any_raid && disks.iter().skip(1).all(|d| shape(d).as_ref() == Some(&first))
 }
 
 fn identity_match(d: &Disk, p: &PresentDisk) -> Option<MatchReason> {

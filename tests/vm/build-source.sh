@@ -15,7 +15,12 @@
 # filesystems, fstab by UUID, grub-install + update-grub in a chroot. The host
 # kernel has no device-mapper, and grub-mkconfig needs udev, hence the VM.
 # A layout may set PACKAGES=(...): extra Debian packages, fetched on the host
-# (fetch-debs.sh) into /job/debs for the layout to install into the tree.
+# (fetch-debs.sh) and installed with dpkg into a copy of the tree in a chroot
+# on the host; and define host_tree(): run on the host on that copy ($T, with
+# /proc, /sys and /dev mounted) after the packages, e.g. to write mdadm.conf
+# or crypttab for IDs the layout fixes and run update-initramfs natively (it
+# takes ~1.5 min on the host and over 50 min in a TCG guest at load 10).
+# Such a kind installs its own tree instead of the shared one.
 # Cache: ${RESCUE_TEST_CACHE:-/var/cache/rescue-test}/source/: tree-TKEY.tar.zst
 # (the customised tree, shared by all kinds; TKEY = hash of the rootfs tarball
 # name, setup.sh and the files it installs) and KIND-KEY/ (KEY = TKEY + hash of
@@ -50,7 +55,11 @@ rootfs=$("$here/build-guest.sh" --rootfs) || die "building the debootstrap tarba
 # run-scenario.sh installs the current ones before each backup.
 tkey=$( { basename "$rootfs"; cat "$here/source/setup.sh" "$here/source/rescue-scenario.service" "$here/guest/modprobe-blacklist.conf"; } | sha256sum | cut -c1-16)
 tree="$CACHE/source/tree-$tkey.tar.zst"
-key=$( { echo "$tkey" "$fw" "${sizes[*]}"; cat "$here/source/install.sh" "$layout"; } | sha256sum | cut -c1-16)
+# shellcheck source=/dev/null
+host_step=$(. "$layout"; if declare -F host_tree >/dev/null || ((${#PACKAGES[@]})); then echo yes; fi)
+key_files=("$here/source/install.sh" "$layout")
+if [ -n "$host_step" ]; then key_files+=("$here/source/install-debs"); fi
+key=$( { echo "$tkey" "$fw" "${sizes[*]}"; cat "${key_files[@]}"; } | sha256sum | cut -c1-16)
 dir="$CACHE/source/$kind-$key"
 if [ -e "$dir/.done" ]; then echo "$dir"; exit 0; fi
 mkdir -p "$CACHE/source"
@@ -60,8 +69,14 @@ if [ -e "$dir/.done" ]; then echo "$dir"; exit 0; fi
 
 t0=$(date +%s)
 work=$(mktemp -d "$CACHE/source/tmp.XXXXXX")
+umount_tree() {
+  local m
+  for m in dev sys proc; do
+    if mountpoint -q "$work/tree/$m" 2>/dev/null; then umount -l "$work/tree/$m"; fi
+  done
+}
 cleanup() {
-  if mountpoint -q "$work/tree/proc" 2>/dev/null; then umount -l "$work/tree/proc"; fi
+  umount_tree
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -76,17 +91,36 @@ if [ ! -e "$tree" ]; then
   mv "$tree.tmp" "$tree"
   rm -rf "$work/tree"
 fi
-ln "$tree" "$work/job/tree.tar.zst" 2>/dev/null || cp "$tree" "$work/job/tree.tar.zst"
+if [ -z "$host_step" ]; then
+  ln "$tree" "$work/job/tree.tar.zst" 2>/dev/null || cp "$tree" "$work/job/tree.tar.zst"
+else
+  # This kind's own tree: the shared one plus PACKAGES and host_tree, on the host.
+  log "preparing the $kind tree on the host (packages: ${packages[*]:-none})"
+  mkdir -p "$work/tree"
+  zstd -q -dc "$tree" | tar --numeric-owner --xattrs --xattrs-include='*' --acls -C "$work/tree" -xf -
+  mount -t proc proc "$work/tree/proc"
+  mount -t sysfs sysfs "$work/tree/sys"
+  mount --bind /dev "$work/tree/dev"
+  if ((${#packages[@]})); then
+    "$here/fetch-debs.sh" "$work/tree/tmp/debs" "${packages[@]}" >/dev/null || die "fetching ${packages[*]} failed (see above)"
+    cp "$here/source/install-debs" "$work/tree/tmp/"
+    chroot "$work/tree" /tmp/install-debs /tmp/debs >"$work/host-tree.log" 2>&1 \
+      || { tail -n 30 "$work/host-tree.log" "$work/tree/tmp/install-debs.log" >&2; die "installing ${packages[*]} into the $kind tree failed"; }
+    rm -rf "$work/tree/tmp/debs" "$work/tree/tmp/install-debs" "$work/tree/tmp/install-debs.log"
+  fi
+  # shellcheck source=/dev/null
+  if (. "$layout"; declare -F host_tree >/dev/null); then
+    # A bash of its own: `set -e` holds inside it although `||` follows.
+    T="$work/tree" bash -euxo pipefail -c '. "$1"; host_tree' host_tree "$layout" >>"$work/host-tree.log" 2>&1 \
+      || { tail -n 40 "$work/host-tree.log" >&2; die "host_tree of $kind failed (log above)"; }
+  fi
+  umount_tree
+  tar --numeric-owner --xattrs --acls -C "$work/tree" -cf - . | zstd -q -T0 -3 -o "$work/job/tree.tar.zst"
+  rm -rf "$work/tree"
+fi
 t1=$(date +%s)
 log "tree ready in $((t1 - t0)) s; installing $kind onto ${#sizes[@]} disk(s) (${sizes[*]}) in the test guest"
 cp "$here/source/install.sh" "$work/job/run.sh"
-if ((${#packages[@]})); then
-  log "extra packages for $kind: ${packages[*]}"
-  "$here/fetch-debs.sh" "$work/job/debs" "${packages[@]}" >/dev/null || die "fetching ${packages[*]} failed (see above)"
-  # The layout installs them (PACKAGES is part of its hash): in its bootloader
-  # step, `cp -r /job/debs /job/install-debs "$mnt/tmp/" && chroot "$mnt" /tmp/install-debs /tmp/debs`.
-  cp "$here/source/install-debs" "$work/job/"
-fi
 cp "$layout" "$work/job/layout.sh"
 disk_args=() n=0
 for s in "${sizes[@]}"; do
@@ -100,9 +134,9 @@ if ((${#uefi[@]})); then
   cp /usr/share/OVMF/OVMF_VARS.fd "$work/out/OVMF_VARS.fd"
   vars=(--ovmf-vars "$work/out/OVMF_VARS.fd")
 fi
-# 1200 s is twice the slowest install seen at load 12; an install that runs
-# update-initramfs in the guest (bios-md-raid1: MODULES=most under TCG) takes
-# longer, so the scenario's RESCUE_SCENARIO_TIMEOUT_SCALE stretches it too.
+# 1200 s is twice the slowest install seen at load 12 (no layout runs
+# update-initramfs in the guest any more: host_tree does it natively);
+# RESCUE_SCENARIO_TIMEOUT_SCALE stretches it like the scenario phases.
 limit=$(awk -v s="${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}" 'BEGIN { printf "%d", 1200 * s }')
 "$here/run-guest.sh" --no-rescue "${uefi[@]}" "${vars[@]}" "${disk_args[@]}" --timeout "$limit" "$work/job" \
   || { tail -n 40 "$work/job/out/run.log" >&2 || true; die "installing the $kind source system in the test guest failed (run.log tail above)"; }
@@ -110,6 +144,7 @@ limit=$(awk -v s="${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}" 'BEGIN { printf "%d", 120
 echo "$kind" >"$work/out/kind"
 echo "$fw" >"$work/out/firmware"
 cp "$work/job/out/run.log" "$work/out/install.log"
+if [ -f "$work/host-tree.log" ]; then cp "$work/host-tree.log" "$work/out/host-tree.log"; fi
 rm -rf "$dir"
 mv "$work/out" "$dir"
 touch "$dir/.done"

@@ -87,7 +87,16 @@ url = "usb://RESCUEBAK"
   bios-md-raid1)
     kind=bios-md-raid1 data_dirs="/srv/rescue-data" config=$backup_iso
     check='grep -A1 "^md" /proc/mdstat | grep -q "\[UU\]" || { cat /proc/mdstat; echo "no healthy RAID1"; exit 1; }
-[ "$(findmnt -n -o SOURCE / | cut -c1-7)" = /dev/md ] || { echo "/ is not on MD"; exit 1; }' ;;
+[ "$(findmnt -n -o SOURCE / | cut -c1-7)" = /dev/md ] || { echo "/ is not on MD"; exit 1; }
+# GRUB on both members: each member disk boots alone.
+n=0
+for m in $(sed -n "s/^md[0-9]* : active raid1 //p" /proc/mdstat); do
+  disk=$(basename "$(readlink -f "/sys/class/block/${m%%\[*}/..")")
+  head -c 512 "/dev/$disk" | grep -aq GRUB || { echo "no GRUB in the boot sector of $disk"; exit 1; }
+  n=$((n + 1))
+done
+[ "$n" = 2 ] || { cat /proc/mdstat; echo "expected 2 RAID1 members, found $n"; exit 1; }
+echo "GRUB in the boot sector of both RAID1 members"' ;;
   btrfs-subvol)
     kind=btrfs-subvol data_dirs="/srv/rescue-data /home/alice" config=$backup_iso
     check='btrfs subvolume get-default / | grep -q "path @$" || { btrfs subvolume get-default /; echo "default subvolume is not @"; exit 1; }
