@@ -8,9 +8,8 @@
 //! a USB disk found by its label). Scenarios 3 to 6 and `bios-ext4-bacula`
 //! (the rescue image restores from a Bacula director on the host through
 //! qemu's user-mode network) need RESCUE_FULL_TESTS=1 (scripts/test.sh
-//! --full); RESCUE_SCENARIOS="a b" runs only the named ones. Scenario 4
-//! (luks2-lvm) has not passed yet: its source system never finished building
-//! under TCG at load 10-12 (see docs/testing.md).
+//! --full); RESCUE_SCENARIOS="a b" runs only the named ones (times in
+//! docs/testing.md).
 //!
 //! One test function on purpose: test functions of one binary may run in
 //! parallel, and two TCG guests on two cores only slow each other down; the

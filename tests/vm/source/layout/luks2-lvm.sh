@@ -35,6 +35,8 @@ host_tree() {
   grep -E 'cryptroot/keyfiles/cryptroot.key$' "$T/tmp/initrd.list"
   grep -E 'cryptroot/crypttab$' "$T/tmp/initrd.list"
   grep -E 'sbin/cryptsetup$' "$T/tmp/initrd.list"
+  grep -E '/dm-crypt\.ko$' "$T/tmp/initrd.list"
+  grep -E '/xts\.ko$' "$T/tmp/initrd.list"
   chroot "$T" sh -c 'unmkinitramfs /boot/initrd.img-* /tmp/initrd-check'
   find "$T/tmp/initrd-check" -path '*/cryptroot/crypttab' -exec grep -H "UUID=$LUKS_UUID" {} + | grep -q .
   rm -rf "$T/tmp/initrd-check" "$T/tmp/initrd.list"
