@@ -239,6 +239,10 @@ case "$tool" in
     # rear wants a nameserver even offline (never used). The tar options make rear
     # keep what the scenario verifies and rescue keeps by default: xattrs, ACLs and
     # sub-second mtimes (GNU tar's default format stores whole seconds).
+    # MODULES_LOAD: the test source blacklists ata_piix (modprobe.d, TCG boot
+    # time) and rear copies /etc/modprobe.d into its rescue system, where udev
+    # then never loads the driver of the IDE CD drive the ISO boots from; rear
+    # modprobes these by name (its /etc/modules), which the blacklist allows.
     prepare='[ -s /etc/resolv.conf ] || echo "nameserver 10.0.2.3" >/etc/resolv.conf
 mkdir -p /etc/rear
 cat >/etc/rear/local.conf <<"CONF"
@@ -252,6 +256,7 @@ USE_SERIAL_CONSOLE=yes
 SERIAL_CONSOLE_DEVICES="/dev/ttyS0"
 USER_INPUT_TIMEOUT=5
 BACKUP_PROG_OPTIONS+=( --xattrs "--xattrs-include=*.*" --acls --format=posix )
+MODULES_LOAD=( ata_piix sr_mod cdrom isofs )
 CONF'
     mkbackup_cmd=${RESCUE_SCENARIO_MKBACKUP:-rear -v mkbackup && cp /var/lib/rear/output/rear-*.iso /job/out/}
     iso_name='rear-*.iso'
