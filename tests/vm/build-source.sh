@@ -56,7 +56,9 @@ rootfs=$("$here/build-guest.sh" --rootfs) || die "building the debootstrap tarba
 tkey=$( { basename "$rootfs"; cat "$here/source/setup.sh" "$here/source/rescue-scenario.service" "$here/guest/modprobe-blacklist.conf"; } | sha256sum | cut -c1-16)
 tree="$CACHE/source/tree-$tkey.tar.zst"
 # shellcheck source=/dev/null
-host_step=$(. "$layout"; if declare -F host_tree >/dev/null || [ -n "${PACKAGES[*]:-}" ]; then echo yes; fi)
+has_host_tree=$(. "$layout"; if declare -F host_tree >/dev/null; then echo yes; fi)
+host_step=$has_host_tree
+if ((${#packages[@]})); then host_step=yes; fi
 key_files=("$here/source/install.sh" "$layout")
 if [ -n "$host_step" ]; then key_files+=("$here/source/install-debs"); fi
 key=$( { echo "$tkey" "$fw" "${sizes[*]}"; cat "${key_files[@]}"; } | sha256sum | cut -c1-16)
@@ -108,8 +110,7 @@ else
       || { tail -n 30 "$work/host-tree.log" "$work/tree/tmp/install-debs.log" >&2; die "installing ${packages[*]} into the $kind tree failed"; }
     rm -rf "$work/tree/tmp/debs" "$work/tree/tmp/install-debs" "$work/tree/tmp/install-debs.log"
   fi
-  # shellcheck source=/dev/null
-  if (. "$layout"; declare -F host_tree >/dev/null); then
+  if [ -n "$has_host_tree" ]; then
     # A bash of its own: `set -e` holds inside it although `||` follows.
     T="$work/tree" bash -euxo pipefail -c '. "$1"; host_tree' host_tree "$layout" >>"$work/host-tree.log" 2>&1 \
       || { tail -n 40 "$work/host-tree.log" >&2; die "host_tree of $kind failed (log above)"; }
