@@ -238,7 +238,12 @@ case "$tool" in
     packages+=" rear file procps less xorriso isolinux syslinux-common"
     # rear wants a nameserver even offline (never used). The tar options make rear
     # keep what the scenario verifies and rescue keeps by default: xattrs, ACLs and
-    # sub-second mtimes (GNU tar's default format stores whole seconds).
+    # sub-second mtimes (GNU tar's default format stores whole seconds). The
+    # include is given twice because rear 2.7 writes BACKUP_PROG_OPTIONS unquoted
+    # into its rescue system's rescue.conf (prep/NETFS/GNU/Linux/205_...sh) and
+    # sources it with nullglob: there the bare *.* matches no file and vanishes,
+    # and only the quoted copy survives as --xattrs-include=*.* for the restore.
+    # On the backup side the quoted copy is a pattern no xattr has: harmless.
     # MODULES_LOAD: the test source blacklists ata_piix (modprobe.d, TCG boot
     # time) and rear copies /etc/modprobe.d into its rescue system, where udev
     # then never loads the driver of the IDE CD drive the ISO boots from; rear
@@ -255,7 +260,7 @@ ISO_RECOVER_MODE=unattended
 USE_SERIAL_CONSOLE=yes
 SERIAL_CONSOLE_DEVICES="/dev/ttyS0"
 USER_INPUT_TIMEOUT=5
-BACKUP_PROG_OPTIONS+=( --xattrs "--xattrs-include=*.*" --acls --format=posix )
+BACKUP_PROG_OPTIONS+=( --xattrs "--xattrs-include=*.*" "--xattrs-include=\"*.*\"" --acls --format=posix )
 MODULES_LOAD=( ata_piix sr_mod cdrom isofs )
 CONF'
     mkbackup_cmd=${RESCUE_SCENARIO_MKBACKUP:-rear -v mkbackup && cp /var/lib/rear/output/rear-*.iso /job/out/}
