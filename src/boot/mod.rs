@@ -158,9 +158,19 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
             }
             if target.uefi {
                 if let Some(esp) = bl.esp.as_ref().and_then(|e| layout.partition(e)) {
-                    let label =
-                        bl.efi_entries.iter().find(|e| e.path.as_deref() == bl.loader.as_deref()).map(|e| e.label.clone()).unwrap_or_else(|| "Linux".into());
-                    let loader = bl.loader.clone().unwrap_or_else(|| "\\EFI\\debian\\grubx64.efi".into());
+                    // No loader recorded (booted from elsewhere): what the step above installs.
+                    let (default_label, default_loader) = if bl.kind == BootloaderKind::SystemdBoot {
+                        ("Linux Boot Manager", "\\EFI\\systemd\\systemd-bootx64.efi")
+                    } else {
+                        ("Linux", "\\EFI\\debian\\grubx64.efi")
+                    };
+                    let label = bl
+                        .efi_entries
+                        .iter()
+                        .find(|e| e.path.as_deref() == bl.loader.as_deref())
+                        .map(|e| e.label.clone())
+                        .unwrap_or_else(|| default_label.into());
+                    let loader = bl.loader.clone().unwrap_or_else(|| default_loader.into());
                     steps.push(Step::EfiBootEntry { disk: new_path(&esp.disk), partition: esp.number, label, loader });
                 }
             }
@@ -305,7 +315,9 @@ pub fn execute(step: &Step, root: &Path) -> Result<()> {
             "--force-extra-removable",
         ])
         .run(),
-        Step::SystemdBoot { esp_path } => chroot(&["bootctl", "install", &format!("--esp-path={esp_path}")]).run(),
+        // --no-variables: the EfiBootEntry step writes the NVRAM entry, replacing the
+        // recorded one; bootctl's own would be a second entry for the same loader.
+        Step::SystemdBoot { esp_path } => chroot(&["bootctl", "install", "--no-variables", &format!("--esp-path={esp_path}")]).run(),
         Step::GrubMkconfig { config } => chroot(&["grub-mkconfig", "-o", config]).run(),
         Step::EfiBootEntry { disk, partition, label, loader } => {
             // Remove entries of the same label first: a recovery must not pile up duplicates.
@@ -420,6 +432,34 @@ mod tests {
         // Booted with BIOS: no NVRAM to write.
         let steps = plan(&l, &map, &target(false, &[]), &files(&[]));
         assert!(!steps.iter().any(|s| matches!(s, Step::EfiBootEntry { .. })));
+    }
+
+    #[test]
+    fn systemd_boot_gets_bootctl_and_its_own_entry_and_dracut_systems_get_dracut() {
+        let mut l = layout("uefi-lvm-xfs.toml");
+        l.bootloader.kind = BootloaderKind::SystemdBoot;
+        l.bootloader.loader = None;
+        let mut map = DeviceMap::default();
+        map.paths.insert("nvme0n1".into(), "/dev/vda".into());
+        // No initramfs-tools in the restored system: dracut regenerates it.
+        let mut t = target(true, &["virtio_blk"]);
+        t.force_initramfs = true;
+        let steps = plan(&l, &map, &t, &files(&[]));
+        assert!(steps.contains(&Step::RegenerateInitramfs { tool: "dracut".into(), reason: "requested".into() }), "{steps:?}");
+        assert!(steps.contains(&Step::SystemdBoot { esp_path: "/boot/efi".into() }), "{steps:?}");
+        assert!(!steps.iter().any(|s| matches!(s, Step::GrubEfi { .. } | Step::GrubBios { .. })), "{steps:?}");
+        assert!(
+            steps.contains(&Step::EfiBootEntry {
+                disk: "/dev/vda".into(),
+                partition: 1,
+                label: "Linux Boot Manager".into(),
+                loader: "\\EFI\\systemd\\systemd-bootx64.efi".into()
+            }),
+            "{steps:?}"
+        );
+        // initramfs-tools present: update-initramfs, never dracut.
+        let steps = plan(&l, &map, &t, &files(&[("usr/sbin/update-initramfs", "")]));
+        assert!(steps.iter().any(|s| matches!(s, Step::RegenerateInitramfs { tool, .. } if tool == "update-initramfs")), "{steps:?}");
     }
 
     #[test]
