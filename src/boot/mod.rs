@@ -150,20 +150,17 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
         BootloaderKind::Grub2Efi | BootloaderKind::SystemdBoot => {
             let esp_mount =
                 bl.esp.as_ref().and_then(|esp| layout.mounts.iter().find(|m| &m.device == esp)).map(|m| m.path.clone()).unwrap_or_else(|| "/boot/efi".into());
-            if bl.kind == BootloaderKind::SystemdBoot {
-                steps.push(Step::SystemdBoot { esp_path: esp_mount.clone() });
+            // The entry's label and loader when none was recorded (booted from
+            // elsewhere): what this step installs.
+            let (install, default_label, default_loader) = if bl.kind == BootloaderKind::SystemdBoot {
+                (Step::SystemdBoot { esp_path: esp_mount }, "Linux Boot Manager", "\\EFI\\systemd\\systemd-bootx64.efi")
             } else {
                 let id = bl.loader.as_deref().and_then(|l| l.split('\\').filter(|s| !s.is_empty()).nth(1)).unwrap_or("debian").to_string();
-                steps.push(Step::GrubEfi { efi_dir: esp_mount.clone(), bootloader_id: id });
-            }
+                (Step::GrubEfi { efi_dir: esp_mount, bootloader_id: id }, "Linux", "\\EFI\\debian\\grubx64.efi")
+            };
+            steps.push(install);
             if target.uefi {
                 if let Some(esp) = bl.esp.as_ref().and_then(|e| layout.partition(e)) {
-                    // No loader recorded (booted from elsewhere): what the step above installs.
-                    let (default_label, default_loader) = if bl.kind == BootloaderKind::SystemdBoot {
-                        ("Linux Boot Manager", "\\EFI\\systemd\\systemd-bootx64.efi")
-                    } else {
-                        ("Linux", "\\EFI\\debian\\grubx64.efi")
-                    };
                     let label = bl
                         .efi_entries
                         .iter()
