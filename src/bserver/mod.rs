@@ -263,7 +263,7 @@ pub fn mkbackup(config: &Config) -> Result<MkbackupReport> {
     let age_hours = job.end_epoch.map(|e| (now_epoch() - e).max(0) as f64 / 3600.0);
     if cfg.mkbackup_mode == MkbackupMode::Check {
         match age_hours {
-            Some(age) if age > cfg.rpo_hours as f64 => bail!(
+            Some(age) if rpo_missed(age, cfg.rpo_hours) => bail!(
                 "the newest successful backup of {client} on the {product} director is {age:.1} hours old (job {}, {} {}, ended {}): older than backup.server.rpo-hours = {}. Run a backup job for it",
                 job.jobid,
                 job.level_name(),
@@ -276,6 +276,12 @@ pub fn mkbackup(config: &Config) -> Result<MkbackupReport> {
         }
     }
     Ok(MkbackupReport { director: console.address(), client, mode: cfg.mkbackup_mode, job, age_hours, rpo_hours: cfg.rpo_hours })
+}
+
+/// The newest good backup must be younger than the RPO: one exactly as old (a backup that
+/// ended this very second, against `rpo-hours = 0`) misses it too.
+fn rpo_missed(age_hours: f64, rpo_hours: u64) -> bool {
+    age_hours >= rpo_hours as f64
 }
 
 /// What a restore would take, found without changing anything.
@@ -467,6 +473,13 @@ done
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
+    }
+
+    #[test]
+    fn a_backup_as_old_as_the_rpo_misses_it() {
+        assert!(rpo_missed(0.0, 0), "rpo-hours = 0 fails even for a backup that ended this second");
+        assert!(rpo_missed(26.0, 26) && rpo_missed(26.1, 26));
+        assert!(!rpo_missed(25.99, 26));
     }
 
     #[test]
