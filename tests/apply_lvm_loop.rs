@@ -2,7 +2,7 @@
 //! kernel has no device-mapper, so nothing is activated here; but `pvcreate`
 //! and `vgcfgrestore` only write metadata, and `lvm vgs/lvs` read it back.
 //! This checks the VG/LV metadata the `CreateVg`/`CreateLv` operations write
-//! (UUIDs, extent size, sizes, linear allocation across two PVs).
+//! (UUIDs, extent size, sizes, linear allocation across two PVs, a striped LV).
 
 #![allow(clippy::unwrap_used)]
 
@@ -42,10 +42,13 @@ fn volume_group_with_recorded_uuids_on_loop_pvs() {
     let list = pvs.iter().zip(geo).map(|(p, (s, z))| (PathBuf::from(&p.0), p.1.to_string(), s, z)).collect();
     let mut vg = VgState::new(&vg_name, "Vg1aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 4 << 20, list).unwrap();
     vg.restore(tmp.path()).unwrap();
-    vg.add_lv("root", "Lv1aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 40 << 20).unwrap();
+    // Two stripes of 2 extents, 64 KiB each, at the start of both PVs (as the plan orders it: striped first).
+    vg.add_lv("fast", "Lv3aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 16 << 20, 2, Some(64 << 10)).unwrap();
+    vg.restore(tmp.path()).unwrap();
+    vg.add_lv("root", "Lv1aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 40 << 20, 1, None).unwrap();
     vg.restore(tmp.path()).unwrap();
     // 60 MiB does not fit on what is left of the first PV: it spans both.
-    vg.add_lv("data", "Lv2aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 60 << 20).unwrap();
+    vg.add_lv("data", "Lv2aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 60 << 20, 1, None).unwrap();
     vg.restore(tmp.path()).unwrap();
 
     let out = Cmd::new("lvm")
@@ -57,9 +60,9 @@ fn volume_group_with_recorded_uuids_on_loop_pvs() {
     assert_eq!(row["vg_uuid"], "Vg1aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", "{out}");
     assert_eq!(row["vg_extent_size"], (4u64 << 20).to_string(), "{out}");
     assert_eq!(row["pv_count"], "2");
-    assert_eq!(row["lv_count"], "2");
+    assert_eq!(row["lv_count"], "3");
     let out = Cmd::new("lvm")
-        .args(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "lv_name,lv_uuid,lv_size,seg_count", &vg_name])
+        .args(["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", "lv_name,lv_uuid,lv_size,seg_count,segtype,stripes,stripe_size", &vg_name])
         .read()
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -70,6 +73,9 @@ fn volume_group_with_recorded_uuids_on_loop_pvs() {
     assert_eq!(find("data")["lv_uuid"], "Lv2aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw");
     assert_eq!(find("data")["lv_size"], (60u64 << 20).to_string());
     assert_eq!(find("data")["seg_count"], "2");
+    let fast = find("fast");
+    assert_eq!((&fast["lv_uuid"], &fast["lv_size"]), (&"Lv3aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw".into(), &(16u64 << 20).to_string().into()), "{out}");
+    assert_eq!((&fast["segtype"], &fast["stripes"], &fast["stripe_size"]), (&"striped".into(), &"2".into(), &(64u64 << 10).to_string().into()), "{out}");
     let out = Cmd::new("lvm").args(["pvs", "--reportformat", "json", "-o", "pv_name,pv_uuid,vg_name"]).args(&devs).read().unwrap();
     assert!(out.contains("Pv1aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw") && out.contains("Pv2aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw"), "{out}");
 }

@@ -1,5 +1,6 @@
 //! Inside a guest VM (qemu TCG, Debian kernel with dm, md, dm-crypt; udev
-//! running): the MD RAID1, UEFI/LVM/XFS and LUKS2+LVM example descriptors are
+//! running): the MD RAID1, UEFI/LVM/XFS and LUKS2+LVM example descriptors, and
+//! the descriptor captured from a VG over two PVs with a striped LV, are
 //! recovered with `rescue recover --layout-only` onto blank disks, captured
 //! with `savelayout` and left mounted and active; then each capture is
 //! recovered again over the result of the first run (so the nested wipe of
@@ -18,7 +19,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use rescue::layout::Layout;
@@ -38,9 +39,22 @@ fn harness() -> PathBuf {
 /// Recorded disk -> harness disk number (`DISKn` in the guest).
 type DiskMap = &'static [(&'static str, u32)];
 
-/// (scenario, descriptor in layouts/, disks)
-const SCENARIOS: &[(&str, &str, DiskMap)] =
-    &[("md", "md-raid1-ext4.toml", &[("sda", 1), ("sdb", 2)]), ("lvm", "uefi-lvm-xfs.toml", &[("nvme0n1", 3)]), ("luks", "luks2-lvm.toml", &[("vda", 4)])];
+/// (scenario, descriptor under the repository root, disks)
+const SCENARIOS: &[(&str, &str, DiskMap)] = &[
+    ("md", "layouts/md-raid1-ext4.toml", &[("sda", 1), ("sdb", 2)]),
+    ("lvm", "layouts/uefi-lvm-xfs.toml", &[("nvme0n1", 3)]),
+    ("luks", "layouts/luks2-lvm.toml", &[("vda", 4)]),
+    ("span", "tests/fixtures/probe/lvm-span.toml", &[("vdb", 5), ("vdc", 6)]),
+];
+
+fn descriptor(file: &str) -> Layout {
+    Layout::load(&root().join(file)).unwrap()
+}
+
+/// The name the descriptor has in the job directory.
+fn base(file: &str) -> &str {
+    file.rsplit('/').next().unwrap_or(file)
+}
 
 const RUN_SH: &str = r#"
 set -u
@@ -100,7 +114,15 @@ fn summary(l: &Layout) -> BTreeSet<String> {
         out.insert(format!("vg {} uuid={} extent={}", vg.name, vg.uuid, vg.extent_size));
     }
     for lv in &l.lvm_lvs {
-        out.insert(format!("lv {} uuid={} size={}", lv.id(), lv.uuid, lv.size));
+        out.insert(format!(
+            "lv {} uuid={} size={} type={} stripes={} stripe-size={:?}",
+            lv.id(),
+            lv.uuid,
+            lv.size,
+            lv.segment_type,
+            lv.stripes,
+            lv.stripe_size
+        ));
     }
     for f in &l.filesystems {
         out.insert(format!("fs {} uuid={} label={:?}", f.fstype, u(&f.uuid), f.label));
@@ -124,11 +146,11 @@ fn md_lvm_luks_recovered_and_recaptured_in_a_guest() {
     std::fs::write(job.join("key"), "correct horse battery staple").unwrap();
     let mut script = String::from(RUN_SH);
     for (name, file, disks) in SCENARIOS {
-        let l = Layout::load(&root().join("layouts").join(file)).unwrap();
-        std::fs::copy(root().join("layouts").join(file), job.join(file)).unwrap();
+        let l = descriptor(file);
+        std::fs::copy(root().join(file), job.join(base(file))).unwrap();
         std::fs::write(job.join(format!("{name}.fstab")), common::fstab_for(&l)).unwrap();
         let maps: Vec<String> = disks.iter().map(|(old, n)| format!("{old}=$DISK{n}")).collect();
-        script += &format!("run {name} /job/{file} {name}-1 keep {}\n", maps.join(" "));
+        script += &format!("run {name} /job/{} {name}-1 keep {}\n", base(file), maps.join(" "));
     }
     // Second round: the captures, over the first round's result.
     for (name, _, disks) in SCENARIOS {
@@ -142,7 +164,7 @@ fn md_lvm_luks_recovered_and_recaptured_in_a_guest() {
     let started = std::time::Instant::now();
     let out = Command::new(&h)
         .args(["--rescue", bin.to_str().unwrap(), "--timeout", "2400", "--mem", "3072"])
-        .args(["--disk", "10G:sata", "--disk", "10G:sata", "--disk", "50G:nvme", "--disk", "20G:virtio"])
+        .args(["--disk", "10G:sata", "--disk", "10G:sata", "--disk", "50G:nvme", "--disk", "20G:virtio", "--disk", "1G:virtio", "--disk", "1G:virtio"])
         .arg(job)
         .output()
         .unwrap();
@@ -156,7 +178,7 @@ fn md_lvm_luks_recovered_and_recaptured_in_a_guest() {
         String::from_utf8_lossy(&out.stderr)
     );
     for (name, file, _) in SCENARIOS {
-        let orig = Layout::load(&root().join("layouts").join(file)).unwrap();
+        let orig = descriptor(file);
         let first = Layout::load(&job.join(format!("out/{name}-1.toml"))).unwrap();
         let second = Layout::load(&job.join(format!("out/{name}-2.toml"))).unwrap();
         let (want, got) = (summary(&orig), summary(&first));
@@ -180,10 +202,9 @@ fn md_lvm_luks_recovered_and_recaptured_in_a_guest() {
 fn vm_scenarios_use_example_descriptors() {
     // Cheap guard so the ignored test's inputs stay valid.
     for (_, file, disks) in SCENARIOS {
-        let l = Layout::load(&root().join("layouts").join(file)).unwrap();
+        let l = descriptor(file);
         for (old, _) in *disks {
             assert!(l.disk(old).is_some(), "{file} has no disk {old}");
         }
-        assert!(Path::new(&root().join("layouts").join(file)).exists());
     }
 }

@@ -525,3 +525,37 @@ fn recover_config_keys() {
     let e = rescue::config::Config::from_toml("[recover]\nresize = \"biggest\"\n").unwrap_err();
     assert_eq!(rescue::error::exit_code_for(&e), 2);
 }
+
+#[test]
+fn striped_lvs_are_planned_first_with_their_stripes_and_other_types_refused() {
+    // The descriptor captured in the VM: a 2-stripe LV and a linear one spanning both PVs.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe/lvm-span.toml");
+    let mut l = Layout::load(&path).unwrap();
+    let inv = Inventory { disks: l.disks.iter().map(|d| disk(&d.name, d.size)).collect() };
+    let mut o = opts();
+    for d in &l.disks {
+        o.map.insert(d.name.clone(), d.name.clone());
+    }
+    // The VG is full (`lvcreate -l 100%FREE`): on disks of the recorded size no extent may be
+    // missing (the recorded pv_size is already net of LVM's header).
+    let p = plan::build(&l, &inv, &o).unwrap();
+    assert!(p.resized.is_empty(), "{:?}", p.resized);
+    let lvs: Vec<(String, u32, Option<u64>)> = p
+        .operations
+        .iter()
+        .filter_map(|o| match o {
+            Operation::CreateLv { name, stripes, stripe_size, .. } => Some((name.clone(), *stripes, *stripe_size)),
+            _ => None,
+        })
+        .collect();
+    // lvs lists "linear" first; the striped one must be allocated before it takes the free runs.
+    assert_eq!(lvs, vec![("striped".into(), 2, Some(65536)), ("linear".into(), 1, None)]);
+    let shown = p.operations.iter().map(|o| o.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(shown.contains("vgdata/striped") && shown.contains("2 stripes of 64.0 KiB"), "{shown}");
+
+    let striped = l.lvm_lvs.iter().position(|v| v.name == "striped").unwrap();
+    l.lvm_lvs[striped].stripes = 3;
+    assert!(err(&l, &inv, &o).contains("vgdata/striped has 3 stripes but its volume group has 2 physical volume(s)"));
+    l.lvm_lvs[striped].segment_type = "thin-pool".into();
+    assert!(err(&l, &inv, &o).contains("segment type thin-pool; this build recreates linear and striped volumes only"));
+}

@@ -4,9 +4,11 @@
 //! can set a VG or LV UUID (`vgchange --uuid` only makes a random one). The
 //! way LVM itself restores identities is `vgcfgrestore` from a metadata file,
 //! so we write that file: the VG with its recorded UUID and extent size, its
-//! PVs (with the `pe_start` and size LVM reports for them), and the LVs
-//! allocated linearly over the PVs in order. Each `CreateLv` rewrites the file
-//! with one more LV and restores it again, so a failure names the LV.
+//! PVs (with the `pe_start` and size LVM reports for them), and the LVs: a
+//! linear LV takes the first free extents over the PVs in order, a striped LV
+//! one free run of equal length on each of as many PVs as it has stripes.
+//! Each `CreateLv` rewrites the file with one more LV and restores it again,
+//! so a failure names the LV.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,13 +33,26 @@ pub struct PvState {
     pub pe_count: u64,
 }
 
+/// One segment of an LV: `extents` on each of its areas (one area when linear, one per stripe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Extents per area.
+    pub extents: u64,
+    /// (pv index, first extent on that PV)
+    pub areas: Vec<(usize, u64)>,
+    /// Stripe size in 512-byte sectors (striped segments).
+    pub stripe_sectors: Option<u64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct LvState {
     pub name: String,
     pub uuid: String,
-    /// (pv index, first extent on that PV, extent count)
-    pub segments: Vec<(usize, u64, u64)>,
+    pub segments: Vec<Segment>,
 }
+
+/// The default stripe size of `lvcreate -i` (64 KiB), for a descriptor that names none.
+const DEFAULT_STRIPE_SIZE: u64 = 64 << 10;
 
 /// A VG being built.
 #[derive(Debug, Clone)]
@@ -103,42 +118,69 @@ impl VgState {
         Ok(VgState { name: name.into(), uuid: uuid.into(), extent_sectors, pvs, lvs: Vec::new(), seqno: 0 })
     }
 
-    fn used_on(&self, pv: usize) -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> = self.lvs.iter().flat_map(|l| l.segments.iter()).filter(|s| s.0 == pv).map(|s| (s.1, s.2)).collect();
-        v.sort();
-        v
+    /// The free runs (first extent, count) on PV `pv`, in order.
+    fn free_on(&self, pv: usize) -> Vec<(u64, u64)> {
+        let mut used: Vec<(u64, u64)> =
+            self.lvs.iter().flat_map(|l| l.segments.iter()).flat_map(|s| s.areas.iter().filter(|a| a.0 == pv).map(|a| (a.1, s.extents))).collect();
+        used.sort();
+        let mut cursor = 0;
+        let mut free = Vec::new();
+        for (s, n) in used {
+            if s > cursor {
+                free.push((cursor, s - cursor));
+            }
+            cursor = cursor.max(s + n);
+        }
+        if self.pvs[pv].pe_count > cursor {
+            free.push((cursor, self.pvs[pv].pe_count - cursor));
+        }
+        free
     }
 
-    /// Allocate an LV of `size` bytes linearly, first free extents first.
-    pub fn add_lv(&mut self, name: &str, uuid: &str, size: u64) -> Result<()> {
-        let mut need = size.div_ceil(self.extent_sectors * 512);
+    /// Allocate an LV of `size` bytes: linearly, first free extents first, when
+    /// `stripes` is 0 or 1; else striped over the first `stripes` PVs that each
+    /// have one free run long enough, with `stripe_size` bytes per stripe.
+    pub fn add_lv(&mut self, name: &str, uuid: &str, size: u64, stripes: u32, stripe_size: Option<u64>) -> Result<()> {
+        let need = size.div_ceil(self.extent_sectors * 512);
+        let segments = if stripes <= 1 { self.linear(name, need)? } else { vec![self.striped(name, need, stripes, stripe_size)?] };
+        self.lvs.push(LvState { name: name.into(), uuid: uuid.into(), segments });
+        Ok(())
+    }
+
+    fn linear(&self, name: &str, mut need: u64) -> Result<Vec<Segment>> {
         let mut segments = Vec::new();
-        for (i, pv) in self.pvs.iter().enumerate() {
-            let mut cursor = 0;
-            let mut free = Vec::new();
-            for (s, n) in self.used_on(i) {
-                if s > cursor {
-                    free.push((cursor, s - cursor));
-                }
-                cursor = cursor.max(s + n);
-            }
-            if pv.pe_count > cursor {
-                free.push((cursor, pv.pe_count - cursor));
-            }
-            for (s, n) in free {
+        for i in 0..self.pvs.len() {
+            for (s, n) in self.free_on(i) {
                 if need == 0 {
                     break;
                 }
                 let take = n.min(need);
-                segments.push((i, s, take));
+                segments.push(Segment { extents: take, areas: vec![(i, s)], stripe_sectors: None });
                 need -= take;
             }
         }
         if need > 0 {
             bail!("volume group {} has {} too few free extents for logical volume {name}", self.name, need);
         }
-        self.lvs.push(LvState { name: name.into(), uuid: uuid.into(), segments });
-        Ok(())
+        Ok(segments)
+    }
+
+    fn striped(&self, name: &str, need: u64, stripes: u32, stripe_size: Option<u64>) -> Result<Segment> {
+        let per = need.div_ceil(u64::from(stripes));
+        let stripe_size = stripe_size.unwrap_or(DEFAULT_STRIPE_SIZE);
+        if stripe_size < 4096 || !stripe_size.is_power_of_two() || stripe_size / 512 > self.extent_sectors {
+            bail!("logical volume {name}: stripe size {stripe_size} bytes is not a power of two between 4 KiB and the extent size");
+        }
+        let areas: Vec<(usize, u64)> =
+            (0..self.pvs.len()).filter_map(|i| self.free_on(i).into_iter().find(|f| f.1 >= per).map(|f| (i, f.0))).take(stripes as usize).collect();
+        if areas.len() < stripes as usize {
+            bail!(
+                "volume group {}: logical volume {name} has {stripes} stripes of {per} extents, but only {} physical volume(s) have that many free extents in one run",
+                self.name,
+                areas.len()
+            );
+        }
+        Ok(Segment { extents: per, areas, stripe_sectors: Some(stripe_size / 512) })
     }
 
     /// The VG in LVM's text metadata format, as `vgcfgbackup` writes it.
@@ -174,11 +216,16 @@ impl VgState {
                 let _ = writeln!(s, "\t\t\tcreation_time = {now}\n\t\t\tcreation_host = \"rescue\"");
                 let _ = writeln!(s, "\t\t\tsegment_count = {}", lv.segments.len());
                 let mut start = 0;
-                for (k, (pv, pe, n)) in lv.segments.iter().enumerate() {
+                for (k, seg) in lv.segments.iter().enumerate() {
+                    let n = seg.extents * seg.areas.len() as u64;
                     let _ = writeln!(s, "\n\t\t\tsegment{} {{", k + 1);
                     let _ = writeln!(s, "\t\t\t\tstart_extent = {start}\n\t\t\t\textent_count = {n}");
-                    let _ = writeln!(s, "\t\t\t\ttype = \"striped\"\n\t\t\t\tstripe_count = 1");
-                    let _ = writeln!(s, "\t\t\t\tstripes = [\n\t\t\t\t\t\"pv{pv}\", {pe}\n\t\t\t\t]");
+                    let _ = writeln!(s, "\t\t\t\ttype = \"striped\"\n\t\t\t\tstripe_count = {}", seg.areas.len());
+                    if let (Some(ss), true) = (seg.stripe_sectors, seg.areas.len() > 1) {
+                        let _ = writeln!(s, "\t\t\t\tstripe_size = {ss}");
+                    }
+                    let areas: Vec<String> = seg.areas.iter().map(|(pv, pe)| format!("\t\t\t\t\t\"pv{pv}\", {pe}")).collect();
+                    let _ = writeln!(s, "\t\t\t\tstripes = [\n{}\n\t\t\t\t]", areas.join(",\n"));
                     let _ = writeln!(s, "\t\t\t}}");
                     start += n;
                 }
@@ -217,14 +264,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(vg.pvs[0].pe_count, 10);
-        vg.add_lv("root", "L1", 6 * (4 << 20)).unwrap();
-        vg.add_lv("home", "L2", 8 * (4 << 20)).unwrap();
-        assert_eq!(vg.lvs[1].segments, vec![(0, 6, 4), (1, 0, 4)]);
-        assert!(vg.add_lv("big", "L3", 7 * (4 << 20)).is_err());
+        vg.add_lv("root", "L1", 6 * (4 << 20), 1, None).unwrap();
+        vg.add_lv("home", "L2", 8 * (4 << 20), 1, None).unwrap();
+        let areas: Vec<_> = vg.lvs[1].segments.iter().map(|s| (s.areas.clone(), s.extents)).collect();
+        assert_eq!(areas, vec![(vec![(0, 6)], 4), (vec![(1, 0)], 4)]);
+        assert!(vg.add_lv("big", "L3", 7 * (4 << 20), 1, None).is_err());
         let m = vg.metadata();
         assert!(m.contains("id = \"Ab1cDe-2FgH-3iJk-4LmN-5oPq-6RsT-7uVwXy\""), "{m}");
         assert!(m.contains("extent_size = 8192"), "{m}");
         assert!(m.contains("\"pv1\", 0"), "{m}");
         assert!(m.contains("segment_count = 2"), "{m}");
+        assert!(!m.contains("stripe_size"), "{m}");
+    }
+
+    #[test]
+    fn striped_lvs_take_one_run_on_each_of_their_pvs() {
+        let pv = |d: &str, u: &str| (PathBuf::from(d), u.to_string(), 2048, 2048 + 8192 * 10);
+        let mut vg = VgState::new("vg0", "V", 4 << 20, vec![pv("/dev/a", "U1"), pv("/dev/b", "U2"), pv("/dev/c", "U3")]).unwrap();
+        vg.add_lv("lin", "L0", 7 * (4 << 20), 1, None).unwrap();
+        // 7 extents over 2 stripes: 4 per stripe (LVM rounds up the same way). PV a has
+        // only 3 free, so the stripes go on b and c.
+        vg.add_lv("fast", "L1", 7 * (4 << 20), 2, Some(64 << 10)).unwrap();
+        assert_eq!(vg.lvs[1].segments, vec![Segment { extents: 4, areas: vec![(1, 0), (2, 0)], stripe_sectors: Some(128) }]);
+        let m = vg.metadata();
+        assert!(m.contains("extent_count = 8\n\t\t\t\ttype = \"striped\"\n\t\t\t\tstripe_count = 2\n\t\t\t\tstripe_size = 128\n"), "{m}");
+        assert!(m.contains("\"pv1\", 0,\n\t\t\t\t\t\"pv2\", 0\n"), "{m}");
+        // Three stripes of 4 do not fit: a has 3 free extents.
+        let e = vg.add_lv("wide", "L2", 12 * (4 << 20), 3, None).unwrap_err().to_string();
+        assert!(e.contains("3 stripes of 4 extents, but only 2 physical volume(s)"), "{e}");
+        // A stripe size that is no power of two, or above the extent size, is refused.
+        assert!(vg.add_lv("odd", "L3", 4 << 20, 2, Some(96 << 10)).is_err());
+        assert!(vg.add_lv("big", "L4", 4 << 20, 2, Some(8 << 20)).is_err());
     }
 }

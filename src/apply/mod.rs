@@ -194,9 +194,9 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
             st.vgs.insert(name.clone(), vg);
             Ok(())
         }
-        CreateLv { vg, name, uuid, size, .. } => {
+        CreateLv { vg, name, uuid, size, stripes, stripe_size, .. } => {
             let state = st.vgs.get_mut(vg).ok_or_else(|| anyhow!("volume group {vg} was not created by this run"))?;
-            state.add_lv(name, uuid, *size)?;
+            state.add_lv(name, uuid, *size, *stripes, *stripe_size)?;
             state.restore(st.work.path())
         }
         ActivateVg { name } => {

@@ -161,7 +161,10 @@ pub enum Operation {
         name: String,
         uuid: String,
         size: u64,
-        segment_type: String,
+        /// 1 for a linear LV.
+        stripes: u32,
+        /// Bytes per stripe (striped LVs; LVM's 64 KiB when not recorded).
+        stripe_size: Option<u64>,
         device: PathBuf,
     },
     ActivateVg {
@@ -487,14 +490,25 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
                 extent_size: vg.extent_size,
                 pvs: pvs.iter().map(|pv| PvRef { device: devices[&pv.device].clone(), uuid: pv.uuid.clone() }).collect(),
             });
-            for lv in layout.lvm_lvs.iter().filter(|lv| lv.vg == vg.name) {
-                if lv.segment_type != "linear" && !(lv.segment_type == "striped" && lv.stripes <= 1) {
+            // Striped LVs first: each needs a free run on several PVs, which linear
+            // LVs (that take any free extents) could otherwise use up.
+            let mut lvs: Vec<_> = layout.lvm_lvs.iter().filter(|lv| lv.vg == vg.name).collect();
+            lvs.sort_by_key(|lv| lv.stripes <= 1);
+            for lv in lvs {
+                if !matches!(lv.segment_type.as_str(), "linear" | "striped") {
                     return Err(input_error(format!(
-                        "logical volume {} has segment type {} ({} stripes); this build recreates linear volumes only: \
+                        "logical volume {} has segment type {}; this build recreates linear and striped volumes only: \
                          edit the descriptor to make it linear, or create it by hand after --layout-only",
                         lv.id(),
                         lv.segment_type,
-                        lv.stripes
+                    )));
+                }
+                if lv.stripes as usize > pvs.len() {
+                    return Err(input_error(format!(
+                        "logical volume {} has {} stripes but its volume group has {} physical volume(s)",
+                        lv.id(),
+                        lv.stripes,
+                        pvs.len()
                     )));
                 }
                 let dev = lv_path(&lv.vg, &lv.name);
@@ -507,7 +521,8 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
                     name: lv.name.clone(),
                     uuid: lv.uuid.clone(),
                     size,
-                    segment_type: "linear".into(),
+                    stripes: lv.stripes.max(1),
+                    stripe_size: lv.stripe_size,
                     device: dev.clone(),
                 });
                 devices.insert(lv.id(), dev);
@@ -727,7 +742,13 @@ impl fmt::Display for Operation {
                 human_bytes(*extent_size),
                 pvs.iter().map(|p| p.device.display().to_string()).collect::<Vec<_>>().join(", ")
             ),
-            CreateLv { vg, name, uuid, size, .. } => write!(f, "create logical volume {vg}/{name} (uuid {uuid}) of {}", human_bytes(*size)),
+            CreateLv { vg, name, uuid, size, stripes, stripe_size, .. } => {
+                write!(f, "create logical volume {vg}/{name} (uuid {uuid}) of {}", human_bytes(*size))?;
+                if *stripes > 1 {
+                    write!(f, ", {stripes} stripes of {}", human_bytes(stripe_size.unwrap_or(64 << 10)))?;
+                }
+                Ok(())
+            }
             ActivateVg { name } => write!(f, "activate volume group {name}"),
             MakeFilesystem { device, filesystem: fs, device_size, .. } => {
                 write!(f, "make {} on {} ({}) uuid {}", fs.fstype, device.display(), human_bytes(*device_size), fs.uuid)?;

@@ -288,7 +288,11 @@ pub fn stack_sizes(layout: &Layout, sizes: &mut BTreeMap<String, u64>, policy: R
 fn fit_vg(layout: &Layout, vg: &str, extent: u64, sizes: &mut BTreeMap<String, u64>, policy: ResizePolicy) -> Result<()> {
     let pvs: Vec<_> = layout.lvm_pvs.iter().filter(|pv| pv.vg == vg).collect();
     let lvs: Vec<_> = layout.lvm_lvs.iter().filter(|lv| lv.vg == vg).collect();
-    let pv_size = |dev_size: u64, pv: &crate::layout::LvmPv, dev_old: u64| -> u64 {
+    // The bytes of extents a PV offers on a device of `dev_size`. The recorded `pv_size` is
+    // LVM's pe_count x extent size: the device keeps losing what it lost to LVM's header and
+    // rounding (exact on a same-size device, never more than there is on another). Without
+    // it, LVM's first MiB goes to its label and metadata.
+    let usable = |dev_size: u64, pv: &crate::layout::LvmPv, dev_old: u64| -> u64 {
         match pv.size {
             Some(s) => dev_size.saturating_sub(dev_old.saturating_sub(s)),
             None => dev_size.saturating_sub(1 << 20),
@@ -298,10 +302,8 @@ fn fit_vg(layout: &Layout, vg: &str, extent: u64, sizes: &mut BTreeMap<String, u
     let mut new_total = 0u64;
     for pv in &pvs {
         let dev_old = recorded_size(layout, &pv.device).unwrap_or(0);
-        let dev_new = sizes[&pv.device];
-        // LVM keeps the first MiB for its label and metadata.
-        old_total += pv_size(dev_old, pv, dev_old).saturating_sub(1 << 20) / extent;
-        new_total += pv_size(dev_new, pv, dev_old).saturating_sub(1 << 20) / extent;
+        old_total += usable(dev_old, pv, dev_old) / extent;
+        new_total += usable(sizes[&pv.device], pv, dev_old) / extent;
     }
     let old_ext: Vec<u64> = lvs.iter().map(|lv| lv.size.div_ceil(extent)).collect();
     let used: u64 = old_ext.iter().sum();
