@@ -78,7 +78,12 @@ case "$scenario" in
 [ "$(findmnt -n -o FSTYPE /)" = xfs ] || { echo "/ is not xfs"; exit 1; }
 [ "$(findmnt -n -o FSTYPE /home)" = xfs ] || { echo "/home is not xfs"; exit 1; }
 findmnt -n /boot/efi >/dev/null || { echo "/boot/efi is not mounted"; exit 1; }
-efibootmgr -v'
+efibootmgr -v
+# Booted as the source was: the firmware entry rescue wrote starts the signed shim.
+cur=$(efibootmgr | sed -n "s/^BootCurrent: //p")
+efibootmgr -v | grep "^Boot$cur" | grep -qi "EFI.debian.shimx64.efi" || { echo "booted entry $cur does not start \\EFI\\debian\\shimx64.efi"; exit 1; }
+[ -f /boot/efi/EFI/debian/shimx64.efi ] && [ -f /boot/efi/EFI/debian/grubx64.efi ] || { echo "shim or GRUB missing from the ESP"; exit 1; }
+[ "$(efibootmgr | grep -Ec "^Boot[0-9A-F]{4}\\*? debian")" = 1 ] || { echo "not exactly one debian boot entry"; exit 1; }'
     # The USB stick is attached while mkbackup runs; mkbackup leaves the disk
     # behind usb:// out of the layout (see docs/testing.md, findings).
     config='[backup]

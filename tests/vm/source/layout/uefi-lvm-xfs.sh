@@ -1,8 +1,10 @@
 # Scenario 2 source: UEFI, GPT, ESP, LVM (VG srcvg) with XFS root, XFS /home
-# and swap. 1 disk.
+# and swap. 1 disk. Booted as Debian's installer sets it up: the signed shim
+# loads the signed GRUB (grub-install takes them when these packages are in).
 # shellcheck shell=bash disable=SC2034,SC2154
 FIRMWARE_WANTED=uefi
 DISK_SIZES=(6G)
+PACKAGES=(shim-signed grub-efi-amd64-signed)
 storage() {
   sfdisk -q "$DISK1" <<SFDISK
 label: gpt
