@@ -51,6 +51,20 @@ fn pxe_directory_boots_over_tftp() {
     assert_rescue_booted(&c, "PXE over TFTP");
 }
 
+/// The same directory for UEFI clients: OVMF gets `bootx64.efi` (GRUB) over
+/// TFTP, which reads `grub.cfg` and then the kernel and the initrd from the
+/// directory it came from.
+#[test]
+fn pxe_directory_boots_uefi_clients_over_tftp() {
+    let b = build_shared();
+    let pxe = b.dir.join("rescue-imgtest-pxe");
+    assert!(pxe.join("bootx64.efi").is_file(), "bootx64.efi missing from the PXE directory {}", pxe.display());
+    let nic = format!("user,model=virtio-net-pci,tftp={},bootfile=bootx64.efi", pxe.display());
+    let c = boot_with_nic(Firmware::Uefi, &nic, &["-boot", "n"], 900);
+    assert!(c.contains("GNU GRUB") || c.contains("recover (rescue system for"), "GRUB did not start from TFTP:\n{}", console_tail(&c, 3000));
+    assert_rescue_booted(&c, "UEFI PXE over TFTP");
+}
+
 #[test]
 fn pxe_files_boot_with_kernel_and_initrd() {
     let b = build_shared();

@@ -135,6 +135,27 @@ const GRUB_EFI_MODULES: &[&str] = &[
     "gzio",
 ];
 
+/// What the network loader carries on top of [`GRUB_EFI_MODULES`]: the
+/// firmware's network card and TFTP.
+const GRUB_NET_MODULES: &[&str] = &["efinet", "net", "tftp"];
+
+/// Build the UEFI network loader of the PXE directory: GRUB for x86_64 UEFI
+/// that reads `grub.cfg` from the directory it was itself loaded from over
+/// TFTP (`$cmdpath`, e.g. `(tftp,10.0.2.2)/rescue`), which the config's
+/// `$prefix/vmlinuz` paths then follow.
+pub fn grub_efi_net(out: &Path, work: &Path) -> Result<()> {
+    let early = work.join("grub-net-early.cfg");
+    std::fs::write(&early, "set prefix=$cmdpath\nconfigfile $cmdpath/grub.cfg\n")?;
+    Cmd::new("grub-mkimage")
+        .args(["-O", "x86_64-efi", "-p", "", "-c"])
+        .arg(&early)
+        .arg("-o")
+        .arg(out)
+        .args(GRUB_EFI_MODULES)
+        .args(GRUB_NET_MODULES)
+        .run()
+}
+
 /// Build `BOOTX64.EFI`: GRUB for x86_64 UEFI with an embedded config that
 /// finds the media holding the file `marker` and reads its /boot/grub/grub.cfg.
 pub fn grub_efi(out: &Path, marker: &str, work: &Path) -> Result<()> {

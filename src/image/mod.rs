@@ -131,7 +131,7 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
                 manifest.outputs.push(OutputFile { kind: "iso".into(), path: iso_path.display().to_string(), bytes: std::fs::metadata(&iso_path)?.len() });
             }
             OutputKind::Pxe => {
-                if let Some(w) = pxe::write_pxe(&opts.kernel, &initrd, &menu, &pxe_dir)? {
+                if let Some(w) = pxe::write_pxe(&opts.kernel, &initrd, &menu, &pxe_dir, work.path())? {
                     tracing::warn!("{w}");
                     manifest.warnings.push(w);
                 }
