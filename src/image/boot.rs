@@ -146,14 +146,7 @@ const GRUB_NET_MODULES: &[&str] = &["efinet", "net", "tftp"];
 pub fn grub_efi_net(out: &Path, work: &Path) -> Result<()> {
     let early = work.join("grub-net-early.cfg");
     std::fs::write(&early, "set prefix=$cmdpath\nconfigfile $cmdpath/grub.cfg\n")?;
-    Cmd::new("grub-mkimage")
-        .args(["-O", "x86_64-efi", "-p", "", "-c"])
-        .arg(&early)
-        .arg("-o")
-        .arg(out)
-        .args(GRUB_EFI_MODULES)
-        .args(GRUB_NET_MODULES)
-        .run()
+    Cmd::new("grub-mkimage").args(["-O", "x86_64-efi", "-p", "", "-c"]).arg(&early).arg("-o").arg(out).args(GRUB_EFI_MODULES).args(GRUB_NET_MODULES).run()
 }
 
 /// Build `BOOTX64.EFI`: GRUB for x86_64 UEFI with an embedded config that
