@@ -136,6 +136,52 @@ fn excludes_and_one_file_system() {
     assert!(!listing.contains("inside"), "{listing}");
 }
 
+#[test]
+fn one_file_system_enters_nested_btrfs_subvolumes_but_not_snapshots_or_mounts() {
+    require(TOOLS);
+    let fs = LoopFs::btrfs(128);
+    let m = &fs.mnt;
+    let dev = fs.dev().to_string();
+    // A writable subvolume nested in the mounted one (as /var/lib/machines is), two deep;
+    // a read-only snapshot of it; another subvolume mounted inside the tree as well.
+    sh(&format!(
+        "cd {m} && echo top >top && btrfs -q subvolume create nested && mkdir -p nested/deeper/dir && echo f >nested/deeper/dir/f \
+         && btrfs -q subvolume create nested/inner && echo i >nested/inner/i \
+         && btrfs -q subvolume snapshot -r nested snap && btrfs -q subvolume create other && echo o >other/o \
+         && mkdir mp && mount -o subvol=other {dev} mp",
+        m = m.display()
+    ));
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _mp = Umount(m.join("mp"));
+    let t = tempfile::tempdir().unwrap();
+    let archive = t.path().join("a.tar.zst");
+    let mut c = rescue();
+    c.args(["-v", "archive", "create", "--one-file-system", "-C"]).arg(m).arg(".").arg("-o").arg(&archive);
+    let out = run(c);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let mut c = rescue();
+    c.args(["archive", "list"]).arg(&archive);
+    let listing = String::from_utf8_lossy(&run(c).stdout).into_owned();
+    let has = |n: &str| listing.lines().any(|l| l.trim_end_matches('/').ends_with(n));
+    for n in ["top", "nested/deeper/dir/f", "nested/inner/i", "other/o", "snap", "mp"] {
+        assert!(has(n), "{n} should be in the archive:\n{listing}");
+    }
+    for n in ["snap/deeper", "mp/o"] {
+        assert!(!has(n), "{n} should not be in the archive:\n{listing}");
+    }
+    assert!(err.contains("is a read-only btrfs snapshot"), "{err}");
+    // GNU tar gives back the nested subvolumes' files.
+    let x = t.path().join("x");
+    gnu_tar_extract(&archive, &x, "--zstd");
+    assert_eq!(std::fs::read_to_string(x.join("nested/inner/i")).unwrap(), "i\n");
+}
+
 fn small_tree(t: &Path) -> PathBuf {
     let src = t.join("src");
     for i in 0..50 {

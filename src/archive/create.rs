@@ -1,6 +1,7 @@
 //! Writing an archive. Three stages overlap:
 //! 1. a walker thread lists the sources depth-first (lstat, excludes,
-//!    one-file-system, hard link detection) in a fixed order;
+//!    one-file-system with nested btrfs subvolumes, hard link detection) in
+//!    a fixed order;
 //! 2. reader threads read small files whole (and every entry's xattrs and
 //!    ACLs) and checksum them, ahead of the writer, within a memory budget;
 //! 3. the calling thread writes headers and data in the walker's order,
@@ -282,7 +283,8 @@ fn walk(
                 return;
             }
         };
-        let root_dev = meta.dev();
+        // The devices of this tree: its root's, and those of the nested btrfs subvolumes entered.
+        let mut tree_devs = vec![meta.dev()];
         let root_name = if src.name.is_empty() { b".".to_vec() } else { src.name.clone() };
         // Depth-first with an explicit stack; children sorted by name.
         let mut stack: Vec<(PathBuf, Vec<u8>, Metadata)> = vec![(src.path.clone(), root_name, meta)];
@@ -296,9 +298,20 @@ fn walk(
                 continue;
             }
             let is_dir = ft.is_dir();
-            let descend = is_dir && (!one_fs || meta.dev() == root_dev);
+            let mut descend = is_dir && (!one_fs || tree_devs.contains(&meta.dev()));
             if is_dir && !descend {
-                let _ = slots.send(Slot::Note(format!("{} is another filesystem: only the mount point directory is archived", path.display())));
+                match super::subvol::crossing(&path, &meta) {
+                    super::subvol::Crossing::Subvolume => {
+                        tree_devs.push(meta.dev());
+                        descend = true;
+                    }
+                    super::subvol::Crossing::Snapshot => {
+                        let _ = slots.send(Slot::Note(format!("{} is a read-only btrfs snapshot: only its directory is archived", path.display())));
+                    }
+                    super::subvol::Crossing::Other => {
+                        let _ = slots.send(Slot::Note(format!("{} is another filesystem: only the mount point directory is archived", path.display())));
+                    }
+                }
             }
             let mut hardlink_to = None;
             if !is_dir && meta.nlink() > 1 {

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod format;
 pub mod gz;
 pub mod progress;
+mod subvol;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver};

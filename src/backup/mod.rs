@@ -65,6 +65,30 @@ pub fn backup_mounts(layout: &Layout, config: &Config) -> Vec<String> {
     v
 }
 
+/// Where the writable btrfs subvolumes nested in the backed-up `mounts` (and not
+/// mounted themselves) appear, e.g. `/srv/www` for `@/srv/www` under `/` = `@`.
+/// rsync's one-file-system stops at them (each has its own device number), so
+/// the rsync method copies each as a source of its own; the archive walk enters
+/// them itself. Snapshots and read-only subvolumes are left out.
+pub fn nested_subvolume_dirs(layout: &Layout, mounts: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in layout.mounts.iter().filter(|m| mounts.contains(&m.path)) {
+        let Some(b) = layout.filesystem_on(&m.device).and_then(|f| f.btrfs.as_ref()) else { continue };
+        let base = m.subvol.as_deref().unwrap_or("").trim_matches('/');
+        let mounted = |p: &str| layout.mounts.iter().any(|o| o.device == m.device && o.subvol.as_deref().unwrap_or("").trim_matches('/') == p);
+        for s in b.subvolumes.iter().filter(|s| !s.snapshot && !s.readonly) {
+            let p = s.path.trim_matches('/');
+            let rest = if base.is_empty() { Some(p) } else { p.strip_prefix(base).and_then(|r| r.strip_prefix('/')) };
+            if let Some(rest) = rest.filter(|r| !r.is_empty() && !mounted(p)) {
+                out.push(format!("{}/{rest}", m.path.trim_end_matches('/')));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn under_root(root: &Path, mount: &str) -> PathBuf {
     let rel = mount.trim_start_matches('/');
     if rel.is_empty() {
@@ -131,7 +155,9 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
         exclude_paths.push(config.log_dir.join("rescue.log"));
     }
     if let Location::Rsync(spec) = &loc {
-        let create = rsync::backup(&opts.root, &mounts, &config.backup.exclude, &exclude_paths, spec, &host)?;
+        let mut sources = mounts.clone();
+        sources.extend(nested_subvolume_dirs(layout, &mounts));
+        let create = rsync::backup(&opts.root, &sources, &config.backup.exclude, &exclude_paths, spec, &host)?;
         return Ok(BackupReport { url, archive: format!("{spec}/{host}/"), create, mounts });
     }
     let opened = Opened::open(&loc, &config.backup, true)?;
@@ -452,6 +478,15 @@ mod tests {
         let layout = Layout::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/layouts/btrfs-subvolumes.toml"))).unwrap();
         let mounts = backup_mounts(&layout, &Config::default());
         assert_eq!(mounts, vec!["/", "/home", "/var/log"]);
+        // @/srv/www is nested in @ (mounted on /) and not mounted itself.
+        assert_eq!(nested_subvolume_dirs(&layout, &mounts), vec!["/srv/www"]);
+        let mut l = layout.clone();
+        l.mounts[1].subvol = Some("@/srv/www".into());
+        assert_eq!(nested_subvolume_dirs(&l, &mounts), Vec::<String>::new(), "a mounted one is a mount of its own");
+        let mut l = layout.clone();
+        let b = l.filesystems.iter_mut().find_map(|f| f.btrfs.as_mut()).unwrap();
+        b.subvolumes.iter_mut().find(|s| s.path == "@/srv/www").unwrap().snapshot = true;
+        assert_eq!(nested_subvolume_dirs(&l, &mounts), Vec::<String>::new(), "snapshots are left out");
         // statvfs reports the whole filesystem (1 GiB used) at each subvolume mount.
         assert_eq!(expected_bytes(&layout, &mounts, |_| Some(1 << 30)), Some(1 << 30));
         // Two filesystems add up; one unknown makes the total unknown.

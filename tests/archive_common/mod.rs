@@ -293,8 +293,24 @@ pub struct LoopFs {
 }
 
 impl LoopFs {
+    /// An ext4 of `mib` MiB, mounted.
     pub fn new(mib: u64) -> LoopFs {
-        require(&[("losetup", "mount"), ("mkfs.ext4", "e2fsprogs")]);
+        require(&[("mkfs.ext4", "e2fsprogs")]);
+        LoopFs::make(mib, "mkfs.ext4 -q -F -m 0")
+    }
+
+    /// A btrfs of `mib` MiB (at least 128), mounted.
+    pub fn btrfs(mib: u64) -> LoopFs {
+        require(&[("mkfs.btrfs", "btrfs-progs"), ("btrfs", "btrfs-progs")]);
+        LoopFs::make(mib, "mkfs.btrfs -q -f")
+    }
+
+    pub fn dev(&self) -> &str {
+        &self.dev
+    }
+
+    fn make(mib: u64, mkfs: &str) -> LoopFs {
+        require(&[("losetup", "mount")]);
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("fs.img");
         std::fs::File::create(&img).unwrap().set_len(mib << 20).unwrap();
@@ -304,7 +320,7 @@ impl LoopFs {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let fs = LoopFs { dir, mnt: mnt.clone(), dev: dev.clone() };
-        sh(&format!("mkfs.ext4 -q -F -m 0 {dev} && mount {dev} {}", mnt.display()));
+        sh(&format!("{mkfs} {dev} && mount {dev} {}", mnt.display()));
         fs
     }
 }

@@ -103,9 +103,17 @@ done
 [ "$n" = 2 ] || { cat /proc/mdstat; echo "expected 2 RAID1 members, found $n"; exit 1; }
 echo "GRUB in the boot sector of both RAID1 members"' ;;
   btrfs-subvol)
-    kind=btrfs-subvol data_dirs="/srv/rescue-data /home/alice" config=$backup_iso
+    # /srv/nested: a subvolume inside @ that is not mounted (as /var/lib/machines
+    # or docker's are), holding test data; /srv/nested-snap: a read-only snapshot
+    # of it, which the backup leaves out (an empty directory comes back).
+    kind=btrfs-subvol data_dirs="/srv/rescue-data /home/alice /srv/nested/data" config=$backup_iso
+    source_setup='btrfs subvolume create /srv/nested && echo snap >/srv/nested/in-snapshot
+btrfs subvolume snapshot -r /srv/nested /srv/nested-snap'
     check='btrfs subvolume get-default / | grep -q "path @$" || { btrfs subvolume get-default /; echo "default subvolume is not @"; exit 1; }
-findmnt -n -o OPTIONS /home | grep -q "subvol=/@home" || { echo "/home is not subvolume @home"; exit 1; }' ;;
+findmnt -n -o OPTIONS /home | grep -q "subvol=/@home" || { echo "/home is not subvolume @home"; exit 1; }
+btrfs subvolume show /srv/nested | grep -q "^@/srv/nested$" || { btrfs subvolume show /srv/nested; echo "/srv/nested is not the subvolume @/srv/nested"; exit 1; }
+[ "$(cat /srv/nested/in-snapshot)" = snap ] || { echo "/srv/nested/in-snapshot did not come back"; exit 1; }
+[ -d /srv/nested-snap ] && [ -z "$(ls -A /srv/nested-snap)" ] || { ls -la /srv/nested-snap; echo "/srv/nested-snap should be an empty directory"; exit 1; }' ;;
   luks2-lvm)
     kind=luks2-lvm data_dirs="/srv/rescue-data" config=$backup_iso
     # The key is not in the rescue image: the recovery reads it from a USB
