@@ -43,12 +43,12 @@ fn volume_group_with_recorded_uuids_on_loop_pvs() {
     let mut vg = VgState::new(&vg_name, "Vg1aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 4 << 20, list).unwrap();
     vg.restore(tmp.path()).unwrap();
     // Two stripes of 2 extents, 64 KiB each, at the start of both PVs (as the plan orders it: striped first).
-    vg.add_lv("fast", "Lv3aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 16 << 20, 2, Some(64 << 10)).unwrap();
+    vg.add_lv("fast", "Lv3aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 16 << 20, 2, 64 << 10).unwrap();
     vg.restore(tmp.path()).unwrap();
-    vg.add_lv("root", "Lv1aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 40 << 20, 1, None).unwrap();
+    vg.add_lv("root", "Lv1aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 40 << 20, 1, 0).unwrap();
     vg.restore(tmp.path()).unwrap();
     // 60 MiB does not fit on what is left of the first PV: it spans both.
-    vg.add_lv("data", "Lv2aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 60 << 20, 1, None).unwrap();
+    vg.add_lv("data", "Lv2aBc-2DeF-3gHi-4JkL-5mNo-6PqR-7sTuVw", 60 << 20, 1, 0).unwrap();
     vg.restore(tmp.path()).unwrap();
 
     let out = Cmd::new("lvm")

@@ -540,7 +540,7 @@ fn striped_lvs_are_planned_first_with_their_stripes_and_other_types_refused() {
     // missing (the recorded pv_size is already net of LVM's header).
     let p = plan::build(&l, &inv, &o).unwrap();
     assert!(p.resized.is_empty(), "{:?}", p.resized);
-    let lvs: Vec<(String, u32, Option<u64>)> = p
+    let lvs: Vec<(String, u32, u64)> = p
         .operations
         .iter()
         .filter_map(|o| match o {
@@ -549,11 +549,17 @@ fn striped_lvs_are_planned_first_with_their_stripes_and_other_types_refused() {
         })
         .collect();
     // lvs lists "linear" first; the striped one must be allocated before it takes the free runs.
-    assert_eq!(lvs, vec![("striped".into(), 2, Some(65536)), ("linear".into(), 1, None)]);
+    assert_eq!(lvs, vec![("striped".into(), 2, 65536), ("linear".into(), 1, 65536)]);
     let shown = p.operations.iter().map(|o| o.to_string()).collect::<Vec<_>>().join("\n");
     assert!(shown.contains("vgdata/striped") && shown.contains("2 stripes of 64.0 KiB"), "{shown}");
 
     let striped = l.lvm_lvs.iter().position(|v| v.name == "striped").unwrap();
+    // A stripe size LVM would refuse is an input error before any disk is touched.
+    l.lvm_lvs[striped].stripe_size = Some(96 << 10);
+    assert!(err(&l, &inv, &o).contains("stripe size 98304 bytes is not a power of two between 4 KiB and the extent size"));
+    l.lvm_lvs[striped].stripe_size = Some(16 << 20);
+    assert!(err(&l, &inv, &o).contains("stripe size 16777216 bytes"));
+    l.lvm_lvs[striped].stripe_size = Some(64 << 10);
     l.lvm_lvs[striped].stripes = 3;
     assert!(err(&l, &inv, &o).contains("vgdata/striped has 3 stripes but its volume group has 2 physical volume(s)"));
     l.lvm_lvs[striped].segment_type = "thin-pool".into();

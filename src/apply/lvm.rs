@@ -51,9 +51,6 @@ pub struct LvState {
     pub segments: Vec<Segment>,
 }
 
-/// The default stripe size of `lvcreate -i` (64 KiB), for a descriptor that names none.
-const DEFAULT_STRIPE_SIZE: u64 = 64 << 10;
-
 /// A VG being built.
 #[derive(Debug, Clone)]
 pub struct VgState {
@@ -139,8 +136,9 @@ impl VgState {
 
     /// Allocate an LV of `size` bytes: linearly, first free extents first, when
     /// `stripes` is 0 or 1; else striped over the first `stripes` PVs that each
-    /// have one free run long enough, with `stripe_size` bytes per stripe.
-    pub fn add_lv(&mut self, name: &str, uuid: &str, size: u64, stripes: u32, stripe_size: Option<u64>) -> Result<()> {
+    /// have one free run long enough, with `stripe_size` bytes per stripe (the
+    /// plan checked it: `LvmLv::stripe_problem`).
+    pub fn add_lv(&mut self, name: &str, uuid: &str, size: u64, stripes: u32, stripe_size: u64) -> Result<()> {
         let need = size.div_ceil(self.extent_sectors * 512);
         let segments = if stripes <= 1 { self.linear(name, need)? } else { vec![self.striped(name, need, stripes, stripe_size)?] };
         self.lvs.push(LvState { name: name.into(), uuid: uuid.into(), segments });
@@ -165,12 +163,8 @@ impl VgState {
         Ok(segments)
     }
 
-    fn striped(&self, name: &str, need: u64, stripes: u32, stripe_size: Option<u64>) -> Result<Segment> {
+    fn striped(&self, name: &str, need: u64, stripes: u32, stripe_size: u64) -> Result<Segment> {
         let per = need.div_ceil(u64::from(stripes));
-        let stripe_size = stripe_size.unwrap_or(DEFAULT_STRIPE_SIZE);
-        if stripe_size < 4096 || !stripe_size.is_power_of_two() || stripe_size / 512 > self.extent_sectors {
-            bail!("logical volume {name}: stripe size {stripe_size} bytes is not a power of two between 4 KiB and the extent size");
-        }
         let areas: Vec<(usize, u64)> =
             (0..self.pvs.len()).filter_map(|i| self.free_on(i).into_iter().find(|f| f.1 >= per).map(|f| (i, f.0))).take(stripes as usize).collect();
         if areas.len() < stripes as usize {
@@ -264,11 +258,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(vg.pvs[0].pe_count, 10);
-        vg.add_lv("root", "L1", 6 * (4 << 20), 1, None).unwrap();
-        vg.add_lv("home", "L2", 8 * (4 << 20), 1, None).unwrap();
+        vg.add_lv("root", "L1", 6 * (4 << 20), 1, 0).unwrap();
+        vg.add_lv("home", "L2", 8 * (4 << 20), 1, 0).unwrap();
         let areas: Vec<_> = vg.lvs[1].segments.iter().map(|s| (s.areas.clone(), s.extents)).collect();
         assert_eq!(areas, vec![(vec![(0, 6)], 4), (vec![(1, 0)], 4)]);
-        assert!(vg.add_lv("big", "L3", 7 * (4 << 20), 1, None).is_err());
+        assert!(vg.add_lv("big", "L3", 7 * (4 << 20), 1, 0).is_err());
         let m = vg.metadata();
         assert!(m.contains("id = \"Ab1cDe-2FgH-3iJk-4LmN-5oPq-6RsT-7uVwXy\""), "{m}");
         assert!(m.contains("extent_size = 8192"), "{m}");
@@ -281,19 +275,16 @@ mod tests {
     fn striped_lvs_take_one_run_on_each_of_their_pvs() {
         let pv = |d: &str, u: &str| (PathBuf::from(d), u.to_string(), 2048, 2048 + 8192 * 10);
         let mut vg = VgState::new("vg0", "V", 4 << 20, vec![pv("/dev/a", "U1"), pv("/dev/b", "U2"), pv("/dev/c", "U3")]).unwrap();
-        vg.add_lv("lin", "L0", 7 * (4 << 20), 1, None).unwrap();
+        vg.add_lv("lin", "L0", 7 * (4 << 20), 1, 0).unwrap();
         // 7 extents over 2 stripes: 4 per stripe (LVM rounds up the same way). PV a has
         // only 3 free, so the stripes go on b and c.
-        vg.add_lv("fast", "L1", 7 * (4 << 20), 2, Some(64 << 10)).unwrap();
+        vg.add_lv("fast", "L1", 7 * (4 << 20), 2, 64 << 10).unwrap();
         assert_eq!(vg.lvs[1].segments, vec![Segment { extents: 4, areas: vec![(1, 0), (2, 0)], stripe_sectors: Some(128) }]);
         let m = vg.metadata();
         assert!(m.contains("extent_count = 8\n\t\t\t\ttype = \"striped\"\n\t\t\t\tstripe_count = 2\n\t\t\t\tstripe_size = 128\n"), "{m}");
         assert!(m.contains("\"pv1\", 0,\n\t\t\t\t\t\"pv2\", 0\n"), "{m}");
         // Three stripes of 4 do not fit: a has 3 free extents.
-        let e = vg.add_lv("wide", "L2", 12 * (4 << 20), 3, None).unwrap_err().to_string();
+        let e = vg.add_lv("wide", "L2", 12 * (4 << 20), 3, 64 << 10).unwrap_err().to_string();
         assert!(e.contains("3 stripes of 4 extents, but only 2 physical volume(s)"), "{e}");
-        // A stripe size that is no power of two, or above the extent size, is refused.
-        assert!(vg.add_lv("odd", "L3", 4 << 20, 2, Some(96 << 10)).is_err());
-        assert!(vg.add_lv("big", "L4", 4 << 20, 2, Some(8 << 20)).is_err());
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::config::{BootEntry, ImageConfig};
 use crate::cmd::Cmd;
@@ -144,17 +144,22 @@ const GRUB_NET_MODULES: &[&str] = &["efinet", "net", "tftp"];
 /// TFTP (`$cmdpath`, e.g. `(tftp,10.0.2.2)/rescue`), which the config's
 /// `$prefix/vmlinuz` paths then follow.
 pub fn grub_efi_net(out: &Path, work: &Path) -> Result<()> {
-    let early = work.join("grub-net-early.cfg");
-    std::fs::write(&early, "set prefix=$cmdpath\nconfigfile $cmdpath/grub.cfg\n")?;
-    Cmd::new("grub-mkimage").args(["-O", "x86_64-efi", "-p", "", "-c"]).arg(&early).arg("-o").arg(out).args(GRUB_EFI_MODULES).args(GRUB_NET_MODULES).run()
+    grub_mkimage(out, work, "grub-net-early.cfg", "set prefix=$cmdpath\nconfigfile $cmdpath/grub.cfg\n", "", GRUB_NET_MODULES)
 }
 
 /// Build `BOOTX64.EFI`: GRUB for x86_64 UEFI with an embedded config that
 /// finds the media holding the file `marker` and reads its /boot/grub/grub.cfg.
 pub fn grub_efi(out: &Path, marker: &str, work: &Path) -> Result<()> {
-    let early = work.join("grub-early.cfg");
-    std::fs::write(&early, format!("search --no-floppy --file --set=root {marker}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n"))?;
-    Cmd::new("grub-mkimage").args(["-O", "x86_64-efi", "-p", "/boot/grub", "-c"]).arg(&early).arg("-o").arg(out).args(GRUB_EFI_MODULES).run()
+    let early = format!("search --no-floppy --file --set=root {marker}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n");
+    grub_mkimage(out, work, "grub-early.cfg", &early, "/boot/grub", &[])
+}
+
+/// `grub-mkimage` for x86_64 UEFI: [`GRUB_EFI_MODULES`] and `extra`, with the
+/// early config `early` (written to `work/name`) and the prefix `prefix`.
+fn grub_mkimage(out: &Path, work: &Path, name: &str, early: &str, prefix: &str, extra: &[&str]) -> Result<()> {
+    let cfg = work.join(name);
+    std::fs::write(&cfg, early).with_context(|| format!("writing {}", cfg.display()))?;
+    Cmd::new("grub-mkimage").args(["-O", "x86_64-efi", "-p", prefix, "-c"]).arg(&cfg).arg("-o").arg(out).args(GRUB_EFI_MODULES).args(extra).run()
 }
 
 #[cfg(test)]

@@ -292,6 +292,25 @@ impl LvmLv {
     }
 }
 
+/// The stripe size `lvcreate -i` uses when given none (64 KiB).
+pub const DEFAULT_STRIPE_SIZE: u64 = 64 << 10;
+
+impl LvmLv {
+    /// Bytes per stripe: the recorded size, or LVM's default.
+    pub fn stripe_bytes(&self) -> u64 {
+        self.stripe_size.unwrap_or(DEFAULT_STRIPE_SIZE)
+    }
+
+    /// Why this striped LV cannot be made in a VG of `extent_size` bytes, if it cannot:
+    /// LVM wants a power of two between 4 KiB and the extent size.
+    pub fn stripe_problem(&self, extent_size: u64) -> Option<String> {
+        let ss = self.stripe_bytes();
+        (self.stripes > 1 && (ss < 4096 || !ss.is_power_of_two() || ss > extent_size)).then(|| {
+            format!("logical volume {}: stripe size {ss} bytes is not a power of two between 4 KiB and the extent size ({extent_size} bytes)", self.id())
+        })
+    }
+}
+
 fn default_segtype() -> String {
     "linear".into()
 }

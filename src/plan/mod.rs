@@ -163,8 +163,8 @@ pub enum Operation {
         size: u64,
         /// 1 for a linear LV.
         stripes: u32,
-        /// Bytes per stripe (striped LVs; LVM's 64 KiB when not recorded).
-        stripe_size: Option<u64>,
+        /// Bytes per stripe (used when `stripes` > 1; LVM's 64 KiB when not recorded).
+        stripe_size: u64,
         device: PathBuf,
     },
     ActivateVg {
@@ -503,6 +503,9 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
                         lv.segment_type,
                     )));
                 }
+                if let Some(problem) = lv.stripe_problem(vg.extent_size) {
+                    return Err(input_error(problem));
+                }
                 if lv.stripes as usize > pvs.len() {
                     return Err(input_error(format!(
                         "logical volume {} has {} stripes but its volume group has {} physical volume(s)",
@@ -522,7 +525,7 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
                     uuid: lv.uuid.clone(),
                     size,
                     stripes: lv.stripes.max(1),
-                    stripe_size: lv.stripe_size,
+                    stripe_size: lv.stripe_bytes(),
                     device: dev.clone(),
                 });
                 devices.insert(lv.id(), dev);
@@ -745,7 +748,7 @@ impl fmt::Display for Operation {
             CreateLv { vg, name, uuid, size, stripes, stripe_size, .. } => {
                 write!(f, "create logical volume {vg}/{name} (uuid {uuid}) of {}", human_bytes(*size))?;
                 if *stripes > 1 {
-                    write!(f, ", {stripes} stripes of {}", human_bytes(stripe_size.unwrap_or(64 << 10)))?;
+                    write!(f, ", {stripes} stripes of {}", human_bytes(*stripe_size))?;
                 }
                 Ok(())
             }
