@@ -59,3 +59,21 @@ pub fn disk_of_device(dev: &std::path::Path) -> Option<String> {
         .unwrap_or(name);
     Some(disk)
 }
+
+/// Whether `path` is the root of a mount (statx `STATX_ATTR_MOUNT_ROOT`, Linux
+/// 5.8 and later). Comparing device numbers with the parent cannot tell: a
+/// btrfs subvolume has a device number of its own without being mounted. When
+/// the kernel cannot tell, it counts as one.
+pub fn is_mount_root(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };
+    #[allow(unsafe_code)]
+    // SAFETY: statx is all-integer plain data, for which zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    #[allow(unsafe_code)]
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; `stx` is a valid,
+    // writable statx the kernel fills.
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, 0, &mut stx) };
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    r != 0 || stx.stx_attributes_mask & bit == 0 || stx.stx_attributes & bit != 0
+}

@@ -7,9 +7,7 @@
 //! snapper's, `btrfs subvolume snapshot -r`) are left out, as the recovery
 //! does not recreate snapshots.
 
-use std::ffi::CString;
 use std::fs::{File, Metadata};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -35,7 +33,7 @@ pub enum Crossing {
 
 /// Classify the directory `path` (its lstat `meta`), which is on another device than the tree's root.
 pub fn crossing(path: &Path, meta: &Metadata) -> Crossing {
-    if meta.ino() != SUBVOLUME_ROOT_INO || !is_btrfs(path) || is_mount_root(path) {
+    if meta.ino() != SUBVOLUME_ROOT_INO || !is_btrfs(path) || crate::util::is_mount_root(path) {
         return Crossing::Other;
     }
     match read_only(path) {
@@ -47,21 +45,6 @@ pub fn crossing(path: &Path, meta: &Metadata) -> Crossing {
 
 fn is_btrfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC)
-}
-
-/// Whether `path` is the root of a mount (statx, Linux 5.8 and later). When
-/// the kernel cannot tell, it counts as one: the walk stays where it was.
-fn is_mount_root(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return true };
-    #[allow(unsafe_code)]
-    // SAFETY: statx is all-integer plain data, for which zero is a valid value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    #[allow(unsafe_code)]
-    // SAFETY: `c` is a NUL-terminated path that outlives the call; `stx` is a valid,
-    // writable statx the kernel fills.
-    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, 0, &mut stx) };
-    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    r != 0 || stx.stx_attributes_mask & bit == 0 || stx.stx_attributes & bit != 0
 }
 
 /// The subvolume's read-only flag; `None` when it cannot be read.

@@ -122,15 +122,6 @@ fn expected_bytes(layout: &Layout, mounts: &[String], used: impl Fn(&str) -> Opt
     Some(total)
 }
 
-/// Whether `path` is the root of a filesystem.
-fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), std::fs::metadata(path.join(".."))) {
-        (Ok(a), Ok(b)) => a.dev() != b.dev() || a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
 fn free_bytes(path: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
     Some(s.blocks_available() as u64 * s.fragment_size() as u64)
@@ -175,7 +166,7 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
     // every source is a mount point (a whole filesystem), as on a live system.
     let expected = expected_bytes(layout, &mounts, |m| {
         let p = under_root(&opts.root, m);
-        if is_mount_point(&p) {
+        if p.exists() && crate::util::is_mount_root(&p) {
             used_bytes(&p)
         } else {
             None
