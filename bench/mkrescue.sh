@@ -22,9 +22,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${RESCUE:-$ROOT/target/release/rescue}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 command -v rear >/dev/null || { echo "install rear first: apt-get install --no-install-recommends rear" >&2; exit 2; }
-bash "$ROOT/tests/vm/prepare-kernel.sh" >/dev/null
-KDIR=$(ls -d /var/cache/rescue-test/kernel/linux-image-*-amd64 | head -n1)
-KVER=${KDIR##*/linux-image-}
+KDIR=$(bash "$ROOT/tests/vm/prepare-kernel.sh")
+KVER=$(ls "$KDIR/lib/modules")
 KERNEL=$KDIR/boot/vmlinuz-$KVER
 MODS=$KDIR/lib/modules/$KVER
 W=$(mktemp -d)

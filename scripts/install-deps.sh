@@ -12,7 +12,7 @@ PKGS=(
   # rescue image
   cpio xorriso isolinux pxelinux syslinux-common grub-pc-bin grub-efi-amd64-bin grub-common busybox-static openssh-server openssh-client
   # VM tests
-  qemu-system-x86 qemu-utils ovmf debootstrap
+  qemu-system-x86 qemu-utils ovmf debootstrap wget
   # backup server tests (tests/bacula.rs): a real Bacula director, storage and file daemon
   bacula-director bacula-director-sqlite3 bacula-sd bacula-fd bacula-console sqlite3
   # misc

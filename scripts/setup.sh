@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 if ! command -v cargo >/dev/null; then
-  echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.80), then run this again" >&2
+  echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.85), then run this again" >&2
   exit 2
 fi
-cargo build --release --locked 2>/dev/null || cargo build --release
+# cargo's own progress shows (a release build takes a few minutes on 2 cores).
+echo "building rescue (cargo build --release --locked)"
+cargo build --release --locked
 install -m 0755 target/release/rescue /usr/local/sbin/rescue
 rescue manpages /usr/local/share/man/man8 >/dev/null
 rescue completions bash > /etc/bash_completion.d/rescue 2>/dev/null || true

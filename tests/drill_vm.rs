@@ -31,24 +31,13 @@ fn sh(cmd: &str) {
     assert!(st.success(), "failed: {cmd}");
 }
 
-/// The cached Debian 12 root tree tarball of the VM harness (built once).
+/// The Debian 12 root tree tarball of the VM harness: the one build-guest.sh
+/// names for today's suite (built once), never whichever tarball a cache holds.
 fn guest_rootfs() -> PathBuf {
-    let cache = std::env::var("RESCUE_TEST_CACHE").unwrap_or_else(|_| "/var/cache/rescue-test".into());
-    let dir = Path::new(&cache).join("guest");
-    let find = || {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".tar.zst")).collect())
-            .unwrap_or_default();
-        v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-        v.pop()
-    };
-    if let Some(p) = find() {
-        return p;
-    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/build-guest.sh");
-    let st = Command::new("bash").arg(&script).status().unwrap();
-    assert!(st.success(), "tests/vm/build-guest.sh failed");
-    find().expect("build-guest.sh made no rootfs-*.tar.zst")
+    let out = Command::new("bash").arg(&script).arg("--rootfs").output().unwrap();
+    assert!(out.status.success(), "tests/vm/build-guest.sh --rootfs failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 #[derive(Clone, Copy, PartialEq)]

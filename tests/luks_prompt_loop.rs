@@ -38,7 +38,7 @@ fn layout(disk_bytes: u64) -> String {
 
 [host]
 hostname = "vault"
-kernel = "6.1.0-26-amd64"
+kernel = "6.1.0-fixture-amd64"
 arch = "x86_64"
 firmware = "bios"
 captured-at = "2026-11-26T10:00:00Z"

@@ -2,7 +2,10 @@
 # Build (once) and cache the Debian 12 guest that VM tests boot under qemu TCG.
 #
 # Two cached stages under ${RESCUE_TEST_CACHE:-/var/cache/rescue-test}/guest/:
-#   rootfs-KEY.tar.zst  debootstrap result; KEY = hash of suite + package list
+#   rootfs-KEY.tar.zst  debootstrap result; KEY = hash of the suite, the package
+#                       list and the suite's package index as the mirror serves it
+#                       today (suite-key.sh), so a cache made before Debian moved
+#                       on (a new kernel ABI, a point release) is never reused
 #   image-IKEY/         root.img (raw ext4, no partition table, root=/dev/vda),
 #                       vmlinuz, initrd.img (Debian's), initrd-fast.img (busybox +
 #                       virtio_blk + ext4, booted by default); IKEY = KEY + hash of the
@@ -32,8 +35,8 @@ log() { echo "build-guest: $*" >&2; }
 die() { echo "build-guest: ERROR: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mkfs)"
-for t in debootstrap zstd mkfs.ext4 flock sha256sum; do
-  command -v "$t" >/dev/null || die "$t is missing: run scripts/install-deps.sh (apt-get install debootstrap zstd e2fsprogs util-linux coreutils)"
+for t in debootstrap zstd mkfs.ext4 flock sha256sum wget; do
+  command -v "$t" >/dev/null || die "$t is missing: run scripts/install-deps.sh (apt-get install debootstrap zstd e2fsprogs util-linux coreutils wget)"
 done
 
 host_mirror() {
@@ -57,8 +60,20 @@ mkdir -p "$CACHE/guest"
 exec 9>"$CACHE/guest/build.lock"
 flock 9
 
-key=$(printf '%s\n' "$SUITE" "${PKGS[@]}" | sha256sum | cut -c1-16)
-tarball="$CACHE/guest/rootfs-$key.tar.zst"
+# shellcheck source=suite-key.sh
+. "$here/suite-key.sh"
+if index=$(suite_key "$SUITE" "$MIRROR"); then
+  key=$(printf '%s\n' "$SUITE" "$index" "${PKGS[@]}" | sha256sum | cut -c1-16)
+  tarball="$CACHE/guest/rootfs-$key.tar.zst"
+else
+  # Offline: the newest tarball made for this suite and package list, said loudly.
+  list=$(printf '%s\n' "$SUITE" "${PKGS[@]}" | sha256sum | cut -c1-16)
+  tarball=$(ls -t "$CACHE"/guest/rootfs-*.tar.zst 2>/dev/null | while read -r t; do
+    [ "$(cat "${t%.tar.zst}.list" 2>/dev/null)" = "$list" ] && { echo "$t"; break; }; done)
+  [ -n "$tarball" ] || die "cannot read $MIRROR/dists/$SUITE/InRelease (network?) and no cached guest exists"
+  log "WARNING: $MIRROR unreachable: reusing $tarball, which may be older than what the mirror serves"
+  key=$(basename "$tarball" .tar.zst); key=${key#rootfs-}
+fi
 ikey=$( { echo "$key" "$ROOT_SIZE"; cat "$here/guest-setup.sh"; find "$here/guest" -type f | sort | xargs cat; } | sha256sum | cut -c1-16)
 imgdir="$CACHE/guest/image-$ikey"
 
@@ -82,6 +97,7 @@ if [ ! -e "$tarball" ]; then
   log "debootstrap took $((t1 - t0)) s"
   rm -rf "$work/tree/var/cache/apt/archives/"*.deb "$work/tree/var/lib/apt/lists/"*_Packages
   tar --numeric-owner --xattrs --acls -C "$work/tree" -cf - . | zstd -q -T0 -3 -o "$tarball.tmp"
+  printf '%s\n' "$SUITE" "${PKGS[@]}" | sha256sum | cut -c1-16 >"${tarball%.tar.zst}.list"
   mv "$tarball.tmp" "$tarball"
   log "rootfs tarball $(du -h "$tarball" | cut -f1) in $(( $(date +%s) - t1 )) s"
   rm -rf "$work/tree"

@@ -1,0 +1,22 @@
+#!/bin/bash
+# Print a short key for what a Debian suite on a mirror holds today: the hash of
+# its InRelease entry for main/binary-amd64/Packages.xz. The entry changes when
+# the suite's package set changes (a point release, a new kernel ABI), and only
+# then, so a cache keyed by it is rebuilt exactly when a fresh build would
+# differ. Sourced by build-guest.sh; usable alone: suite-key.sh SUITE MIRROR.
+#
+# When the mirror cannot be reached, prints nothing and returns 1: the caller
+# decides whether an older cache is acceptable.
+suite_key() {
+  local suite=$1 mirror=$2 release
+  release=$(wget -q -T 20 -t 2 -O- "$mirror/dists/$suite/InRelease" 2>/dev/null) || return 1
+  # The SHA256 section lists "HASH SIZE main/binary-amd64/Packages.xz".
+  printf '%s\n' "$release" |
+    awk '/^SHA256:/{s=1; next} /^[^ ]/{s=0} s && $3=="main/binary-amd64/Packages.xz"{print $1; found=1; exit} END{exit !found}' |
+    cut -c1-16
+}
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  (($# == 2)) || { echo "usage: suite-key.sh SUITE MIRROR" >&2; exit 2; }
+  suite_key "$1" "$2"
+fi
