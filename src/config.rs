@@ -99,8 +99,9 @@ impl Default for BackupConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct RecoverConfig {
-    /// Where the recreated filesystems are mounted during recovery.
-    pub target_root: PathBuf,
+    /// Where the recreated filesystems are mounted during recovery
+    /// (absolute, normalized, not `/`: checked when the config is read).
+    pub target_root: crate::target::TargetRoot,
     /// How partitions follow a disk of another size: `last` (the last
     /// resizable partition takes the difference) or `proportional`.
     pub resize: crate::plan::ResizePolicy,
@@ -116,7 +117,7 @@ pub struct RecoverConfig {
 impl Default for RecoverConfig {
     fn default() -> Self {
         Self {
-            target_root: "/mnt/local".into(),
+            target_root: crate::target::TargetRoot::default(),
             resize: crate::plan::ResizePolicy::Last,
             unattended_proceed: false,
             luks_keys: BTreeMap::new(),

@@ -281,7 +281,7 @@ pub fn execute(step: &Step, root: &Path) -> Result<()> {
     let chroot = |args: &[&str]| Cmd::new("chroot").arg(root).args(args);
     match step {
         Step::RewriteFile { path, .. } => {
-            let file = root.join(path.trim_start_matches('/'));
+            let file = crate::target::beneath(root, path)?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let (new, _) = rewrite::apply(&text, &rewrite::RenameTable::from_changes(step));
             let mode = std::fs::metadata(&file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);
