@@ -98,6 +98,21 @@ impl TargetRoot {
         &self.0
     }
 
+    /// Refuse a root that reaches somewhere else through a symlink (a
+    /// `/mnt/local` linking to `/` would put the recovered system over the
+    /// running one). A root that does not exist yet is fine: it is made as a
+    /// plain directory.
+    pub fn check_no_symlink(&self) -> Result<()> {
+        match std::fs::canonicalize(&self.0) {
+            Ok(real) if real != self.0 => Err(input_error(format!(
+                "the target root {} is reached through a symlink (it is really {}); give the real directory with --target-root",
+                self.display(),
+                real.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn display(&self) -> std::path::Display<'_> {
         self.0.display()
     }
@@ -290,6 +305,17 @@ mod tests {
         assert!(not_normalized("/x/./y").unwrap().contains(". component"));
         assert!(not_normalized("/x//y").unwrap().contains("//"));
         assert!(not_normalized("/x/").unwrap().contains("ends with /"));
+    }
+
+    #[test]
+    fn a_target_root_through_a_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(d.path()).unwrap();
+        std::os::unix::fs::symlink("/", real.join("link")).unwrap();
+        let e = TargetRoot::new(real.join("link")).unwrap().check_no_symlink().unwrap_err();
+        assert!(format!("{e:#}").contains("really /"), "{e:#}");
+        assert!(TargetRoot::new(real.join("absent")).unwrap().check_no_symlink().is_ok());
+        assert!(TargetRoot::new(real).unwrap().check_no_symlink().is_ok());
     }
 
     #[test]

@@ -206,7 +206,8 @@ fn initramfs_modules(confs: &[String]) -> Option<String> {
 /// (package leftovers like `*.dpkg-old` and backups `*~` left out).
 pub fn initramfs_conf_files(root: &Path) -> Vec<String> {
     let mut out = vec!["etc/initramfs-tools/initramfs.conf".to_string()];
-    let mut extra: Vec<String> = std::fs::read_dir(root.join("etc/initramfs-tools/conf.d"))
+    let mut extra: Vec<String> = crate::target::beneath(root, "etc/initramfs-tools/conf.d")
+        .and_then(|d| Ok(std::fs::read_dir(d)?))
         .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     extra.retain(|n| !n.ends_with('~') && !n.contains(".dpkg-"));
@@ -247,7 +248,7 @@ impl ChrootMounts {
     pub fn new(root: &Path) -> Result<ChrootMounts> {
         let mut m = ChrootMounts { mounted: Vec::new() };
         for d in ["dev", "proc", "sys", "run"] {
-            let at = root.join(d);
+            let at = crate::target::beneath(root, d)?;
             std::fs::create_dir_all(&at).with_context(|| format!("creating {}", at.display()))?;
             let src = format!("/{d}");
             let mut mount = Mount::builder()

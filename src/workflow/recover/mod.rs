@@ -127,6 +127,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let target_root = a.target_root.clone().unwrap_or_else(|| ctx.config.recover.target_root.clone());
     let layout_path = a.layout.clone().unwrap_or_else(|| default_layout_path(ctx));
     let unattended = a.unattended || kernel_asks_unattended();
+    target_root.check_no_symlink()?;
 
     if a.umount {
         let layout = if layout_path.exists() { Some(Layout::load(&layout_path)?) } else { None };
