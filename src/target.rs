@@ -176,7 +176,14 @@ impl TargetRoot {
     /// The mounts `rescue` made under this root that are still there (same
     /// place, same filesystem), deepest first.
     pub fn our_mounts(&self) -> Result<Vec<MountRecord>> {
-        Ok(self.our_mounts_from(&mountinfo()?))
+        let ours = self.our_mounts_from(&mountinfo()?);
+        // Records of mounts that are gone (unmounted by hand, or the same
+        // place now holds another filesystem) are dropped: they must not
+        // vouch for a later mount that is not ours.
+        if ours.len() != self.read_records().len() {
+            self.write_records(ours.clone())?;
+        }
+        Ok(ours)
     }
 
     fn our_mounts_from(&self, now: &[MountRecord]) -> Vec<MountRecord> {
@@ -195,8 +202,7 @@ impl TargetRoot {
             done.push(m.target);
         }
         // Records of mounts that are gone (unmounted by hand) go too.
-        let still = self.our_mounts()?;
-        self.write_records(still)?;
+        self.our_mounts()?;
         Ok(done)
     }
 }
