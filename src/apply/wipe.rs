@@ -145,6 +145,23 @@ pub fn deactivate_under(dev: &Path, root: &TargetRoot) -> Result<()> {
         Cmd::new("umount").arg(&m.target).run()?;
         root.forget_mount(&m.target)?;
     }
+    // A device-mapper device on the disk that is held open by more than the
+    // devices stacked on it (a process, a VM, a mount in another namespace)
+    // is in use: refused before anything is erased. One the rescue system
+    // merely activated (an old LVM) is open only by what sits on it.
+    for n in nodes.iter().filter(|n| n.name.starts_with("dm-")) {
+        let dm = read_trim(&Path::new("/sys/block").join(&n.name).join("dm/name")).unwrap_or(n.name.clone());
+        let stacked = std::fs::read_dir(Path::new("/sys/block").join(&n.name).join("holders")).map(|rd| rd.count()).unwrap_or(0);
+        let open = Cmd::new("dmsetup").args(["info", "-c", "--noheadings", "-o", "open", &dm]).read()?;
+        let open: u32 = open.trim().parse().with_context(|| format!("reading the open count of {dm} from dmsetup: {open:?}"))?;
+        if held_by_others(open, stacked) {
+            bail!(
+                "{} is in use: the device-mapper device {dm} on it is open {open} time(s), not only by the {stacked} device(s) stacked on it; \
+                 stop what uses it (a process, a VM; `fuser -vm /dev/mapper/{dm}`) or map another disk",
+                dev.display()
+            );
+        }
+    }
     for n in nodes.iter().filter(|n| n.name != name && !n.partition) {
         let path = format!("/dev/{}", n.name);
         // Erase what is inside before taking the device down, so an old
@@ -158,6 +175,12 @@ pub fn deactivate_under(dev: &Path, root: &TargetRoot) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a device opened `open` times is used by more than the `stacked`
+/// devices that sit on it (each holds it open once).
+fn held_by_others(open: u32, stacked: usize) -> bool {
+    open as usize > stacked
 }
 
 /// The `Wipe` operation.
@@ -246,6 +269,14 @@ pub fn teardown_target(root: &TargetRoot, layout: Option<&Layout>) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_mapper_device_open_beyond_its_stack_is_in_use() {
+        assert!(!held_by_others(0, 0), "an old LV the rescue system activated");
+        assert!(!held_by_others(2, 2), "a PV under two active LVs");
+        assert!(held_by_others(1, 0), "an LV a process or VM has open");
+        assert!(held_by_others(3, 2));
+    }
 
     #[test]
     fn holders_on_a_disk_need_their_programs() {
