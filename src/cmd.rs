@@ -25,6 +25,8 @@ pub struct Cmd {
     env: Vec<(OsString, OsString)>,
     /// Exit codes other than 0 that still count as success.
     ok_codes: Vec<i32>,
+    /// Arguments that carry a secret, by index: what logs and errors show instead.
+    masked: Vec<(usize, String)>,
 }
 
 /// Never shows what goes to stdin: it may be a LUKS key.
@@ -32,7 +34,7 @@ impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cmd")
             .field("program", &self.program)
-            .field("args", &self.args)
+            .field("args", &self.shown_args().collect::<Vec<_>>())
             .field("stdin", &self.stdin.as_ref().map(|d| format!("<{} bytes>", d.len())))
             .field("env", &self.env)
             .field("ok_codes", &self.ok_codes)
@@ -56,7 +58,23 @@ impl CmdOutput {
 
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
-        Self { program: program.as_ref().to_owned(), args: Vec::new(), stdin: None, env: Vec::new(), ok_codes: Vec::new() }
+        Self { program: program.as_ref().to_owned(), args: Vec::new(), stdin: None, env: Vec::new(), ok_codes: Vec::new(), masked: Vec::new() }
+    }
+
+    /// An argument that carries a secret (a password in mount options):
+    /// the program gets `value`, every log line and error shows `shown`.
+    pub fn secret_arg(mut self, value: impl AsRef<OsStr>, shown: impl Into<String>) -> Self {
+        self.masked.push((self.args.len(), shown.into()));
+        self.args.push(value.as_ref().to_owned());
+        self
+    }
+
+    /// The arguments as logs and errors show them (secrets masked).
+    fn shown_args(&self) -> impl Iterator<Item = String> + '_ {
+        self.args.iter().enumerate().map(|(i, a)| match self.masked.iter().find(|(k, _)| *k == i) {
+            Some((_, shown)) => shown.clone(),
+            None => a.to_string_lossy().into_owned(),
+        })
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -96,9 +114,10 @@ impl Cmd {
     }
 
     /// The command line as a person would type it (arguments with spaces or
-    /// shell metacharacters are quoted).
+    /// shell metacharacters are quoted; secrets masked). The only text of a
+    /// command that reaches a log or an error.
     pub fn display(&self) -> String {
-        std::iter::once(&self.program).chain(self.args.iter()).map(|a| shell_quote(&a.to_string_lossy())).collect::<Vec<_>>().join(" ")
+        std::iter::once(self.program.to_string_lossy().into_owned()).chain(self.shown_args()).map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" ")
     }
 
     /// Run the command, capture stdout and stderr, and fail (with the command

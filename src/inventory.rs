@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::target::TargetRoot;
+
 /// One whole disk that could receive a recorded disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -57,10 +59,13 @@ impl Inventory {
     }
 
     /// Read the present disks from sysfs. `target_root` is where recovery
-    /// mounts the recreated tree: mounts below it are ours (from an earlier
-    /// run) and do not make a disk busy.
-    pub fn read_live(target_root: &Path) -> Result<Inventory> {
-        let mounts = read_mounts().unwrap_or_default();
+    /// mounts the recreated tree: the mounts `rescue` recorded there (an
+    /// earlier attempt) do not make a disk busy; every other mount, wherever
+    /// it is, and every active swap does.
+    pub fn read_live(target_root: &TargetRoot) -> Result<Inventory> {
+        let ours = target_root.our_mounts()?;
+        let mounts: Vec<MountEntry> =
+            read_mounts().unwrap_or_default().into_iter().filter(|m| !ours.iter().any(|o| o.devnum == m.devnum && o.target == Path::new(&m.target))).collect();
         let swaps = read_swaps().unwrap_or_default();
         let by_id = read_by_id();
         let mut disks = Vec::new();
@@ -68,7 +73,7 @@ impl Inventory {
         let mut names: Vec<String> = names.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         for name in names {
-            if let Some(d) = read_disk(&name, &mounts, &swaps, &by_id, target_root)? {
+            if let Some(d) = read_disk(&name, &mounts, &swaps, &by_id)? {
                 disks.push(d);
             }
         }
@@ -100,16 +105,12 @@ fn read_mounts() -> Result<Vec<MountEntry>> {
         if f.len() < sep + 3 || f.len() < 5 {
             continue;
         }
-        let source = unescape(f[sep + 2]);
+        let source = crate::target::unescape_mountinfo(f[sep + 2]);
         // Btrfs reports an anonymous device number; its source path names the real one.
         let source_devnum = if source.starts_with("/dev/") { devnum_of_path(&source) } else { None };
-        out.push(MountEntry { devnum: f[2].to_string(), source_devnum, target: unescape(f[4]) });
+        out.push(MountEntry { devnum: f[2].to_string(), source_devnum, target: crate::target::unescape_mountinfo(f[4]) });
     }
     Ok(out)
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 fn read_swaps() -> Result<Vec<String>> {
@@ -138,7 +139,7 @@ fn read_trim(path: &Path) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn read_disk(name: &str, mounts: &[MountEntry], swaps: &[String], by_id: &BTreeMap<String, Vec<String>>, target_root: &Path) -> Result<Option<PresentDisk>> {
+fn read_disk(name: &str, mounts: &[MountEntry], swaps: &[String], by_id: &BTreeMap<String, Vec<String>>) -> Result<Option<PresentDisk>> {
     let sys = Path::new("/sys/block").join(name);
     // Device-mapper and MD devices are built by the plan, not targets of it;
     // optical and floppy drives never are.
@@ -190,9 +191,6 @@ fn read_disk(name: &str, mounts: &[MountEntry], swaps: &[String], by_id: &BTreeM
     for (kname, dn) in &devs {
         for m in mounts {
             if &m.devnum == dn || m.source_devnum.as_deref() == Some(dn.as_str()) {
-                if Path::new(&m.target).starts_with(target_root) {
-                    continue;
-                }
                 if m.target == "/" {
                     busy.push(format!("{kname} holds the running system (mounted at /)"));
                 } else {
@@ -247,7 +245,7 @@ mod tests {
     #[test]
     fn live_inventory_reads_without_error() {
         // Every machine has sysfs; the host's own root disk must show up busy.
-        let inv = Inventory::read_live(Path::new("/mnt/local")).unwrap();
+        let inv = Inventory::read_live(&TargetRoot::default()).unwrap();
         for d in &inv.disks {
             assert!(d.size > 0, "{d:?}");
         }

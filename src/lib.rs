@@ -19,5 +19,6 @@ pub mod layout;
 pub mod logging;
 pub mod plan;
 pub mod probe;
+pub mod target;
 pub mod util;
 pub mod workflow;

@@ -80,10 +80,11 @@ fn recover(dir: &Path, layout: &Path, old: &str, disk: &LoopDisk, root: &Path) {
 
 /// The plan the binary executed, recomputed in-process (same inputs).
 fn plan_for(layout: &Layout, old: &str, disk: &LoopDisk, root: &Path) -> plan::Plan {
-    let inv = Inventory::read_live(root).unwrap();
+    let root = rescue::target::TargetRoot::new(root).unwrap();
+    let inv = Inventory::read_live(&root).unwrap();
     let mut map = BTreeMap::new();
     map.insert(old.to_string(), disk.dev.clone());
-    plan::build(layout, &inv, &PlanOptions { map, target_root: root.to_path_buf(), ..Default::default() }).unwrap()
+    plan::build(layout, &inv, &PlanOptions { map, target_root: root, ..Default::default() }).unwrap()
 }
 
 /// fstab for the recovered tree (what the restore would bring), so the probe

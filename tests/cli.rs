@@ -113,3 +113,30 @@ fn every_config_key_is_documented() {
     }
     assert!(missing.is_empty(), "keys missing from docs/config.md: {missing:?}");
 }
+
+#[test]
+fn a_password_in_the_mount_options_is_never_shown_logged_or_in_an_error() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = local_config(dir);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}[backup]\nmount-options = \"username=alice,password=hunter2,vers=3.0\"\n")).unwrap();
+    for args in [&["dump"][..], &["--json", "dump"]] {
+        let out = rescue(dir, args);
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{all}");
+        assert!(!all.contains("hunter2") && all.contains("username=alice,password=********,vers=3.0"), "{args:?}: {all}");
+    }
+    // A mount with these options fails (a blank disk): the error and the log name the command, masked.
+    let disk = LoopDisk::new(dir, "blank", 8);
+    let out = rescue(dir, &["archive", "list", &format!("usb://{}/x.tar.zst", disk.dev)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("password=********") && !err.contains("hunter2"), "{err}");
+    let log = std::fs::read_to_string(dir.join("log/rescue.log")).unwrap();
+    assert!(log.contains("password=********") && !log.contains("hunter2"), "{log}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.join("log")).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(dir.join("log/rescue.log")).unwrap().permissions().mode() & 0o777, 0o600);
+}

@@ -22,7 +22,7 @@ fn disk(name: &str, size: u64) -> PresentDisk {
 }
 
 fn opts() -> PlanOptions {
-    PlanOptions { target_root: "/mnt/local".into(), ..Default::default() }
+    PlanOptions { target_root: rescue::target::TargetRoot::new("/mnt/local").unwrap(), ..Default::default() }
 }
 
 fn parts(p: &plan::Plan) -> BTreeMap<String, (PathBuf, u64, u64)> {

@@ -264,3 +264,119 @@ fn a_tool_missing_from_the_image_stops_in_verify_naming_it_and_its_package() {
     );
     assert_eq!(device_sum(&s.dst.dev), before, "the target disk changed");
 }
+
+/// Whether `at` is a mount point now.
+fn is_mounted(at: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(at.to_str().unwrap()))
+}
+
+#[test]
+fn a_disk_mounted_below_the_target_root_by_someone_else_is_never_taken() {
+    let mut s = Setup::new(128, 3);
+    // The target disk holds someone's data, mounted at TARGET/src (not by rescue).
+    sh(&format!("mkfs.ext4 -q -F -L precious {}", s.dst.dev));
+    let foreign = s.target.join("src");
+    let dev = s.dst.dev.clone();
+    s.dst.mount(&dev, &foreign, None);
+    std::fs::write(foreign.join("data.txt"), "keep me\n").unwrap();
+    sh("sync");
+    let _u = Unmounter(vec![s.target.clone()]);
+    let (layout, root) = (s.src.layout_file.to_str().unwrap().to_string(), s.target.to_str().unwrap().to_string());
+    let map = format!("{}={}", s.src.name, s.dst.dev);
+
+    let o = run(&s.src.cfg, &["recover", "--layout-only", "--yes", "--layout", &layout, "--map", &map, "--target-root", &root], &[]);
+    assert_failed(&o, 2, &["refusing to overwrite disks in use", &s.dst.dev, &format!("mounted at {}", foreign.display())]);
+    assert!(is_mounted(&foreign), "the foreign mount was undone");
+    assert_eq!(std::fs::read_to_string(foreign.join("data.txt")).unwrap(), "keep me\n");
+
+    // --umount unmounts only what rescue mounted: nothing here.
+    let o = run(&s.src.cfg, &["recover", "--umount", "--target-root", &root], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(is_mounted(&foreign), "--umount unmounted a filesystem rescue did not mount");
+
+    // Unmounted, the disk is free: the storage is rebuilt, and a second
+    // attempt takes over the mounts of the first (they are recorded as ours).
+    s.dst.umount_all();
+    for _ in 0..2 {
+        let o = run(&s.src.cfg, &["recover", "--layout-only", "--yes", "--layout", &layout, "--map", &map, "--target-root", &root], &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(is_mounted(&s.target), "{}", text(&o));
+    }
+    // A foreign mount inside our tree is not ours either: --umount leaves it (and what it sits on).
+    let other = LoopDisk::new(s.src.backups.parent().unwrap(), "other", 16);
+    sh(&format!("mkfs.ext4 -q -F {}", other.dev));
+    let inside = s.target.join("mnt/other");
+    let mut other = other;
+    let odev = other.dev.clone();
+    other.mount(&odev, &inside, None);
+    let o = run(&s.src.cfg, &["recover", "--umount", "--target-root", &root], &[]);
+    assert!(!o.status.success(), "unmounting our root under a foreign mount must fail, not unmount it: {}", text(&o));
+    assert!(is_mounted(&inside), "--umount unmounted a filesystem rescue did not mount");
+    other.umount_all();
+    let o = run(&s.src.cfg, &["recover", "--umount", "--target-root", &root], &[]);
+    assert!(o.status.success() && mounted_under(&s.target).is_empty(), "{}", text(&o));
+}
+
+#[test]
+fn a_target_root_that_is_slash_relative_or_not_normalized_is_refused() {
+    let s = Setup::new(128, 3);
+    let before = device_sum(&s.dst.dev);
+    let layout = s.src.layout_file.to_str().unwrap();
+    let map = format!("{}={}", s.src.name, s.dst.dev);
+    for (root, why) in [("/", "cannot be /"), ("mnt/local", "not an absolute path"), ("/mnt/../local", ".. component"), ("/mnt//x", "//")] {
+        for mode in [&["--plan"][..], &["--layout-only", "--yes"], &["--umount"]] {
+            let mut args = vec!["recover", "--layout", layout, "--map", &map, "--target-root", root];
+            args.extend_from_slice(mode);
+            if mode == ["--umount"] {
+                args = vec!["recover", "--umount", "--target-root", root];
+            }
+            let o = run(&s.src.cfg, &args, &[]);
+            assert_failed(&o, 2, &["target root", why]);
+        }
+    }
+    // The config's recover.target-root is checked the same way.
+    let cfg = s.src.config_with("slash.toml", "[recover]\ntarget-root = \"/\"\n");
+    let o = run(&cfg, &["recover", "--plan", "--layout", layout, "--map", &map], &[]);
+    assert_failed(&o, 2, &["cannot be /"]);
+    assert_eq!(device_sum(&s.dst.dev), before, "the target disk changed");
+}
+
+#[test]
+fn the_backup_medium_is_mounted_read_only_and_stays_unchanged() {
+    let s = Setup::new(128, 3);
+    let dir = s.src.backups.parent().unwrap().to_path_buf();
+    // A USB medium (ext4 on a loop disk) holding the backup.
+    let mut medium = LoopDisk::new(&dir, "medium", 64);
+    sh(&format!("mkfs.ext4 -q -F -L RESCUEUSB {}", medium.dev));
+    let m = dir.join("medium-mnt");
+    let mdev = medium.dev.clone();
+    medium.mount(&mdev, &m, None);
+    sh(&format!("cp -a {} {}/backups && sync", s.src.backups.display(), m.display()));
+    medium.umount_all();
+    let before = device_sum(&medium.dev);
+    let url = format!("usb://{}/backups", medium.dev);
+
+    // recover reads and checks the whole archive, then stops at the
+    // confirmation (no --yes): the medium must be exactly as it was.
+    let map = format!("{}={}", s.src.name, s.dst.dev);
+    let o = run(
+        &s.src.cfg,
+        &["recover", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap(), "--url", &url],
+        &[],
+    );
+    assert_failed(&o, 2, &["recovery stopped in phase plan", "without confirmation"]);
+    // The mount command of the medium, as logged: read-only.
+    let log = std::fs::read_to_string(dir.join("log/rescue.log")).unwrap();
+    let mounts: Vec<&str> = log.lines().filter(|l| l.contains("mount -o") && l.contains(&medium.dev)).collect();
+    assert!(!mounts.is_empty() && mounts.iter().all(|l| l.contains("-o ro ")), "{mounts:?}");
+    // `archive list` and `restoreonly` read it the same way.
+    let archive = s.src.archive();
+    let rel = archive.strip_prefix(&s.src.backups).unwrap();
+    let o = run(&s.src.cfg, &["archive", "list", &format!("usb://{}/backups/{}", medium.dev, rel.display())], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let into = dir.join("restored");
+    std::fs::create_dir_all(&into).unwrap();
+    let o = run(&s.src.cfg, &["restoreonly", "--layout", s.src.layout_file.to_str().unwrap(), "--target", into.to_str().unwrap(), "--url", &url], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(device_sum(&medium.dev), before, "reading the backup changed its medium");
+}

@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::cmd::Cmd;
+use crate::target::TargetRoot;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Undo {
-    Umount(PathBuf),
+    /// A mount of the recreated tree, recorded under its target root.
+    Umount(TargetRoot, PathBuf),
     CloseLuks(String),
     DeactivateVg(String),
     StopRaid(PathBuf),
@@ -21,7 +23,10 @@ pub enum Undo {
 impl Undo {
     pub fn run(&self) -> Result<()> {
         match self {
-            Undo::Umount(p) => Cmd::new("umount").arg(p).run(),
+            Undo::Umount(root, p) => {
+                Cmd::new("umount").arg(p).run()?;
+                root.forget_mount(p)
+            }
             Undo::CloseLuks(n) => Cmd::new("cryptsetup").args(["close", n]).run(),
             Undo::DeactivateVg(n) => crate::apply::lvm::lvm_cmd().args(["vgchange", "-an", n]).run(),
             Undo::StopRaid(p) => Cmd::new("mdadm").arg("--stop").arg(p).run(),

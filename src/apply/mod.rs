@@ -230,7 +230,7 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
         }
         CreateSubvolume { device, path, readonly, .. } => {
             let top = top_mount(st, device)?;
-            let full = top.join(path.trim_start_matches('/'));
+            let full = crate::target::beneath(&top, path)?;
             if let Some(parent) = full.parent() {
                 std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
@@ -242,7 +242,7 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
         }
         SetDefaultSubvolume { device, path, .. } => {
             let top = top_mount(st, device)?;
-            Cmd::new("btrfs").args(["subvolume", "set-default"]).arg(top.join(path.trim_start_matches('/'))).run()
+            Cmd::new("btrfs").args(["subvolume", "set-default"]).arg(crate::target::beneath(&top, path)?).run()
         }
         Mount { target, device, fstype, options, subvol, .. } => {
             std::fs::create_dir_all(target).with_context(|| format!("creating the mount point {}", target.display()))?;
@@ -251,8 +251,10 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
                 o = if o == "defaults" { format!("subvol={s}") } else { format!("{o},subvol={s}") };
             }
             Cmd::new("mount").args(["-t", fstype.as_str(), "-o", &o]).arg(device).arg(target).run()?;
-            st.teardown.push(Undo::Umount(target.clone()));
-            Ok(())
+            st.teardown.push(Undo::Umount(plan.target_root.clone(), target.clone()));
+            // Only recorded mounts count as ours: a later attempt or
+            // `--umount` undoes these and nothing else.
+            plan.target_root.record_mount(target)
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Clearing a disk before it is reused: unmount what an earlier attempt left
-//! under the target root, turn off swap, take down device-mapper (LVM, LUKS)
+//! Clearing a disk before it is reused: unmount what an earlier attempt of
+//! `rescue` mounted (recorded under the target root; a disk mounted by
+//! anyone else or used as swap is refused), take down device-mapper (LVM, LUKS)
 //! and MD devices stacked on it (deepest first, wiping their signatures so
 //! nothing old reassembles), then erase every signature on its partitions and
 //! on the disk itself, and make the kernel forget the old partitions.
@@ -12,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::layout::Layout;
+use crate::target::TargetRoot;
 
 /// A block device in sysfs: kernel name and `major:minor`.
 #[derive(Debug, Clone)]
@@ -72,8 +74,8 @@ fn mountinfo() -> Result<Vec<MountLine>> {
             let sep = f.iter().position(|x| *x == "-")?;
             Some(MountLine {
                 devnum: f.get(2)?.to_string(),
-                source: f.get(sep + 2)?.replace("\\040", " "),
-                target: PathBuf::from(f.get(4)?.replace("\\040", " ")),
+                source: crate::target::unescape_mountinfo(f.get(sep + 2)?),
+                target: PathBuf::from(crate::target::unescape_mountinfo(f.get(4)?)),
             })
         })
         .collect())
@@ -92,24 +94,18 @@ fn kernel_name(dev: &Path) -> Result<String> {
 }
 
 /// The programs wiping `dev` runs to take down what is active on it now:
-/// `swapoff` for swap, `dmsetup` for device-mapper (an old LVM or LUKS the
-/// rescue system activated), `mdadm` for MD arrays; each with why. Checked
-/// in the plan phase, so that a missing one stops the recovery before the
-/// first write instead of in the middle of the wipe.
+/// `dmsetup` for device-mapper (an old LVM or LUKS the rescue system
+/// activated), `mdadm` for MD arrays; each with why. Checked in the plan
+/// phase, so that a missing one stops the recovery before the first write
+/// instead of in the middle of the wipe. (Swap in use is refused, not
+/// turned off.)
 pub fn programs_for_wipe(dev: &Path) -> Vec<(&'static str, String)> {
     let Ok(name) = kernel_name(dev) else { return Vec::new() };
-    let nodes = tree(&name);
-    let nums: BTreeSet<&str> = nodes.iter().map(|n| n.devnum.as_str()).collect();
-    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-    let active_swap = |s: &str| devnum_of(s).is_some_and(|d| nums.contains(d.as_str()));
-    holder_programs(dev, &nodes, swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()).filter(|s| active_swap(s)))
+    holder_programs(dev, &tree(&name))
 }
 
-fn holder_programs<'a>(dev: &Path, nodes: &[Node], active_swaps: impl Iterator<Item = &'a str>) -> Vec<(&'static str, String)> {
+fn holder_programs(dev: &Path, nodes: &[Node]) -> Vec<(&'static str, String)> {
     let mut v = Vec::new();
-    for s in active_swaps {
-        v.push(("swapoff", format!("to turn off the swap space {s} active on {}", dev.display())));
-    }
     for n in nodes.iter().filter(|n| !n.partition) {
         if n.name.starts_with("dm-") {
             let dm = read_trim(&Path::new("/sys/block").join(&n.name).join("dm/name")).unwrap_or(n.name.clone());
@@ -121,32 +117,49 @@ fn holder_programs<'a>(dev: &Path, nodes: &[Node], active_swaps: impl Iterator<I
     v
 }
 
-/// Deactivate and unmount everything on the disk (only mounts under
-/// `target_root` may be undone; others are refused).
-pub fn deactivate_under(dev: &Path, target_root: &Path) -> Result<()> {
+/// Deactivate everything on the disk and unmount what `rescue` mounted there
+/// itself (recorded under `root`). A disk mounted anywhere else or used as
+/// swap is in use by something we did not make: refused, wherever it is.
+pub fn deactivate_under(dev: &Path, root: &TargetRoot) -> Result<()> {
     let name = kernel_name(dev)?;
     let nodes = tree(&name);
     let nums: BTreeSet<&str> = nodes.iter().map(|n| n.devnum.as_str()).collect();
-    let mut mounts: Vec<MountLine> =
+    let ours = root.our_mounts()?;
+    let mounts: Vec<MountLine> =
         mountinfo()?.into_iter().filter(|m| nums.contains(m.devnum.as_str()) || devnum_of(&m.source).is_some_and(|d| nums.contains(d.as_str()))).collect();
-    if let Some(m) = mounts.iter().find(|m| !m.target.starts_with(target_root)) {
+    if let Some(m) = mounts.iter().find(|m| !ours.iter().any(|o| o.target == m.target && o.devnum == m.devnum)) {
         bail!(
-            "{} is in use: {} is mounted at {}; unmount it first (only mounts under {} are undone automatically)",
+            "{} is in use: {} is mounted at {}; unmount it first, or map another disk (rescue only undoes the mounts it made itself under {})",
             dev.display(),
             m.source,
             m.target.display(),
-            target_root.display()
+            root.display()
         );
     }
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.target.as_os_str().len()));
-    for m in mounts {
-        Cmd::new("umount").arg(&m.target).run()?;
-    }
     if let Ok(swaps) = std::fs::read_to_string("/proc/swaps") {
-        for s in swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()) {
-            if devnum_of(s).is_some_and(|d| nums.contains(d.as_str())) {
-                Cmd::new("swapoff").arg(s).run()?;
-            }
+        if let Some(s) = swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()).find(|s| devnum_of(s).is_some_and(|d| nums.contains(d.as_str()))) {
+            bail!("{} is in use: {s} is an active swap space; `swapoff {s}` first, or map another disk", dev.display());
+        }
+    }
+    for m in ours.iter().filter(|o| mounts.iter().any(|m| m.target == o.target)) {
+        Cmd::new("umount").arg(&m.target).run()?;
+        root.forget_mount(&m.target)?;
+    }
+    // A device-mapper device on the disk that is held open by more than the
+    // devices stacked on it (a process, a VM, a mount in another namespace)
+    // is in use: refused before anything is erased. One the rescue system
+    // merely activated (an old LVM) is open only by what sits on it.
+    for n in nodes.iter().filter(|n| n.name.starts_with("dm-")) {
+        let dm = read_trim(&Path::new("/sys/block").join(&n.name).join("dm/name")).unwrap_or(n.name.clone());
+        let stacked = std::fs::read_dir(Path::new("/sys/block").join(&n.name).join("holders")).map(|rd| rd.count()).unwrap_or(0);
+        let open = Cmd::new("dmsetup").args(["info", "-c", "--noheadings", "-o", "open", &dm]).read()?;
+        let open: u32 = open.trim().parse().with_context(|| format!("reading the open count of {dm} from dmsetup: {open:?}"))?;
+        if held_by_others(open, stacked) {
+            bail!(
+                "{} is in use: the device-mapper device {dm} on it is open {open} time(s), not only by the {stacked} device(s) stacked on it; \
+                 stop what uses it (a process, a VM; `fuser -vm /dev/mapper/{dm}`) or map another disk",
+                dev.display()
+            );
         }
     }
     for n in nodes.iter().filter(|n| n.name != name && !n.partition) {
@@ -164,9 +177,15 @@ pub fn deactivate_under(dev: &Path, target_root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether a device opened `open` times is used by more than the `stacked`
+/// devices that sit on it (each holds it open once).
+fn held_by_others(open: u32, stacked: usize) -> bool {
+    open as usize > stacked
+}
+
 /// The `Wipe` operation.
-pub fn wipe_disk(dev: &Path, target_root: &Path) -> Result<()> {
-    deactivate_under(dev, target_root)?;
+pub fn wipe_disk(dev: &Path, root: &TargetRoot) -> Result<()> {
+    deactivate_under(dev, root)?;
     let name = kernel_name(dev)?;
     for n in tree(&name).iter().filter(|n| n.partition) {
         let path = PathBuf::from(format!("/dev/{}", n.name));
@@ -216,17 +235,11 @@ pub fn zero_all(dev: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Unmount everything under `target_root` (deepest first) and close what the
-/// descriptor's LUKS volumes, VGs and MD arrays have open. Returns what was done.
-pub fn teardown_target(target_root: &Path, layout: Option<&Layout>) -> Result<Vec<String>> {
-    let mut done = Vec::new();
-    let mut mounts: Vec<PathBuf> = mountinfo()?.into_iter().map(|m| m.target).filter(|t| t.starts_with(target_root)).collect();
-    mounts.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
-    mounts.dedup();
-    for t in mounts {
-        Cmd::new("umount").arg(&t).run()?;
-        done.push(format!("unmounted {}", t.display()));
-    }
+/// Unmount what `rescue` mounted under `root` (deepest first; nothing else
+/// mounted there is touched) and close what the descriptor's LUKS volumes,
+/// VGs and MD arrays have open. Returns what was done.
+pub fn teardown_target(root: &TargetRoot, layout: Option<&Layout>) -> Result<Vec<String>> {
+    let mut done: Vec<String> = root.unmount_ours()?.iter().map(|t| format!("unmounted {}", t.display())).collect();
     if let Some(l) = layout {
         let dm_names: Vec<String> =
             std::fs::read_dir("/sys/block").map(|rd| rd.flatten().filter_map(|e| read_trim(&e.path().join("dm/name"))).collect()).unwrap_or_default();
@@ -258,13 +271,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_device_mapper_device_open_beyond_its_stack_is_in_use() {
+        assert!(!held_by_others(0, 0), "an old LV the rescue system activated");
+        assert!(!held_by_others(2, 2), "a PV under two active LVs");
+        assert!(held_by_others(1, 0), "an LV a process or VM has open");
+        assert!(held_by_others(3, 2));
+    }
+
+    #[test]
     fn holders_on_a_disk_need_their_programs() {
         let node = |name: &str, partition: bool| Node { name: name.into(), devnum: "0:0".into(), partition };
         let nodes = [node("dm-99", false), node("md127", false), node("sdz1", true), node("sdz", false)];
-        let v = holder_programs(Path::new("/dev/sdz"), &nodes, ["/dev/sdz2"].into_iter());
+        let v = holder_programs(Path::new("/dev/sdz"), &nodes);
         let names: Vec<&str> = v.iter().map(|t| t.0).collect();
-        assert_eq!(names, ["swapoff", "dmsetup", "mdadm"], "{v:?}");
-        assert!(v[2].1.contains("/dev/md127") && v[2].1.contains("/dev/sdz"), "{v:?}");
-        assert!(holder_programs(Path::new("/dev/sdz"), &nodes[2..], std::iter::empty()).is_empty());
+        assert_eq!(names, ["dmsetup", "mdadm"], "{v:?}");
+        assert!(v[1].1.contains("/dev/md127") && v[1].1.contains("/dev/sdz"), "{v:?}");
+        assert!(holder_programs(Path::new("/dev/sdz"), &nodes[2..]).is_empty());
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cmd::Cmd;
-use crate::config::BackupConfig;
+use crate::config::{BackupConfig, MountOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -146,12 +146,12 @@ impl MountGuard {
         self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/"))
     }
 
-    fn mount(what: &str, fstype: Option<&str>, options: &str, timeout: u64) -> Result<MountGuard> {
+    fn mount(what: &str, fstype: Option<&str>, options: &MountOptions, timeout: u64) -> Result<MountGuard> {
         Self::mount_for("the backup destination", what, fstype, options, timeout)
     }
 
     /// Mount `what`; `purpose` names it in the error ("the backup destination").
-    fn mount_for(purpose: &str, what: &str, fstype: Option<&str>, options: &str, timeout: u64) -> Result<MountGuard> {
+    fn mount_for(purpose: &str, what: &str, fstype: Option<&str>, options: &MountOptions, timeout: u64) -> Result<MountGuard> {
         std::fs::create_dir_all("/run/rescue").context("creating /run/rescue")?;
         let dir = tempfile::Builder::new().prefix("dest-").tempdir_in("/run/rescue").context("creating a mount point in /run/rescue")?;
         let mut cmd = Cmd::new("timeout").args([format!("{timeout}"), "mount".to_string()]);
@@ -159,7 +159,8 @@ impl MountGuard {
             cmd = cmd.args(["-t", t]);
         }
         if !options.is_empty() {
-            cmd = cmd.args(["-o", options]);
+            // A password in the options never reaches the log or an error.
+            cmd = cmd.arg("-o").secret_arg(options.reveal(), options.masked());
         }
         cmd = cmd.arg(what).arg(dir.path());
         cmd.run().with_context(|| format!("mounting {purpose} {what} (gave up after {timeout} s)"))?;
@@ -212,7 +213,9 @@ pub fn check_reachable(what: &str, host: &str, port: u16, timeout: u64) -> Resul
 
 impl Opened {
     /// Make the destination reachable. `for_write` creates local
-    /// directories (and for iso:// uses the staging directory).
+    /// directories (and for iso:// uses the staging directory); without it
+    /// every mount is read-only (`ro`): reading a backup never writes to
+    /// its medium, not even a superblock.
     /// Destinations whose path ends in an archive name (`.tar.zst`...)
     /// are file targets: the directory above is mounted.
     pub fn open(loc: &Location, cfg: &BackupConfig, for_write: bool) -> Result<Opened> {
@@ -224,6 +227,8 @@ impl Opened {
             (inner.clone(), None)
         };
         let timeout = cfg.timeout;
+        let extra = cfg.mount_options.clone().unwrap_or_default();
+        let access = MountOptions::new(if for_write { "" } else { "ro" });
         let (dir, mount) = match loc {
             Location::Local(_) => {
                 let d = if dir_part.is_empty() { PathBuf::from(".") } else { PathBuf::from(&dir_part) };
@@ -235,10 +240,7 @@ impl Opened {
                 if let Some(p) = port {
                     opts.push_str(&format!(",port={p}"));
                 }
-                if let Some(o) = &cfg.mount_options {
-                    opts.push(',');
-                    opts.push_str(o);
-                }
+                let opts = MountOptions::new(opts).and(&extra).and(&access);
                 let export = if dir_part.is_empty() { "/".to_string() } else { dir_part.clone() };
                 let g = MountGuard::mount(&format!("{host}:{export}"), Some("nfs"), &opts, timeout * 3)?;
                 (g.path().to_path_buf(), Some(g))
@@ -248,14 +250,14 @@ impl Opened {
                 // The share is the first component; the rest is a directory inside it.
                 let trimmed = dir_part.trim_start_matches('/');
                 let (share, sub) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-                let opts = cfg.mount_options.clone().unwrap_or_else(|| "guest".into());
+                let opts = cfg.mount_options.clone().unwrap_or_else(|| MountOptions::new("guest")).and(&access);
                 let g = MountGuard::mount(&format!("//{host}/{share}"), Some("cifs"), &opts, timeout * 3)?;
                 let d = g.path().join(sub);
                 (d, Some(g))
             }
             Location::Usb { device, label, .. } => {
                 let dev = resolve_usb(device.as_deref(), label.as_deref())?;
-                let g = MountGuard::mount(&dev.display().to_string(), None, cfg.mount_options.as_deref().unwrap_or(""), timeout * 3)?;
+                let g = MountGuard::mount(&dev.display().to_string(), None, &extra.and(&access), timeout * 3)?;
                 let base = if dir_part.is_empty() { g.path().join("rescue") } else { g.path().join(dir_part.trim_start_matches('/')) };
                 (base, Some(g))
             }
@@ -324,7 +326,7 @@ pub fn read_usb_file(loc: &Location, wait: Duration, timeout: u64) -> Result<(Ve
         Some(l) => format!("{} (label {l})", dev.display()),
         None => dev.display().to_string(),
     };
-    let mount = MountGuard::mount_for("the USB disk", &dev.display().to_string(), None, "ro", timeout)?;
+    let mount = MountGuard::mount_for("the USB disk", &dev.display().to_string(), None, &MountOptions::new("ro"), timeout)?;
     let data = read_file_in(mount.path(), path, &what)?;
     Ok((data, dev))
 }
@@ -425,7 +427,7 @@ fn mount_iso_medium(dir: &str, timeout: u64) -> Result<(MountGuard, PathBuf)> {
     let candidates = order_iso_candidates(found);
     let mut tried = Vec::new();
     for dev in &candidates {
-        match MountGuard::mount(dev, Some("iso9660"), "ro", timeout) {
+        match MountGuard::mount(dev, Some("iso9660"), &MountOptions::new("ro"), timeout) {
             Ok(g) => {
                 let d = g.path().join(dir);
                 if d.is_dir() {

@@ -203,7 +203,7 @@ fn destination_url(cfg: &BackupConfig, url: Option<&str>) -> Result<String> {
 /// The per-host directory at the destination.
 pub fn host_dir_name(layout: &Layout) -> String {
     let h = layout.host.hostname.trim();
-    if h.is_empty() || h.contains('/') {
+    if !crate::layout::is_valid_hostname(h) {
         "unknown-host".into()
     } else {
         h.to_string()

@@ -206,7 +206,8 @@ fn initramfs_modules(confs: &[String]) -> Option<String> {
 /// (package leftovers like `*.dpkg-old` and backups `*~` left out).
 pub fn initramfs_conf_files(root: &Path) -> Vec<String> {
     let mut out = vec!["etc/initramfs-tools/initramfs.conf".to_string()];
-    let mut extra: Vec<String> = std::fs::read_dir(root.join("etc/initramfs-tools/conf.d"))
+    let mut extra: Vec<String> = crate::target::beneath(root, "etc/initramfs-tools/conf.d")
+        .and_then(|d| Ok(std::fs::read_dir(d)?))
         .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     extra.retain(|n| !n.ends_with('~') && !n.contains(".dpkg-"));
@@ -247,7 +248,7 @@ impl ChrootMounts {
     pub fn new(root: &Path) -> Result<ChrootMounts> {
         let mut m = ChrootMounts { mounted: Vec::new() };
         for d in ["dev", "proc", "sys", "run"] {
-            let at = root.join(d);
+            let at = crate::target::beneath(root, d)?;
             std::fs::create_dir_all(&at).with_context(|| format!("creating {}", at.display()))?;
             let src = format!("/{d}");
             let mut mount = Mount::builder()
@@ -281,7 +282,7 @@ pub fn execute(step: &Step, root: &Path) -> Result<()> {
     let chroot = |args: &[&str]| Cmd::new("chroot").arg(root).args(args);
     match step {
         Step::RewriteFile { path, .. } => {
-            let file = root.join(path.trim_start_matches('/'));
+            let file = crate::target::beneath(root, path)?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let (new, _) = rewrite::apply(&text, &rewrite::RenameTable::from_changes(step));
             let mode = std::fs::metadata(&file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);

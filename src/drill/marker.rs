@@ -67,21 +67,22 @@ pub fn install_if_drill(root: &Path) -> Result<Vec<String>> {
 
 /// Write the unit, its script and the checks into the tree at `root`.
 pub fn install(root: &Path, req: &DrillRequest) -> Result<()> {
-    let has_systemd = ["usr/lib/systemd/systemd", "lib/systemd/systemd"].iter().any(|p| std::fs::symlink_metadata(root.join(p)).is_ok());
+    let has_systemd =
+        ["usr/lib/systemd/systemd", "lib/systemd/systemd"].iter().any(|p| crate::target::beneath(root, p).is_ok_and(|p| std::fs::symlink_metadata(p).is_ok()));
     if !has_systemd {
         anyhow::bail!(
             "rescue drill: the recovered system has no systemd (no /usr/lib/systemd/systemd), so the drill's boot marker \
              cannot be installed; the drill cannot tell whether it boots"
         );
     }
-    let state = root.join(STATE_DIR);
+    let state = crate::target::beneath(root, STATE_DIR)?;
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     for (i, c) in req.checks.iter().enumerate() {
         let p = state.join(format!("check-{}", i + 1));
         crate::util::write_atomic(&p, format!("{c}\n").as_bytes(), 0o700)?;
     }
     crate::util::write_atomic(&state.join("run"), script(req.checks.len()).as_bytes(), 0o755)?;
-    let units = root.join("etc/systemd/system");
+    let units = crate::target::beneath(root, "etc/systemd/system")?;
     let wants = units.join("multi-user.target.wants");
     std::fs::create_dir_all(&wants).with_context(|| format!("creating {}", wants.display()))?;
     crate::util::write_atomic(&units.join(UNIT_NAME), UNIT.as_bytes(), 0o644)?;

@@ -145,15 +145,29 @@ fn is_secret_key(key: &str) -> bool {
 
 /// The config as it goes into the image: secret-looking keys dropped and
 /// passwords cut out of URLs, unless `include-secrets` asks otherwise.
-/// Returns the TOML text and the dotted names of what was removed.
-pub fn sanitized_config(config: &Config) -> Result<(String, Vec<String>)> {
+/// Returns the TOML text, the dotted names of what was removed, and the
+/// secrets that went in (include-secrets), for the manifest.
+pub fn sanitized_config(config: &Config) -> Result<(String, Vec<String>, Vec<String>)> {
     let mut value = toml::Value::try_from(config).context("turning the config into TOML")?;
-    let mut removed = Vec::new();
+    let (mut removed, mut kept) = (Vec::new(), Vec::new());
+    // Mount options serialize masked; the image gets them without their
+    // secret options, or whole when include-secrets says so.
+    if let (Some(o), Some(backup)) = (&config.backup.mount_options, value.get_mut("backup").and_then(|b| b.as_table_mut())) {
+        let secrets = o.secret_names();
+        if !secrets.is_empty() {
+            let (options, note) = if config.image.include_secrets { (o.clone(), &mut kept) } else { (o.without_secrets(), &mut removed) };
+            note.push(format!("backup.mount-options ({})", secrets.join(", ")));
+            backup.remove("mount-options");
+            if !options.is_empty() {
+                backup.insert("mount-options".into(), toml::Value::String(options.reveal().to_string()));
+            }
+        }
+    }
     if !config.image.include_secrets {
         scrub(&mut value, "", &mut removed);
     }
     let text = toml::to_string(&value).context("writing the config as TOML")?;
-    Ok((format!("# The config of the system this rescue image was made from, without secrets.\n{text}"), removed))
+    Ok((format!("# The config of the system this rescue image was made from, without secrets.\n{text}"), removed, kept))
 }
 
 fn scrub(v: &mut toml::Value, at: &str, removed: &mut Vec<String>) {
@@ -413,7 +427,7 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     // Settings, descriptor, config.
     let layout_text = std::fs::read(&inp.layout_path).with_context(|| format!("reading {}", inp.layout_path.display()))?;
     tree.add_bytes(Path::new(IMAGE_LAYOUT), layout_text, 0o600)?;
-    let (config_text, removed) = sanitized_config(inp.config)?;
+    let (config_text, removed, config_secrets) = sanitized_config(inp.config)?;
     manifest.config_removed = removed;
     tree.add_bytes(Path::new(IMAGE_CONFIG), config_text, 0o600)?;
     let hostname = if inp.layout.host.hostname.is_empty() { "unknown".to_string() } else { inp.layout.host.hostname.clone() };
@@ -553,6 +567,7 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     drop(w);
     std::fs::rename(&tmp, out).with_context(|| format!("moving {} into place", out.display()))?;
     secrets.extend(bserver.iter().flat_map(|b| b.secrets.iter().cloned()));
+    secrets.extend(config_secrets.into_iter().map(|s| format!("{IMAGE_CONFIG}: {s}")));
     manifest.secrets_included = secrets;
     manifest.files = tree
         .entries()
@@ -640,9 +655,27 @@ mod tests {
     fn config_secrets_are_removed() {
         let mut c = Config::default();
         c.backup.url = Some("nfs://backup:hunter2@nas/export".into());
-        let (text, removed) = sanitized_config(&c).unwrap();
+        let (text, removed, _) = sanitized_config(&c).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("nfs://backup@nas/export"), "{text}");
         assert_eq!(removed, vec!["backup.url (password in the URL)"]);
+    }
+
+    #[test]
+    fn a_password_in_the_mount_options_is_a_secret_of_the_image() {
+        let mut c = Config::default();
+        c.backup.mount_options = Some(crate::config::MountOptions::new("username=alice,password=hunter2,vers=3.0"));
+        let (text, removed, kept) = sanitized_config(&c).unwrap();
+        assert!(!text.contains("hunter2") && !text.contains("password") && text.contains("username=alice,vers=3.0"), "{text}");
+        assert_eq!(removed, vec!["backup.mount-options (password)"]);
+        assert!(kept.is_empty());
+        let back: Config = toml::from_str(text.split_once('\n').unwrap().1).unwrap();
+        assert_eq!(back.backup.mount_options.unwrap().reveal(), "username=alice,vers=3.0");
+        // include-secrets: it goes in whole, and the manifest says so.
+        c.image.include_secrets = true;
+        let (text, removed, kept) = sanitized_config(&c).unwrap();
+        assert!(text.contains("password=hunter2"), "{text}");
+        assert!(removed.is_empty());
+        assert_eq!(kept, vec!["backup.mount-options (password)"]);
     }
 }

@@ -56,6 +56,18 @@ pub struct Layout {
     pub backup: Option<BackupRecord>,
 }
 
+/// Whether `name` is a host name: labels of letters, digits, `-` and `_`
+/// (not starting with `-`), separated by single dots, at most 253
+/// characters. It names the host's backup directory, so `.`, `..` and
+/// anything with `/` are never one.
+pub fn is_valid_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && !name.is_empty()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Host {
@@ -601,7 +613,15 @@ pub enum BlockKind {
 impl Layout {
     /// Read and validate a descriptor file.
     pub fn load(path: &Path) -> Result<Layout> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading the layout descriptor {}", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading the layout descriptor {}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            crate::error::input_error(format!(
+                "the layout descriptor {} is not UTF-8 text: line {line} has bytes that are not UTF-8 (byte {at}); a descriptor is TOML, which is UTF-8",
+                path.display()
+            ))
+        })?;
         Self::from_toml(&text).with_context(|| format!("in the layout descriptor {}", path.display()))
     }
 

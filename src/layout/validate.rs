@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use super::{FsType, Layout, PartitionKind, TableType, VERSION};
 use crate::error::InputError;
+use crate::target::not_normalized;
 
 /// One problem in a descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,8 +371,11 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
     }
     let mut mount_paths = BTreeSet::new();
     for (i, m) in layout.mounts.iter().enumerate() {
-        if !m.path.starts_with('/') {
-            c.err("mount", i, Some("path"), format!("mount `{}`: the mount point must be an absolute path", m.path));
+        if let Some(why) = not_normalized(&m.path) {
+            c.err("mount", i, Some("path"), format!("mount `{}`: the mount point must be an absolute, normalized path (like /srv/data): {why}", m.path));
+        }
+        if let Some(why) = m.subvol.as_deref().and_then(not_plain_relative) {
+            c.err("mount", i, Some("subvol"), format!("mount `{}`: subvolume `{}` {why}", m.path, m.subvol.as_deref().unwrap_or_default()));
         }
         if !mount_paths.insert(m.path.as_str()) {
             c.err("mount", i, Some("path"), format!("mount `{}` appears twice", m.path));
@@ -397,6 +401,39 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
             }
         }
     }
+    let mut subvolume_index = 0;
+    for (i, f) in layout.filesystems.iter().enumerate() {
+        let Some(b) = &f.btrfs else { continue };
+        for sv in &b.subvolumes {
+            if let Some(why) = not_plain_relative(&sv.path) {
+                c.err("filesystem.btrfs.subvolume", subvolume_index, Some("path"), format!("btrfs subvolume `{}` on `{}`: the path {why}", sv.path, f.device));
+            }
+            subvolume_index += 1;
+        }
+        if let Some(why) = b.default_subvolume.as_deref().and_then(not_plain_relative) {
+            c.err(
+                "filesystem",
+                i,
+                None,
+                format!("btrfs filesystem on `{}`: default-subvolume `{}` {why}", f.device, b.default_subvolume.as_deref().unwrap_or_default()),
+            );
+        }
+    }
+    for (i, e) in layout.excluded.iter().enumerate() {
+        if let Some(why) = not_normalized(&e.path) {
+            c.err("excluded", i, Some("path"), format!("excluded `{}`: the path must be absolute and normalized: {why}", e.path));
+        }
+    }
+    check_cycles(layout, &mut c);
+    if !super::is_valid_hostname(&layout.host.hostname) {
+        c.errors.push(ValidationError {
+            line: text.and_then(|t| line_in_table(t, "host", "hostname")),
+            message: format!(
+                "hostname `{}` is not a host name (letters, digits, `-`, `_`, and dots between non-empty labels, at most 253 characters): it names the host's backup directory",
+                layout.host.hostname
+            ),
+        });
+    }
     let bl = &layout.bootloader;
     for d in &bl.boot_disks {
         if !disk_names.contains(d.as_str()) {
@@ -415,6 +452,78 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
         }
     }
     c.errors
+}
+
+/// Why a relative path inside a filesystem (a btrfs subvolume, `@/srv/www`)
+/// is not plain, or `None`. A leading `/` is allowed, as btrfs writes it.
+fn not_plain_relative(path: &str) -> Option<&'static str> {
+    let rel = path.strip_prefix('/').unwrap_or(path);
+    if rel.is_empty() {
+        return None;
+    }
+    not_normalized(&format!("/{rel}")).map(|_| "must be a plain path: no `..`, `.` or empty components, no trailing /")
+}
+
+/// A block device that sits on itself (a PV on an LV of its own volume
+/// group, directly or through RAID, LUKS or another VG) can never be built:
+/// name it with its line.
+fn check_cycles(layout: &Layout, c: &mut Checker) {
+    // Everything `id` sits on, transitively.
+    let below = |id: &str| -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![id.to_string()];
+        while let Some(cur) = todo.pop() {
+            for p in layout.parents_of(&cur) {
+                if seen.insert(p.clone()) {
+                    todo.push(p);
+                }
+            }
+        }
+        seen
+    };
+    for (i, pv) in layout.lvm_pvs.iter().enumerate() {
+        let mut under = below(&pv.device);
+        under.insert(pv.device.clone());
+        if let Some(lv) = layout.lvm_lvs.iter().find(|lv| lv.vg == pv.vg && under.contains(&lv.id())) {
+            c.err(
+                "lvm-pv",
+                i,
+                Some("device"),
+                format!(
+                    "LVM physical volume on `{}` of volume group `{}` sits on `{}`, a logical volume of that same group: a cycle that cannot be built",
+                    pv.device,
+                    pv.vg,
+                    lv.id()
+                ),
+            );
+        }
+    }
+    for (i, r) in layout.raids.iter().enumerate() {
+        if below(&r.name).contains(&r.name) {
+            c.err("raid", i, Some("devices"), format!("RAID array `{}` sits on itself (through its member devices): a cycle that cannot be built", r.name));
+        }
+    }
+    for (i, l) in layout.luks.iter().enumerate() {
+        if below(&l.name).contains(&l.name) {
+            c.err("luks", i, Some("device"), format!("LUKS volume `{}` sits on itself (through its device): a cycle that cannot be built", l.name));
+        }
+    }
+}
+
+/// The line of `key = ...` in the single table `[table]`.
+fn line_in_table(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let start = text.lines().position(|l| l.trim() == header)?;
+    for (n, l) in text.lines().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        if t.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) {
+            return Some(n + 1);
+        }
+    }
+    Some(start + 1)
 }
 
 fn index_of_partition(layout: &Layout, name: &str) -> usize {

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::error::input_error;
 use crate::inventory::{Inventory, PresentDisk};
 use crate::layout::{Filesystem, FsType, Layout, PartitionKind, TableType};
+use crate::target::TargetRoot;
 use crate::util::human_bytes;
 
 pub use mapping::{map_disks, partition_path, Ambiguity, DiskAssignment, MappingProblem, MatchReason};
@@ -29,7 +30,7 @@ pub struct PlanOptions {
     /// Recorded disk block id -> present device (`/dev/sdb`, `sdb`, by-id name).
     pub map: BTreeMap<String, String>,
     /// Where the tree is mounted (`/mnt/local`).
-    pub target_root: PathBuf,
+    pub target_root: TargetRoot,
 }
 
 /// One recorded partition as it is created.
@@ -229,7 +230,7 @@ pub struct Resized {
 #[serde(rename_all = "kebab-case")]
 pub struct Plan {
     pub host: String,
-    pub target_root: PathBuf,
+    pub target_root: TargetRoot,
     pub resize: ResizePolicy,
     pub mapping: Vec<DiskAssignment>,
     /// Block ids whose size differs from the recorded one.
@@ -619,7 +620,7 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
         let Some(dev) = devices.get(&m.device) else { continue };
         ops.push(Operation::Mount {
             path: m.path.clone(),
-            target: under_root(&opts.target_root, &m.path),
+            target: opts.target_root.join(&m.path)?,
             block: m.device.clone(),
             device: dev.clone(),
             fstype: fs.fstype,
@@ -634,16 +635,6 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
 
 fn depth(p: &str) -> usize {
     p.split('/').filter(|c| !c.is_empty()).count()
-}
-
-/// `/mnt/local` + `/home` -> `/mnt/local/home`.
-pub fn under_root(root: &Path, path: &str) -> PathBuf {
-    let rel = path.trim_start_matches('/');
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(rel)
-    }
 }
 
 /// fstab options minus those that only mean something to fstab or systemd.

@@ -8,6 +8,7 @@ use anyhow::Result;
 use crate::backup::{self, RestoreOptions};
 use crate::cli::Ctx;
 use crate::layout::Layout;
+use crate::target::TargetRoot;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -25,7 +26,7 @@ pub struct Args {
     pub layout: Option<PathBuf>,
     /// The prepared target root (default: recover.target-root from the config, /mnt/local).
     #[arg(long, value_name = "DIR")]
-    pub target: Option<PathBuf>,
+    pub target: Option<TargetRoot>,
     /// Backup location (default: backup.url from the config).
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
@@ -55,7 +56,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         crate::bail_input!("no layout descriptor at {}: pass --layout FILE (the descriptor names the host whose backup to restore)", path.display());
     }
     let layout = Layout::load(&path)?;
-    let target = a.target.unwrap_or_else(|| ctx.config.recover.target_root.clone());
+    let root = a.target.unwrap_or_else(|| ctx.config.recover.target_root.clone());
+    root.check_no_symlink()?;
+    let target = root.path().to_path_buf();
     if !target.is_dir() {
         crate::bail_input!("the target root {} does not exist: create and mount the filesystems there first", target.display());
     }
@@ -75,7 +78,9 @@ fn run_server(ctx: &Ctx, a: Args) -> Result<i32> {
             ctx.config.backup.method.product().to_ascii_lowercase()
         );
     }
-    let target = a.target.unwrap_or_else(|| ctx.config.recover.target_root.clone());
+    let root = a.target.unwrap_or_else(|| ctx.config.recover.target_root.clone());
+    root.check_no_symlink()?;
+    let target = root.path().to_path_buf();
     let sel = crate::bserver::Selection { jobid: a.restore_jobid, before: a.restore_before };
     if a.check {
         let p = crate::bserver::preflight(&ctx.config, &sel)?;

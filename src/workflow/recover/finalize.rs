@@ -14,6 +14,7 @@ use crate::boot::{self, ChrootMounts, DeviceMap, Step, Target};
 use crate::cmd::Cmd;
 use crate::layout::Layout;
 use crate::plan::Plan;
+use crate::target::TargetRoot;
 
 pub struct Options {
     pub force_initramfs: bool,
@@ -26,11 +27,10 @@ pub struct Done {
 }
 
 /// Whether the recovered system has `program` (looked up relative to its root).
-fn in_target(root: &Path, program: &str) -> bool {
+fn in_target(root: &TargetRoot, program: &str) -> bool {
     ["usr/sbin", "usr/bin", "sbin", "bin"].iter().any(|d| {
-        let p = root.join(d).join(program);
         // A symlink inside the target may be absolute: existing as a link is enough.
-        std::fs::symlink_metadata(&p).is_ok()
+        root.join(&format!("{d}/{program}")).is_ok_and(|p| std::fs::symlink_metadata(p).is_ok())
     })
 }
 
@@ -51,38 +51,42 @@ fn runs_in_chroot(step: &Step) -> bool {
     matches!(step, Step::RegenerateInitramfs { .. } | Step::GrubBios { .. } | Step::GrubEfi { .. } | Step::SystemdBoot { .. } | Step::GrubMkconfig { .. })
 }
 
-fn present(root: &Path, what: &str) -> bool {
+fn present(root: &TargetRoot, what: &str) -> bool {
     if what.contains('/') {
-        root.join(what).is_dir()
+        root.join(what).is_ok_and(|p| p.is_dir())
     } else {
         in_target(root, what)
     }
 }
 
-fn has_kernel(root: &Path) -> bool {
-    std::fs::read_dir(root.join("boot")).map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz"))).unwrap_or(false)
+fn has_kernel(root: &TargetRoot) -> bool {
+    root.join("boot")
+        .and_then(|b| Ok(std::fs::read_dir(b)?))
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz")))
+        .unwrap_or(false)
 }
 
 /// Compute and run the finalize steps for the restored tree under `root`.
-pub fn run(layout: &Layout, plan: &Plan, root: &Path, opts: &Options) -> Result<Done> {
+pub fn run(layout: &Layout, plan: &Plan, root: &TargetRoot, opts: &Options) -> Result<Done> {
     let uefi = Path::new("/sys/firmware/efi").exists();
     let mut drivers = BTreeSet::new();
     for m in &plan.mapping {
         drivers.extend(boot::disk_drivers(&m.name));
     }
     let target = Target {
-        root: root.to_path_buf(),
+        root: root.path().to_path_buf(),
         uefi,
         disk_drivers: drivers,
         force_initramfs: opts.force_initramfs,
-        initramfs_conf_files: boot::initramfs_conf_files(root),
+        initramfs_conf_files: boot::initramfs_conf_files(root.path()),
     };
     let map = DeviceMap { paths: plan.device_paths() };
-    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
+    let read = |rel: &str| root.join(rel).ok().and_then(|p| std::fs::read_to_string(p).ok());
     let planned = boot::plan(layout, &map, &target, &read);
     let mut warnings = Vec::new();
-    if !root.join("etc/fstab").is_file() {
-        warnings.push(format!("the restored system has no /etc/fstab ({}): it may not mount its filesystems at boot", root.join("etc/fstab").display()));
+    let fstab = root.join("etc/fstab")?;
+    if !fstab.is_file() {
+        warnings.push(format!("the restored system has no /etc/fstab ({}): it may not mount its filesystems at boot", fstab.display()));
     }
 
     // Every program first: a bootloader step that cannot run must not leave
@@ -118,17 +122,17 @@ pub fn run(layout: &Layout, plan: &Plan, root: &Path, opts: &Options) -> Result<
         if uefi {
             mount_efivarfs()?;
         }
-        Some(ChrootMounts::new(root).context("binding /dev, /proc, /sys and /run into the recovered system")?)
+        Some(ChrootMounts::new(root.path()).context("binding /dev, /proc, /sys and /run into the recovered system")?)
     } else {
         None
     };
     for step in &steps {
         let t = Instant::now();
         tracing::info!("finalize: {step}");
-        boot::execute(step, root).with_context(|| format!("finalize step failed: {step}"))?;
+        boot::execute(step, root.path()).with_context(|| format!("finalize step failed: {step}"))?;
         done.push(format!("{step} ({:.1} s)", t.elapsed().as_secs_f64()));
     }
-    done.extend(crate::drill::marker::install_if_drill(root)?); // `rescue drill` only: its boot marker (src/drill/marker.rs)
+    done.extend(crate::drill::marker::install_if_drill(root.path())?); // `rescue drill` only: its boot marker (src/drill/marker.rs)
     Ok(Done { steps: done, warnings })
 }
 
@@ -157,11 +161,12 @@ mod tests {
         std::fs::create_dir_all(d.path().join("usr/sbin")).unwrap();
         std::fs::write(d.path().join("usr/sbin/grub-install"), "").unwrap();
         let bios = Step::GrubBios { disks: vec!["/dev/sda".into()] };
-        let lacking: Vec<_> = needs(&bios).into_iter().filter(|(w, _)| !present(d.path(), w)).collect();
+        let root = TargetRoot::new(d.path()).unwrap();
+        let lacking: Vec<_> = needs(&bios).into_iter().filter(|(w, _)| !present(&root, w)).collect();
         assert_eq!(lacking, vec![("usr/lib/grub/i386-pc", "grub-pc-bin")]);
         std::fs::create_dir_all(d.path().join("usr/lib/grub/i386-pc")).unwrap();
-        assert!(needs(&bios).iter().all(|(w, _)| present(d.path(), w)));
-        assert!(!has_kernel(d.path()));
+        assert!(needs(&bios).iter().all(|(w, _)| present(&root, w)));
+        assert!(!has_kernel(&root));
     }
 
     #[test]
@@ -173,14 +178,14 @@ mod tests {
         std::fs::write(d.path().join("etc/fstab"), "/dev/vda2 / ext4 defaults 0 1\n").unwrap();
         let plan = Plan {
             host: layout.host.hostname.clone(),
-            target_root: d.path().to_path_buf(),
+            target_root: TargetRoot::new(d.path()).unwrap(),
             resize: Default::default(),
             mapping: Vec::new(),
             resized: Vec::new(),
             devices: [("vda".to_string(), "/dev/sdz".into()), ("vda2".to_string(), "/dev/sdz2".into())].into_iter().collect(),
             operations: Vec::new(),
         };
-        let e = run(&layout, &plan, d.path(), &Options { force_initramfs: false }).err().unwrap();
+        let e = run(&layout, &plan, &plan.target_root, &Options { force_initramfs: false }).err().unwrap();
         let msg = format!("{e:#}");
         assert!(msg.contains("grub-install") && msg.contains("grub-pc") && msg.contains("No bootloader or initramfs step was run"), "{msg}");
         assert_eq!(std::fs::read_to_string(d.path().join("etc/fstab")).unwrap(), "/dev/vda2 / ext4 defaults 0 1\n");

@@ -26,6 +26,7 @@ use crate::error::input_error;
 use crate::inventory::Inventory;
 use crate::layout::Layout;
 use crate::plan::{self, MatchReason, Plan, PlanOptions, ResizePolicy};
+use crate::target::TargetRoot;
 
 pub use data::{restore_data, DataSource};
 pub use keys::LuksKeySource;
@@ -76,8 +77,9 @@ pub struct Args {
     #[arg(long)]
     pub umount: bool,
     /// Where the recreated tree is mounted. Default: `recover.target-root` (/mnt/local).
+    /// Absolute, normalized, not `/`.
     #[arg(long, value_name = "DIR")]
-    pub target_root: Option<PathBuf>,
+    pub target_root: Option<TargetRoot>,
     /// How partitions follow a disk of another size. Default: `recover.resize` (last).
     #[arg(long, value_enum)]
     pub resize: Option<ResizeArg>,
@@ -125,6 +127,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let target_root = a.target_root.clone().unwrap_or_else(|| ctx.config.recover.target_root.clone());
     let layout_path = a.layout.clone().unwrap_or_else(|| default_layout_path(ctx));
     let unattended = a.unattended || kernel_asks_unattended();
+    target_root.check_no_symlink()?;
 
     if a.umount {
         let layout = if layout_path.exists() { Some(Layout::load(&layout_path)?) } else { None };
@@ -132,7 +135,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         if ctx.json {
             println!("{}", serde_json::json!({ "done": done }));
         } else if done.is_empty() {
-            println!("nothing mounted under {} and nothing of the descriptor open", target_root.display());
+            println!("nothing that rescue mounted under {} and nothing of the descriptor open", target_root.display());
         } else {
             for d in done {
                 println!("{d}");
@@ -206,7 +209,7 @@ fn read_luks_keys(ctx: &Ctx, a: &Args, layout: &Layout, interactive: bool) -> Re
 
 /// Map the disks (asking when interactive and ambiguous) and compute the plan. No side effects.
 /// `protect`: devices (and why) whose disks must never be targets.
-fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interactive: bool, protect: &[(PathBuf, &str)]) -> Result<Plan> {
+fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &TargetRoot, interactive: bool, protect: &[(PathBuf, &str)]) -> Result<Plan> {
     let mut map: BTreeMap<String, String> = ctx.config.mapping.clone();
     map.extend(parse_pairs(&a.map, "--map")?);
     let resize = match a.resize {
@@ -214,7 +217,7 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &Path, interacti
         Some(ResizeArg::Proportional) => ResizePolicy::Proportional,
         None => ctx.config.recover.resize,
     };
-    let mut opts = PlanOptions { resize, map, target_root: target_root.to_path_buf() };
+    let mut opts = PlanOptions { resize, map, target_root: target_root.clone() };
     let inv = match &a.inventory {
         Some(f) => {
             let text = std::fs::read_to_string(f).with_context(|| format!("reading the inventory {}", f.display()))?;
@@ -332,12 +335,12 @@ fn tear_down_after(failed_phase: Option<&str>, keep_mounted: bool) -> bool {
 
 /// The whole recovery, phase by phase. The report is printed (and with
 /// `--json` written as data) whether it succeeds or not.
-fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, unattended: bool) -> Result<i32> {
+fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRoot, unattended: bool) -> Result<i32> {
     let started = Instant::now();
     let log_mark = report::LogMark::now(&ctx.config.log_dir);
     let quiet = ctx.verbosity < 0;
     let progress = !quiet && !ctx.json;
-    let mut rep = Report::new(layout_path, target_root, unattended);
+    let mut rep = Report::new(layout_path, target_root.path(), unattended);
     let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
     let mut phases = report::Phases::new(quiet);
 
@@ -386,7 +389,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
         phases.run(&mut rep, "restore", "the data", |rep| {
             let from = rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default())).unwrap_or_default();
             let unchecked = matches!(source, DataSource::Archive { .. }) && !ctx.config.recover.verify_archive;
-            let r = restore_data(&source, &layout, &ctx.config, target_root, progress).with_context(|| {
+            let r = restore_data(&source, &layout, &ctx.config, target_root.path(), progress).with_context(|| {
                 let why = if unchecked { " (recover.verify-archive = false: it was not read before the disks were rewritten)" } else { "" };
                 format!("the data could not be restored from {from}{why}")
             })?;
@@ -417,7 +420,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
         Ok(())
     })();
 
-    rep.finish(started, &phases, result.as_ref().err(), |p| next_step(p, target_root, a.keep_mounted));
+    rep.finish(started, &phases, result.as_ref().err(), |p| next_step(p, target_root.path(), a.keep_mounted));
     let mut code = match &result {
         Ok(()) => 0,
         Err(e) => crate::error::exit_code_for(e),
@@ -440,7 +443,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
                 rep.warnings.push(format!("unmounting {} failed: {e:#}; run `rescue recover --umount`", target_root.display()));
                 code = crate::error::EXIT_FAILURE;
                 if let Some(p) = &rep.failed_phase {
-                    rep.next_step = Some(next_step(p, target_root, true));
+                    rep.next_step = Some(next_step(p, target_root.path(), true));
                 }
             }
         }
@@ -456,7 +459,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
         Err(e) => {
             // The cause first, then what to do: the last lines a person reads.
             let phase = rep.failed_phase.clone().unwrap_or_default();
-            let what_now = rep.next_step.clone().unwrap_or_else(|| next_step(&phase, target_root, a.keep_mounted));
+            let what_now = rep.next_step.clone().unwrap_or_else(|| next_step(&phase, target_root.path(), a.keep_mounted));
             let msg = format!("recovery stopped in phase {phase}: {e:#}\nWhat now: {what_now}");
             Err(if crate::error::exit_code_for(&e) == crate::error::EXIT_INPUT { input_error(msg) } else { anyhow::anyhow!(msg) })
         }

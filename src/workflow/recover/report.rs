@@ -178,9 +178,9 @@ impl Report {
     }
 
     /// Write the log into the recovered system's `/var/log/rescue`.
-    pub fn write_into(&self, root: &Path, mark: &LogMark) -> Result<PathBuf> {
+    pub fn write_into(&self, root: &crate::target::TargetRoot, mark: &LogMark) -> Result<PathBuf> {
         let mut copy = self.clone();
-        let dir = root.join("var/log/rescue");
+        let dir = root.join("var/log/rescue")?;
         copy.log = Some(dir.join(format!("recover-{}.log", self.stamp())));
         copy.write_to_dir(&dir, mark)
     }
