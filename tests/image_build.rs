@@ -110,7 +110,7 @@ fn format_usb_refuses_a_fixed_disk_then_makes_rescue_media() {
     assert!(probe((1 << 20) + (128 << 20)).contains("LABEL=RESCUE\n"), "{}", probe((1 << 20) + (128 << 20)));
     // Write the rescue system to it.
     let cfg = dir.path().join("rescue.toml");
-    std::fs::write(&cfg, "[image]\ntimeout = 1\nkernel-cmdline = \"rescue.after=poweroff\"\n").unwrap();
+    std::fs::write(&cfg, format!("[image]\ntimeout = 1\nkernel-cmdline = \"{TEST_CMDLINE}\"\n")).unwrap();
     let out = mkrescue_cmd(&cfg, &k, &dir.path().join("out"), "usb").arg("--usb").arg(&dev).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // mtools cannot open a loop device at an offset (no geometry): read the backing file.

@@ -74,6 +74,11 @@ pub fn drill_cmdline(menu: &str, extra: &[String]) -> String {
         .filter(|w| !(*w == "unattended" || w.starts_with("rescue.after=") || w.starts_with("rescue.drill") || w.starts_with("console=ttyS0")))
         .map(str::to_string)
         .collect();
+    // The drill's VM is emulated (TCG) on a host that may be busy: there the
+    // kernel's IO-APIC timer check can miss its tick and panic the boot.
+    if !words.iter().any(|w| w == "no_timer_check") {
+        words.push("no_timer_check".into());
+    }
     words.extend(["unattended".to_string(), "rescue.after=poweroff".to_string()]);
     words.extend(extra.iter().cloned());
     words.push("console=ttyS0,115200".into());
@@ -133,7 +138,7 @@ mod tests {
         let base = menu_cmdline(&cfg).unwrap();
         assert_eq!(base, "console=tty0 console=ttyS0,115200 quiet rescue.nonet rescue.after=reboot");
         let line = drill_cmdline(&base, &crate::drill::marker::cmdline_words(&["true".into()]));
-        assert_eq!(line, "console=tty0 quiet rescue.nonet unattended rescue.after=poweroff rescue.drill rescue.drill.check=74727565 console=ttyS0,115200");
+        assert_eq!(line, "console=tty0 quiet rescue.nonet no_timer_check unattended rescue.after=poweroff rescue.drill rescue.drill.check=74727565 console=ttyS0,115200");
     }
 
     #[test]

@@ -68,8 +68,8 @@ if index=$(suite_key "$SUITE" "$MIRROR"); then
 else
   # Offline: the newest tarball made for this suite and package list, said loudly.
   list=$(printf '%s\n' "$SUITE" "${PKGS[@]}" | sha256sum | cut -c1-16)
-  tarball=$(ls -t "$CACHE"/guest/rootfs-*.tar.zst 2>/dev/null | while read -r t; do
-    [ "$(cat "${t%.tar.zst}.list" 2>/dev/null)" = "$list" ] && { echo "$t"; break; }; done)
+  tarball=$( (ls -t "$CACHE"/guest/rootfs-*.tar.zst 2>/dev/null || true) | while read -r t; do
+    if [ "$(cat "${t%.tar.zst}.list" 2>/dev/null)" = "$list" ]; then echo "$t"; break; fi; done)
   [ -n "$tarball" ] || die "cannot read $MIRROR/dists/$SUITE/InRelease (network?) and no cached guest exists"
   log "WARNING: $MIRROR unreachable: reusing $tarball, which may be older than what the mirror serves"
   key=$(basename "$tarball" .tar.zst); key=${key#rootfs-}

@@ -82,7 +82,7 @@ mkdir -p "$disk_dir"
 args=(-accel tcg -machine pc -nodefaults -m "$mem" -smp "$smp" -display none -monitor none -nic none
       -no-reboot -serial "file:$serial"
       -kernel "$img/vmlinuz" -initrd "$img/$initrd"
-      -append "console=ttyS0,115200 root=/dev/vda rw panic=-1 raid=noautodetect net.ifnames=0 fsck.mode=skip loglevel=4 systemd.show_status=1 $append"
+      -append "console=ttyS0,115200 root=/dev/vda rw panic=-1 raid=noautodetect net.ifnames=0 fsck.mode=skip loglevel=4 systemd.show_status=1 no_timer_check $append"
       -drive "file=$img/root.img,format=raw,if=none,id=root,snapshot=on"
       -device "virtio-blk-pci,drive=root,serial=rt-root"
       -virtfs "local,path=$job,mount_tag=job,security_model=none")

@@ -230,7 +230,7 @@ config+='[image]
 output-url = "file:///job/out"
 timeout = 1
 default-entry = "unattended"
-kernel-cmdline = "rescue.after=poweroff"
+kernel-cmdline = "rescue.after=poweroff no_timer_check"
 network = "'"$net"'"
 [recover]
 unattended-proceed = true

@@ -10,9 +10,10 @@
 suite_key() {
   local suite=$1 mirror=$2 release
   release=$(wget -q -T 20 -t 2 -O- "$mirror/dists/$suite/InRelease" 2>/dev/null) || return 1
-  # The SHA256 section lists "HASH SIZE main/binary-amd64/Packages.xz".
+  # The SHA256 section lists "HASH SIZE main/binary-amd64/Packages.xz". awk reads
+  # to the end: leaving early would give printf SIGPIPE, a failure under pipefail.
   printf '%s\n' "$release" |
-    awk '/^SHA256:/{s=1; next} /^[^ ]/{s=0} s && $3=="main/binary-amd64/Packages.xz"{print $1; found=1; exit} END{exit !found}' |
+    awk '/^SHA256:/{s=1; next} /^[^ ]/{s=0} s && $3=="main/binary-amd64/Packages.xz" && !found {print $1; found=1} END{exit !found}' |
     cut -c1-16
 }
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -43,7 +43,7 @@ GRUB_TIMEOUT=0
 GRUB_TIMEOUT_STYLE=hidden
 GRUB_DISTRIBUTOR=Debian
 GRUB_CMDLINE_LINUX_DEFAULT=""
-GRUB_CMDLINE_LINUX="console=ttyS0,115200 net.ifnames=0 loglevel=4 systemd.show_status=1"
+GRUB_CMDLINE_LINUX="console=ttyS0,115200 net.ifnames=0 loglevel=4 systemd.show_status=1 no_timer_check"
 GRUB_TERMINAL="serial console"
 GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
