@@ -11,6 +11,8 @@ PKGS=(
   tar gzip pigz zstd rsync acl attr nfs-common cifs-utils
   # rescue image
   cpio xorriso isolinux pxelinux syslinux-common grub-pc-bin grub-efi-amd64-bin grub-common busybox-static openssh-server openssh-client
+  # Secure Boot: Debian's signed shim and GRUB, sbsign for own keys (tests/secure_boot.rs)
+  shim-signed shim-unsigned grub-efi-amd64-signed sbsigntool openssl
   # VM tests
   qemu-system-x86 qemu-utils ovmf debootstrap wget
   # backup server tests (tests/bacula.rs): a real Bacula director, storage and file daemon

@@ -150,8 +150,13 @@ pub fn grub_efi_net(out: &Path, work: &Path) -> Result<()> {
 /// Build `BOOTX64.EFI`: GRUB for x86_64 UEFI with an embedded config that
 /// finds the media holding the file `marker` and reads its /boot/grub/grub.cfg.
 pub fn grub_efi(out: &Path, marker: &str, work: &Path) -> Result<()> {
-    let early = format!("search --no-floppy --file --set=root {marker}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n");
-    grub_mkimage(out, work, "grub-early.cfg", &early, "/boot/grub", &[])
+    grub_mkimage(out, work, "grub-early.cfg", &grub_redirect(marker), "/boot/grub", &[])
+}
+
+/// A grub.cfg that reads the menu (`/boot/grub/grub.cfg`) of the filesystem
+/// holding the file `marker`: embedded in our own GRUB, or beside signed GRUB.
+pub fn grub_redirect(marker: &str) -> String {
+    format!("search --no-floppy --file --set=root {marker}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n")
 }
 
 /// `grub-mkimage` for x86_64 UEFI: [`GRUB_EFI_MODULES`] and `extra`, with the

@@ -48,6 +48,14 @@ pub struct ImageConfig {
     pub usb_device: Option<PathBuf>,
     /// Let files that look like secrets (private keys, shadow) into the image.
     pub include_secrets: bool,
+    /// Which UEFI boot chain the media carry: the distribution's signed one
+    /// when present (`auto`), only that (`require`), or unsigned GRUB (`off`).
+    pub secure_boot: SecureBoot,
+    /// An own db key (unencrypted PEM) and its certificate: shim, GRUB and the
+    /// kernel of the media are signed with them by `sbsign`. The key never
+    /// goes into the image.
+    pub signing_key: Option<PathBuf>,
+    pub signing_cert: Option<PathBuf>,
 }
 
 impl Default for ImageConfig {
@@ -73,6 +81,9 @@ impl Default for ImageConfig {
             usb_boot_size_mib: 1024,
             usb_device: None,
             include_secrets: false,
+            secure_boot: SecureBoot::Auto,
+            signing_key: None,
+            signing_cert: None,
         }
     }
 }
@@ -84,6 +95,17 @@ pub enum OutputKind {
     Pxe,
     Usb,
     Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecureBoot {
+    /// The distribution's signed chain when the host has it, else unsigned with a warning.
+    Auto,
+    /// Refuse to build without a signed chain (exit 3).
+    Require,
+    /// Unsigned GRUB: the media boot only with Secure Boot off.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

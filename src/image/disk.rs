@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::boot::{grub_efi, Menu};
+use super::boot::Menu;
+use super::efi::EfiBoot;
 use super::iso::syslinux_module;
 use crate::cmd::Cmd;
 
@@ -128,7 +129,8 @@ fn write_mbr_code(disk: &Path) -> Result<()> {
 
 /// Put the rescue system on a FAT file system (in a file, at an offset):
 /// kernel, initrd, syslinux and its menu, GRUB EFI and its menu.
-pub fn populate(bp: &BootPartition, kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Path) -> Result<()> {
+pub fn populate(bp: &BootPartition, efi: &EfiBoot, initrd: &Path, menu: &Menu, marker: &str, work: &Path) -> Result<()> {
+    let kernel = &efi.kernel;
     let need = std::fs::metadata(kernel)?.len() + std::fs::metadata(initrd)?.len() + 8 * MIB;
     if need > bp.size {
         bail!(
@@ -147,20 +149,18 @@ pub fn populate(bp: &BootPartition, kernel: &Path, initrd: &Path, menu: &Menu, i
     }
     let stage = work.join("disk");
     std::fs::create_dir_all(&stage)?;
-    let marker = format!("/boot/rescue-{id}");
-    std::fs::write(stage.join("marker"), format!("{id}\n"))?;
+    std::fs::write(stage.join("marker"), format!("{marker}\n"))?;
     std::fs::write(stage.join("grub.cfg"), menu.grub_cfg("/boot/vmlinuz", "/boot/initrd.img", "exit"))?;
     std::fs::write(stage.join("syslinux.cfg"), menu.syslinux_cfg("/boot/vmlinuz", "/boot/initrd.img", "COM32 chain.c32\n  APPEND hd1"))?;
-    let efi = stage.join("BOOTX64.EFI");
-    grub_efi(&efi, &marker, work)?;
     let mut copies: Vec<(PathBuf, String)> = vec![
         (kernel.to_path_buf(), "::/boot/vmlinuz".into()),
         (initrd.to_path_buf(), "::/boot/initrd.img".into()),
         (stage.join("marker"), format!("::{marker}")),
         (stage.join("grub.cfg"), "::/boot/grub/grub.cfg".into()),
         (stage.join("syslinux.cfg"), "::/boot/syslinux/syslinux.cfg".into()),
-        (efi, "::/EFI/BOOT/BOOTX64.EFI".into()),
+        (efi.first.clone(), "::/EFI/BOOT/BOOTX64.EFI".into()),
     ];
+    copies.extend(efi.beside.iter().map(|(name, f)| (f.clone(), format!("::/EFI/BOOT/{name}"))));
     for m in ["menu.c32", "libutil.c32", "libcom32.c32", "chain.c32"] {
         copies.push((syslinux_module(m)?, format!("::/boot/syslinux/{m}")));
     }
@@ -183,12 +183,12 @@ pub fn populate(bp: &BootPartition, kernel: &Path, initrd: &Path, menu: &Menu, i
 /// partition's size (mtools and the syslinux installer work on files, not
 /// on block devices), then only its data extents are copied to the
 /// partition, then the MBR boot code is refreshed.
-pub fn write_boot_partition(bp: &BootPartition, kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Path) -> Result<()> {
+pub fn write_boot_partition(bp: &BootPartition, efi: &EfiBoot, initrd: &Path, menu: &Menu, marker: &str, work: &Path) -> Result<()> {
     let img = work.join("boot-fat.img");
     let _ = std::fs::remove_file(&img);
     Cmd::new("mkfs.vfat").args(["-C", "-F", "32", "-n", BOOT_LABEL]).arg(&img).arg((bp.size / 1024).to_string()).run()?;
     let fat = BootPartition { disk: img.clone(), offset: 0, size: bp.size };
-    populate(&fat, kernel, initrd, menu, id, work)?;
+    populate(&fat, efi, initrd, menu, marker, work)?;
     copy_data_extents(&img, &bp.disk, bp.offset)?;
     write_mbr_code(&bp.disk)?;
     Ok(())
@@ -228,8 +228,8 @@ fn copy_data_extents(src: &Path, dest: &Path, offset: u64) -> Result<()> {
 }
 
 /// A raw disk image file holding only the boot partition.
-pub fn write_raw(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Path, out: &Path) -> Result<()> {
-    let payload = std::fs::metadata(kernel)?.len() + std::fs::metadata(initrd)?.len();
+pub fn write_raw(efi: &EfiBoot, initrd: &Path, menu: &Menu, marker: &str, work: &Path, out: &Path) -> Result<()> {
+    let payload = std::fs::metadata(&efi.kernel)?.len() + std::fs::metadata(initrd)?.len();
     let boot = ((payload + 32 * MIB).div_ceil(MIB) * MIB).max(64 * MIB);
     let total = boot + 2 * MIB;
     let tmp = out.with_extension("raw.tmp");
@@ -240,7 +240,7 @@ pub fn write_raw(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Pat
         f.set_len(total)?;
     }
     let bp = partition_disk(&tmp, boot, false)?;
-    write_boot_partition(&bp, kernel, initrd, menu, id, work)?;
+    write_boot_partition(&bp, efi, initrd, menu, marker, work)?;
     std::fs::rename(&tmp, out).with_context(|| format!("moving the disk image into place at {}", out.display()))?;
     Ok(())
 }

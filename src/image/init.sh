@@ -25,6 +25,20 @@ has_arg() { case " $cmdline " in *" $1 "*) return 0;; esac; return 1; }
 arg_value() { for w in $cmdline; do case "$w" in "$1"=*) echo "${w#*=}"; return 0;; esac; done; return 1; }
 
 echo "RESCUE-INIT rescue system starting (kernel $(uname -r))"
+# Secure Boot as the firmware reports it: the 5th byte of the SecureBoot variable (after 4 attribute bytes).
+# efivarfs files cannot seek: read the whole variable.
+sbvar=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+if [ -r "$sbvar" ]; then
+  # shellcheck disable=SC2046 # one word a byte
+  case "$(set -- $(od -An -t u1 "$sbvar"); echo "${5:-}")" in
+    1) echo "RESCUE-SECUREBOOT on" ;;
+    *) echo "RESCUE-SECUREBOOT off" ;;
+  esac
+elif [ -d /sys/firmware/efi ]; then
+  echo "RESCUE-SECUREBOOT off (no SecureBoot variable)"
+else
+  echo "RESCUE-SECUREBOOT off (BIOS boot)"
+fi
 hostname "$RESCUE_HOSTNAME" 2>/dev/null
 
 # udev: coldplug every device so drivers load and /dev/disk/by-* appear.

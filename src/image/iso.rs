@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::boot::{grub_efi, Menu};
+use super::boot::{grub_redirect, Menu};
+use super::efi::{Chain, EfiBoot};
 use crate::cmd::Cmd;
 
 /// Where Debian's isolinux and syslinux modules are.
@@ -24,21 +25,37 @@ pub fn syslinux_module(name: &str) -> Result<PathBuf> {
     }
 }
 
-/// Make a small FAT image holding `EFI/BOOT/BOOTX64.EFI`.
-pub fn efi_fat_image(efi: &Path, out: &Path) -> Result<()> {
-    let size = std::fs::metadata(efi)?.len();
+/// Make a small FAT image holding the UEFI loaders in `EFI/BOOT/` and, for
+/// signed GRUB (which reads `/boot/grub/grub.cfg` of the medium it came
+/// from), a `grub.cfg` that finds the ISO by `marker` and reads its menu.
+pub fn efi_fat_image(efi: &EfiBoot, marker: &str, work: &Path, out: &Path) -> Result<()> {
+    let mut size = std::fs::metadata(&efi.first)?.len();
+    for (_, f) in &efi.beside {
+        size += std::fs::metadata(f)?.len();
+    }
     let kib = (size / 1024 + 1024).max(2048);
     let _ = std::fs::remove_file(out);
     Cmd::new("mkfs.vfat").args(["-C", "-n", "RESCUE_EFI"]).arg(out).arg(kib.to_string()).run()?;
     let img = out.display().to_string();
-    Cmd::new("mmd").env("MTOOLS_SKIP_CHECK", "1").args(["-i", &img, "::/EFI", "::/EFI/BOOT"]).run()?;
-    Cmd::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-i", &img]).arg(efi).arg("::/EFI/BOOT/BOOTX64.EFI").run()?;
+    let mtools = |prog: &str| Cmd::new(prog).env("MTOOLS_SKIP_CHECK", "1").args(["-i", &img]);
+    mtools("mmd").args(["::/EFI", "::/EFI/BOOT"]).run()?;
+    mtools("mcopy").arg(&efi.first).arg("::/EFI/BOOT/BOOTX64.EFI").run()?;
+    for (name, f) in &efi.beside {
+        mtools("mcopy").arg(f).arg(format!("::/EFI/BOOT/{name}")).run()?;
+    }
+    if efi.chain != Chain::Unsigned {
+        let redirect = work.join("efi-redirect.cfg");
+        std::fs::write(&redirect, grub_redirect(marker))?;
+        mtools("mmd").args(["::/boot", "::/boot/grub"]).run()?;
+        mtools("mcopy").arg(&redirect).arg("::/boot/grub/grub.cfg").run()?;
+    }
     Ok(())
 }
 
 /// Write the ISO to `out` (mode 0600). `extra` are (path in ISO, host path)
 /// pairs (e.g. a backup archive for `iso:///backup`).
-pub fn write_iso(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Path, out: &Path, extra: &[(String, PathBuf)]) -> Result<()> {
+pub fn write_iso(efi: &EfiBoot, initrd: &Path, menu: &Menu, marker: &str, work: &Path, out: &Path, extra: &[(String, PathBuf)]) -> Result<()> {
+    let kernel = &efi.kernel;
     let stage = work.join("iso");
     let isolinux = stage.join("isolinux");
     std::fs::create_dir_all(&isolinux)?;
@@ -52,12 +69,9 @@ pub fn write_iso(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Pat
         std::fs::copy(syslinux_module(m)?, isolinux.join(m))?;
     }
     std::fs::write(isolinux.join("isolinux.cfg"), menu.syslinux_cfg("/boot/vmlinuz", "/boot/initrd.img", "LOCALBOOT 0x80"))?;
-    let marker = format!("/boot/rescue-{id}");
-    std::fs::write(stage.join("marker"), format!("{id}\n"))?;
+    std::fs::write(stage.join("marker"), format!("{marker}\n"))?;
     std::fs::write(stage.join("grub.cfg"), menu.grub_cfg("/boot/vmlinuz", "/boot/initrd.img", "exit"))?;
-    let efi = stage.join("BOOTX64.EFI");
-    grub_efi(&efi, &marker, work)?;
-    efi_fat_image(&efi, &stage.join("efiboot.img"))?;
+    efi_fat_image(efi, marker, &stage, &stage.join("efiboot.img"))?;
 
     let hybrid_mbr = Path::new(ISOLINUX_DIR).join("isohdpfx.bin");
     let tmp = out.with_extension("iso.tmp");
@@ -69,8 +83,13 @@ pub fn write_iso(kernel: &Path, initrd: &Path, menu: &Menu, id: &str, work: &Pat
         format!("boot/efiboot.img={}", stage.join("efiboot.img").display()),
         format!("boot/grub/grub.cfg={}", stage.join("grub.cfg").display()),
         format!("{}={}", marker.trim_start_matches('/'), stage.join("marker").display()),
-        format!("EFI/BOOT/BOOTX64.EFI={}", efi.display()),
+        format!("EFI/BOOT/BOOTX64.EFI={}", efi.first.display()),
+        // Signed GRUB's own fallback: the filesystem with /.disk/info holds /boot/grub.
+        format!(".disk/info={}", stage.join("marker").display()),
     ];
+    for (name, f) in &efi.beside {
+        graft.push(format!("EFI/BOOT/{name}={}", f.display()));
+    }
     for (dest, src) in extra {
         graft.push(format!("{}={}", dest.trim_start_matches('/'), src.display()));
     }

@@ -21,6 +21,8 @@ pub struct Manifest {
     pub content_bytes: u64,
     pub build_seconds: f64,
     pub outputs: Vec<OutputFile>,
+    /// The chain of trust of the UEFI loaders (image.secure-boot).
+    pub secure_boot: super::efi::Chain,
     pub programs: Vec<String>,
     /// Useful programs not installed on the host (the image works without them).
     pub programs_missing: Vec<String>,
@@ -76,6 +78,7 @@ impl Manifest {
         s += &format!("rescue image of {} built {} by rescue {}\n", self.hostname, self.created, self.rescue_version);
         s += &format!("  kernel {} ({})\n", self.kernel_version, self.kernel);
         s += &format!("  descriptor {}\n", self.layout);
+        s += &format!("  UEFI boot chain: {}\n", self.secure_boot);
         s += &format!(
             "  initrd {} compressed, {} of files; built in {:.1} s\n",
             human_bytes(self.initrd_bytes),

@@ -11,6 +11,7 @@
 pub mod boot;
 pub mod config;
 pub mod disk;
+pub mod efi;
 pub mod elf;
 pub mod initramfs;
 pub mod iso;
@@ -118,6 +119,21 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
     manifest.initrd_bytes = std::fs::metadata(&initrd)?.len();
     tracing::info!("initramfs: {} ({} files)", crate::util::human_bytes(manifest.initrd_bytes), manifest.files.len());
 
+    // The UEFI loaders: one set for disk-like media, found by this image's marker, one for PXE.
+    let marker = format!("/boot/rescue-{id}");
+    let disk_like = opts.outputs.iter().any(|o| matches!(o, OutputKind::Iso | OutputKind::Raw | OutputKind::Usb));
+    let disk_efi = if disk_like { Some(efi::prepare(&config.image, &opts.kernel, efi::Medium::Disk { marker: &marker }, work.path())?) } else { None };
+    let net_efi = if opts.outputs.contains(&OutputKind::Pxe) { Some(efi::prepare(&config.image, &opts.kernel, efi::Medium::Network, work.path())?) } else { None };
+    for e in disk_efi.iter().chain(net_efi.iter()) {
+        manifest.secure_boot = e.chain;
+        if let Some(w) = &e.warning {
+            if !manifest.warnings.contains(w) {
+                tracing::warn!("{w}");
+                manifest.warnings.push(w.clone());
+            }
+        }
+    }
+    tracing::info!("UEFI boot chain: {}", manifest.secure_boot);
     let iso_extra = iso_backup_graft(config, &opts.outputs);
     let menu = Menu::from_config(&config.image, &hostname);
     let (iso_path, pxe_dir, raw_path) = output_paths(&opts.output_dir, &hostname);
@@ -127,11 +143,13 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
     for kind in outputs {
         match kind {
             OutputKind::Iso => {
-                iso::write_iso(&opts.kernel, &initrd, &menu, &id, work.path(), &iso_path, &iso_extra)?;
+                let efi = disk_efi.as_ref().context("UEFI loaders for the ISO")?;
+                iso::write_iso(efi, &initrd, &menu, &marker, work.path(), &iso_path, &iso_extra)?;
                 manifest.outputs.push(OutputFile { kind: "iso".into(), path: iso_path.display().to_string(), bytes: std::fs::metadata(&iso_path)?.len() });
             }
             OutputKind::Pxe => {
-                if let Some(w) = pxe::write_pxe(&opts.kernel, &initrd, &menu, &pxe_dir, work.path())? {
+                let efi = net_efi.as_ref().context("UEFI loaders for PXE")?;
+                if let Some(w) = pxe::write_pxe(efi, &initrd, &menu, &pxe_dir)? {
                     tracing::warn!("{w}");
                     manifest.warnings.push(w);
                 }
@@ -139,14 +157,16 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
                 manifest.outputs.push(OutputFile { kind: "pxe".into(), path: pxe_dir.display().to_string(), bytes });
             }
             OutputKind::Raw => {
-                disk::write_raw(&opts.kernel, &initrd, &menu, &id, work.path(), &raw_path)?;
+                let efi = disk_efi.as_ref().context("UEFI loaders for the raw image")?;
+                disk::write_raw(efi, &initrd, &menu, &marker, work.path(), &raw_path)?;
                 manifest.outputs.push(OutputFile { kind: "raw".into(), path: raw_path.display().to_string(), bytes: std::fs::metadata(&raw_path)?.len() });
             }
             OutputKind::Usb => {
                 let dev = opts.usb_device.as_ref().context("usb device")?;
                 refuse_if_mounted(dev)?;
                 let bp = disk::find_boot_partition(dev)?;
-                disk::write_boot_partition(&bp, &opts.kernel, &initrd, &menu, &id, work.path())?;
+                let efi = disk_efi.as_ref().context("UEFI loaders for the USB disk")?;
+                disk::write_boot_partition(&bp, efi, &initrd, &menu, &marker, work.path())?;
                 manifest.outputs.push(OutputFile { kind: "usb".into(), path: dev.display().to_string(), bytes: bp.size });
             }
         }

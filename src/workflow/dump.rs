@@ -44,6 +44,8 @@ struct Dump<'a> {
     config: &'a crate::config::Config,
     backup_server: Option<crate::bserver::ServerSummary>,
     firmware: &'static str,
+    /// The UEFI boot chain `mkrescue` would give the media (image.secure-boot), or why none.
+    secure_boot: String,
     disks: Vec<DiskSeen>,
     tools: Vec<ToolSeen>,
 }
@@ -87,6 +89,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
         config: &ctx.config,
         backup_server: crate::bserver::summary(&ctx.config),
         firmware: if std::path::Path::new("/sys/firmware/efi").exists() { "uefi" } else { "bios" },
+        secure_boot: secure_boot_chain(&ctx.config.image),
         disks,
         tools: TOOLS.iter().map(|(p, why)| ToolSeen { program: p, purpose: why, path: find_program(p).map(|x| x.display().to_string()) }).collect(),
     };
@@ -103,6 +106,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
         println!("backup server ({}): director {}, client {}, password {}", b.method.product(), b.director, b.client, b.password);
     }
     println!("firmware: {}", d.firmware);
+    println!("UEFI boot chain of the rescue media: {}", d.secure_boot);
     println!("block devices:");
     for disk in &d.disks {
         println!("  {:<12} {:>12}{}", disk.name, crate::util::human_bytes(disk.size), if disk.removable { "  removable" } else { "" });
@@ -116,4 +120,15 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
         None => println!("last rescue image: none built yet (rescue mkrescue)"),
     }
     Ok(0)
+}
+
+/// What [`crate::image::efi::choose`] says for the configured kernel (or the running one's).
+fn secure_boot_chain(cfg: &crate::image::config::ImageConfig) -> String {
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let kernel = cfg.kernel.clone().unwrap_or_else(|| std::path::PathBuf::from(format!("/boot/vmlinuz-{release}")));
+    match crate::image::efi::choose(cfg, &kernel) {
+        Ok((chain, None)) => chain.to_string(),
+        Ok((chain, Some(why))) => format!("{chain}: {why}"),
+        Err(e) => format!("none: {e:#}"),
+    }
 }
