@@ -64,7 +64,7 @@ scale=${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}
 # the source phase and at exit (daemons the guests talk to); recover_stick: the
 # label of a small USB stick attached at recovery only, holding what the
 # function recover_stick_files DIR writes; recover_conf: more [recover] keys.
-usb_label="" targets=() check="" packages="" net=none nic=() source_setup="" recover_stick="" recover_conf=""
+usb_label="" targets=() check="" packages="" net=none nic=() source_setup="" recover_stick="" recover_conf="" secure_boot=0
 backup_iso='[backup]
 url = "iso:///backup"
 '
@@ -73,8 +73,12 @@ case "$scenario" in
   bios-ext4)
     kind=bios-ext4 data_dirs="/srv/rescue-data" config=$backup_iso ;;
   uefi-lvm-xfs)
-    kind=uefi-lvm-xfs data_dirs="/srv/rescue-data /home/alice" usb_label=RESCUEBAK
-    check='lvs --noheadings -o lv_name srcvg | grep -qw root || { echo "no LV srcvg/root"; exit 1; }
+    # Recovery and the recovered system's boot run under firmware that
+    # enforces Secure Boot with Microsoft's keys (the source installs as usual).
+    kind=uefi-lvm-xfs data_dirs="/srv/rescue-data /home/alice" usb_label=RESCUEBAK secure_boot=1
+    check='sb=$(od -An -t u1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk "{print \$5}")
+[ "$sb" = 1 ] || { echo "Secure Boot is not on in the recovered system (SecureBoot=$sb)"; exit 1; }
+lvs --noheadings -o lv_name srcvg | grep -qw root || { echo "no LV srcvg/root"; exit 1; }
 [ "$(findmnt -n -o FSTYPE /)" = xfs ] || { echo "/ is not xfs"; exit 1; }
 [ "$(findmnt -n -o FSTYPE /home)" = xfs ] || { echo "/home is not xfs"; exit 1; }
 findmnt -n /boot/efi >/dev/null || { echo "/boot/efi is not mounted"; exit 1; }
@@ -333,7 +337,7 @@ qemu() {
   local name=$1 limit=$2; shift 2
   local serial="$W/$name.serial.log" rc=0
   rm -f "$serial"
-  local base=(-accel tcg -machine pc -nodefaults -m 2048 -smp 2 -display none -monitor none -nic none
+  local base=(-accel tcg -machine "$machine" -nodefaults -m 2048 -smp 2 -display none -monitor none -nic none
               -no-reboot -serial "file:$serial")
   echo "qemu-system-x86_64 ${base[*]} $*" >"$W/$name.qemu-cmdline"
   timeout --kill-after=10 "$(awk -v a="$limit" -v s="$scale" 'BEGIN { printf "%d", a * s }')" \
@@ -343,7 +347,14 @@ qemu() {
   qpid=""
   return "$rc"
 }
-ovmf() { echo -drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd" -drive "if=pflash,format=raw,unit=1,file=$1"; }
+ovmf() { echo -drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" -drive "if=pflash,format=raw,unit=1,file=$1"; }
+# The source boots with OVMF as installed; recovery and verify with enforcing
+# firmware when the scenario asks for Secure Boot (q35 with SMM and a secure flash).
+machine=pc ovmf_code=/usr/share/OVMF/OVMF_CODE.fd ovmf_vars=/usr/share/OVMF/OVMF_VARS.fd
+secure_boot_firmware() {
+  machine=q35,smm=on ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.ms.fd ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+  [ -r "$ovmf_code" ] || die "$ovmf_code is missing: apt-get install ovmf"
+}
 
 # --- 0. the source system ------------------------------------------------------
 t=$(now)
@@ -463,8 +474,12 @@ for i in "${!targets[@]}"; do
 done
 tgt_disks=("${out_args[@]}")
 tgt_args=("${tgt_disks[@]}")
+if ((secure_boot)); then
+  secure_boot_firmware
+  tgt_args+=(-global driver=cfi.pflash01,property=secure,value=on)
+fi
 if [ "$fw" = uefi ]; then
-  cp /usr/share/OVMF/OVMF_VARS.fd "$W/target-vars.fd"
+  cp "$ovmf_vars" "$W/target-vars.fd"
   # shellcheck disable=SC2207
   tgt_args+=($(ovmf "$W/target-vars.fd"))
 fi
@@ -485,6 +500,9 @@ if [ "$tool" = rescue ]; then
   # every blank target disk under /dev/disk/by-id (serial target-diskN).
   grep -q 'RESCUE-BANNER rescue .* rescue system for rescue-src' "$serial.txt" || fail recover "the rescue ISO did not boot to its banner (qemu status $rc)" "$serial.txt"
   grep -q 'RESCUE-LAYOUT present /etc/rescue/layout.toml' "$serial.txt" || fail recover "the rescue system has no descriptor /etc/rescue/layout.toml" "$serial.txt"
+  if ((secure_boot)); then
+    grep -q 'RESCUE-SECUREBOOT on' "$serial.txt" || fail recover "the rescue system did not report Secure Boot on (RESCUE-SECUREBOOT)" "$serial.txt"
+  fi
   for i in "${!targets[@]}"; do
     grep -Eq "RESCUE-DISK by-id/[^ ]*target-disk$((i + 1)) -> /dev/" "$serial.txt" ||
       fail recover "blank target disk $((i + 1)) (serial target-disk$((i + 1))) is not under /dev/disk/by-id in the rescue system" "$serial.txt"
@@ -502,6 +520,7 @@ grep -qF "$mark_end" "$serial.txt" || fail recover "the recovery finished but th
 
 # --- 3. the recovered disk(s) boot alone --------------------------------------
 ver_args=("${tgt_disks[@]}")
+if ((secure_boot)); then ver_args+=(-global driver=cfi.pflash01,property=secure,value=on); fi
 if [ "$fw" = uefi ]; then
   # shellcheck disable=SC2207
   ver_args+=($(ovmf "$W/target-vars.fd"))
