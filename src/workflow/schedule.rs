@@ -42,11 +42,20 @@ pub enum Method {
     Cron,
 }
 
+/// The shell command the timer (or cron) runs to keep the image current:
+/// rebuild it when recovery would differ. `mkrescue` records the layout
+/// itself, so the image then holds the change, and the next check passes.
+pub fn refresh_command(rescue: &Path, config: &Path) -> String {
+    let bin = shell_quote(&rescue.display().to_string());
+    let cfg = shell_quote(&config.display().to_string());
+    format!("{bin} --config {cfg} checklayout || {bin} --config {cfg} mkrescue")
+}
+
 /// The files to write, as (path under root, content).
 pub fn files(rescue: &Path, config: &Path, method: Method, calendar: &str, mkbackup: Option<&str>) -> Vec<(PathBuf, String)> {
     let bin = shell_quote(&rescue.display().to_string());
     let cfg = shell_quote(&config.display().to_string());
-    let refresh = format!("{bin} --config {cfg} checklayout || {bin} --config {cfg} mkrescue");
+    let refresh = refresh_command(rescue, config);
     match method {
         Method::Cron => {
             let mut text = format!(
