@@ -106,7 +106,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         None => Some(record_layout(ctx, &args.capture)?),
     };
     let build_from = recorded.as_ref().map(|r| r.pending.clone()).unwrap_or(layout_path);
-    let (mut m, output_dir) = build(&ctx.config, &args.image, build_from)?;
+    let built = build(&ctx.config, &args.image, build_from);
+    if let (Err(_), Some(r)) = (&built, &recorded) {
+        // Nothing holds the recorded layout: the saved descriptor stays as it was.
+        let _ = std::fs::remove_file(&r.pending);
+    }
+    let (mut m, output_dir) = built?;
     let mut gaps = Vec::new();
     if let Some(r) = recorded {
         m.layout = r.commit(&output_dir, &m)?;
