@@ -1,7 +1,9 @@
 #!/bin/bash
-# Benchmark: `rescue savelayout` on a 4-disk system (loop disks: GPT, ext4,
-# xfs, btrfs with subvolumes, swap, vfat ESP; all mounted under a temporary
-# root), compared with the tools it calls. Run as root. Prints a table.
+# Benchmark: `rescue savelayout` and a no-change `rescue checklayout` (what
+# the refresh timer runs) on a 4-disk system (loop disks: GPT, ext4, xfs,
+# btrfs with subvolumes, swap, vfat ESP; all mounted under a temporary root,
+# plus a tmpfs and an overlay that must not count), compared with the tools
+# they call. Run as root. Prints a table.
 set -euo pipefail
 BIN=${RESCUE:-$(dirname "$0")/../target/release/rescue}
 W=$(mktemp -d)
@@ -32,8 +34,13 @@ for i in 0 1 2 3; do
 done
 ARGS=(); for l in "${LOOPS[@]}"; do ARGS+=(--disk "$l"); done
 printf 'log-dir = "%s/log"\nstate-dir = "%s/state"\n' "$W" "$W" > "$W/rescue.toml"
+"$BIN" --config "$W/rescue.toml" -q savelayout ${ARGS[*]} --root "$W/root"
+mkdir -p "$W/root/tmp/t" "$W/root/ov" "$W/ov/l" "$W/ov/u" "$W/ov/w"
+mount -t tmpfs tmpfs "$W/root/tmp/t"
+mount -t overlay overlay -o "lowerdir=$W/ov/l,upperdir=$W/ov/u,workdir=$W/ov/w" "$W/root/ov"
 hyperfine -N --warmup 2 --runs 15 --export-markdown "$W/out.md" \
   "$BIN --config $W/rescue.toml savelayout ${ARGS[*]} --root $W/root -o $W/layout.toml" \
+  "$BIN --config $W/rescue.toml checklayout ${ARGS[*]} --root $W/root" \
   "lsblk -J -b -O" \
   "sfdisk -J ${LOOPS[0]}" >/dev/null
 cat "$W/out.md"

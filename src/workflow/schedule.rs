@@ -147,3 +147,24 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_units_run_the_refresh_and_optionally_mkbackup() {
+        let (bin, cfg) = (Path::new("/usr/bin/rescue"), Path::new("/etc/rescue/rescue.toml"));
+        let refresh = refresh_command(bin, cfg);
+        assert_eq!(refresh, "/usr/bin/rescue --config /etc/rescue/rescue.toml checklayout || /usr/bin/rescue --config /etc/rescue/rescue.toml mkrescue");
+        let f = files(bin, cfg, Method::Systemd, "daily", Some("Sun 02:00"));
+        let text = |name: &str| f.iter().find(|(p, _)| p.ends_with(name)).map(|(_, t)| t.clone()).unwrap();
+        assert!(text("rescue-mkrescue.service").contains(&shell_quote(&refresh)));
+        assert!(text("rescue-mkbackup.service").contains("ExecStart=/usr/bin/rescue --config /etc/rescue/rescue.toml mkbackup"));
+        assert!(text("rescue-mkbackup.timer").contains("OnCalendar=Sun 02:00"));
+        assert_eq!(files(bin, cfg, Method::Systemd, "daily", None).len(), 2, "no mkbackup unit unless asked");
+        let cron = files(bin, cfg, Method::Cron, "daily", Some("Sun 02:00"));
+        assert!(cron[0].1.contains(&refresh) && cron[0].1.contains("mkbackup 2>&1"), "{}", cron[0].1);
+    }
+}
