@@ -21,7 +21,7 @@ use super::{BackedUpMount, Layout};
 /// Filesystem types that never hold data to recover: kernel interfaces,
 /// memory, images, namespaces, automount points. Mounts of these come and go
 /// (a tmpfs, a container's overlay, a snap's squashfs) and are never recorded.
-const TRANSIENT_FS: &[&str] = &[
+const PSEUDO_FS: &[&str] = &[
     "proc",
     "sysfs",
     "devtmpfs",
@@ -74,11 +74,16 @@ const TRANSIENT_DIRS: &[&str] = &[
     "/snap",
 ];
 
-/// Why a mount is not part of what recovery recreates.
+/// Why a mount is not part of what recovery recreates. None of them is ever
+/// a change for `checklayout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotRecovered {
-    /// Pseudo, in-memory, FUSE, image, container or session mounts: never
-    /// recorded anywhere, never a change.
+    /// Pseudo, in-memory, FUSE and image filesystems: recorded nowhere.
+    Pseudo,
+    /// A real filesystem mounted where a container runtime or a user session
+    /// mounts: listed under `[[excluded]]`, because it may be the same
+    /// filesystem as a recorded mount (a bind mount), which the backup must
+    /// not archive twice.
     Transient,
     /// A pattern of `capture.exclude-mounts`: listed under `[[excluded]]`.
     Configured,
@@ -90,7 +95,8 @@ impl NotRecovered {
     /// The reason written under `[[excluded]]`.
     pub fn reason(self) -> &'static str {
         match self {
-            NotRecovered::Transient => "transient filesystem",
+            NotRecovered::Pseudo => "pseudo filesystem",
+            NotRecovered::Transient => "mounted by a container runtime or a user session",
             NotRecovered::Configured => "excluded by configuration (capture.exclude-mounts)",
             NotRecovered::Network => "network filesystem",
         }
@@ -120,7 +126,9 @@ impl MountScope {
     /// `None` when recovery recreates a mount of type `fstype` at `path`
     /// (relative to the recorded root), else why not.
     pub fn classify(&self, path: &str, fstype: &str) -> Option<NotRecovered> {
-        if TRANSIENT_FS.contains(&fstype) || fstype.starts_with("fuse") || is_below_transient_dir(path) {
+        if PSEUDO_FS.contains(&fstype) || fstype.starts_with("fuse") {
+            Some(NotRecovered::Pseudo)
+        } else if is_below_transient_dir(path) {
             Some(NotRecovered::Transient)
         } else if self.is_configured_out(path) {
             Some(NotRecovered::Configured)
@@ -393,7 +401,7 @@ mod tests {
     fn transient_mounts_are_never_recovered() {
         let s = MountScope::default();
         for fstype in ["tmpfs", "overlay", "squashfs", "fuse", "fuse.sshfs", "fuseblk", "fuse.portal", "nsfs", "autofs", "proc", "devtmpfs"] {
-            assert_eq!(s.classify("/mnt/x", fstype), Some(NotRecovered::Transient), "{fstype}");
+            assert_eq!(s.classify("/mnt/x", fstype), Some(NotRecovered::Pseudo), "{fstype}");
         }
         for path in ["/run/user/1000", "/run/user/1000/doc", "/var/lib/docker/overlay2/x/merged", "/var/lib/containers/storage/overlay/y/merged"] {
             assert_eq!(s.classify(path, "ext4"), Some(NotRecovered::Transient), "{path}");

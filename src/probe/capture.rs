@@ -941,7 +941,7 @@ fn capture_mounts(p: &mut Probe, opts: &CaptureOptions, scope: &BTreeSet<String>
         let excluded = |reason: &str| Excluded { path: rel.clone(), fstype: Some(m.fstype.clone()), reason: reason.into() };
         match mount_scope.classify(&rel, &m.fstype) {
             // Recorded nowhere: it comes and goes, and holds nothing to recover.
-            Some(NotRecovered::Transient) => continue,
+            Some(NotRecovered::Pseudo) => continue,
             Some(why) => {
                 layout.excluded.push(excluded(why.reason()));
                 continue;
