@@ -44,4 +44,8 @@ hyperfine -N --warmup 2 --runs 15 --export-markdown "$W/out.md" \
   "lsblk -J -b -O" \
   "sfdisk -J ${LOOPS[0]}" >/dev/null
 cat "$W/out.md"
+# CPU a no-change check costs (steadier than wall time on a shared machine).
+for i in $(seq 10); do
+  /usr/bin/time -f '%e %U %S' "$BIN" --config "$W/rescue.toml" -q checklayout ${ARGS[*]} --root "$W/root" 2>&1 >/dev/null | tail -1
+done | sort -n -k2 | awk '{w[NR]=$1; u[NR]=$2; s[NR]=$3; c[NR]=$2+$3} END {printf "checklayout, 10 runs: CPU (user+sys) median %.2f s, min %.2f s; wall median %.2f s\n", c[5], c[1], w[5]}'
 "$BIN" --config "$W/rescue.toml" layout show "$W/layout.toml" | head -5
