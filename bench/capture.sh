@@ -1,7 +1,9 @@
 #!/bin/bash
-# Benchmark: `rescue savelayout` on a 4-disk system (loop disks: GPT, ext4,
-# xfs, btrfs with subvolumes, swap, vfat ESP; all mounted under a temporary
-# root), compared with the tools it calls. Run as root. Prints a table.
+# Benchmark: `rescue savelayout` and a no-change `rescue checklayout` (what
+# the refresh timer runs) on a 4-disk system (loop disks: GPT, ext4, xfs,
+# btrfs with subvolumes, swap, vfat ESP; all mounted under a temporary root,
+# plus a tmpfs and an overlay that must not count), compared with the tools
+# they call. Run as root. Prints a table.
 set -euo pipefail
 BIN=${RESCUE:-$(dirname "$0")/../target/release/rescue}
 W=$(mktemp -d)
@@ -32,9 +34,18 @@ for i in 0 1 2 3; do
 done
 ARGS=(); for l in "${LOOPS[@]}"; do ARGS+=(--disk "$l"); done
 printf 'log-dir = "%s/log"\nstate-dir = "%s/state"\n' "$W" "$W" > "$W/rescue.toml"
+"$BIN" --config "$W/rescue.toml" -q savelayout ${ARGS[*]} --root "$W/root"
+mkdir -p "$W/root/tmp/t" "$W/root/ov" "$W/ov/l" "$W/ov/u" "$W/ov/w"
+mount -t tmpfs tmpfs "$W/root/tmp/t"
+mount -t overlay overlay -o "lowerdir=$W/ov/l,upperdir=$W/ov/u,workdir=$W/ov/w" "$W/root/ov"
 hyperfine -N --warmup 2 --runs 15 --export-markdown "$W/out.md" \
   "$BIN --config $W/rescue.toml savelayout ${ARGS[*]} --root $W/root -o $W/layout.toml" \
+  "$BIN --config $W/rescue.toml checklayout ${ARGS[*]} --root $W/root" \
   "lsblk -J -b -O" \
   "sfdisk -J ${LOOPS[0]}" >/dev/null
 cat "$W/out.md"
+# CPU a no-change check costs (steadier than wall time on a shared machine).
+for i in $(seq 10); do
+  /usr/bin/time -f '%e %U %S' "$BIN" --config "$W/rescue.toml" -q checklayout ${ARGS[*]} --root "$W/root" 2>&1 >/dev/null | tail -1
+done | sort -n -k2 | awk '{w[NR]=$1; u[NR]=$2; s[NR]=$3; c[NR]=$2+$3} END {printf "checklayout, 10 runs: CPU (user+sys) median %.2f s, min %.2f s; wall median %.2f s\n", c[5], c[1], w[5]}'
 "$BIN" --config "$W/rescue.toml" layout show "$W/layout.toml" | head -5

@@ -17,6 +17,8 @@ PKGS=(
   qemu-system-x86 qemu-utils ovmf debootstrap wget
   # backup server tests (tests/bacula.rs): a real Bacula director, storage and file daemon
   bacula-director bacula-director-sqlite3 bacula-sd bacula-fd bacula-console sqlite3
+  # transient mounts checklayout must ignore (tests/refresh_loop.rs)
+  squashfs-tools fuse2fs
   # misc
   jq file procps hyperfine time binutils syslinux
 )

@@ -22,8 +22,7 @@ command says so); 2 usage or input error; 3 runtime failure.";
 const EXAMPLES: &str = "\
 Examples:
   rescue savelayout                      record the layout to /var/lib/rescue/layout.toml
-  rescue checklayout || rescue savelayout
-                                         refresh the descriptor when the layout changed
+  rescue checklayout || rescue mkrescue  record the layout and rebuild the image when recovery would differ
   rescue layout show /var/lib/rescue/layout.toml
   rescue dump                            effective config and what rescue sees on this system";
 
@@ -51,7 +50,7 @@ pub enum Command {
     /// Record the storage layout of this system in a descriptor file.
     #[command(after_long_help = workflow::savelayout::EXAMPLES)]
     Savelayout(workflow::savelayout::Args),
-    /// Compare the system with the saved descriptor (exit 0 same, 1 changed, 2 error).
+    /// Would recovery from the saved descriptor differ from this system now? (exit 0 no, 1 yes, 2 error).
     #[command(after_long_help = workflow::checklayout::EXAMPLES)]
     Checklayout(workflow::checklayout::Args),
     /// Recover this machine: recreate the storage, restore the backup, make it boot (--plan shows the storage plan).
@@ -60,7 +59,7 @@ pub enum Command {
     /// Prove that the backup restores: recover the rescue ISO into a throwaway VM and boot the result.
     #[command(after_long_help = workflow::drill::EXAMPLES)]
     Drill(workflow::drill::Args),
-    /// Build the rescue image (ISO, PXE, USB, raw disk) from the saved layout.
+    /// Record the layout, then build the rescue image (ISO, PXE, USB, raw disk) holding it (exit 1: data in no backup).
     #[command(after_long_help = workflow::mkrescue::EXAMPLES)]
     Mkrescue(workflow::mkrescue::Args),
     /// Prepare a USB disk as bootable rescue media with room for backups.

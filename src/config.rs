@@ -45,9 +45,13 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct CaptureConfig {
+    /// Only these disks and what sits on them (like `--disk`); empty: every fixed disk.
+    pub disks: Vec<String>,
+    /// Record mount points relative to this directory (like `--root`); default `/`.
+    pub root: Option<String>,
     /// Disks never to record (kernel names or /dev paths), e.g. a USB backup disk.
     pub exclude_disks: Vec<String>,
-    /// Mount points never to record nor back up (e.g. `/scratch`).
+    /// Mount points or patterns (`/scratch`, `/var/lib/docker/*`) never to record nor back up.
     pub exclude_mounts: Vec<String>,
 }
 

@@ -78,7 +78,11 @@ fn missing_descriptor_and_kernel_are_input_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("rescue.toml");
     std::fs::write(&cfg, format!("state-dir = \"{}\"\n", dir.path().display())).unwrap();
-    let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap(), "mkrescue", "--output-dir"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "mkrescue", "--layout", "/nonexistent/layout.toml", "--output-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rescue savelayout"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(BIN)

@@ -154,12 +154,12 @@ fn savelayout_and_checklayout_on_a_loop_disk() {
     let out = rescue(dir, &["checklayout", "--disk", &disk.dev, "--root", root.to_str().unwrap(), "--layout", out_file.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "changed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("partition {diskname}p6 added")), "{stdout}");
+    assert!(stdout.contains(&format!("partition {diskname}p6 added: recovery would not create this partition")), "{stdout}");
     let out = rescue(dir, &["--json", "checklayout", "--disk", &disk.dev, "--root", root.to_str().unwrap(), "--layout", out_file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(j["changed"], true);
-    assert!(j["changes"].as_array().unwrap().iter().any(|c| c["item"] == format!("partition {diskname}p6") && c["change"] == "added"));
+    assert!(j["differences"].as_array().unwrap().iter().any(|c| c["item"] == format!("partition {diskname}p6") && c["change"] == "added"));
 
     // A missing saved layout is an input error (2), not "changed".
     let out = rescue(dir, &["checklayout", "--disk", &disk.dev, "--layout", "/nonexistent/layout.toml"]);

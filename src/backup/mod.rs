@@ -53,12 +53,13 @@ pub struct BackupReport {
 /// The mounts to back up: the descriptor's mounts minus excluded ones,
 /// sorted so a parent comes before what is mounted below it.
 pub fn backup_mounts(layout: &Layout, config: &Config) -> Vec<String> {
+    let scope = crate::layout::recovery::MountScope::new(&config.capture.exclude_mounts);
     let mut v: Vec<String> = layout
         .mounts
         .iter()
         .map(|m| m.path.clone())
         .filter(|p| !layout.excluded.iter().any(|e| &e.path == p))
-        .filter(|p| !config.capture.exclude_mounts.iter().any(|e| e == p))
+        .filter(|p| !scope.is_configured_out(p))
         .collect();
     v.sort();
     v.dedup();

@@ -9,6 +9,7 @@
 //! the recovery machine: the plan maps disks to present devices.
 
 pub mod diff;
+pub mod recovery;
 pub mod validate;
 
 use std::path::Path;
@@ -138,6 +139,24 @@ pub struct Disk {
     /// MBR disk signature, as `0x` and 8 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mbr_signature: Option<String>,
+}
+
+impl Disk {
+    /// What names this disk whatever the kernel calls it: its WWN, else its
+    /// serial, else its first `/dev/disk/by-id` name; the kernel name only
+    /// when it has none of these (a loop device, a virtual disk without serial).
+    pub fn identity(&self) -> String {
+        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        if let Some(w) = given(&self.wwn) {
+            format!("wwn-{w}")
+        } else if let Some(s) = given(&self.serial) {
+            format!("serial-{s}")
+        } else if let Some(b) = self.by_id.first() {
+            b.clone()
+        } else {
+            self.name.clone()
+        }
+    }
 }
 
 fn default_sector() -> u64 {
@@ -598,6 +617,18 @@ pub struct BackupRecord {
     pub data_bytes: u64,
     #[serde(default)]
     pub files: u64,
+    /// The mount points the backup holds and the filesystem each was, so a
+    /// later capture can tell what no backup covers (`rescue mkrescue` says so).
+    #[serde(default, rename = "mount", skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<BackedUpMount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BackedUpMount {
+    pub path: String,
+    /// UUID of the filesystem mounted there.
+    pub uuid: String,
 }
 
 /// What kind of thing a block id names.

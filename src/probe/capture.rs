@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 
 use super::parse::{self, BlockNode};
 use super::source::SystemView;
+use crate::layout::recovery::{MountScope, NotRecovered};
 use crate::layout::*;
 
 /// What to capture.
@@ -18,6 +19,7 @@ pub struct CaptureOptions {
     /// Record mount points relative to this directory (`/` for the running system).
     pub root: String,
     pub exclude_disks: Vec<String>,
+    /// Mount points or patterns (`/var/lib/docker/*`) never recorded: see [`MountScope`].
     pub exclude_mounts: Vec<String>,
     /// Disks the backup goes to (mkbackup's `usb://` destination): left out
     /// like `exclude_disks`, but that is expected, so not a warning.
@@ -36,39 +38,6 @@ pub struct Capture {
     pub layout: Layout,
     pub warnings: Vec<String>,
 }
-
-/// Filesystem types that never hold data to recover.
-const PSEUDO_FS: &[&str] = &[
-    "proc",
-    "sysfs",
-    "devtmpfs",
-    "devpts",
-    "tmpfs",
-    "cgroup",
-    "cgroup2",
-    "securityfs",
-    "pstore",
-    "efivarfs",
-    "bpf",
-    "debugfs",
-    "tracefs",
-    "mqueue",
-    "hugetlbfs",
-    "configfs",
-    "fusectl",
-    "autofs",
-    "binfmt_misc",
-    "rpc_pipefs",
-    "nsfs",
-    "ramfs",
-    "selinuxfs",
-    "overlay",
-    "squashfs",
-    "fuse.portal",
-    "fuse.gvfsd-fuse",
-    "nfsd",
-];
-const NETWORK_FS: &[&str] = &["nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "ceph", "glusterfs", "9p"];
 
 /// One block device as the probe sees it: lsblk node plus its parents.
 #[derive(Debug, Clone)]
@@ -966,25 +935,18 @@ fn capture_mounts(p: &mut Probe, opts: &CaptureOptions, scope: &BTreeSet<String>
     let fstab = p.sys.read(&format!("{root}/etc/fstab")).map(|t| parse::fstab(&t)).unwrap_or_default();
     let majmin: BTreeMap<String, String> = p.devs.iter().map(|(k, d)| (d.node.maj_min.clone(), k.clone())).collect();
     let mut btrfs_done = BTreeSet::new();
+    let mount_scope = MountScope::new(&opts.exclude_mounts);
     for m in parse::mountinfo(&mi) {
         let Some(rel) = relative_to_root(&m.mount_point, &root) else { continue };
         let excluded = |reason: &str| Excluded { path: rel.clone(), fstype: Some(m.fstype.clone()), reason: reason.into() };
-        if opts.exclude_mounts.iter().any(|e| e == &rel) {
-            layout.excluded.push(excluded("excluded by configuration (capture.exclude-mounts)"));
-            continue;
-        }
-        if PSEUDO_FS.contains(&m.fstype.as_str()) {
-            // Pseudo filesystems below another pseudo filesystem say nothing new.
-            let parent_pseudo =
-                layout.excluded.iter().any(|e| e.reason == "pseudo filesystem" && rel.starts_with(&format!("{}/", e.path.trim_end_matches('/'))));
-            if !parent_pseudo {
-                layout.excluded.push(excluded("pseudo filesystem"));
+        match mount_scope.classify(&rel, &m.fstype) {
+            // Recorded nowhere: it comes and goes, and holds nothing to recover.
+            Some(NotRecovered::Pseudo) => continue,
+            Some(why) => {
+                layout.excluded.push(excluded(why.reason()));
+                continue;
             }
-            continue;
-        }
-        if NETWORK_FS.contains(&m.fstype.as_str()) {
-            layout.excluded.push(excluded("network filesystem"));
-            continue;
+            None => {}
         }
         // btrfs reports an anonymous device number: find the device by source path.
         let kname = majmin.get(&m.maj_min).cloned().or_else(|| kname_of_path(p, &m.source));

@@ -15,6 +15,7 @@ use super::mkrescue::{self, ImageArgs};
 use super::savelayout::{capture_excluding, CaptureArgs};
 use crate::backup::{self, BackupOptions, BackupReport};
 use crate::cli::Ctx;
+use crate::layout::recovery::backed_up_mounts;
 use crate::layout::BackupRecord;
 
 pub const EXAMPLES: &str = "\
@@ -143,7 +144,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         return Ok(code);
     }
     let t = step(quiet, 2, "backup: archive the recorded filesystems");
-    let opts = BackupOptions { root: PathBuf::from(&a.capture.root), url: a.url.clone(), progress: !quiet };
+    let opts = BackupOptions { root: PathBuf::from(a.capture.root(&ctx.config)), url: a.url.clone(), progress: !quiet };
     let r = backup::run_backup(&layout, &ctx.config, &opts)?;
     let code = backup::print_create_report(&r.create, std::path::Path::new(&r.archive));
     let archive = if r.archive.ends_with('/') {
@@ -151,7 +152,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else {
         std::path::Path::new(&r.archive).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     };
-    layout.backup = Some(BackupRecord { url: r.url.clone(), archive, created: crate::util::now_rfc3339(), data_bytes: r.create.bytes, files: r.create.files });
+    layout.backup = Some(BackupRecord {
+        url: r.url.clone(),
+        archive,
+        created: crate::util::now_rfc3339(),
+        data_bytes: r.create.bytes,
+        files: r.create.files,
+        mounts: backed_up_mounts(&layout, &r.mounts),
+    });
     layout.save(&layout_path).with_context(|| format!("recording the backup in {}", layout_path.display()))?;
     seconds.push(("backup".to_string(), t.elapsed().as_secs_f64()));
 

@@ -1,21 +1,26 @@
-//! `rescue mkrescue`: build the rescue image (ISO, PXE, USB, raw disk) for
-//! this system from its saved layout descriptor. See docs/image.md.
+//! `rescue mkrescue`: record the storage layout (as `mkbackup` does), then
+//! build the rescue image (ISO, PXE, USB, raw disk) holding it; or build from
+//! a given descriptor (`--layout FILE`). Says, and exits 1, when a recorded
+//! filesystem is in no backup. See docs/image.md.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use super::savelayout::{recapture, CaptureArgs};
 use crate::cli::Ctx;
 use crate::config::Config;
-use crate::error::input_error;
+use crate::error::{input_error, EXIT_CHANGED, EXIT_OK};
 use crate::image::config::{NetworkMode, OutputKind, StaticNet};
 use crate::image::manifest::{manifest_path, Manifest};
 use crate::image::{self, BuildOptions};
+use crate::layout::recovery::{backup_gaps, BackupGap, MountScope};
 
 pub const EXAMPLES: &str = "\
 Examples:
-  rescue mkrescue                         build what [image] output says (an ISO by default)
+  rescue mkrescue                         record the layout, build what [image] output says (an ISO by default)
+  rescue mkrescue --layout layout.toml    build from that descriptor, recording nothing
   rescue mkrescue --output iso,pxe --output-dir /srv/rescue
   rescue mkrescue --kernel /boot/vmlinuz-6.1.0-28-amd64 --modules-dir /lib/modules/6.1.0-28-amd64
   rescue mkrescue --output usb --usb /dev/sdc   (after `rescue format --usb /dev/sdc`)
@@ -25,8 +30,10 @@ Examples:
 pub struct Args {
     #[command(flatten)]
     pub image: ImageArgs,
-    /// Layout descriptor to put in (default: the saved one in the state directory).
-    #[arg(long, value_name = "FILE")]
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// Build from this descriptor instead of recording the layout now.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["disks", "root"])]
     pub layout: Option<PathBuf>,
     /// Do not build: show the manifest of the last image built into the output directory.
     #[arg(long)]
@@ -94,16 +101,88 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         return Ok(0);
     }
-    let (m, output_dir) = build(&ctx.config, &args.image, layout_path)?;
+    let recorded = match &args.layout {
+        Some(_) => None,
+        None => Some(record_layout(ctx, &args.capture)?),
+    };
+    let build_from = recorded.as_ref().map(|r| r.pending.clone()).unwrap_or(layout_path);
+    let built = build(&ctx.config, &args.image, build_from);
+    if let (Err(_), Some(r)) = (&built, &recorded) {
+        // Nothing holds the recorded layout: the saved descriptor stays as it was.
+        let _ = std::fs::remove_file(&r.pending);
+    }
+    let (mut m, output_dir) = built?;
+    let mut gaps = Vec::new();
+    if let Some(r) = recorded {
+        m.layout = r.commit(&output_dir, &m)?;
+        gaps = r.gaps;
+    }
     if ctx.json {
         let mut short = m.clone();
         short.files.clear();
-        println!("{}", serde_json::to_string_pretty(&short)?);
+        println!("{}", serde_json::to_string_pretty(&Summary { image: &short, backup_gaps: &gaps })?);
     } else {
         print!("{}", m.summary());
         println!("  manifest {}", manifest_path(&output_dir, &m.hostname).display());
+        for g in &gaps {
+            println!("WARNING: {g}");
+        }
+        if !gaps.is_empty() {
+            println!("The image recreates the layout, but it cannot restore data that no backup holds: run `rescue mkbackup`.");
+        }
     }
-    Ok(0)
+    Ok(if gaps.is_empty() { EXIT_OK } else { EXIT_CHANGED })
+}
+
+/// `--json`: the manifest (without its file list) and what no backup holds.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Summary<'a> {
+    #[serde(flatten)]
+    image: &'a Manifest,
+    backup_gaps: &'a [BackupGap],
+}
+
+/// The layout mkrescue recorded: written next to the saved descriptor, and
+/// put in its place only once an image holds it, so that a build that fails
+/// (or is killed) never leaves a saved descriptor `checklayout` finds current.
+struct Recorded {
+    pending: PathBuf,
+    saved: PathBuf,
+    /// Recorded mounts the recorded backup does not hold.
+    gaps: Vec<BackupGap>,
+}
+
+/// Step 1: record the layout now, keeping the backup the saved descriptor records.
+fn record_layout(ctx: &Ctx, capture: &CaptureArgs) -> Result<Recorded> {
+    let saved = ctx.config.layout_path();
+    let (_, cap) = recapture(ctx, capture, &saved)?;
+    if !cap.warnings.is_empty() {
+        tracing::warn!("{} warning(s) during capture; the descriptor is usable but incomplete where they say", cap.warnings.len());
+    }
+    let pending = saved.with_extension("toml.new");
+    cap.layout.save(&pending)?;
+    tracing::info!("layout recorded in {} (saved as {} once the image is built)", pending.display(), saved.display());
+    let gaps = if ctx.config.backup.method.is_server() {
+        tracing::info!("the data is held by the {} director's jobs: not checked against the layout", ctx.config.backup.method.product());
+        Vec::new()
+    } else {
+        backup_gaps(&cap.layout, &MountScope::new(&ctx.config.capture.exclude_mounts))
+    };
+    Ok(Recorded { pending, saved, gaps })
+}
+
+impl Recorded {
+    /// The image holds the recorded layout: make it the saved descriptor (and
+    /// say so in the manifest). Returns the saved descriptor's path.
+    fn commit(&self, output_dir: &std::path::Path, m: &Manifest) -> Result<String> {
+        std::fs::rename(&self.pending, &self.saved)
+            .with_context(|| format!("saving the recorded layout: renaming {} to {}", self.pending.display(), self.saved.display()))?;
+        let mut m = m.clone();
+        m.layout = self.saved.display().to_string();
+        m.save(&manifest_path(output_dir, &m.hostname))?;
+        Ok(m.layout)
+    }
 }
 
 fn output_dir(config: &Config, args: &ImageArgs) -> Result<PathBuf> {

@@ -1,10 +1,11 @@
 //! `rescue savelayout`: capture the storage layout into a descriptor.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cli::Ctx;
+use crate::layout::Layout;
 use crate::probe::source::{Fixture, Live, Recorder, SystemView};
 use crate::probe::{capture, Capture, CaptureOptions};
 
@@ -24,21 +25,28 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
-/// What to capture; shared by `savelayout` and `checklayout`.
+/// What to capture; shared by `savelayout`, `checklayout`, `mkrescue` and `mkbackup`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CaptureArgs {
-    /// Only this disk and what sits on it (repeatable).
+    /// Only this disk and what sits on it (repeatable). Default: capture.disks, else every fixed disk.
     #[arg(long = "disk", value_name = "DEV")]
     pub disks: Vec<String>,
-    /// Record mount points relative to DIR (a system mounted elsewhere).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: String,
+    /// Record mount points relative to DIR (a system mounted elsewhere). Default: capture.root, else /.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<String>,
     /// Write everything the probe read to FILE (a test fixture).
     #[arg(long, value_name = "FILE", hide = true)]
     pub record_fixture: Option<PathBuf>,
     /// Read the system from a recorded fixture instead of the live system.
     #[arg(long, value_name = "FILE", hide = true)]
     pub from_fixture: Option<PathBuf>,
+}
+
+impl CaptureArgs {
+    /// The root to record mount points under: the flag, else the config, else `/`.
+    pub fn root(&self, config: &crate::config::Config) -> String {
+        self.root.clone().or_else(|| config.capture.root.clone()).unwrap_or_else(|| "/".into())
+    }
 }
 
 /// Capture according to the flags and config, printing warnings.
@@ -49,8 +57,8 @@ pub fn capture_with(ctx: &Ctx, a: &CaptureArgs) -> Result<Capture> {
 /// [`capture_with`], leaving out `backup_disks` too (the disk a usb:// backup goes to), without a warning.
 pub fn capture_excluding(ctx: &Ctx, a: &CaptureArgs, backup_disks: &[String]) -> Result<Capture> {
     let opts = CaptureOptions {
-        disks: a.disks.clone(),
-        root: a.root.clone(),
+        disks: if a.disks.is_empty() { ctx.config.capture.disks.clone() } else { a.disks.clone() },
+        root: a.root(&ctx.config),
         exclude_disks: ctx.config.capture.exclude_disks.clone(),
         exclude_mounts: ctx.config.capture.exclude_mounts.clone(),
         backup_disks: backup_disks.to_vec(),
@@ -70,6 +78,16 @@ pub fn capture_excluding(ctx: &Ctx, a: &CaptureArgs, backup_disks: &[String]) ->
     };
     tracing::debug!("capture took {:?}", started.elapsed());
     result
+}
+
+/// Capture the layout again for a descriptor saved before: the backup that
+/// descriptor records still stands, so the capture carries it over (a capture
+/// alone knows of no backup). The saved descriptor, if any, and the capture.
+pub fn recapture(ctx: &Ctx, a: &CaptureArgs, saved_path: &Path) -> Result<(Option<Layout>, Capture)> {
+    let saved = if saved_path.exists() { Some(Layout::load(saved_path)?) } else { None };
+    let mut cap = capture_with(ctx, a).context("capturing the current layout")?;
+    cap.layout.backup = saved.as_ref().and_then(|s| s.backup.clone());
+    Ok((saved, cap))
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {

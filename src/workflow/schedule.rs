@@ -42,11 +42,20 @@ pub enum Method {
     Cron,
 }
 
+/// The shell command the timer (or cron) runs to keep the image current:
+/// rebuild it when recovery would differ. `mkrescue` records the layout
+/// itself, so the image then holds the change, and the next check passes.
+pub fn refresh_command(rescue: &Path, config: &Path) -> String {
+    let bin = shell_quote(&rescue.display().to_string());
+    let cfg = shell_quote(&config.display().to_string());
+    format!("{bin} --config {cfg} checklayout || {bin} --config {cfg} mkrescue")
+}
+
 /// The files to write, as (path under root, content).
 pub fn files(rescue: &Path, config: &Path, method: Method, calendar: &str, mkbackup: Option<&str>) -> Vec<(PathBuf, String)> {
     let bin = shell_quote(&rescue.display().to_string());
     let cfg = shell_quote(&config.display().to_string());
-    let refresh = format!("{bin} --config {cfg} checklayout || {bin} --config {cfg} mkrescue");
+    let refresh = refresh_command(rescue, config);
     match method {
         Method::Cron => {
             let mut text = format!(
@@ -137,4 +146,25 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_units_run_the_refresh_and_optionally_mkbackup() {
+        let (bin, cfg) = (Path::new("/usr/bin/rescue"), Path::new("/etc/rescue/rescue.toml"));
+        let refresh = refresh_command(bin, cfg);
+        assert_eq!(refresh, "/usr/bin/rescue --config /etc/rescue/rescue.toml checklayout || /usr/bin/rescue --config /etc/rescue/rescue.toml mkrescue");
+        let f = files(bin, cfg, Method::Systemd, "daily", Some("Sun 02:00"));
+        let text = |name: &str| f.iter().find(|(p, _)| p.ends_with(name)).map(|(_, t)| t.clone()).unwrap();
+        assert!(text("rescue-mkrescue.service").contains(&shell_quote(&refresh)));
+        assert!(text("rescue-mkbackup.service").contains("ExecStart=/usr/bin/rescue --config /etc/rescue/rescue.toml mkbackup"));
+        assert!(text("rescue-mkbackup.timer").contains("OnCalendar=Sun 02:00"));
+        assert_eq!(files(bin, cfg, Method::Systemd, "daily", None).len(), 2, "no mkbackup unit unless asked");
+        let cron = files(bin, cfg, Method::Cron, "daily", Some("Sun 02:00"));
+        assert!(cron[0].1.contains(&refresh) && cron[0].1.contains("mkbackup 2>&1"), "{}", cron[0].1);
+    }
 }
