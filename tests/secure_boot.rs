@@ -5,6 +5,7 @@
 //! by the same firmware (the negative control); an image signed with an own
 //! key boots under firmware that trusts only that key (snakeoil); `require`
 //! refuses a kernel without a signature.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -94,11 +95,8 @@ fn own_key_image_boots_under_firmware_that_trusts_only_that_key() {
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("db.key");
     // The snakeoil key ships encrypted (passphrase "snakeoil", README.Debian of ovmf).
-    let st = Command::new("openssl")
-        .args(["pkey", "-in", "/usr/share/ovmf/PkKek-1-snakeoil.key", "-passin", "pass:snakeoil", "-out"])
-        .arg(&key)
-        .status()
-        .unwrap();
+    let st =
+        Command::new("openssl").args(["pkey", "-in", "/usr/share/ovmf/PkKek-1-snakeoil.key", "-passin", "pass:snakeoil", "-out"]).arg(&key).status().unwrap();
     assert!(st.success(), "openssl could not decrypt the snakeoil key (apt-get install ovmf openssl)");
     let keys_toml = format!("signing-key = \"{}\"\nsigning-cert = \"/usr/share/ovmf/PkKek-1-snakeoil.pem\"\n", key.display());
     let (dir, out) = build_iso("own-key", &keys_toml);
@@ -112,7 +110,13 @@ fn own_key_image_boots_under_firmware_that_trusts_only_that_key() {
     let data = std::fs::read(&iso).unwrap();
     assert!(!data.windows(needle.len()).any(|w| w == needle), "the signing key is in the ISO");
     let root = tempfile::tempdir().unwrap();
-    let st = Command::new("xorriso").args(["-osirrox", "on", "-indev"]).arg(&iso).args(["-extract", "/boot/initrd.img"]).arg(root.path().join("initrd.img")).output().unwrap();
+    let st = Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(&iso)
+        .args(["-extract", "/boot/initrd.img"])
+        .arg(root.path().join("initrd.img"))
+        .output()
+        .unwrap();
     assert!(st.status.success(), "xorriso -extract: {}", String::from_utf8_lossy(&st.stderr));
     let tree = extract_initrd(&root.path().join("initrd.img"));
     for f in walk(tree.path()) {

@@ -138,7 +138,10 @@ mod tests {
         let base = menu_cmdline(&cfg).unwrap();
         assert_eq!(base, "console=tty0 console=ttyS0,115200 quiet rescue.nonet rescue.after=reboot");
         let line = drill_cmdline(&base, &crate::drill::marker::cmdline_words(&["true".into()]));
-        assert_eq!(line, "console=tty0 quiet rescue.nonet no_timer_check unattended rescue.after=poweroff rescue.drill rescue.drill.check=74727565 console=ttyS0,115200");
+        assert_eq!(
+            line,
+            "console=tty0 quiet rescue.nonet no_timer_check unattended rescue.after=poweroff rescue.drill rescue.drill.check=74727565 console=ttyS0,115200"
+        );
     }
 
     #[test]

@@ -142,49 +142,44 @@ pub fn prepare(cfg: &ImageConfig, kernel: &Path, medium: Medium<'_>, work: &Path
         Medium::Network => "efi-net",
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let boot = match chain {
-        Chain::Unsigned => {
-            let first = dir.join("BOOTX64.EFI");
-            match medium {
-                Medium::Disk { marker } => super::boot::grub_efi(&first, marker, &dir)?,
-                Medium::Network => super::boot::grub_efi_net(&first, &dir)?,
+    let boot =
+        match chain {
+            Chain::Unsigned => {
+                let first = dir.join("BOOTX64.EFI");
+                match medium {
+                    Medium::Disk { marker } => super::boot::grub_efi(&first, marker, &dir)?,
+                    Medium::Network => super::boot::grub_efi_net(&first, &dir)?,
+                }
+                EfiBoot { chain, first, beside: Vec::new(), kernel: kernel.to_path_buf(), warning }
             }
-            EfiBoot { chain, first, beside: Vec::new(), kernel: kernel.to_path_buf(), warning }
-        }
-        Chain::Distribution => EfiBoot {
-            chain,
-            first: SHIM_SIGNED.into(),
-            beside: vec![("grubx64.efi", grub_signed.into()), ("mmx64.efi", MM_SIGNED.into())],
-            kernel: kernel.to_path_buf(),
-            warning,
-        },
-        Chain::OwnKey => {
-            let (Some(key), Some(cert)) = (&cfg.signing_key, &cfg.signing_cert) else {
-                anyhow::bail!("own-key chain without image.signing-key and image.signing-cert");
-            };
-            let sign = |src: &Path, name: &str| -> Result<PathBuf> {
-                let out = dir.join(name);
-                Cmd::new("sbsign")
-                    .arg("--key")
-                    .arg(key)
-                    .arg("--cert")
-                    .arg(cert)
-                    .arg("--output")
-                    .arg(&out)
-                    .arg(src)
-                    .run()
-                    .with_context(|| format!("signing {} with {} (image.signing-key; an unencrypted PEM key is needed)", src.display(), key.display()))?;
-                Ok(out)
-            };
-            EfiBoot {
+            Chain::Distribution => EfiBoot {
                 chain,
-                first: sign(Path::new(SHIM_UNSIGNED), "shimx64.efi")?,
-                beside: vec![("grubx64.efi", sign(Path::new(grub_signed), "grubx64.efi")?), ("mmx64.efi", sign(Path::new(MM_UNSIGNED), "mmx64.efi")?)],
-                kernel: sign(kernel, "vmlinuz")?,
+                first: SHIM_SIGNED.into(),
+                beside: vec![("grubx64.efi", grub_signed.into()), ("mmx64.efi", MM_SIGNED.into())],
+                kernel: kernel.to_path_buf(),
                 warning,
+            },
+            Chain::OwnKey => {
+                let (Some(key), Some(cert)) = (&cfg.signing_key, &cfg.signing_cert) else {
+                    anyhow::bail!("own-key chain without image.signing-key and image.signing-cert");
+                };
+                let sign =
+                    |src: &Path, name: &str| -> Result<PathBuf> {
+                        let out = dir.join(name);
+                        Cmd::new("sbsign").arg("--key").arg(key).arg("--cert").arg(cert).arg("--output").arg(&out).arg(src).run().with_context(|| {
+                            format!("signing {} with {} (image.signing-key; an unencrypted PEM key is needed)", src.display(), key.display())
+                        })?;
+                        Ok(out)
+                    };
+                EfiBoot {
+                    chain,
+                    first: sign(Path::new(SHIM_UNSIGNED), "shimx64.efi")?,
+                    beside: vec![("grubx64.efi", sign(Path::new(grub_signed), "grubx64.efi")?), ("mmx64.efi", sign(Path::new(MM_UNSIGNED), "mmx64.efi")?)],
+                    kernel: sign(kernel, "vmlinuz")?,
+                    warning,
+                }
             }
-        }
-    };
+        };
     Ok(boot)
 }
 

@@ -123,7 +123,8 @@ pub fn make_rescue(config: &Config, opts: &BuildOptions) -> Result<Manifest> {
     let marker = format!("/boot/rescue-{id}");
     let disk_like = opts.outputs.iter().any(|o| matches!(o, OutputKind::Iso | OutputKind::Raw | OutputKind::Usb));
     let disk_efi = if disk_like { Some(efi::prepare(&config.image, &opts.kernel, efi::Medium::Disk { marker: &marker }, work.path())?) } else { None };
-    let net_efi = if opts.outputs.contains(&OutputKind::Pxe) { Some(efi::prepare(&config.image, &opts.kernel, efi::Medium::Network, work.path())?) } else { None };
+    let net_efi =
+        if opts.outputs.contains(&OutputKind::Pxe) { Some(efi::prepare(&config.image, &opts.kernel, efi::Medium::Network, work.path())?) } else { None };
     for e in disk_efi.iter().chain(net_efi.iter()) {
         manifest.secure_boot = e.chain;
         if let Some(w) = &e.warning {
