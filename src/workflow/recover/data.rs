@@ -50,6 +50,10 @@ pub struct BackupUsed {
     /// The local device holding the backup (a USB disk, the rescue medium): never a target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<PathBuf>,
+    /// The paths the backup holds (relative to the recovered root), when
+    /// the verification read them: what finalize will find there.
+    #[serde(skip)]
+    pub listing: Option<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl fmt::Display for BackupUsed {
@@ -131,24 +135,6 @@ impl DataSource {
             other => other,
         }
     }
-
-    /// Programs the source needs in the rescue system, with why.
-    pub fn tools(&self) -> Vec<(&'static str, String)> {
-        let url = match self {
-            DataSource::Archive { url, .. } => url,
-            DataSource::Rsync { url } => return vec![("rsync", format!("to restore from {url}"))],
-            // bconsole is checked by the preflight (its path may be configured).
-            DataSource::BackupServer { .. } => return vec![("timeout", "to bound each console session with the director".into())],
-        };
-        let why = format!("to reach the backup at {url}");
-        if url.starts_with("nfs://") {
-            vec![("mount.nfs", why)]
-        } else if url.starts_with("cifs://") {
-            vec![("mount.cifs", why)]
-        } else {
-            Vec::new()
-        }
-    }
 }
 
 /// Verify phase: the backup is reachable and its archive is there and
@@ -177,6 +163,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 data_bytes: None,
                 files: None,
                 device: opened.device(),
+                listing: None,
             };
             if config.recover.verify_archive {
                 tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(size));
@@ -190,6 +177,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 used.verified = true;
                 used.data_bytes = Some(r.0);
                 used.files = r.1;
+                used.listing = Some(r.2);
             } else {
                 // At least the start must be an archive we can read.
                 let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
@@ -214,6 +202,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 data_bytes: None,
                 files: job.map(|j| j.files),
                 device: None,
+                listing: None,
             })
         }
         DataSource::Rsync { url } => {
@@ -224,7 +213,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 .arg(&src)
                 .output()
                 .with_context(|| format!("the rsync backup {src} is not reachable; nothing was written"))?;
-            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, files: None, device: None })
+            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, files: None, device: None, listing: None })
         }
     }
 }
@@ -287,8 +276,8 @@ fn list_names(mut names: Vec<String>) -> String {
 }
 
 /// Read the whole archive and check it against its manifest; the file data
-/// bytes and the number of files the manifest lists.
-fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>)> {
+/// bytes, the number of files the manifest lists, and the members' paths.
+fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, std::collections::HashSet<Vec<u8>>)> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -321,7 +310,8 @@ fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>)> {
         }
         anyhow::bail!("members differ from the archive's manifest: {}", parts.join(", "));
     }
-    Ok((r.bytes, r.summary.as_deref().and_then(summary_files)))
+    let files = r.summary.as_deref().and_then(summary_files);
+    Ok((r.bytes, files, r.paths))
 }
 
 /// The backup the preflight found, for the log: absent when the director
@@ -384,7 +374,6 @@ mod tests {
         let e = DataSource::resolve(&Config::default(), &layout(None), None, None).unwrap_err();
         assert!(format!("{e:#}").contains("no backup location"), "{e:#}");
         assert_eq!(crate::error::exit_code_for(&e), 2);
-        assert_eq!(DataSource::Archive { url: "nfs://nas/b".into(), archive: None }.tools()[0].0, "mount.nfs");
         assert_eq!(summary_files("files=12 dirs=3 symlinks=1 hardlinks=0 specials=0 bytes=99"), Some(12));
     }
 
