@@ -21,13 +21,6 @@ use crate::cmd::package_for;
 use crate::config::Config;
 use crate::layout::{BootloaderKind, FsType, Layout};
 
-/// The RAID levels a descriptor may record (validation accepts these only).
-pub const RAID_LEVELS: &[&str] = &["raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "linear"];
-/// The LUKS versions a descriptor may record.
-pub const LUKS_VERSIONS: &[u32] = &[1, 2];
-/// The LVM segment types recovery recreates (the plan refuses others).
-pub const LVM_SEGMENT_TYPES: &[&str] = &["linear", "striped"];
-
 /// Where a program runs, which decides who must provide it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Runs {
@@ -501,7 +494,7 @@ fn storage(n: &mut Needs, layout: &Layout) {
     }
 }
 
-/// The MD personality module of a RAID level ([`RAID_LEVELS`]).
+/// The MD personality module of a RAID level (`layout::RAID_LEVELS`).
 pub fn raid_module(level: &str) -> &'static str {
     match level {
         "raid0" => "raid0",
@@ -612,13 +605,13 @@ fn finalize(n: &mut Needs, layout: &Layout) {
     n.program("chroot", Runs::Recover, When::Always, "to run the recovered system's own initramfs and bootloader tools");
     n.target("update-initramfs", "initramfs-tools", StepKind::UpdateInitramfs, "to regenerate the initramfs");
     n.target("dracut", "dracut", StepKind::Dracut, "to regenerate the initramfs");
-    let grub_mkconfig = |n: &mut Needs| n.target("grub-mkconfig", "grub2-common", StepKind::GrubMkconfig, "to regenerate grub.cfg after device names changed");
+    // Planned whenever /etc/default/grub names a renamed device, whatever the recorded bootloader.
+    n.target("grub-mkconfig", "grub2-common", StepKind::GrubMkconfig, "to regenerate grub.cfg after device names changed");
     match layout.bootloader.kind {
         BootloaderKind::None => {}
         BootloaderKind::Grub2Bios => {
             n.target("grub-install", "grub-pc", StepKind::GrubBios, "to install GRUB for BIOS");
             n.file(&["usr/lib/grub/i386-pc"], "grub-pc-bin", Runs::Target, When::Step(StepKind::GrubBios), "GRUB's BIOS modules, which grub-install writes");
-            grub_mkconfig(n);
         }
         BootloaderKind::Grub2Efi => {
             n.target("grub-install", "grub-efi-amd64", StepKind::GrubEfi, "to install GRUB for UEFI");
@@ -645,7 +638,6 @@ fn finalize(n: &mut Needs, layout: &Layout) {
                     "the signed GRUB shim loads under Secure Boot",
                 );
             }
-            grub_mkconfig(n);
             efi_entry(n);
         }
         BootloaderKind::SystemdBoot => {

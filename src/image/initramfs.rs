@@ -212,6 +212,10 @@ pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<
         match find_program(&p.name) {
             Some(path) => {
                 manifest.programs.push(p.name.clone());
+                // Found outside the rescue system's PATH (/usr/local/sbin, /opt/...): reachable by name there too.
+                if !p.name.contains('/') && !needs::PATH_DIRS.iter().any(|d| path.parent() == Some(&Path::new("/").join(d))) {
+                    tree.add_symlink(&Path::new("/usr/sbin").join(&p.name), path.clone())?;
+                }
                 host_programs.push(path);
             }
             None if p.runs != Runs::Optional => missing_required.push(Missing { what: p.name.clone(), package: p.package, why: p.why.clone() }),
