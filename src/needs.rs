@@ -166,7 +166,7 @@ pub struct Missing {
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.package {
-            Some(p) => write!(f, "{} ({}; Debian package {p})", self.what, self.why),
+            Some(p) => write!(f, "{} ({}; Debian package {p}: apt-get install {p})", self.what, self.why),
             None => write!(f, "{} ({})", self.what, self.why),
         }
     }
