@@ -15,8 +15,10 @@ fn image_holds_what_recovery_needs_and_no_secrets() {
     let b = build_shared();
     let root = extract_initrd(&b.dir.join("rescue-imgtest-pxe/initrd.img"));
     let r = root.path();
-    for p in ["init", "usr/bin/rescue", "etc/rescue/layout.toml", "etc/rescue/rescue.toml", "etc/rescue/modules.load", "lib/modules/6.1.0-56-amd64/modules.dep"]
-    {
+    // The kernel's version, as prepare-kernel.sh fetched it.
+    let version = kernel_dir().1.file_name().unwrap().to_string_lossy().into_owned();
+    let modules_dep = format!("lib/modules/{version}/modules.dep");
+    for p in ["init", "usr/bin/rescue", "etc/rescue/layout.toml", "etc/rescue/rescue.toml", "etc/rescue/modules.load", &modules_dep] {
         assert!(r.join(p).exists(), "{p} missing from the initramfs");
     }
     // Programs for this layout (LVM, XFS, ext4, vfat, swap, UEFI) and udev, by whatever path they resolve to.

@@ -145,11 +145,8 @@ fn target_disk_too_small_is_refused_at_plan_time() {
     let tiny = LoopDisk::new(s.src.backups.parent().unwrap(), "tiny", 16);
     let before = device_sum(&tiny.dev);
     let map = format!("{}={}", s.src.name, tiny.dev);
-    let o = run(
-        &unread,
-        &["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap()],
-        &[],
-    );
+    let o =
+        run(&unread, &["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap()], &[]);
     let err = assert_failed(&o, 2, &["recovery stopped in phase plan", "does not fit", "would get no room at all", "MiB missing", "nothing was written"]);
     assert!(!err.contains("would get -"), "a negative size in the message:\n{err}");
     assert_eq!(device_sum(&tiny.dev), before, "the tiny disk changed");
