@@ -196,6 +196,11 @@ impl Needs {
         self.programs.push(Program { name: name.to_string(), package: Some(package), why: why.into(), runs: Runs::Target, when: When::Step(step) });
     }
 
+    /// A file the recovered system must hold for a finalize step.
+    fn target_file(&mut self, path: &'static str, package: &'static str, step: StepKind, why: &str) {
+        self.file(&[path], package, Runs::Target, When::Step(step), why);
+    }
+
     fn file(&mut self, paths: &[&'static str], package: &'static str, runs: Runs, when: When, why: impl Into<String>) {
         self.files.push(File { paths: paths.to_vec(), package, why: why.into(), runs, when });
     }
@@ -611,30 +616,22 @@ fn finalize(n: &mut Needs, layout: &Layout) {
         BootloaderKind::None => {}
         BootloaderKind::Grub2Bios => {
             n.target("grub-install", "grub-pc", StepKind::GrubBios, "to install GRUB for BIOS");
-            n.file(&["usr/lib/grub/i386-pc"], "grub-pc-bin", Runs::Target, When::Step(StepKind::GrubBios), "GRUB's BIOS modules, which grub-install writes");
+            n.target_file("usr/lib/grub/i386-pc", "grub-pc-bin", StepKind::GrubBios, "GRUB's BIOS modules, which grub-install writes");
         }
         BootloaderKind::Grub2Efi => {
             n.target("grub-install", "grub-efi-amd64", StepKind::GrubEfi, "to install GRUB for UEFI");
-            n.file(
-                &["usr/lib/grub/x86_64-efi"],
-                "grub-efi-amd64-bin",
-                Runs::Target,
-                When::Step(StepKind::GrubEfi),
-                "GRUB's UEFI modules, which grub-install writes",
-            );
+            n.target_file("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin", StepKind::GrubEfi, "GRUB's UEFI modules, which grub-install writes");
             if layout.bootloader.shim {
-                n.file(
-                    &["usr/lib/shim/shimx64.efi.signed"],
+                n.target_file(
+                    "usr/lib/shim/shimx64.efi.signed",
                     "shim-signed",
-                    Runs::Target,
-                    When::Step(StepKind::GrubEfi),
+                    StepKind::GrubEfi,
                     "the signed shim the recorded Secure Boot chain starts with",
                 );
-                n.file(
-                    &["usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"],
+                n.target_file(
+                    "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
                     "grub-efi-amd64-signed",
-                    Runs::Target,
-                    When::Step(StepKind::GrubEfi),
+                    StepKind::GrubEfi,
                     "the signed GRUB shim loads under Secure Boot",
                 );
             }
@@ -642,11 +639,10 @@ fn finalize(n: &mut Needs, layout: &Layout) {
         }
         BootloaderKind::SystemdBoot => {
             n.target("bootctl", "systemd-boot", StepKind::SystemdBoot, "to install systemd-boot");
-            n.file(
-                &["usr/lib/systemd/boot/efi/systemd-bootx64.efi"],
+            n.target_file(
+                "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
                 "systemd-boot-efi",
-                Runs::Target,
-                When::Step(StepKind::SystemdBoot),
+                StepKind::SystemdBoot,
                 "the systemd-boot EFI binary bootctl copies to the ESP",
             );
             efi_entry(n);
