@@ -6,6 +6,7 @@
 //! config) adds a [`DataSource`] variant and an arm in [`DataSource::resolve`],
 //! [`check_source`] and [`restore_data`].
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -53,7 +54,7 @@ pub struct BackupUsed {
     /// The paths the backup holds (relative to the recovered root), when
     /// the verification read them: what finalize will find there.
     #[serde(skip)]
-    pub listing: Option<std::collections::HashSet<Vec<u8>>>,
+    pub listing: Option<HashSet<String>>,
 }
 
 impl fmt::Display for BackupUsed {
@@ -177,7 +178,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 used.verified = true;
                 used.data_bytes = Some(r.0);
                 used.files = r.1;
-                used.listing = Some(r.2);
+                used.listing = Some(root_relative(r.2));
             } else {
                 // At least the start must be an archive we can read.
                 let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
@@ -277,7 +278,7 @@ fn list_names(mut names: Vec<String>) -> String {
 
 /// Read the whole archive and check it against its manifest; the file data
 /// bytes, the number of files the manifest lists, and the members' paths.
-fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, std::collections::HashSet<Vec<u8>>)> {
+fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -312,6 +313,20 @@ fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, std:
     }
     let files = r.summary.as_deref().and_then(summary_files);
     Ok((r.bytes, files, r.paths))
+}
+
+/// Archive member names as paths relative to the recovered root: the root
+/// filesystem's tree is stored as `.` (`./usr/sbin/x` or `usr/sbin/x`), the
+/// others under their mount point (`boot/grub`).
+fn root_relative(members: HashSet<Vec<u8>>) -> HashSet<String> {
+    members
+        .into_iter()
+        .map(|m| {
+            let p = String::from_utf8_lossy(&m).into_owned();
+            let p = p.strip_prefix("./").unwrap_or(&p);
+            p.trim_end_matches('/').to_string()
+        })
+        .collect()
 }
 
 /// The backup the preflight found, for the log: absent when the director
@@ -402,6 +417,29 @@ mod tests {
         assert!(m.contains("backups there: backup-20261102-000000.tar.zst, backup-20261101-000000.tar.zst") && m.contains("--archive NAME"), "{m}");
         assert!(!m.contains("notes.txt"), "{m}");
         assert_eq!(list_names((0..12).map(|i| format!("{i:02}")).collect()), "11, 10, 09, 08, 07, 06, 05, 04, 03, 02, and 2 more");
+    }
+
+    #[test]
+    fn the_verified_archive_lists_the_bootloader_files_of_the_recovered_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/grub/i386-pc")).unwrap();
+        std::fs::write(root.join("usr/sbin/grub-install"), "#!/bin/sh\n").unwrap();
+        let file = d.path().join("backup.tar.zst");
+        let sources = [crate::archive::Source { path: root.clone(), name: Vec::new() }];
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
+        let listing = root_relative(verify_archive(&file, false).unwrap().2);
+        assert!(listing.contains("usr/sbin/grub-install") && listing.contains("usr/lib/grub/i386-pc"), "{listing:?}");
+        let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
+        let source = DataSource::Archive { url: "file:///b".into(), archive: None };
+        let needs = super::super::verify::needs_of(&l, &Config::default(), &source);
+        super::super::verify::check_target(&needs, &l, |p| listing.contains(p)).unwrap();
+        std::fs::remove_dir(root.join("usr/lib/grub/i386-pc")).unwrap();
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
+        let listing = root_relative(verify_archive(&file, false).unwrap().2);
+        let e = super::super::verify::check_target(&needs, &l, |p| listing.contains(p)).unwrap_err();
+        assert!(format!("{e:#}").contains("grub-pc-bin"), "{e:#}");
     }
 
     #[test]

@@ -364,8 +364,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &Path, un
             let keys = read_luks_keys(ctx, a, &layout, interactive)?;
             let mut used = data::check_source(&source, &layout, &ctx.config, progress)?;
             if let Some(paths) = used.listing.take() {
-                // Members are named relative to the recovered root (`usr/sbin/...`).
-                verify::check_target(&needs, &layout, |p| paths.contains(p.as_bytes()) || paths.contains(format!("{p}/").as_bytes()))?;
+                verify::check_target(&needs, &layout, |p| paths.contains(p))?;
             }
             rep.backup = Some(used.clone());
             Ok((layout, needs, source.with_archive(&used), keys))
