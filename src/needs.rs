@@ -209,14 +209,17 @@ impl Needs {
         self.modules.push(Module { name, why: why.into(), required });
     }
 
-    /// One entry per program (and module, file): the first reason wins, and
-    /// a program needed always is not also listed as needed sometimes.
+    /// One entry per program (and module, file): the one `recover` runs
+    /// before the rescue system's own or a handy one, needed always before
+    /// needed sometimes; a required module before an optional one.
     fn dedup(&mut self) {
         self.programs.sort_by(|a, b| (a.runs, &a.name, a.when).cmp(&(b.runs, &b.name, b.when)));
         let mut seen = BTreeSet::new();
         self.programs.retain(|p| p.runs == Runs::Target || seen.insert(p.name.clone()));
         let mut seen = BTreeSet::new();
         self.programs.retain(|p| p.runs != Runs::Target || seen.insert((p.name.clone(), p.when)));
+        // A module required by the layout (vfat, efivarfs) is also among the optional drivers: required wins.
+        self.modules.sort_by_key(|m| (m.name, !m.required));
         let mut seen = BTreeSet::new();
         self.modules.retain(|m| seen.insert(m.name));
         let mut seen = BTreeSet::new();
@@ -703,6 +706,16 @@ mod tests {
         let p = n.programs.iter().find(|p| p.name == "mkfs.ext2").unwrap();
         assert_eq!((p.runs, p.package), (Runs::Recover, Some("e2fsprogs")));
         assert!(p.why.contains("ext2 filesystem"), "{p:?}");
+    }
+
+    #[test]
+    fn a_module_the_layout_requires_stays_required() {
+        let l = layout("uefi-lvm-xfs.toml");
+        let n = recovery(&l, &Config::default(), &Data::Unknown);
+        for m in ["vfat", "efivarfs", "nls_ascii"] {
+            let found: Vec<&Module> = n.modules.iter().filter(|x| x.name == m).collect();
+            assert!(found.len() == 1 && found[0].required, "{m}: {found:?}");
+        }
     }
 
     #[test]
