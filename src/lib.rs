@@ -17,6 +17,7 @@ pub mod image;
 pub mod inventory;
 pub mod layout;
 pub mod logging;
+pub mod needs;
 pub mod plan;
 pub mod probe;
 pub mod target;

@@ -64,6 +64,15 @@ fn dump_shows_config_and_tools_and_logs_to_the_log_dir() {
     assert!(j["tools"].as_array().unwrap().iter().any(|t| t["program"] == "sfdisk"));
     let log = std::fs::read_to_string(tmp.path().join("log/rescue.log")).expect("log file written");
     assert!(log.contains("rescue started"), "{log}");
+    // With a saved descriptor: what recovering it needs (needs::recovery), here mkfs.ext2 for an ext2 /boot.
+    std::fs::create_dir_all(tmp.path().join("state")).unwrap();
+    std::fs::copy(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/mbr-logical.toml"), tmp.path().join("state/layout.toml")).unwrap();
+    let out = rescue(tmp.path(), &["--json", "dump"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ext2 = j["tools"].as_array().unwrap().iter().find(|t| t["program"] == "mkfs.ext2").cloned().unwrap_or_default();
+    assert!(ext2["purpose"].as_str().unwrap_or("").contains("ext2 filesystem on sda1") && ext2["package"] == "e2fsprogs", "{ext2}");
+    let grub = j["tools"].as_array().unwrap().iter().find(|t| t["program"] == "grub-install").cloned().unwrap_or_default();
+    assert!(grub["purpose"].as_str().unwrap_or("").contains("in the recovered system"), "{grub}");
 }
 
 #[test]

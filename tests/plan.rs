@@ -360,7 +360,7 @@ fn proportional_policy_scales_every_resizable_partition() {
     let rec = |n: &str| l.partition(n).unwrap().clone();
     assert_eq!(got["sda1"].2, rec("sda1").size, "/boot keeps its size");
     assert_eq!(got["sda5"].2, rec("sda5").size, "swap keeps its size");
-    // root and /srv share the 8 GiB in proportion to their sizes (5 GiB : 1.5 GiB).
+    // root and /var share the 8 GiB in proportion to their sizes (5 GiB : 1.5 GiB).
     let grow6 = got["sda6"].2 - rec("sda6").size;
     let grow7 = got["sda7"].2 - rec("sda7").size;
     let ratio = grow6 as f64 / grow7 as f64;

@@ -10,6 +10,8 @@
 //! - target disk too small: stopped in plan, the disk unchanged, the message
 //!   says how much is missing and the disk size needed (and a disk of that
 //!   size then takes the whole restore);
+//! - a backup without the bootloader's programs found in verify (read to its end)
+//!   or in finalize (unread), before any bootloader step;
 //! - corrupt archive found while restoring (`recover.verify-archive = false`;
 //!   zstd and gzip): stopped in restore, no boot code in the MBR or the BIOS
 //!   boot partition (the old one wiped, no new one written), no GRUB files in
@@ -128,8 +130,11 @@ fn backup_location_missing_stops_in_verify_before_any_disk_is_touched() {
 fn target_disk_too_small_is_refused_at_plan_time() {
     // 30 MiB of data on the root; a 40 MiB target leaves it about 22 MiB.
     let s = Setup::new(40, 15);
+    // The backup holds no GRUB: read to its end in verify, that stops the
+    // recovery there (checked at the end); unread, the plan comes first.
+    let unread = s.src.config_with("noverify.toml", "[recover]\nverify-archive = false\n");
     let before = device_sum(&s.dst.dev);
-    let o = s.recover(&s.src.cfg, &[], &[]);
+    let o = s.recover(&unread, &[], &[]);
     let err = assert_failed(&o, 2, &["recovery stopped in phase plan", "too small", "nothing was written", &format!("--map {}=/dev/DISK", s.src.name)]);
     // The filesystem that does not fit and how much it lacks, then the disk it needs.
     assert!(err.lines().any(|l| l.contains("ext4 filesystem") && l.contains("holds") && l.contains("MiB missing")), "{err}");
@@ -140,11 +145,8 @@ fn target_disk_too_small_is_refused_at_plan_time() {
     let tiny = LoopDisk::new(s.src.backups.parent().unwrap(), "tiny", 16);
     let before = device_sum(&tiny.dev);
     let map = format!("{}={}", s.src.name, tiny.dev);
-    let o = run(
-        &s.src.cfg,
-        &["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap()],
-        &[],
-    );
+    let o =
+        run(&unread, &["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap()], &[]);
     let err = assert_failed(&o, 2, &["recovery stopped in phase plan", "does not fit", "would get no room at all", "MiB missing", "nothing was written"]);
     assert!(!err.contains("would get -"), "a negative size in the message:\n{err}");
     assert_eq!(device_sum(&tiny.dev), before, "the tiny disk changed");
@@ -155,11 +157,14 @@ fn target_disk_too_small_is_refused_at_plan_time() {
     let fits = LoopDisk::new(s.src.backups.parent().unwrap(), "fits", need.ceil() as u64);
     let map = format!("{}={}", s.src.name, fits.dev);
     let _u = Unmounter(vec![s.target.clone()]);
-    let o = run(
-        &s.src.cfg,
-        &["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap()],
-        &[],
-    );
+    let args = ["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap()];
+    // Read to its end, the backup shows it holds no GRUB: found before any write.
+    let before = device_sum(&fits.dev);
+    let o = run(&s.src.cfg, &args, &[]);
+    assert_failed(&o, 2, &["recovery stopped in phase verify", "grub-install", "grub-pc-bin", "Nothing was written"]);
+    assert_eq!(device_sum(&fits.dev), before, "the target disk changed");
+    // Unread (verify-archive = false), it is found in finalize, before any of its steps.
+    let o = run(&unread, &args, &[]);
     assert_failed(&o, 3, &["recovery stopped in phase finalize", "grub-install", "No bootloader or initramfs step was run"]);
     let o = run(&s.src.cfg, &["recover", "--umount", "--target-root", s.target.to_str().unwrap()], &[]);
     assert!(o.status.success() && mounted_under(&s.target).is_empty(), "{}", text(&o));

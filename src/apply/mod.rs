@@ -20,7 +20,7 @@ use crate::layout::{Filesystem, FsType};
 use crate::plan::{Operation, Plan};
 use guard::{Teardown, TempMount, Undo};
 
-pub use wipe::{deactivate_under, programs_for_wipe, teardown_target};
+pub use wipe::{active_holders, deactivate_under, teardown_target};
 
 /// A LUKS key: a file, or the key itself (read from a USB stick).
 pub enum LuksKey {

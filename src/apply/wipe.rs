@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::layout::Layout;
+use crate::needs::Holder;
 use crate::target::TargetRoot;
 
 /// A block device in sysfs: kernel name and `major:minor`.
@@ -93,25 +94,25 @@ fn kernel_name(dev: &Path) -> Result<String> {
     real.file_name().map(|n| n.to_string_lossy().into_owned()).with_context(|| format!("{} has no name", dev.display()))
 }
 
-/// The programs wiping `dev` runs to take down what is active on it now:
-/// `dmsetup` for device-mapper (an old LVM or LUKS the rescue system
-/// activated), `mdadm` for MD arrays; each with why. Checked in the plan
-/// phase, so that a missing one stops the recovery before the first write
-/// instead of in the middle of the wipe. (Swap in use is refused, not
-/// turned off.)
-pub fn programs_for_wipe(dev: &Path) -> Vec<(&'static str, String)> {
+/// What is active on `dev` now that wiping it must take down: a
+/// device-mapper device (an old LVM or LUKS the rescue system activated), an
+/// MD array; each with why. The plan phase checks the programs for these
+/// (`needs::for_active`), so that a missing one stops the recovery before the
+/// first write instead of in the middle of the wipe. (Swap in use is refused,
+/// not turned off.)
+pub fn active_holders(dev: &Path) -> Vec<(Holder, String)> {
     let Ok(name) = kernel_name(dev) else { return Vec::new() };
-    holder_programs(dev, &tree(&name))
+    holders(dev, &tree(&name))
 }
 
-fn holder_programs(dev: &Path, nodes: &[Node]) -> Vec<(&'static str, String)> {
+fn holders(dev: &Path, nodes: &[Node]) -> Vec<(Holder, String)> {
     let mut v = Vec::new();
     for n in nodes.iter().filter(|n| !n.partition) {
         if n.name.starts_with("dm-") {
             let dm = read_trim(&Path::new("/sys/block").join(&n.name).join("dm/name")).unwrap_or(n.name.clone());
-            v.push(("dmsetup", format!("to remove the device-mapper device {dm} (an old LVM or LUKS volume) active on {}", dev.display())));
+            v.push((Holder::DeviceMapper, format!("to remove the device-mapper device {dm} (an old LVM or LUKS volume) active on {}", dev.display())));
         } else if n.name.starts_with("md") {
-            v.push(("mdadm", format!("to stop the RAID array /dev/{} active on {}", n.name, dev.display())));
+            v.push((Holder::Md, format!("to stop the RAID array /dev/{} active on {}", n.name, dev.display())));
         }
     }
     v
@@ -282,10 +283,12 @@ mod tests {
     fn holders_on_a_disk_need_their_programs() {
         let node = |name: &str, partition: bool| Node { name: name.into(), devnum: "0:0".into(), partition };
         let nodes = [node("dm-99", false), node("md127", false), node("sdz1", true), node("sdz", false)];
-        let v = holder_programs(Path::new("/dev/sdz"), &nodes);
-        let names: Vec<&str> = v.iter().map(|t| t.0).collect();
-        assert_eq!(names, ["dmsetup", "mdadm"], "{v:?}");
+        let v = holders(Path::new("/dev/sdz"), &nodes);
+        let kinds: Vec<Holder> = v.iter().map(|t| t.0).collect();
+        assert_eq!(kinds, [Holder::DeviceMapper, Holder::Md], "{v:?}");
         assert!(v[1].1.contains("/dev/md127") && v[1].1.contains("/dev/sdz"), "{v:?}");
-        assert!(holder_programs(Path::new("/dev/sdz"), &nodes[2..]).is_empty());
+        let names: Vec<String> = crate::needs::for_active(&v).programs.into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["dmsetup", "mdadm"]);
+        assert!(holders(Path::new("/dev/sdz"), &nodes[2..]).is_empty());
     }
 }

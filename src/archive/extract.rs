@@ -465,6 +465,9 @@ pub struct VerifyReport {
     /// Members the archive has but the manifest does not list.
     pub unexpected: Vec<String>,
     pub summary: Option<String>,
+    /// Every member's path (what the restore will bring), for checks before writing.
+    #[serde(skip)]
+    pub paths: HashSet<Vec<u8>>,
 }
 
 impl VerifyReport {
@@ -532,6 +535,7 @@ pub fn verify<R: Read + Send + 'static>(input: R) -> Result<VerifyReport> {
         }
     }
     report.unexpected.sort();
+    report.paths = seen.into_keys().collect();
     Ok(report)
 }
 

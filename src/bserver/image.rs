@@ -1,7 +1,8 @@
 //! What a rescue image needs to be restored by a backup server: the file
 //! daemon (the director connects to it to write the files), bconsole (to
 //! ask for the restore), the daemon's config and the console password.
-//! `image::initramfs` adds these when `backup.method` is bacula or bareos;
+//! `image::initramfs` adds these when `backup.method` is bacula or bareos
+//! (the programs themselves come from `needs::recovery`);
 //! the rescue init starts the daemon from `RESCUE_FD*` in image.env.
 
 use std::path::{Path, PathBuf};
@@ -15,8 +16,6 @@ use crate::error::input_error;
 /// Files and settings for the image.
 #[derive(Debug, Default)]
 pub struct ImageParts {
-    /// Programs (names in PATH) to include with their libraries; all required.
-    pub programs: Vec<String>,
     /// Host files or directories copied to the same path.
     pub host_paths: Vec<PathBuf>,
     /// Empty directories the daemon needs (its working directory).
@@ -81,7 +80,8 @@ pub fn image_parts(config: &Config) -> Result<Option<ImageParts>> {
             cfg.password_file.display()
         ))
     })?;
-    let mut parts = ImageParts { programs: vec![fl.fd.to_string(), "bconsole".to_string(), "timeout".to_string()], ..Default::default() };
+    // The programs (file daemon, bconsole) come from `needs::recovery`.
+    let mut parts = ImageParts::default();
     // The fd config directory as a whole (Bareos splits it in .d directories).
     parts.host_paths.push(fd_config.clone());
     // The image's config loses `password-file` (a secret-looking key): the
@@ -120,13 +120,11 @@ mod tests {
         c.backup.server.password_file = pw;
         c.backup.server.fd_config = Some(fdconf.clone());
         let p = image_parts(&c).unwrap().unwrap();
-        assert!(p.programs.contains(&"bacula-fd".to_string()) && p.programs.contains(&"bconsole".to_string()));
         assert_eq!(p.files[0].0, PathBuf::from(DEFAULT_PASSWORD_FILE));
         assert_eq!(p.files[0].2, 0o600);
         assert!(p.env.iter().any(|(k, v)| *k == "RESCUE_FD_CONF" && v == &fdconf.display().to_string()));
         c.backup.method = BackupMethod::Bareos;
-        let p = image_parts(&c).unwrap().unwrap();
-        assert!(p.programs.contains(&"bareos-fd".to_string()));
+        assert!(image_parts(&c).unwrap().unwrap().env.iter().any(|(k, v)| *k == "RESCUE_FD" && v.ends_with("/bareos-fd")));
         // Bareos' config directory: copied whole, `-c` gets its parent.
         let d = dir.path().join("bareos/bareos-fd.d");
         std::fs::create_dir_all(d.join("client")).unwrap();

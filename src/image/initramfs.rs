@@ -12,9 +12,10 @@ use super::elf::LibResolver;
 use super::manifest::Manifest;
 use super::modules::{self, ModuleIndex};
 use super::tree::{Entry, Source, Tree};
-use crate::cmd::{find_program, package_for, shell_quote};
+use crate::cmd::{find_program, shell_quote};
 use crate::config::Config;
-use crate::layout::{BootloaderKind, FsType, Layout};
+use crate::layout::Layout;
+use crate::needs::{self, Data, Missing, Needs, Runs};
 
 const INIT: &str = include_str!("init.sh");
 const UDHCPC_SCRIPT: &str = include_str!("udhcpc.sh");
@@ -33,73 +34,6 @@ pub struct Inputs<'a> {
     pub modules_dir: PathBuf,
     /// The `rescue` executable to put in.
     pub rescue_binary: PathBuf,
-}
-
-/// Programs every rescue system has, whatever the layout. A missing one is an error.
-const BASE_PROGRAMS: &[&str] =
-    &["busybox", "kmod", "modprobe", "insmod", "rmmod", "lsmod", "modinfo", "udevadm", "blkid", "wipefs", "sfdisk", "mount", "umount"];
-
-/// Programs a human in trouble or a recovery is glad to have; missing ones are noted.
-const USEFUL_PROGRAMS: &[&str] = &[
-    "lsblk",
-    "partx",
-    "blockdev",
-    "losetup",
-    "findmnt",
-    "mkswap",
-    "swapon",
-    "swapoff",
-    "sgdisk",
-    "parted",
-    "tar",
-    "zstd",
-    "gzip",
-    "xz",
-    "rsync",
-    "dmsetup",
-    "mkfs.vfat",
-    "mkfs.fat",
-    "fsck.vfat",
-    "mkfs.ext4",
-    "mke2fs",
-    "e2fsck",
-    "efibootmgr",
-    "chroot",
-    "ip",
-    "ping",
-    "less",
-];
-
-/// Programs recovery needs for this layout. A missing one is an error:
-/// the image could not recreate the system.
-pub fn programs_for_layout(layout: &Layout) -> Vec<&'static str> {
-    let mut p: Vec<&'static str> = Vec::new();
-    for fs in &layout.filesystems {
-        match fs.fstype {
-            FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => p.extend(["mke2fs", "mkfs.ext4", "e2fsck", "tune2fs", "resize2fs"]),
-            FsType::Xfs => p.extend(["mkfs.xfs", "xfs_repair", "xfs_db", "xfs_admin"]),
-            FsType::Vfat => p.extend(["mkfs.vfat", "fatlabel"]),
-            FsType::Btrfs => p.extend(["mkfs.btrfs", "btrfs"]),
-        }
-    }
-    if !layout.swaps.is_empty() {
-        p.push("mkswap");
-    }
-    if !layout.raids.is_empty() {
-        p.push("mdadm");
-    }
-    if !layout.luks.is_empty() {
-        p.extend(["cryptsetup", "dmsetup"]);
-    }
-    if !layout.lvm_vgs.is_empty() {
-        p.extend(["lvm", "pvcreate", "vgcreate", "lvcreate", "vgchange", "vgcfgrestore", "pvs", "vgs", "lvs", "dmsetup"]);
-    }
-    if matches!(layout.bootloader.kind, BootloaderKind::Grub2Efi | BootloaderKind::SystemdBoot) {
-        p.push("efibootmgr");
-    }
-    p.sort();
-    p.dedup();
-    p
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -231,11 +165,32 @@ pub fn looks_secret(path: &Path, head: &[u8]) -> Option<&'static str> {
 }
 
 /// Build the initramfs into `out` (zstd-compressed cpio, mode 0600) and
-/// return what went in.
+/// return what went in. The tree is checked against what recovery needs
+/// ([`check_tree`]) before anything is written.
 pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
-    let cfg = &inp.config.image;
-    let mut tree = Tree::new();
+    let work = out.parent().unwrap_or(Path::new("."));
+    let built = build_tree(inp, work, manifest)?;
+    check_tree(&built.tree, &built.needs, &built.modules)?;
+    write(&built, &inp.config.image, out, manifest)
+}
 
+/// A finished rescue tree, not yet written, and what it was built for.
+pub struct Built {
+    pub tree: Tree,
+    /// What recovering this descriptor with this config needs.
+    pub needs: Needs,
+    pub modules: ModuleIndex,
+    /// Secrets the backup-server parts put in on purpose (for the manifest).
+    secrets: Vec<String>,
+}
+
+/// Build the rescue system's tree from what recovery needs
+/// ([`needs::recovery`]): programs with their libraries, modules, files,
+/// settings. Nothing is written yet but scratch files in `work`.
+pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<Built> {
+    let cfg = &inp.config.image;
+    let needs = needs::recovery(inp.layout, inp.config, &Data::of(inp.layout, inp.config));
+    let mut tree = Tree::new();
     // The usrmerge (or not) shape of the host, so paths resolve like there.
     for d in ["/bin", "/sbin", "/lib", "/lib64"] {
         if Path::new(d).exists() {
@@ -253,28 +208,10 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     tree.insert(Path::new("/dev/null"), Entry { source: Source::CharDev(1, 3), mode: 0o666 })?;
     tree.insert(Path::new("/dev/tty"), Entry { source: Source::CharDev(5, 0), mode: 0o666 })?;
 
-    // Programs: required for every image, required by the layout, useful, asked for.
-    let mut programs: Vec<(String, bool)> = Vec::new();
-    programs.extend(BASE_PROGRAMS.iter().map(|p| (p.to_string(), true)));
-    programs.extend(programs_for_layout(inp.layout).into_iter().map(|p| (p.to_string(), true)));
-    programs.extend(USEFUL_PROGRAMS.iter().map(|p| (p.to_string(), false)));
-    programs.extend(cfg.extra_programs.iter().map(|p| (p.clone(), true)));
+    // Programs: every one recovery and the rescue system need, the handy ones the host has.
     let ssh = !cfg.ssh_authorized_keys.is_empty();
-    if ssh {
-        programs.extend(["sshd", "ssh-keygen"].iter().map(|p| (p.to_string(), true)));
-    }
-    if let Some(url) = &inp.config.backup.url {
-        if url.starts_with("nfs") {
-            programs.push(("mount.nfs".into(), true));
-        } else if url.starts_with("cifs") || url.starts_with("smb") {
-            programs.push(("mount.cifs".into(), true));
-        }
-    }
     // A backup server restores through the file daemon and bconsole.
     let bserver = crate::bserver::image::image_parts(inp.config)?;
-    if let Some(b) = &bserver {
-        programs.extend(b.programs.iter().map(|p| (p.clone(), true)));
-    }
     let udevd =
         ["/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd"].iter().map(PathBuf::from).find(|p| p.is_file()).with_context(|| {
             "systemd-udevd is not installed on this system; the rescue system needs it for /dev/disk/by-*: apt-get install udev".to_string()
@@ -282,24 +219,28 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     let mut host_programs: Vec<PathBuf> = vec![udevd.clone()];
     let mut missing_required = Vec::new();
     let mut seen = BTreeSet::new();
-    for (name, required) in &programs {
-        if !seen.insert(name.clone()) {
+    for p in needs.image_programs() {
+        if !seen.insert(p.name.clone()) {
             continue;
         }
-        match find_program(name) {
-            Some(p) => {
-                manifest.programs.push(name.clone());
-                host_programs.push(p);
+        match find_program(&p.name) {
+            Some(path) => {
+                manifest.programs.push(p.name.clone());
+                // Found outside the rescue system's PATH (/usr/local/sbin, /opt/...): reachable by name there too.
+                if !p.name.contains('/') && !needs::PATH_DIRS.iter().any(|d| path.parent() == Some(&Path::new("/").join(d))) {
+                    tree.add_symlink(&Path::new("/usr/sbin").join(&p.name), path.clone())?;
+                }
+                host_programs.push(path);
             }
-            None if *required => missing_required.push(match package_for(name) {
-                Some(pkg) => format!("{name} (apt-get install {pkg})"),
-                None => name.clone(),
-            }),
-            None => manifest.programs_missing.push(name.clone()),
+            None if p.runs != Runs::Optional => missing_required.push(Missing { what: p.name.clone(), package: p.package, why: p.why.clone() }),
+            None => manifest.programs_missing.push(p.name.clone()),
         }
     }
     if !missing_required.is_empty() {
-        bail!("programs the rescue system needs are not installed on this system: {}. Install them and run mkrescue again", missing_required.join(", "));
+        bail!(
+            "programs the rescue system needs are not installed on this system: {}. Install them and run mkrescue again",
+            missing_required.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; ")
+        );
     }
     // udev's helpers (ata_id, scsi_id...) that the persistent-storage rules call.
     for dir in ["/usr/lib/udev", "/lib/udev"] {
@@ -312,6 +253,11 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
             }
             tree.add_host_path(&Path::new(dir).join("rules.d"))?;
             break;
+        }
+    }
+    for f in needs.files.iter().filter(|f| f.runs != Runs::Target) {
+        if let Some(p) = f.paths.iter().map(|p| Path::new("/").join(p)).find(|p| p.exists()) {
+            tree.add_host_path(&p)?;
         }
     }
     if Path::new("/etc/udev/udev.conf").is_file() {
@@ -344,7 +290,7 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     for p in &host_programs {
         tree.add_host_path(p)?;
     }
-    let rescue_bin = strip_debug(&inp.rescue_binary, &out.with_extension("rescue-bin"))?;
+    let rescue_bin = strip_debug(&inp.rescue_binary, &work.join("rescue-bin"))?;
     tree.add_host_file_as(Path::new("/usr/bin/rescue"), &rescue_bin)?;
 
     // busybox applets fill in whatever real program is absent.
@@ -369,8 +315,7 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     // Kernel modules and firmware.
     let index = ModuleIndex::load(&inp.modules_dir)?;
     let version = index.version();
-    let mut wanted: Vec<String> = modules::DISSIMILAR_HARDWARE.iter().map(|s| s.to_string()).collect();
-    wanted.extend(modules::modules_for_layout(inp.layout));
+    let mut wanted: Vec<String> = needs.module_names().map(str::to_string).collect();
     wanted.extend(cfg.extra_modules.iter().cloned());
     let running = nix::sys::utsname::uname().ok().map(|u| u.release().to_string_lossy().into_owned());
     if running.as_deref() == Some(version.as_str()) {
@@ -538,8 +483,44 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     for f in &cfg.extra_files {
         tree.add_host_path(f).with_context(|| format!("adding extra-files entry {}", f.display()))?;
     }
+    let mut secrets = bserver.map(|b| b.secrets).unwrap_or_default();
+    secrets.extend(config_secrets.into_iter().map(|s| format!("{IMAGE_CONFIG}: {s}")));
+    Ok(Built { tree, needs, modules: index, secrets })
+}
 
-    // Write: cpio newc through zstd, refusing secrets unless allowed.
+/// What of `needs` the finished image `tree` lacks, read from the tree
+/// itself (as verify will look in the booted rescue system), never from
+/// the host: programs in the rescue system's PATH, files, and the required
+/// kernel modules (built into the kernel or in the tree).
+pub fn missing_in_tree(tree: &Tree, needs: &Needs, modules: &ModuleIndex) -> Vec<Missing> {
+    let has = |rel: &str| tree.resolve_all(&Path::new("/").join(rel)).is_ok_and(|p| tree.get(&p).is_some());
+    let mut missing = needs.missing_in_image(has);
+    let dir = PathBuf::from("/lib/modules").join(modules.version());
+    for m in needs.modules.iter().filter(|m| m.required && !modules.is_builtin(m.name)) {
+        if !modules.file_of(m.name).is_some_and(|f| tree.contains(&dir.join(f))) {
+            missing.push(Missing { what: format!("kernel module {}", m.name), package: None, why: m.why.clone() });
+        }
+    }
+    missing
+}
+
+/// Refuse an image that would fail recovery's verify phase: name each
+/// missing program with its Debian package (exit code 3).
+pub fn check_tree(tree: &Tree, needs: &Needs, modules: &ModuleIndex) -> Result<()> {
+    let missing = missing_in_tree(tree, needs, modules);
+    if !missing.is_empty() {
+        bail!(
+            "the rescue image would not hold what recovering this system needs: {}. No image was written. Install the \
+             package(s) on this system (or give the kernel that has the modules) and run mkrescue again",
+            missing.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Write the tree as the initramfs: cpio newc through zstd, refusing secrets unless allowed.
+fn write(built: &Built, cfg: &super::config::ImageConfig, out: &Path, manifest: &mut Manifest) -> Result<()> {
+    let tree = &built.tree;
     let tmp = out.with_extension("tmp");
     let file =
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode_0600().open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -566,8 +547,7 @@ pub fn build(inp: &Inputs, out: &Path, manifest: &mut Manifest) -> Result<()> {
     w.flush()?;
     drop(w);
     std::fs::rename(&tmp, out).with_context(|| format!("moving {} into place", out.display()))?;
-    secrets.extend(bserver.iter().flat_map(|b| b.secrets.iter().cloned()));
-    secrets.extend(config_secrets.into_iter().map(|s| format!("{IMAGE_CONFIG}: {s}")));
+    secrets.extend(built.secrets.iter().cloned());
     manifest.secrets_included = secrets;
     manifest.files = tree
         .entries()

@@ -1,7 +1,7 @@
 //! Which kernel modules (and firmware files) go into the rescue image: the
 //! dependency closure, read from `modules.dep`, `modules.softdep` and
 //! `modules.alias` of the kernel's module directory, of the modules the
-//! layout and a dissimilar recovery target need.
+//! rescue system needs (`needs::recovery`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -9,109 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cmd::Cmd;
-use crate::layout::{FsType, Layout};
-
-/// Drivers a *different* machine may need to see its disks and network:
-/// virtual machines, NVMe, SATA, SAS/RAID HBAs, USB storage, common NICs.
-pub const DISSIMILAR_HARDWARE: &[&str] = &[
-    // virtual machines
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_scsi",
-    "virtio_net",
-    "vmw_pvscsi",
-    "vmxnet3",
-    "hv_storvsc",
-    "hv_netvsc",
-    "xen_blkfront",
-    "xen_netfront",
-    // disks and controllers
-    "nvme",
-    "ahci",
-    "ata_piix",
-    "ata_generic",
-    "sd_mod",
-    "sr_mod",
-    "mpt3sas",
-    "megaraid_sas",
-    "hpsa",
-    "aacraid",
-    "smartpqi",
-    "mptsas",
-    // USB sticks and disks
-    "xhci_pci",
-    "ehci_pci",
-    "ohci_pci",
-    "uhci_hcd",
-    "usb_storage",
-    "uas",
-    // common NICs
-    "e1000",
-    "e1000e",
-    "igb",
-    "igc",
-    "ixgbe",
-    "i40e",
-    "ice",
-    "r8169",
-    "tg3",
-    "bnx2",
-    "bnx2x",
-    "bnxt_en",
-    // the rescue media itself, backup disks, loop-mounted images
-    "isofs",
-    "cdrom",
-    "loop",
-    "vfat",
-    "nls_cp437",
-    "nls_ascii",
-    "nls_iso8859_1",
-    "nls_utf8",
-    "efivarfs",
-];
-
-/// Modules the descriptor's storage stack needs to be recreated.
-pub fn modules_for_layout(layout: &Layout) -> Vec<String> {
-    let mut m: Vec<&str> = Vec::new();
-    for fs in &layout.filesystems {
-        match fs.fstype {
-            FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => m.push("ext4"),
-            FsType::Xfs => m.push("xfs"),
-            // vfat always loads its iocharset, by default "ascii" in Debian's kernels (CONFIG_FAT_DEFAULT_IOCHARSET).
-            FsType::Vfat => m.extend(["vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1"]),
-            FsType::Btrfs => m.push("btrfs"),
-        }
-    }
-    for r in &layout.raids {
-        m.push("md_mod");
-        m.push(match r.level.as_str() {
-            "raid0" => "raid0",
-            "raid1" => "raid1",
-            "raid10" => "raid10",
-            "raid4" | "raid5" | "raid6" => "raid456",
-            "linear" => "linear",
-            _ => "md_mod",
-        });
-    }
-    if !layout.luks.is_empty() {
-        m.extend(["dm_mod", "dm_crypt", "xts", "aesni_intel", "essiv", "sha256_ssse3", "sha512_ssse3", "algif_skcipher", "algif_hash"]);
-    }
-    if !layout.lvm_vgs.is_empty() {
-        m.extend(["dm_mod", "dm_snapshot", "dm_mirror", "dm_zero"]);
-        for lv in &layout.lvm_lvs {
-            match lv.segment_type.as_str() {
-                t if t.starts_with("thin") => m.push("dm_thin_pool"),
-                t if t.starts_with("raid") => m.push("dm_raid"),
-                t if t.starts_with("cache") => m.push("dm_cache"),
-                _ => {}
-            }
-        }
-    }
-    let mut out: Vec<String> = m.into_iter().map(str::to_string).collect();
-    out.sort();
-    out.dedup();
-    out
-}
 
 /// The module directory of one kernel (`/lib/modules/VERSION`), indexed.
 #[derive(Debug, Clone, Default)]
@@ -206,6 +103,11 @@ impl ModuleIndex {
 
     pub fn is_builtin(&self, name: &str) -> bool {
         self.builtin.contains(&normalize(name))
+    }
+
+    /// The file of a module (or of what an alias names), relative to the module directory.
+    pub fn file_of(&self, name: &str) -> Option<&Path> {
+        self.lookup(name).first().and_then(|m| self.deps.get(m)).map(|(f, _)| f.as_path())
     }
 
     /// Every module file of this kernel (for `modules = "all"`).

@@ -67,6 +67,11 @@ impl Tree {
         self.entries.get(path)
     }
 
+    /// Take an entry out (the path as stored, not resolved); what it was.
+    pub fn remove(&mut self, path: &Path) -> Option<Entry> {
+        self.entries.remove(path)
+    }
+
     pub fn contains(&self, path: &Path) -> bool {
         self.resolve(path).map(|p| self.entries.contains_key(&p)).unwrap_or(false)
     }

@@ -22,6 +22,13 @@ pub use validate::{line_of_item, ValidationError};
 /// The descriptor format version this build reads and writes.
 pub const VERSION: u32 = 1;
 
+/// The RAID levels a descriptor may record (validation accepts these only).
+pub const RAID_LEVELS: &[&str] = &["raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "linear"];
+/// The LUKS versions a descriptor may record.
+pub const LUKS_VERSIONS: &[u32] = &[1, 2];
+/// The LVM segment types recovery recreates (the plan refuses others).
+pub const LVM_SEGMENT_TYPES: &[&str] = &["linear", "striped"];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Layout {

@@ -290,8 +290,8 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
         for dev in r.devices.iter().chain(r.spares.iter()) {
             use_dev(&mut c, dev, who.clone(), "raid", i, "devices");
         }
-        if !matches!(r.level.as_str(), "raid0" | "raid1" | "raid4" | "raid5" | "raid6" | "raid10" | "linear") {
-            c.err("raid", i, Some("level"), format!("{who}: level `{}` is not one of raid0, raid1, raid4, raid5, raid6, raid10, linear", r.level));
+        if !super::RAID_LEVELS.contains(&r.level.as_str()) {
+            c.err("raid", i, Some("level"), format!("{who}: level `{}` is not one of {}", r.level, super::RAID_LEVELS.join(", ")));
         }
         if !is_uuid_like(&r.uuid) {
             c.err("raid", i, Some("uuid"), format!("{who}: uuid `{}` is not a UUID", r.uuid));
@@ -300,7 +300,7 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
     for (i, l) in layout.luks.iter().enumerate() {
         let who = format!("LUKS volume `{}`", l.name);
         use_dev(&mut c, &l.device, who.clone(), "luks", i, "device");
-        if !matches!(l.version, 1 | 2) {
+        if !super::LUKS_VERSIONS.contains(&l.version) {
             c.err("luks", i, Some("version"), format!("{who}: LUKS version {} is not 1 or 2", l.version));
         }
         if !is_guid(&l.uuid) {

@@ -496,7 +496,7 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
             let mut lvs: Vec<_> = layout.lvm_lvs.iter().filter(|lv| lv.vg == vg.name).collect();
             lvs.sort_by_key(|lv| lv.stripes <= 1);
             for lv in lvs {
-                if !matches!(lv.segment_type.as_str(), "linear" | "striped") {
+                if !crate::layout::LVM_SEGMENT_TYPES.contains(&lv.segment_type.as_str()) {
                     return Err(input_error(format!(
                         "logical volume {} has segment type {}; this build recreates linear and striped volumes only: \
                          edit the descriptor to make it linear, or create it by hand after --layout-only",

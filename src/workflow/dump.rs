@@ -7,34 +7,26 @@ use serde::Serialize;
 
 use crate::cli::Ctx;
 use crate::cmd::find_program;
+use crate::needs::{self, Runs};
 
 pub const EXAMPLES: &str = "Examples:\n  rescue dump\n  rescue --json dump | jq .tools";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-/// Programs recovery may call, by what they are for.
-pub const TOOLS: &[(&str, &str)] = &[
-    ("sfdisk", "partition tables"),
-    ("blkid", "filesystem identities"),
-    ("lsblk", "block device tree"),
-    ("wipefs", "clearing old signatures"),
-    ("mkfs.ext4", "ext2/3/4"),
-    ("dumpe2fs", "ext options capture"),
-    ("mkfs.xfs", "xfs"),
-    ("xfs_db", "xfs options capture"),
-    ("mkfs.vfat", "vfat / ESP"),
-    ("mkfs.btrfs", "btrfs"),
-    ("btrfs", "btrfs subvolumes"),
-    ("mkswap", "swap"),
-    ("lvm", "LVM"),
-    ("mdadm", "MD RAID"),
-    ("cryptsetup", "LUKS"),
-    ("efibootmgr", "UEFI boot entries"),
-    ("grub-install", "GRUB"),
-    ("xorriso", "ISO images"),
-    ("rsync", "rsync backups"),
-    ("bconsole", "Bacula/Bareos restores"),
+/// Programs capturing the layout runs (`probe`), by what they are for.
+/// What recovery runs comes from `needs::recovery` of the saved descriptor.
+const CAPTURE_TOOLS: &[(&str, &str)] = &[
+    ("sfdisk", "capture: partition tables"),
+    ("blkid", "capture: filesystem identities"),
+    ("lsblk", "capture: block device tree"),
+    ("dumpe2fs", "capture: ext options"),
+    ("xfs_info", "capture: xfs options"),
+    ("btrfs", "capture: btrfs subvolumes"),
+    ("lvm", "capture: LVM"),
+    ("mdadm", "capture: MD RAID"),
+    ("cryptsetup", "capture: LUKS"),
+    ("efibootmgr", "capture: UEFI boot entries"),
 ];
 
 #[derive(Serialize)]
@@ -59,9 +51,29 @@ struct DiskSeen {
 
 #[derive(Serialize)]
 struct ToolSeen {
-    program: &'static str,
-    purpose: &'static str,
+    program: String,
+    purpose: String,
+    package: Option<&'static str>,
     path: Option<String>,
+}
+
+/// The capture tools, then what recovering the saved descriptor needs
+/// (the rescue image's programs, and the recovered system's for finalize).
+fn tools(config: &crate::config::Config) -> Vec<ToolSeen> {
+    let seen = |program: &str, purpose: String, package| ToolSeen {
+        program: program.to_string(),
+        purpose,
+        package,
+        path: find_program(program).map(|x| x.display().to_string()),
+    };
+    let mut v: Vec<ToolSeen> = CAPTURE_TOOLS.iter().map(|(p, why)| seen(p, why.to_string(), crate::cmd::package_for(p))).collect();
+    let Ok(layout) = crate::layout::Layout::load(&config.layout_path()) else { return v };
+    let needs = needs::recovery(&layout, config, &needs::Data::of(&layout, config));
+    for p in needs.programs.iter().filter(|p| p.runs != Runs::Optional) {
+        let place = if p.runs == Runs::Target { "recovery, in the recovered system" } else { "recovery" };
+        v.push(seen(&p.name, format!("{place}: {}", p.why), p.package));
+    }
+    v
 }
 
 pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
@@ -91,7 +103,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
         firmware: if std::path::Path::new("/sys/firmware/efi").exists() { "uefi" } else { "bios" },
         secure_boot: secure_boot_chain(&ctx.config.image),
         disks,
-        tools: TOOLS.iter().map(|(p, why)| ToolSeen { program: p, purpose: why, path: find_program(p).map(|x| x.display().to_string()) }).collect(),
+        tools: tools(&ctx.config),
     };
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&d)?);
@@ -113,7 +125,11 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
     }
     println!("tools:");
     for t in &d.tools {
-        println!("  {:<14} {:<28} {}", t.program, t.purpose, t.path.as_deref().unwrap_or("MISSING"));
+        let missing = match t.package {
+            Some(p) => format!("MISSING (apt-get install {p})"),
+            None => "MISSING".to_string(),
+        };
+        println!("  {:<18} {}  {}", t.program, t.path.as_deref().unwrap_or(&missing), t.purpose);
     }
     match crate::image::manifest::last_manifest(&ctx.config) {
         Some((path, m)) => print!("last rescue image ({}):\n{}", path.display(), m.summary()),

@@ -15,6 +15,7 @@
 # Usage: run-scenario.sh [--rescue BIN] SCENARIO WORKDIR
 #   SCENARIO: bios-ext4 (1) | uefi-lvm-xfs (2) | bios-md-raid1 (3) | luks2-lvm (4) |
 #             btrfs-subvol (5) | bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller (6) |
+#             bios-mbr-logical (MBR, logical partitions, ext2 /boot, xfs /var by LABEL) |
 #             bios-ext4-bacula (restore from a Bacula director on the host)
 #   WORKDIR: created; holds the disks, serial logs (*.serial.log), the job
 #   share and `times` (seconds per phase). Remove it afterwards (sparse disks,
@@ -136,6 +137,17 @@ want=$(sed -n "s/^cryptroot UUID=\([^ ]*\) .*/\1/p" /etc/crypttab)
 got=$(cryptsetup luksUUID "$dev")
 [ -n "$want" ] && [ "$got" = "$want" ] || { echo "the LUKS UUID of $dev is $got, the recorded one (crypttab) $want"; exit 1; }
 echo "/ on luksvg/root on LUKS2 $dev uuid $got"' ;;
+  bios-mbr-logical)
+    # Issue 15: a primary ext2 /boot needs mkfs.ext2, which the image once lacked.
+    kind=bios-mbr-logical data_dirs="/srv/rescue-data /var/rescue-data" config=$backup_iso
+    check='[ "$(findmnt -n -o FSTYPE /boot)" = ext2 ] || { echo "/boot is not ext2"; exit 1; }
+[ "$(findmnt -n -o FSTYPE /var)" = xfs ] || { echo "/var is not xfs"; exit 1; }
+[ "$(blkid -s LABEL -o value "$(findmnt -n -o SOURCE /var)")" = var ] || { echo "/var is not labelled var"; exit 1; }
+disk=$(basename "$(readlink -f "/sys/class/block/$(basename "$(findmnt -n -o SOURCE /)")/..")")
+sfdisk -d "/dev/$disk" | grep -q "^label: dos" || { sfdisk -d "/dev/$disk"; echo "not an MBR disk"; exit 1; }
+[ "$(sfdisk -d "/dev/$disk" | grep -c "^/dev/")" = 5 ] || { sfdisk -d "/dev/$disk"; echo "expected 5 partitions (1 primary, extended, 3 logical)"; exit 1; }
+swapon --show=NAME --noheadings | grep -q . || { echo "no swap active"; exit 1; }
+echo "MBR with logical partitions, ext2 /boot, xfs /var by LABEL, swap"' ;;
   bios-ext4-to-sata-larger)
     kind=bios-ext4 data_dirs="/srv/rescue-data" config=$backup_iso targets=(8G:sata) ;;
   bios-ext4-to-nvme-smaller)

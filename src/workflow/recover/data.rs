@@ -6,6 +6,7 @@
 //! config) adds a [`DataSource`] variant and an arm in [`DataSource::resolve`],
 //! [`check_source`] and [`restore_data`].
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,10 @@ pub struct BackupUsed {
     /// The local device holding the backup (a USB disk, the rescue medium): never a target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<PathBuf>,
+    /// The paths the backup holds (relative to the recovered root), when
+    /// the verification read them: what finalize will find there.
+    #[serde(skip)]
+    pub listing: Option<HashSet<String>>,
 }
 
 impl fmt::Display for BackupUsed {
@@ -131,24 +136,6 @@ impl DataSource {
             other => other,
         }
     }
-
-    /// Programs the source needs in the rescue system, with why.
-    pub fn tools(&self) -> Vec<(&'static str, String)> {
-        let url = match self {
-            DataSource::Archive { url, .. } => url,
-            DataSource::Rsync { url } => return vec![("rsync", format!("to restore from {url}"))],
-            // bconsole is checked by the preflight (its path may be configured).
-            DataSource::BackupServer { .. } => return vec![("timeout", "to bound each console session with the director".into())],
-        };
-        let why = format!("to reach the backup at {url}");
-        if url.starts_with("nfs://") {
-            vec![("mount.nfs", why)]
-        } else if url.starts_with("cifs://") {
-            vec![("mount.cifs", why)]
-        } else {
-            Vec::new()
-        }
-    }
 }
 
 /// Verify phase: the backup is reachable and its archive is there and
@@ -177,6 +164,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 data_bytes: None,
                 files: None,
                 device: opened.device(),
+                listing: None,
             };
             if config.recover.verify_archive {
                 tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(size));
@@ -190,6 +178,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 used.verified = true;
                 used.data_bytes = Some(r.0);
                 used.files = r.1;
+                used.listing = Some(root_relative(r.2));
             } else {
                 // At least the start must be an archive we can read.
                 let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
@@ -214,6 +203,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 data_bytes: None,
                 files: job.map(|j| j.files),
                 device: None,
+                listing: None,
             })
         }
         DataSource::Rsync { url } => {
@@ -224,7 +214,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
                 .arg(&src)
                 .output()
                 .with_context(|| format!("the rsync backup {src} is not reachable; nothing was written"))?;
-            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, files: None, device: None })
+            Ok(BackupUsed { url: url.clone(), archive: None, archive_bytes: None, verified: false, data_bytes: None, files: None, device: None, listing: None })
         }
     }
 }
@@ -287,8 +277,8 @@ fn list_names(mut names: Vec<String>) -> String {
 }
 
 /// Read the whole archive and check it against its manifest; the file data
-/// bytes and the number of files the manifest lists.
-fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>)> {
+/// bytes, the number of files the manifest lists, and the members' paths.
+fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -321,7 +311,22 @@ fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>)> {
         }
         anyhow::bail!("members differ from the archive's manifest: {}", parts.join(", "));
     }
-    Ok((r.bytes, r.summary.as_deref().and_then(summary_files)))
+    let files = r.summary.as_deref().and_then(summary_files);
+    Ok((r.bytes, files, r.paths))
+}
+
+/// Archive member names as paths relative to the recovered root: the root
+/// filesystem's tree is stored as `.` (`./usr/sbin/x` or `usr/sbin/x`), the
+/// others under their mount point (`boot/grub`).
+fn root_relative(members: HashSet<Vec<u8>>) -> HashSet<String> {
+    members
+        .into_iter()
+        .map(|m| {
+            let p = String::from_utf8_lossy(&m).into_owned();
+            let p = p.strip_prefix("./").unwrap_or(&p);
+            p.trim_end_matches('/').to_string()
+        })
+        .collect()
 }
 
 /// The backup the preflight found, for the log: absent when the director
@@ -384,7 +389,6 @@ mod tests {
         let e = DataSource::resolve(&Config::default(), &layout(None), None, None).unwrap_err();
         assert!(format!("{e:#}").contains("no backup location"), "{e:#}");
         assert_eq!(crate::error::exit_code_for(&e), 2);
-        assert_eq!(DataSource::Archive { url: "nfs://nas/b".into(), archive: None }.tools()[0].0, "mount.nfs");
         assert_eq!(summary_files("files=12 dirs=3 symlinks=1 hardlinks=0 specials=0 bytes=99"), Some(12));
     }
 
@@ -413,6 +417,29 @@ mod tests {
         assert!(m.contains("backups there: backup-20261102-000000.tar.zst, backup-20261101-000000.tar.zst") && m.contains("--archive NAME"), "{m}");
         assert!(!m.contains("notes.txt"), "{m}");
         assert_eq!(list_names((0..12).map(|i| format!("{i:02}")).collect()), "11, 10, 09, 08, 07, 06, 05, 04, 03, 02, and 2 more");
+    }
+
+    #[test]
+    fn the_verified_archive_lists_the_bootloader_files_of_the_recovered_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/grub/i386-pc")).unwrap();
+        std::fs::write(root.join("usr/sbin/grub-install"), "#!/bin/sh\n").unwrap();
+        let file = d.path().join("backup.tar.zst");
+        let sources = [crate::archive::Source { path: root.clone(), name: Vec::new() }];
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
+        let listing = root_relative(verify_archive(&file, false).unwrap().2);
+        assert!(listing.contains("usr/sbin/grub-install") && listing.contains("usr/lib/grub/i386-pc"), "{listing:?}");
+        let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
+        let source = DataSource::Archive { url: "file:///b".into(), archive: None };
+        let needs = super::super::verify::needs_of(&l, &Config::default(), &source);
+        super::super::verify::check_target(&needs, &l, |p| listing.contains(p)).unwrap();
+        std::fs::remove_dir(root.join("usr/lib/grub/i386-pc")).unwrap();
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
+        let listing = root_relative(verify_archive(&file, false).unwrap().2);
+        let e = super::super::verify::check_target(&needs, &l, |p| listing.contains(p)).unwrap_err();
+        assert!(format!("{e:#}").contains("grub-pc-bin"), "{e:#}");
     }
 
     #[test]

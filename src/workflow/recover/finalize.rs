@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use crate::boot::{self, ChrootMounts, DeviceMap, Step, Target};
 use crate::cmd::Cmd;
 use crate::layout::Layout;
+use crate::needs::{Needs, StepKind};
 use crate::plan::Plan;
 use crate::target::TargetRoot;
 
@@ -26,37 +27,15 @@ pub struct Done {
     pub warnings: Vec<String>,
 }
 
-/// Whether the recovered system has `program` (looked up relative to its root).
-fn in_target(root: &TargetRoot, program: &str) -> bool {
-    ["usr/sbin", "usr/bin", "sbin", "bin"].iter().any(|d| {
-        // A symlink inside the target may be absolute: existing as a link is enough.
-        root.join(&format!("{d}/{program}")).is_ok_and(|p| std::fs::symlink_metadata(p).is_ok())
-    })
-}
-
-/// What a step needs inside the recovered system: (program or directory, Debian package).
-fn needs(step: &Step) -> Vec<(&'static str, &'static str)> {
-    match step {
-        Step::RegenerateInitramfs { tool, .. } if tool == "dracut" => vec![("dracut", "dracut")],
-        Step::RegenerateInitramfs { .. } => vec![("update-initramfs", "initramfs-tools")],
-        Step::GrubBios { .. } => vec![("grub-install", "grub-pc"), ("usr/lib/grub/i386-pc", "grub-pc-bin")],
-        Step::GrubEfi { .. } => vec![("grub-install", "grub-efi-amd64"), ("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin")],
-        Step::SystemdBoot { .. } => vec![("bootctl", "systemd-boot")],
-        Step::GrubMkconfig { .. } => vec![("grub-mkconfig", "grub-common")],
-        _ => Vec::new(),
-    }
-}
-
 fn runs_in_chroot(step: &Step) -> bool {
     matches!(step, Step::RegenerateInitramfs { .. } | Step::GrubBios { .. } | Step::GrubEfi { .. } | Step::SystemdBoot { .. } | Step::GrubMkconfig { .. })
 }
 
-fn present(root: &TargetRoot, what: &str) -> bool {
-    if what.contains('/') {
-        root.join(what).is_ok_and(|p| p.is_dir())
-    } else {
-        in_target(root, what)
-    }
+/// Whether the recovered system under `root` has `rel` (a path relative to
+/// it, joined so it cannot leave the root; a symlink inside it may be
+/// absolute, so existing as a link is enough).
+fn present(root: &TargetRoot, rel: &str) -> bool {
+    root.join(rel).is_ok_and(|p| std::fs::symlink_metadata(p).is_ok())
 }
 
 fn has_kernel(root: &TargetRoot) -> bool {
@@ -67,7 +46,7 @@ fn has_kernel(root: &TargetRoot) -> bool {
 }
 
 /// Compute and run the finalize steps for the restored tree under `root`.
-pub fn run(layout: &Layout, plan: &Plan, root: &TargetRoot, opts: &Options) -> Result<Done> {
+pub fn run(layout: &Layout, needs: &Needs, plan: &Plan, root: &TargetRoot, opts: &Options) -> Result<Done> {
     let uefi = Path::new("/sys/firmware/efi").exists();
     let mut drivers = BTreeSet::new();
     for m in &plan.mapping {
@@ -94,17 +73,18 @@ pub fn run(layout: &Layout, plan: &Plan, root: &TargetRoot, opts: &Options) -> R
     let mut steps = Vec::new();
     let mut missing = Vec::new();
     for step in planned {
-        let lacking: Vec<_> = needs(&step).into_iter().filter(|(what, _)| !present(root, what)).collect();
+        let kinds: Vec<StepKind> = StepKind::of(&step).into_iter().collect();
+        let lacking = needs.missing_for_steps(&kinds, |rel| present(root, rel));
         if lacking.is_empty() {
             steps.push(step);
             continue;
         }
         if matches!(step, Step::RegenerateInitramfs { .. }) && !has_kernel(root) {
-            warnings.push(format!("not done: {step}; the restored system has no kernel in /boot and no {}", lacking[0].0));
+            warnings.push(format!("not done: {step}; the restored system has no kernel in /boot and no {}", lacking[0].1.what));
             continue;
         }
-        for (what, pkg) in lacking {
-            missing.push(format!("{what} (for: {step}; Debian package {pkg})"));
+        for (_, m) in lacking {
+            missing.push(format!("{} (for: {step}; Debian package {})", m.what, m.package.unwrap_or("unknown")));
         }
     }
     if !missing.is_empty() {
@@ -157,15 +137,17 @@ mod tests {
 
     #[test]
     fn programs_are_looked_up_in_the_target() {
+        let layout = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
+        let needs = crate::needs::recovery(&layout, &crate::config::Config::default(), &crate::needs::Data::Unknown);
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("usr/sbin")).unwrap();
         std::fs::write(d.path().join("usr/sbin/grub-install"), "").unwrap();
-        let bios = Step::GrubBios { disks: vec!["/dev/sda".into()] };
         let root = TargetRoot::new(d.path()).unwrap();
-        let lacking: Vec<_> = needs(&bios).into_iter().filter(|(w, _)| !present(&root, w)).collect();
-        assert_eq!(lacking, vec![("usr/lib/grub/i386-pc", "grub-pc-bin")]);
+        let lacking = needs.missing_for_steps(&[StepKind::GrubBios], |rel| present(&root, rel));
+        assert_eq!(lacking.len(), 1, "{lacking:?}");
+        assert_eq!((lacking[0].1.what.as_str(), lacking[0].1.package), ("/usr/lib/grub/i386-pc", Some("grub-pc-bin")));
         std::fs::create_dir_all(d.path().join("usr/lib/grub/i386-pc")).unwrap();
-        assert!(needs(&bios).iter().all(|(w, _)| present(&root, w)));
+        assert!(needs.missing_for_steps(&[StepKind::GrubBios], |rel| present(&root, rel)).is_empty());
         assert!(!has_kernel(&root));
     }
 
@@ -185,7 +167,8 @@ mod tests {
             devices: [("vda".to_string(), "/dev/sdz".into()), ("vda2".to_string(), "/dev/sdz2".into())].into_iter().collect(),
             operations: Vec::new(),
         };
-        let e = run(&layout, &plan, &plan.target_root, &Options { force_initramfs: false }).err().unwrap();
+        let needs = crate::needs::recovery(&layout, &crate::config::Config::default(), &crate::needs::Data::Unknown);
+        let e = run(&layout, &needs, &plan, &plan.target_root, &Options { force_initramfs: false }).err().unwrap();
         let msg = format!("{e:#}");
         assert!(msg.contains("grub-install") && msg.contains("grub-pc") && msg.contains("No bootloader or initramfs step was run"), "{msg}");
         assert_eq!(std::fs::read_to_string(d.path().join("etc/fstab")).unwrap(), "/dev/vda2 / ext4 defaults 0 1\n");

@@ -345,7 +345,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
     let mut phases = report::Phases::new(quiet);
 
     let result = (|| -> Result<()> {
-        let (layout, source, keys) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
+        let (layout, needs, source, keys) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
             let layout = Layout::load(layout_path).map_err(|e| {
                 if layout_path.exists() {
                     e
@@ -360,13 +360,17 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             rep.host = layout.host.hostname.clone();
             let selection = crate::bserver::Selection { jobid: a.restore_jobid, before: a.restore_before.clone() };
             let source = DataSource::resolve_with(&ctx.config, &layout, a.url.as_deref(), a.archive.clone(), selection)?;
-            let tools = verify::check_tools(&layout, &source)?;
+            let needs = verify::needs_of(&layout, &ctx.config, &source);
+            let tools = verify::check_tools(&needs)?;
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
             // Before the long archive check: a missing key stick is found in seconds.
             let keys = read_luks_keys(ctx, a, &layout, interactive)?;
-            let used = data::check_source(&source, &layout, &ctx.config, progress)?;
+            let mut used = data::check_source(&source, &layout, &ctx.config, progress)?;
+            if let Some(paths) = used.listing.take() {
+                verify::check_target(&needs, &layout, |p| paths.contains(p))?;
+            }
             rep.backup = Some(used.clone());
-            Ok((layout, source.with_archive(&used), keys))
+            Ok((layout, needs, source.with_archive(&used), keys))
         })?;
 
         let the_plan = phases.run(&mut rep, "plan", "map disks, show the plan", |rep| {
@@ -412,7 +416,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
 
         phases.run(&mut rep, "finalize", "fstab, initramfs, bootloader", |rep| {
             let opts = finalize::Options { force_initramfs: a.regenerate_initramfs };
-            let done = finalize::run(&layout, &the_plan, target_root, &opts)?;
+            let done = finalize::run(&layout, &needs, &the_plan, target_root, &opts)?;
             rep.warnings.extend(done.warnings);
             rep.finalize = done.steps;
             Ok(())
