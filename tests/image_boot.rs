@@ -59,8 +59,10 @@ fn pxe_directory_boots_uefi_clients_over_tftp() {
     let b = build_shared();
     let pxe = b.dir.join("rescue-imgtest-pxe");
     assert!(pxe.join("bootx64.efi").is_file(), "bootx64.efi missing from the PXE directory {}", pxe.display());
-    let nic = format!("user,model=virtio-net-pci,tftp={},bootfile=bootx64.efi", pxe.display());
-    let c = boot_with_nic(Firmware::Uefi, &nic, &["-boot", "n"], 900);
+    // The firmware's own PXE client (romfile= leaves qemu's iPXE ROM out), as on
+    // a server: shim cannot fetch GRUB through iPXE's PXE protocol.
+    let netdev = format!("user,id=n0,tftp={},bootfile=bootx64.efi", pxe.display());
+    let c = boot_with_nic(Firmware::Uefi, "none", &["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0,romfile=", "-boot", "n"], 900);
     assert!(c.contains("GNU GRUB") || c.contains("recover (rescue system for"), "GRUB did not start from TFTP:\n{}", console_tail(&c, 3000));
     assert_rescue_booted(&c, "UEFI PXE over TFTP");
 }

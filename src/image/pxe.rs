@@ -32,8 +32,12 @@ pub fn write_pxe(efi: &EfiBoot, initrd: &Path, menu: &Menu, dir: &Path) -> Resul
         std::fs::copy(src, &dest).with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
         set_private(&dest)?;
     }
+    std::fs::create_dir_all(dir.join("grub")).with_context(|| format!("creating {}/grub", dir.display()))?;
     let files = [
         ("pxelinux.cfg/default", menu.syslinux_cfg("vmlinuz", "initrd.img", "LOCALBOOT 0")),
+        // Debian's signed network GRUB reads $prefix/grub.cfg, its prefix being
+        // /grub on the TFTP server: lead it to the menu beside the loaders.
+        ("grub/grub.cfg", "set prefix=$cmdpath\nconfigfile $cmdpath/grub.cfg\n".to_string()),
         // Signed GRUB keeps its own built-in prefix: the files are where it was loaded from.
         ("grub.cfg", format!("set prefix=$cmdpath\n{}", menu.grub_cfg("$prefix/vmlinuz", "$prefix/initrd.img", "exit"))),
         ("boot.ipxe", menu.ipxe_script("vmlinuz", "initrd.img")),
