@@ -178,6 +178,7 @@ mod tests {
             mapping: Vec::new(),
             resized: Vec::new(),
             devices: [("vda".to_string(), "/dev/sdz".into()), ("vda2".to_string(), "/dev/sdz2".into())].into_iter().collect(),
+            notes: Vec::new(),
             operations: Vec::new(),
         };
         let e = run(&layout, &plan, d.path(), &Options { force_initramfs: false }).err().unwrap();
