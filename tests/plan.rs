@@ -657,6 +657,14 @@ fn luks_and_the_filesystems_on_it_get_the_4k_target_sector_size() {
             assert_eq!(*sector_size, 4096, "{block}");
         }
     }
+    // A LUKS1 header of 2052 sectors (1026 KiB, `--align-payload`) would put the data inside a 4 KiB sector.
+    let mut l1 = l.clone();
+    l1.luks[0].version = 1;
+    l1.luks[0].sector_size = None;
+    l1.luks[0].offset = Some(2052);
+    let p = on_sectors(&l1, 4096, &opts());
+    assert!(p.operations.iter().any(|o| matches!(o, Operation::CreateLuks { offset: Some(2056), sector_size: None, .. })), "{p}");
+    assert!(p.notes.iter().any(|n| n.contains("data area moves from 512-byte sector 2052 to 2056")), "{:?}", p.notes);
     // On 512-byte sectors the recorded 512 stays.
     let p = on_sectors(&l, 512, &opts());
     assert!(p.operations.iter().any(|o| matches!(o, Operation::CreateLuks { sector_size: Some(512), .. })));
@@ -713,5 +721,40 @@ fn from_4k_sectors_to_512e_a_resized_partition_keeps_whole_4k_sectors() {
     let got = parts(&p);
     for (name, (_, start, size)) in &got {
         assert_eq!((start % 8, size % 8), (0, 0), "{name} must stay in whole 4 KiB sectors: {start}+{size}");
+    }
+}
+
+#[test]
+fn md_and_lvm_metadata_do_not_depend_on_the_target_sector_size() {
+    // mdadm and LVM count their offsets in bytes or 512-byte units whatever the disk's
+    // sectors: on disks of the recorded size the arrays and volumes keep their sizes on 4Kn.
+    for name in ["md-raid1-ext4.toml", "uefi-lvm-xfs.toml", "luks2-lvm.toml"] {
+        let l = layout(name);
+        let stack = |lss: u64| {
+            let mut o = opts();
+            let disks = l
+                .disks
+                .iter()
+                .map(|d| {
+                    let mut p = disk(&format!("t{}", d.name), d.size);
+                    p.logical_sector_size = lss;
+                    o.map.insert(d.name.clone(), p.name.clone());
+                    p
+                })
+                .collect();
+            let p = plan::build(&l, &Inventory { disks }, &o).unwrap();
+            p.operations
+                .iter()
+                .filter_map(|op| match op {
+                    Operation::CreateRaid { level, metadata, raid_devices, .. } => Some(format!("raid {level} {metadata} {raid_devices}")),
+                    Operation::CreateLv { name, size, .. } => Some(format!("lv {name} {size}")),
+                    Operation::CreatePv { uuid, .. } => Some(format!("pv {uuid}")),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let on_512 = stack(512);
+        assert!(!on_512.is_empty(), "{name}");
+        assert_eq!(stack(4096), on_512, "{name}");
     }
 }

@@ -545,6 +545,17 @@ fn build_planned(layout: &Layout, opts: &PlanOptions, mapping: Vec<DiskAssignmen
                     l.sector_size.map(|s| format!("{s} bytes")).unwrap_or_else(|| "cryptsetup's default".into())
                 ));
             }
+            // The data area starts on a whole sector of the device and of the encryption
+            // (`--offset` counts 512-byte sectors whatever the disk's).
+            let offset = l.offset.map(|o| o.div_ceil(u64::from(sectors) / 512) * (u64::from(sectors) / 512));
+            if offset != l.offset {
+                notes.push(format!(
+                    "LUKS {}'s data area moves from 512-byte sector {} to {} to start on a whole {sectors}-byte sector",
+                    l.name,
+                    l.offset.unwrap_or(0),
+                    offset.unwrap_or(0)
+                ));
+            }
             ops.push(Operation::CreateLuks {
                 block: l.name.clone(),
                 device: dev.clone(),
@@ -557,7 +568,7 @@ fn build_planned(layout: &Layout, opts: &PlanOptions, mapping: Vec<DiskAssignmen
                 label: l.label.clone(),
                 subsystem: l.subsystem.clone(),
                 sector_size,
-                offset: l.offset,
+                offset,
             });
             ops.push(Operation::OpenLuks { block: l.name.clone(), device: dev, mapper: mapper.clone() });
             devices.insert(l.name.clone(), mapper);
