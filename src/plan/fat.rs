@@ -194,9 +194,12 @@ pub fn fat32_min_bytes(sector: u64) -> u64 {
 
 /// The size an ESP recorded as FAT32 must grow to on `sector`-byte sectors,
 /// when its `bytes` cannot hold a valid FAT32 there; `None` when they can.
+/// On 4Kn that is [`ESP_MIN_BYTES`]; on 512-byte sectors (where only ESPs
+/// under about 33 MiB are too small) the smallest size that holds one.
 pub fn esp_needs(bytes: u64, sector: u64) -> Option<u64> {
     let fits = clusters(bytes, sector, 32, 1).is_some_and(|n| valid(32, n));
-    (!fits).then(|| ESP_MIN_BYTES.max(fat32_min_bytes(sector)))
+    let least = if sector >= 4096 { ESP_MIN_BYTES } else { 0 };
+    (!fits).then(|| least.max(fat32_min_bytes(sector)))
 }
 
 #[cfg(test)]
@@ -235,6 +238,9 @@ mod tests {
         // The grown ESP holds a FAT32.
         assert!((256 * MIB..=ESP_MIN_BYTES).contains(&fat32_min_bytes(4096)), "{}", fat32_min_bytes(4096) / MIB);
         assert!(fat32_min_bytes(512) < 40 * MIB, "{}", fat32_min_bytes(512) / MIB);
+        // A 32 MiB FAT32 (made with mkfs.fat -F 32, which warns) grows just enough on 512-byte sectors.
+        assert_eq!(esp_needs(32 * MIB, 512), Some(fat32_min_bytes(512)));
+        assert_eq!(esp_needs(32 * MIB, 4096), Some(260 * MIB));
     }
 
     /// `mkfs.fat -F F -S S -s N -g 64/32` made these on loop devices (`fsck.fat -v`).
