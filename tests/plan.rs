@@ -636,7 +636,7 @@ fn an_esp_that_cannot_grow_gets_the_fat_type_its_clusters_imply() {
     let f = fat_of(&p, "nvme0n1p1");
     assert_eq!((f.fat_size, f.sector_size, f.sectors_per_cluster, f.clusters), (16, 4096, 1, 51_145), "{f}");
     let notes = p.notes.join("\n");
-    assert!(notes.contains("the ESP nvme0n1p1 keeps its size: growing it to 260.0 MiB does not fit"), "{notes}");
+    assert!(notes.contains("growing the ESP nvme0n1p1 to 260.0 MiB does not fit, so it keeps its size"), "{notes}");
     assert!(notes.contains("is made as FAT16 with 51,145 clusters of 4.0 KiB instead of the recorded FAT32"), "{notes}");
     assert!(p.to_string().contains("as FAT16 with 51,145 clusters"), "{p}");
 }

@@ -361,8 +361,8 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
         Ok(p) => Ok(p),
         Err(e) => {
             let mut p = build_planned(layout, opts, mapping, &BTreeMap::new())?;
-            let names: Vec<&str> = grow.keys().map(String::as_str).collect();
-            p.notes.insert(0, format!("the ESP {} keeps its size: growing it to {} does not fit ({e:#})", names.join(", "), human_bytes(fat::ESP_MIN_BYTES)));
+            let growth: Vec<String> = grow.iter().map(|(name, bytes)| format!("the ESP {name} to {}", human_bytes(*bytes))).collect();
+            p.notes.insert(0, format!("growing {} does not fit, so it keeps its size ({e:#})", growth.join(" and ")));
             Ok(p)
         }
     }
