@@ -3,12 +3,15 @@
 //! Every failure names the full command line and carries the tail of its
 //! stderr, so an error printed at 3 a.m. says exactly what was run and why it
 //! failed. A program that is not installed gets an error naming the Debian
-//! package that provides it.
+//! package that provides it. The warnings a program prints while it
+//! succeeds are kept (see [`WarningMark`]): a recovery reports them.
 
+use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 
@@ -126,6 +129,9 @@ impl Cmd {
         let out = self.spawn_and_wait()?;
         let code = out.status.code();
         let ok = out.status.success() || code.is_some_and(|c| self.ok_codes.contains(&c));
+        if out.status.success() {
+            record_warnings(self, &out.stderr);
+        }
         if !ok {
             return Err(anyhow!(CommandFailed {
                 command: self.display(),
@@ -210,6 +216,85 @@ impl Cmd {
         } else {
             anyhow::Error::new(e).context(format!("starting `{}`", self.display()))
         }
+    }
+}
+
+/// How many tool warnings are kept (the oldest go first).
+const WARNINGS_KEPT: usize = 1000;
+
+/// Warnings of commands that succeeded, numbered in the order they came.
+static WARNINGS: Mutex<(u64, VecDeque<(u64, String)>)> = Mutex::new((0, VecDeque::new()));
+
+/// Known noise: (program, part of a warning line) that says nothing a
+/// person must act on.
+const NOT_WARNINGS: &[(&str, &str)] = &[
+    // The rescue system may run without udev; LVM waits, then works without it.
+    ("lvm", "udev database"),
+    // Every mkswap over old swap says so; the plan wipes signatures anyway.
+    ("mkswap", "wiping old"),
+    // cryptsetup creates its locking directory itself.
+    ("cryptsetup", "Locking directory"),
+];
+
+/// The lines of a successful `program`'s stderr that are warnings: those
+/// saying "warning" (in any case, as a word), minus [`NOT_WARNINGS`].
+pub fn warning_lines(program: &str, stderr: &str) -> Vec<String> {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    let says_warning = |l: &str| {
+        let lower = l.to_ascii_lowercase();
+        lower.match_indices("warning").any(|(i, _)| {
+            let before = lower[..i].chars().next_back();
+            let after = lower[i + "warning".len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_alphanumeric()) && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+        })
+    };
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| says_warning(l))
+        .filter(|l| !NOT_WARNINGS.iter().any(|(p, noise)| *p == base && l.contains(noise)))
+        .map(str::to_string)
+        .collect()
+}
+
+fn record_warnings(cmd: &Cmd, stderr: &[u8]) {
+    let lines = warning_lines(&cmd.program.to_string_lossy(), &String::from_utf8_lossy(stderr));
+    if lines.is_empty() {
+        return;
+    }
+    let command = cmd.display();
+    let Ok(mut w) = WARNINGS.lock() else { return };
+    for line in lines {
+        tracing::warn!("`{command}` warned: {line}");
+        w.0 += 1;
+        let n = w.0;
+        w.1.push_back((n, format!("`{command}`: {line}")));
+        if w.1.len() > WARNINGS_KEPT {
+            w.1.pop_front();
+        }
+    }
+}
+
+/// A point in the run from which the warnings of succeeding commands are
+/// wanted: a recovery takes one when it starts and reports
+/// [`WarningMark::since`] at its end.
+pub struct WarningMark(u64);
+
+impl WarningMark {
+    pub fn now() -> WarningMark {
+        WarningMark(WARNINGS.lock().map(|w| w.0).unwrap_or(0))
+    }
+
+    /// Each warning since the mark once, as "`COMMAND`: LINE", in order.
+    pub fn since(&self) -> Vec<String> {
+        let Ok(w) = WARNINGS.lock() else { return Vec::new() };
+        let mut out: Vec<String> = Vec::new();
+        for (_, text) in w.1.iter().filter(|(n, _)| *n > self.0) {
+            if !out.contains(text) {
+                out.push(text.clone());
+            }
+        }
+        out
     }
 }
 
@@ -348,6 +433,42 @@ mod tests {
         let c = Cmd::new("cryptsetup").args(["open", "--key-file", "-"]).stdin("s3cret passphrase");
         let d = format!("{c:?}");
         assert!(!d.contains("s3cret") && d.contains("<17 bytes>") && d.contains("cryptsetup"), "{d}");
+    }
+
+    #[test]
+    fn warnings_of_succeeding_commands_are_kept_from_a_mark() {
+        let mark = WarningMark::now();
+        Cmd::new("sh").args(["-c", "echo 'WARNING: Not enough clusters for a 32 bit FAT!' >&2; echo fine >&2"]).run().unwrap();
+        Cmd::new("sh").args(["-c", "echo 'sh: warning: twice' >&2"]).run().unwrap();
+        Cmd::new("sh").args(["-c", "echo 'sh: warning: twice' >&2"]).run().unwrap();
+        // A failing command's stderr is in its error, not a warning.
+        let _ = Cmd::new("sh").args(["-c", "echo 'warning: failed' >&2; exit 1"]).run();
+        let got = mark.since();
+        assert!(
+            got.contains(
+                &"`sh -c 'echo '\\''WARNING: Not enough clusters for a 32 bit FAT!'\\'' >&2; echo fine >&2'`: WARNING: Not enough clusters for a 32 bit FAT!"
+                    .to_string()
+            ),
+            "{got:?}"
+        );
+        assert_eq!(got.iter().filter(|w| w.ends_with("sh: warning: twice")).count(), 1, "{got:?}");
+        assert!(!got.iter().any(|w| w.contains("failed") || w.ends_with("fine")), "{got:?}");
+    }
+
+    #[test]
+    fn what_counts_as_a_warning() {
+        let lines = warning_lines(
+            "/sbin/mkfs.fat",
+            "mkfs.fat 4.2 (2021-01-31)\nmkfs.fat: Warning: lowercase labels might not work properly\n\
+             WARNING: Number of clusters for 32 bit FAT is less then suggested minimum.\nno warnings here\nforewarning\n",
+        );
+        assert_eq!(
+            lines,
+            ["mkfs.fat: Warning: lowercase labels might not work properly", "WARNING: Number of clusters for 32 bit FAT is less then suggested minimum."]
+        );
+        assert_eq!(warning_lines("grub-install", "Installing for i386-pc platform.\ngrub-install: warning: Embedding is not possible.\n").len(), 1);
+        assert!(warning_lines("lvm", "  WARNING: Device /dev/vda not initialized in udev database even after waiting 10000000 microseconds.\n").is_empty());
+        assert_eq!(warning_lines("lvm", "  WARNING: Couldn't find device with uuid x.\n").len(), 1);
     }
 
     #[test]

@@ -61,20 +61,7 @@ fn name_of(dev: &str) -> String {
 
 /// `rescue recover --layout-only` of `layout` with `old` mapped onto `disk`.
 fn recover(dir: &Path, layout: &Path, old: &str, disk: &LoopDisk, root: &Path) {
-    let out = rescue(
-        dir,
-        &[
-            "recover",
-            "--layout",
-            layout.to_str().unwrap(),
-            "--layout-only",
-            "--yes",
-            "--map",
-            &format!("{old}={}", disk.dev),
-            "--target-root",
-            root.to_str().unwrap(),
-        ],
-    );
+    let out = recover_layout_only(dir, layout, old, &disk.dev, root);
     assert!(out.status.success(), "recover {} onto {} failed:\n{}", layout.display(), disk.dev, String::from_utf8_lossy(&out.stderr));
 }
 

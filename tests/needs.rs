@@ -189,7 +189,10 @@ fn every_filesystem_type_and_swap() {
         f.fstype = fs;
         f.ext = None;
         // The program `apply` runs to make it.
-        let mkfs = rescue::apply::mkfs_command(Path::new("/dev/vda2"), f, &[], true, 512).unwrap();
+        // A vfat filesystem is made with the FAT geometry the plan chose (here for 512 MiB).
+        let fat = rescue::plan::fat::choose(32, None, 512 << 20, 512);
+        let fat = if fs == FsType::Vfat { fat.as_ref() } else { None };
+        let mkfs = rescue::apply::mkfs_command(Path::new("/dev/vda2"), f, &[], true, 512, fat).unwrap();
         let mkfs = mkfs.program().to_string_lossy().into_owned();
         let b = check(&format!("filesystem {fs}"), &l, &Config::default(), &[&mkfs, "mkswap"], &[&format!("fs-{fs}")]);
         assert!(!l.swaps.is_empty() && has_program(&b, "mkswap"));

@@ -565,3 +565,196 @@ fn striped_lvs_are_planned_first_with_their_stripes_and_other_types_refused() {
     l.lvm_lvs[striped].segment_type = "thin-pool".into();
     assert!(err(&l, &inv, &o).contains("segment type thin-pool; this build recreates linear and striped volumes only"));
 }
+
+const MIB: u64 = 1 << 20;
+
+/// The UEFI example with a 200 MiB FAT32 ESP (the partitions after it moved up to follow it).
+fn uefi_with_200_mib_esp() -> Layout {
+    let mut l = layout("uefi-lvm-xfs.toml");
+    let gap = 1_048_576 - 409_600;
+    l.partitions[0].size = 409_600;
+    l.partitions[1].start -= gap;
+    l.partitions[2].start -= gap;
+    l.partitions[2].size += gap;
+    l.filesystems[0].size = Some(200 * MIB);
+    l
+}
+
+fn fat_of(p: &plan::Plan, block: &str) -> plan::fat::FatFormat {
+    p.operations
+        .iter()
+        .find_map(|o| match o {
+            Operation::MakeFilesystem { block: b, fat, .. } if b == block => *fat,
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no vfat on {block}"))
+}
+
+fn on_sectors(l: &Layout, lss: u64, o: &PlanOptions) -> plan::Plan {
+    on_disk(l, l.disks[0].size, lss, o)
+}
+
+fn on_disk(l: &Layout, size: u64, lss: u64, o: &PlanOptions) -> plan::Plan {
+    let mut d = disk("sdb", size);
+    d.logical_sector_size = lss;
+    let mut o = o.clone();
+    o.map.insert(l.disks[0].name.clone(), "sdb".into());
+    plan::build(l, &Inventory { disks: vec![d] }, &o).unwrap()
+}
+
+#[test]
+fn a_fat32_esp_too_small_for_4k_sectors_grows_to_260_mib() {
+    let l = uefi_with_200_mib_esp();
+    // On 512-byte sectors nothing changes: FAT32 of 512-byte clusters.
+    let p = on_sectors(&l, 512, &opts());
+    assert!(p.notes.is_empty() && p.resized.is_empty(), "{:?} {:?}", p.notes, p.resized);
+    let f = fat_of(&p, "nvme0n1p1");
+    assert_eq!((f.fat_size, f.sector_size, f.sectors_per_cluster), (32, 512, 1), "{f}");
+
+    // On 4Kn the ESP grows; the LVM partition after it gives the room.
+    let p = on_sectors(&l, 4096, &opts());
+    let got = parts(&p);
+    assert_eq!((got["nvme0n1p1"].1, got["nvme0n1p1"].2), (256, 260 * MIB / 4096));
+    assert_eq!(got["nvme0n1p2"].1, 256 + 260 * MIB / 4096, "the next partition follows, aligned");
+    let f = fat_of(&p, "nvme0n1p1");
+    assert_eq!((f.fat_size, f.sector_size, f.sectors_per_cluster), (32, 4096, 1), "{f}");
+    assert!(f.clusters >= plan::fat::MIN_FAT32_CLUSTERS, "{f}");
+    let notes = p.notes.join("\n");
+    assert!(notes.contains("the ESP nvme0n1p1 grows from 200.0 MiB to 260.0 MiB") && notes.contains("51,068"), "{notes}");
+    assert!(p.to_string().contains("Changes from the recorded system:"), "{p}");
+    assert!(p.resized.iter().any(|r| r.block == "nvme0n1p1" && r.new_size == 260 * MIB), "{:?}", p.resized);
+}
+
+#[test]
+fn an_esp_that_cannot_grow_gets_the_fat_type_its_clusters_imply() {
+    let mut l = uefi_with_200_mib_esp();
+    // Nothing may give room: the LVM partition keeps its size, and the disk has 1 MiB to spare.
+    l.partitions[2].fixed = Some(true);
+    let p = on_disk(&l, l.disks[0].size + MIB, 4096, &opts());
+    let got = parts(&p);
+    assert_eq!(got["nvme0n1p1"].2, 200 * MIB / 4096, "the ESP keeps its size");
+    let f = fat_of(&p, "nvme0n1p1");
+    assert_eq!((f.fat_size, f.sector_size, f.sectors_per_cluster, f.clusters), (16, 4096, 1, 51_145), "{f}");
+    let notes = p.notes.join("\n");
+    assert!(notes.contains("growing the ESP nvme0n1p1 to 260.0 MiB does not fit, so it keeps its size"), "{notes}");
+    assert!(notes.contains("is made as FAT16 with 51,145 clusters of 4.0 KiB instead of the recorded FAT32"), "{notes}");
+    assert!(p.to_string().contains("as FAT16 with 51,145 clusters"), "{p}");
+}
+
+#[test]
+fn luks_and_the_filesystems_on_it_get_the_4k_target_sector_size() {
+    let l = layout("luks2-lvm.toml");
+    assert_eq!(l.luks[0].sector_size, Some(512));
+    let p = on_sectors(&l, 4096, &opts());
+    let luks = p.operations.iter().find_map(|o| match o {
+        Operation::CreateLuks { sector_size, .. } => Some(*sector_size),
+        _ => None,
+    });
+    assert_eq!(luks, Some(Some(4096)), "LUKS2 encryption sectors at least the disk's");
+    assert!(p.notes.iter().any(|n| n.contains("LUKS cryptroot gets 4096-byte encryption sectors (recorded: 512 bytes)")), "{:?}", p.notes);
+    for o in &p.operations {
+        if let Operation::MakeFilesystem { block, sector_size, .. } = o {
+            assert_eq!(*sector_size, 4096, "{block}");
+        }
+    }
+    // A LUKS1 header of 2052 sectors (1026 KiB, `--align-payload`) would put the data inside a 4 KiB sector.
+    let mut l1 = l.clone();
+    l1.luks[0].version = 1;
+    l1.luks[0].sector_size = None;
+    l1.luks[0].offset = Some(2052);
+    let p = on_sectors(&l1, 4096, &opts());
+    assert!(p.operations.iter().any(|o| matches!(o, Operation::CreateLuks { offset: Some(2056), sector_size: None, .. })), "{p}");
+    assert!(p.notes.iter().any(|n| n.contains("data area moves from 512-byte sector 2052 to 2056")), "{:?}", p.notes);
+    // On 512-byte sectors the recorded 512 stays.
+    let p = on_sectors(&l, 512, &opts());
+    assert!(p.operations.iter().any(|o| matches!(o, Operation::CreateLuks { sector_size: Some(512), .. })));
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+    // A 4Kn source's 4096-byte encryption sectors stay 4096 on 512e, and so do the
+    // filesystems' on the mapping (the LUKS device has 4096-byte sectors).
+    let mut l4 = l.clone();
+    l4.luks[0].sector_size = Some(4096);
+    let p = on_sectors(&l4, 512, &opts());
+    assert!(p.operations.iter().any(|o| matches!(o, Operation::CreateLuks { sector_size: Some(4096), .. })));
+    let root = p.operations.iter().find_map(|o| match o {
+        Operation::MakeFilesystem { block, sector_size, .. } if block.starts_with("vg") && block.ends_with("root") => Some(*sector_size),
+        _ => None,
+    });
+    assert_eq!(root, Some(4096));
+}
+
+#[test]
+fn sector_conversion_rounds_partition_edges_up_and_keeps_the_first_usable_sector() {
+    let mut l = layout("bios-gpt-ext4.toml");
+    // An old BIOS boot partition at sector 34 (17 KiB): inside a 4Kn GPT's first 24 KiB.
+    l.partitions[0].start = 34;
+    l.partitions[0].size = 2014;
+    let p = on_sectors(&l, 4096, &opts());
+    let got = parts(&p);
+    assert_eq!((got["vda1"].1, got["vda1"].2), (6, 250), "starts at the first usable sector, ends where it ended");
+    assert_eq!(got["vda2"].1, 512);
+    assert!(p.notes.iter().any(|n| n.contains("vda1 is a BIOS boot partition") && n.contains("4096-byte sectors")), "{:?}", p.notes);
+    // A size that is no whole number of 4 KiB rounds up, never down.
+    let mut l = layout("bios-gpt-ext4.toml");
+    l.partitions[0].size -= 5;
+    let p = on_sectors(&l, 4096, &opts());
+    let got = parts(&p);
+    assert_eq!((got["vda1"].1, got["vda1"].2), (256, 256), "2043 sectors of 512 bytes are 256 of 4096, not 255");
+}
+
+#[test]
+fn from_4k_sectors_to_512e_a_resized_partition_keeps_whole_4k_sectors() {
+    let mut l = layout("luks2-lvm.toml");
+    // The same disk as recorded on a 4Kn disk.
+    l.disks[0].logical_sector_size = 4096;
+    l.disks[0].physical_sector_size = 4096;
+    for part in &mut l.partitions {
+        part.start /= 8;
+        part.size /= 8;
+    }
+    l.luks[0].sector_size = Some(4096);
+    // Onto a larger 512e disk whose size is no whole number of 4 KiB past the GPT.
+    let mut d = disk("sdb", l.disks[0].size + 3 * GIB + 5 * 512);
+    d.logical_sector_size = 512;
+    let mut o = opts();
+    o.map.insert("vda".into(), "sdb".into());
+    let p = plan::build(&l, &Inventory { disks: vec![d] }, &o).unwrap();
+    let got = parts(&p);
+    for (name, (_, start, size)) in &got {
+        assert_eq!((start % 8, size % 8), (0, 0), "{name} must stay in whole 4 KiB sectors: {start}+{size}");
+    }
+}
+
+#[test]
+fn md_and_lvm_metadata_do_not_depend_on_the_target_sector_size() {
+    // mdadm and LVM count their offsets in bytes or 512-byte units whatever the disk's
+    // sectors: on disks of the recorded size the arrays and volumes keep their sizes on 4Kn.
+    for name in ["md-raid1-ext4.toml", "uefi-lvm-xfs.toml", "luks2-lvm.toml"] {
+        let l = layout(name);
+        let stack = |lss: u64| {
+            let mut o = opts();
+            let disks = l
+                .disks
+                .iter()
+                .map(|d| {
+                    let mut p = disk(&format!("t{}", d.name), d.size);
+                    p.logical_sector_size = lss;
+                    o.map.insert(d.name.clone(), p.name.clone());
+                    p
+                })
+                .collect();
+            let p = plan::build(&l, &Inventory { disks }, &o).unwrap();
+            p.operations
+                .iter()
+                .filter_map(|op| match op {
+                    Operation::CreateRaid { level, metadata, raid_devices, .. } => Some(format!("raid {level} {metadata} {raid_devices}")),
+                    Operation::CreateLv { name, size, .. } => Some(format!("lv {name} {size}")),
+                    Operation::CreatePv { uuid, .. } => Some(format!("pv {uuid}")),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let on_512 = stack(512);
+        assert!(!on_512.is_empty(), "{name}");
+        assert_eq!(stack(4096), on_512, "{name}");
+    }
+}

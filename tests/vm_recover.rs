@@ -94,9 +94,18 @@ const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];
 /// USB stick at recovery), btrfs with subvolumes and a default subvolume, the
 /// ext4 system onto a larger SATA disk and onto a smaller NVMe disk, the ext4
 /// system restored by a Bacula director on the host, an MBR disk with logical
-/// partitions and an ext2 /boot.
-const FULL: &[&str] =
-    &["bios-md-raid1", "luks2-lvm", "btrfs-subvol", "bios-ext4-to-sata-larger", "bios-ext4-to-nvme-smaller", "bios-ext4-bacula", "bios-mbr-logical"];
+/// partitions and an ext2 /boot, the UEFI system onto a disk with 4096-byte
+/// sectors (its FAT32 ESP grown to stay FAT32).
+const FULL: &[&str] = &[
+    "bios-md-raid1",
+    "luks2-lvm",
+    "btrfs-subvol",
+    "bios-ext4-to-sata-larger",
+    "bios-ext4-to-nvme-smaller",
+    "bios-ext4-bacula",
+    "bios-mbr-logical",
+    "uefi-lvm-xfs-to-4kn",
+];
 
 /// Scenarios 1 and 2 always; 3 to 6 and bios-ext4-bacula too with RESCUE_FULL_TESTS=1
 /// (scripts/test.sh --full). RESCUE_SCENARIOS="name name..." runs only those.

@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::layout::{Filesystem, FsType};
+use crate::plan::fat::{self, FatFormat};
 use crate::plan::{Operation, Plan};
 use guard::{Teardown, TempMount, Undo};
 
@@ -215,8 +216,8 @@ fn run_op(op: &Operation, plan: &Plan, opts: &ApplyOptions, st: &mut State) -> R
                 .collect();
             wait_for(&devs, Duration::from_secs(20))
         }
-        MakeFilesystem { device, same_size, sector_size, filesystem, extra_devices, .. } => {
-            mkfs_command(device, filesystem, extra_devices, *same_size, *sector_size)?.run()
+        MakeFilesystem { device, same_size, sector_size, filesystem, extra_devices, fat, .. } => {
+            mkfs_command(device, filesystem, extra_devices, *same_size, *sector_size, fat.as_ref())?.run()
         }
         MakeSwap { device, uuid, label, .. } => {
             let mut c = Cmd::new("mkswap").arg("-f");
@@ -366,8 +367,10 @@ const BTRFS_RUNTIME_FEATURES: &[&str] = &["free-space-tree", "quota"];
 
 /// The mkfs command line for a recorded filesystem. `same_size`: the device
 /// keeps its recorded size (recorded xfs geometry applies); `sector_size`: the
-/// logical sector size under it (block and sector sizes cannot be smaller).
-pub fn mkfs_command(device: &Path, f: &Filesystem, extra: &[PathBuf], same_size: bool, sector_size: u64) -> Result<Cmd> {
+/// logical sector size under it (block and sector sizes cannot be smaller);
+/// `fat`: the FAT the plan chose for a vfat filesystem, passed whole so that
+/// `mkfs.fat` makes exactly the cluster count the plan checked.
+pub fn mkfs_command(device: &Path, f: &Filesystem, extra: &[PathBuf], same_size: bool, sector_size: u64, fat: Option<&FatFormat>) -> Result<Cmd> {
     let at_least = |v: u32| u64::from(v).max(sector_size).to_string();
     let c = match f.fstype {
         FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => {
@@ -442,15 +445,12 @@ pub fn mkfs_command(device: &Path, f: &Filesystem, extra: &[PathBuf], same_size:
             c.arg(device)
         }
         FsType::Vfat => {
-            let mut c = Cmd::new("mkfs.vfat");
-            if let Some(v) = &f.vfat {
-                c = c.args(["-F", &v.fat_size.to_string(), "-i", &v.volume_id]);
-                if let Some(s) = v.sectors_per_cluster {
-                    c = c.args(["-s", &s.to_string()]);
-                }
-            } else {
-                c = c.args(["-i", &f.uuid.replace('-', "")]);
-            }
+            let x = fat.ok_or_else(|| {
+                anyhow!("the plan chose no FAT type for the vfat filesystem on {}; make the plan again with this version of rescue", device.display())
+            })?;
+            let id = f.vfat.as_ref().map(|v| v.volume_id.clone()).unwrap_or_else(|| f.uuid.replace('-', ""));
+            let mut c = Cmd::new("mkfs.vfat").args(["-F", &x.fat_size.to_string(), "-S", &x.sector_size.to_string(), "-s", &x.sectors_per_cluster.to_string()]);
+            c = c.args(["-g", &format!("{}/{}", fat::GEOMETRY_HEADS, fat::GEOMETRY_SECTORS), "-i", &id]);
             if let Some(l) = &f.label {
                 c = c.args(["-n", l]);
             }
@@ -508,31 +508,33 @@ mod tests {
     fn mkfs_lines_carry_the_recorded_identity_and_options() {
         let dev = Path::new("/dev/x");
         let ext = fs_of("bios-gpt-ext4.toml", "vda2");
-        let c = mkfs_command(dev, &ext, &[], true, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let c = mkfs_command(dev, &ext, &[], true, 512, None).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert!(c.starts_with("mkfs.ext4 -F -q -U 8e5b7f0a-3c4d-4e6f-9a1b-2c3d4e5f6a7b -L root -b 4096 -I 256 -i 16384 -m 5 -O none,has_journal,"), "{c}");
         assert!(c.ends_with(",metadata_csum /dev/x"), "{c}");
 
         let xfs = fs_of("uefi-lvm-xfs.toml", "vg0/root");
-        let same = mkfs_command(dev, &xfs, &[], true, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let same = mkfs_command(dev, &xfs, &[], true, 512, None).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert!(same.contains("-d agcount=4"), "{same}");
         assert!(same.contains("-m uuid=0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d,crc=1,finobt=1,reflink=1,rmapbt=0,bigtime=1,inobtcount=1"), "{same}");
         assert!(same.contains("-i size=512,sparse=1 ") && same.contains("-L root /dev/x"), "{same}");
         // On a device of another size the geometry is left to mkfs.xfs.
-        let other = mkfs_command(dev, &xfs, &[], false, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let other = mkfs_command(dev, &xfs, &[], false, 512, None).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert!(!other.contains("agcount"), "{other}");
         // On a 4Kn disk, block and sector sizes are at least 4096.
         let boot = fs_of("luks2-lvm.toml", "vda2");
-        let c = mkfs_command(dev, &boot, &[], true, 4096).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let c = mkfs_command(dev, &boot, &[], true, 4096, None).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert!(c.contains("-b 4096"), "{c}");
-        let c = mkfs_command(dev, &xfs, &[], true, 4096).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let c = mkfs_command(dev, &xfs, &[], true, 4096, None).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert!(c.contains("-s size=4096"), "{c}");
 
         let esp = fs_of("uefi-lvm-xfs.toml", "nvme0n1p1");
-        let c = mkfs_command(dev, &esp, &[], true, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
-        assert_eq!(c, "mkfs.vfat -F 32 -i 1A2B3C4D -n ESP /dev/x");
+        let f16 = FatFormat { fat_size: 16, sector_size: 4096, sectors_per_cluster: 1, clusters: 51_145 };
+        let c = mkfs_command(dev, &esp, &[], true, 4096, Some(&f16)).unwrap_or_else(|e| panic!("{e:#}")).display();
+        assert_eq!(c, "mkfs.vfat -F 16 -S 4096 -s 1 -g 64/32 -i 1A2B3C4D -n ESP /dev/x");
+        assert!(mkfs_command(dev, &esp, &[], true, 512, None).is_err(), "a vfat filesystem needs the plan's FAT");
 
         let b = fs_of("btrfs-subvolumes.toml", "vda2");
-        let c = mkfs_command(dev, &b, &[], true, 512).unwrap_or_else(|e| panic!("{e:#}")).display();
+        let c = mkfs_command(dev, &b, &[], true, 512, None).unwrap_or_else(|e| panic!("{e:#}")).display();
         assert_eq!(
             c,
             "mkfs.btrfs -f -U b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e -L system -d single -m dup -n 16384 -s 4096 \

@@ -56,10 +56,16 @@ fn ext_journal_blocks(blocks: u64) -> u64 {
     }
 }
 
+/// `mkfs.xfs` (xfsprogs 5.19 and later) refuses to make a smaller XFS.
+pub const XFS_MIN_BYTES: u64 = 300 * MIB;
+
 /// Whether a new `f` on a device of `size` bytes holds its recorded data.
 /// At its recorded size or more it does: made with the same options, it
-/// held the data before.
+/// held the data before. An XFS is never made under [`XFS_MIN_BYTES`].
 pub fn holds_data(f: &Filesystem, size: u64) -> bool {
+    if f.fstype == FsType::Xfs && size < XFS_MIN_BYTES {
+        return false;
+    }
     f.size.is_some_and(|s| size >= s) || size.saturating_sub(overhead_bytes(f, size)) >= needed_data(f)
 }
 
@@ -134,6 +140,14 @@ mod tests {
         assert_eq!(overhead_bytes(&x, 1 << 30), 64 * MIB + (1 << 30) / 100 + MIB, "the 64 MiB log");
         assert_eq!(overhead_bytes(&fs(FsType::Vfat, 0, None), 100 * MIB), 2 * MIB);
         assert_eq!(ext_journal_blocks(524288), 16384);
+    }
+
+    #[test]
+    fn mkfs_xfs_makes_nothing_under_300_mib() {
+        let mut x = fs(FsType::Xfs, MIB, None);
+        x.size = Some(200 * MIB);
+        assert!(!holds_data(&x, 299 * MIB) && holds_data(&x, 300 * MIB));
+        assert_eq!(min_device_bytes(&x), 300 * MIB);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! executes it, and tests check it as data.
 
 pub mod capacity;
+pub mod fat;
 pub mod mapping;
 pub mod resize;
 
@@ -178,9 +179,14 @@ pub enum Operation {
         device_size: u64,
         /// The device keeps its recorded size: recorded geometry (xfs AG count, log size) applies.
         same_size: bool,
-        /// Largest logical sector size of the disks under it (block sizes cannot be smaller).
+        /// Logical sector size of the device it is made on: the largest of the
+        /// target disks' and LUKS encryption sectors under it (block sizes cannot be smaller).
         sector_size: u64,
         filesystem: Filesystem,
+        /// vfat: the FAT type and cluster size it is made with, valid for its
+        /// cluster count on `sector_size` (see [`fat::choose`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fat: Option<fat::FatFormat>,
         /// Devices of a multi-device btrfs besides `device`.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         extra_devices: Vec<PathBuf>,
@@ -237,6 +243,9 @@ pub struct Plan {
     pub resized: Vec<Resized>,
     /// Block id -> device path on the target.
     pub devices: BTreeMap<String, PathBuf>,
+    /// Where the recreated system differs from the recorded one, and why
+    /// (an ESP grown or a FAT type changed for the target's sector size).
+    pub notes: Vec<String>,
     pub operations: Vec<Operation>,
 }
 
@@ -342,8 +351,55 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
             busy.join("\n  ")
         )));
     }
+    // An ESP too small for FAT32 on the target's sectors grows where the
+    // resize rules and the other filesystems' data allow; else it keeps its
+    // size and gets the FAT type its cluster count implies.
+    let grow = esp_growth(layout, &mapping);
+    if grow.is_empty() {
+        return build_planned(layout, opts, mapping, &grow);
+    }
+    match build_planned(layout, opts, mapping.clone(), &grow) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let mut p = build_planned(layout, opts, mapping, &BTreeMap::new())?;
+            let growth: Vec<String> = grow.iter().map(|(name, bytes)| format!("the ESP {name} to {}", human_bytes(*bytes))).collect();
+            p.notes.insert(0, format!("growing {} does not fit, so it keeps its size ({e:#})", growth.join(" and ")));
+            Ok(p)
+        }
+    }
+}
 
+/// The ESPs recorded as FAT32 that are too small for a FAT32 on their
+/// target's sectors: partition block id -> the size in bytes they need.
+fn esp_growth(layout: &Layout, mapping: &[DiskAssignment]) -> BTreeMap<String, u64> {
+    let mut grow = BTreeMap::new();
+    for m in mapping {
+        let Some(disk) = layout.disk(&m.recorded) else { continue };
+        for p in layout.partitions_of(&disk.name) {
+            let bytes = p.size * disk.logical_sector_size;
+            let Some(f) = layout.filesystem_on(&p.name).filter(|f| f.fstype == FsType::Vfat) else { continue };
+            if !resize::is_esp_type(&p.type_id) || recorded_fat_size(f, bytes) != 32 {
+                continue;
+            }
+            if let Some(need) = fat::esp_needs(bytes, m.logical_sector_size) {
+                grow.insert(p.name.clone(), need);
+            }
+        }
+    }
+    grow
+}
+
+/// The FAT type a vfat filesystem was recorded with; without it, what
+/// `mkfs.fat` picks by itself (FAT32 from 512 MiB on).
+fn recorded_fat_size(f: &Filesystem, bytes: u64) -> u32 {
+    f.vfat.as_ref().map(|v| v.fat_size).unwrap_or(if bytes >= 512 << 20 { 32 } else { 16 })
+}
+
+/// The plan for a decided mapping; the partitions in `grow` get at least
+/// that many bytes.
+fn build_planned(layout: &Layout, opts: &PlanOptions, mapping: Vec<DiskAssignment>, grow: &BTreeMap<String, u64>) -> Result<Plan> {
     let mut ops = Vec::new();
+    let mut notes = Vec::new();
     let mut devices: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     let mut resized = Vec::new();
@@ -357,7 +413,9 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
         devices.insert(disk.name.clone(), m.device.clone());
         sizes.insert(disk.name.clone(), m.size);
         let Some(table) = disk.table else { continue };
-        let placed = match resize::fit_partitions(layout, disk, m.size, m.logical_sector_size, opts.resize) {
+        let lss = m.logical_sector_size;
+        let grow_here: BTreeMap<String, u64> = grow.iter().map(|(k, v)| (k.clone(), v.div_ceil(lss))).collect();
+        let placed = match resize::place_partitions(layout, disk, m.size, lss, opts.resize, &grow_here) {
             Ok(p) => p,
             Err(e) => {
                 problems.push(format!("{e:#}"));
@@ -380,6 +438,26 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
             let dev = partition_path(&m.device, p.number);
             devices.insert(p.name.clone(), dev.clone());
             sizes.insert(p.name.clone(), pp.size * m.logical_sector_size);
+            if lss > 512 && p.type_id.eq_ignore_ascii_case(resize::BIOS_BOOT) {
+                notes.push(format!(
+                    "{} is a BIOS boot partition on {}, a disk with {lss}-byte sectors: GRUB installs there, but much BIOS \
+                     firmware cannot boot from such a disk (4Kn disks boot through UEFI); if it does not boot, recover onto a \
+                     disk with 512-byte logical sectors (512n or 512e)",
+                    p.name,
+                    m.device.display()
+                ));
+            }
+            if grow.contains_key(&p.name) && pp.size * lss > p.size * disk.logical_sector_size {
+                notes.push(format!(
+                    "the ESP {} grows from {} to {}: FAT32 needs at least {} clusters, and on {lss}-byte sectors {} has {}",
+                    p.name,
+                    human_bytes(p.size * disk.logical_sector_size),
+                    human_bytes(pp.size * lss),
+                    fat::thousands(fat::MIN_FAT32_CLUSTERS),
+                    human_bytes(p.size * disk.logical_sector_size),
+                    fat::thousands(fat::clusters(p.size * disk.logical_sector_size, lss, 32, 1).unwrap_or(0)),
+                ));
+            }
             if pp.size * m.logical_sector_size != p.size * disk.logical_sector_size {
                 resized.push(Resized { block: p.name.clone(), recorded_size: p.size * disk.logical_sector_size, new_size: pp.size * m.logical_sector_size });
             }
@@ -457,6 +535,28 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
             }
             let dev = devices[&l.device].clone();
             let mapper = PathBuf::from(format!("/dev/mapper/{}", l.name));
+            // An encryption sector below the target's sector size is slower at
+            // best; LUKS2 takes the target's (what cryptsetup picks by itself there).
+            let sectors = planned_sector_size(layout, &mapping, &l.name) as u32;
+            let sector_size = if l.version >= 2 && (l.sector_size.is_some() || sectors > 512) { Some(sectors) } else { l.sector_size };
+            if sector_size != l.sector_size {
+                notes.push(format!(
+                    "LUKS {} gets {sectors}-byte encryption sectors (recorded: {}) to match the target disk's sectors",
+                    l.name,
+                    l.sector_size.map(|s| format!("{s} bytes")).unwrap_or_else(|| "cryptsetup's default".into())
+                ));
+            }
+            // The data area starts on a whole sector of the device and of the encryption
+            // (`--offset` counts 512-byte sectors whatever the disk's).
+            let offset = l.offset.map(|o| o.div_ceil(u64::from(sectors) / 512) * (u64::from(sectors) / 512));
+            if offset != l.offset {
+                notes.push(format!(
+                    "LUKS {}'s data area moves from 512-byte sector {} to {} to start on a whole {sectors}-byte sector",
+                    l.name,
+                    l.offset.unwrap_or(0),
+                    offset.unwrap_or(0)
+                ));
+            }
             ops.push(Operation::CreateLuks {
                 block: l.name.clone(),
                 device: dev.clone(),
@@ -468,8 +568,8 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
                 pbkdf: l.pbkdf.clone(),
                 label: l.label.clone(),
                 subsystem: l.subsystem.clone(),
-                sector_size: l.sector_size,
-                offset: l.offset,
+                sector_size,
+                offset,
             });
             ops.push(Operation::OpenLuks { block: l.name.clone(), device: dev, mapper: mapper.clone() });
             devices.insert(l.name.clone(), mapper);
@@ -582,8 +682,11 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
         let dev = devices[&f.device].clone();
         let size = sizes.get(&f.device).copied().unwrap_or(0);
         let same_size = resize::recorded_size(layout, &f.device) == Some(size);
-        let sector_size =
-            layout.disks_under(&f.device).iter().filter_map(|d| mapping.iter().find(|m| &m.recorded == d)).map(|m| m.logical_sector_size).max().unwrap_or(512);
+        let sector_size = planned_sector_size(layout, &mapping, &f.device);
+        let fat = match f.fstype {
+            FsType::Vfat => Some(plan_fat(layout, f, &dev, size, sector_size, &mut notes)?),
+            _ => None,
+        };
         let fs = f.clone();
         ops.push(Operation::MakeFilesystem {
             block: f.device.clone(),
@@ -591,6 +694,7 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
             device_size: size,
             same_size,
             sector_size,
+            fat,
             extra_devices: f.extra_devices.iter().filter_map(|d| devices.get(d).cloned()).collect(),
             filesystem: fs,
         });
@@ -630,7 +734,67 @@ pub fn build_with_mapping(layout: &Layout, inv: &Inventory, opts: &PlanOptions, 
     }
     resized.sort_by(|a, b| a.block.cmp(&b.block));
     resized.dedup_by(|a, b| a.block == b.block);
-    Ok(Plan { host: layout.host.hostname.clone(), target_root: opts.target_root.clone(), resize: opts.resize, mapping, resized, devices, operations: ops })
+    Ok(Plan {
+        host: layout.host.hostname.clone(),
+        target_root: opts.target_root.clone(),
+        resize: opts.resize,
+        mapping,
+        resized,
+        devices,
+        notes,
+        operations: ops,
+    })
+}
+
+/// The logical sector size of block id `id` once recreated: the largest of
+/// the target disks under it and of the LUKS encryption sectors under it.
+fn planned_sector_size(layout: &Layout, mapping: &[DiskAssignment], id: &str) -> u64 {
+    let mut size = 512;
+    let mut todo = vec![id.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(cur) = todo.pop() {
+        if !seen.insert(cur.clone()) {
+            continue;
+        }
+        if let Some(m) = mapping.iter().find(|m| m.recorded == cur) {
+            size = size.max(m.logical_sector_size);
+        }
+        if let Some(l) = layout.luks.iter().find(|l| l.name == cur) {
+            size = size.max(u64::from(l.sector_size.unwrap_or(512)));
+        }
+        todo.extend(layout.parents_of(&cur));
+    }
+    size
+}
+
+/// The FAT a recorded vfat filesystem is made with on `size` bytes of
+/// `sector_size`-byte sectors; a FAT type other than the recorded one is noted.
+fn plan_fat(layout: &Layout, f: &Filesystem, dev: &Path, size: u64, sector_size: u64, notes: &mut Vec<String>) -> Result<fat::FatFormat> {
+    let wanted = recorded_fat_size(f, size);
+    // The recorded cluster size counts the recorded disks' sectors.
+    let recorded_lss = layout.disks_under(&f.device).iter().filter_map(|d| layout.disk(d)).map(|d| d.logical_sector_size).max().unwrap_or(512);
+    let cluster = f.vfat.as_ref().and_then(|v| v.sectors_per_cluster).map(|s| u64::from(s) * recorded_lss);
+    let chosen = fat::choose(wanted, cluster, size, sector_size).ok_or_else(|| {
+        input_error(format!(
+            "the vfat filesystem on {} ({}) cannot be made on {} of {sector_size}-byte sectors: no FAT type has a valid cluster count there; \
+             map a larger disk with --map",
+            f.device,
+            dev.display(),
+            human_bytes(size)
+        ))
+    })?;
+    if chosen.fat_size != wanted {
+        notes.push(format!(
+            "the vfat filesystem on {} ({}) is made as {chosen} instead of the recorded FAT{wanted}: on {} of {sector_size}-byte sectors \
+             a FAT{wanted} cannot have a valid cluster count (FAT32 needs at least {}, FAT16 at least {})",
+            f.device,
+            dev.display(),
+            human_bytes(size),
+            fat::thousands(fat::MIN_FAT32_CLUSTERS),
+            fat::thousands(fat::MIN_FAT16_CLUSTERS),
+        ));
+    }
+    Ok(chosen)
 }
 
 fn depth(p: &str) -> usize {
@@ -744,8 +908,11 @@ impl fmt::Display for Operation {
                 Ok(())
             }
             ActivateVg { name } => write!(f, "activate volume group {name}"),
-            MakeFilesystem { device, filesystem: fs, device_size, .. } => {
+            MakeFilesystem { device, filesystem: fs, device_size, fat, .. } => {
                 write!(f, "make {} on {} ({}) uuid {}", fs.fstype, device.display(), human_bytes(*device_size), fs.uuid)?;
+                if let Some(x) = fat {
+                    write!(f, " as {x}")?;
+                }
                 if let Some(l) = &fs.label {
                     write!(f, " label {l:?}")?;
                 }
@@ -794,6 +961,12 @@ impl fmt::Display for Plan {
             writeln!(f, "Size changes (policy {}):", self.resize)?;
             for r in &self.resized {
                 writeln!(f, "  {}: {} -> {}", r.block, human_bytes(r.recorded_size), human_bytes(r.new_size))?;
+            }
+        }
+        if !self.notes.is_empty() {
+            writeln!(f, "Changes from the recorded system:")?;
+            for n in &self.notes {
+                writeln!(f, "  - {n}")?;
             }
         }
         writeln!(f, "Operations:")?;

@@ -64,6 +64,12 @@ const ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 pub const BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
 const GPT_SWAP: &str = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F";
 
+/// Whether a GPT or MBR partition type is an EFI system partition.
+pub fn is_esp_type(type_id: &str) -> bool {
+    let t = type_id.to_ascii_uppercase();
+    t == ESP || t == "EF"
+}
+
 /// Whether a partition keeps its size when the disk size changes.
 pub fn is_fixed(layout: &Layout, p: &Partition) -> bool {
     if let Some(f) = p.fixed {
@@ -121,12 +127,36 @@ fn floor_to(x: i64, a: i64) -> i64 {
 /// Place a recorded disk's partitions on a disk of `new_size` bytes with
 /// `new_lss`-byte sectors. Errors say how much is missing.
 pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64, policy: ResizePolicy) -> Result<Vec<PlacedPartition>> {
+    place_partitions(layout, disk, new_size, new_lss, policy, &BTreeMap::new())
+}
+
+/// [`fit_partitions`], where the partitions named in `grow` get at least
+/// that many target sectors (an ESP too small for FAT32 on the target's
+/// sectors); their growth comes out of the free space at the end, then out
+/// of the partitions that may change size, as a smaller disk would.
+///
+/// Sector conversion: a start or end that is not on a target sector
+/// boundary moves up to the next one (a partition never starts inside the
+/// previous one's last sector), and nothing starts before the first usable
+/// sector (34 on a 512-byte GPT disk is 17 KiB, inside a 4Kn GPT's
+/// 24 KiB). A partition that changes size keeps a whole number of the
+/// larger of both sector sizes: on a 512e target a 4Kn source's LUKS2 and
+/// XFS keep their 4096-byte sectors.
+pub fn place_partitions(
+    layout: &Layout,
+    disk: &Disk,
+    new_size: u64,
+    new_lss: u64,
+    policy: ResizePolicy,
+    grow: &BTreeMap<String, u64>,
+) -> Result<Vec<PlacedPartition>> {
     let old_lss = disk.logical_sector_size.max(1);
-    // Recorded sectors in target sectors.
-    let conv = |s: u64| s * old_lss / new_lss;
+    // Recorded sectors in target sectors, rounded up.
+    let up = |s: u64| (s * old_lss).div_ceil(new_lss);
+    let grain = (old_lss.max(new_lss) / new_lss) as i64;
     let (_, old_end) = usable_area(disk.table, disk.size, old_lss);
     let (first_usable, new_end) = usable_area(disk.table, new_size, new_lss);
-    let old_end = conv(old_end) as i64;
+    let old_end = up(old_end) as i64;
     let diff = new_end as i64 - old_end;
     let align = (ALIGN_BYTES / new_lss).max(1) as i64;
 
@@ -134,20 +164,37 @@ pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64,
     let ext = parts.iter().find(|p| p.kind == PartitionKind::Extended).copied();
     let mut seq: Vec<&Partition> = parts.iter().filter(|p| p.kind != PartitionKind::Extended).copied().collect();
     seq.sort_by_key(|p| p.start);
-    let old: Vec<(i64, i64)> = seq.iter().map(|p| (conv(p.start) as i64, conv(p.size) as i64)).collect();
+    let old: Vec<(i64, i64)> = seq
+        .iter()
+        .map(|p| {
+            let (start, end) = (up(p.start).max(first_usable) as i64, up(p.start + p.size) as i64);
+            (start, end - start)
+        })
+        .collect();
     let resizable: Vec<usize> = (0..seq.len()).filter(|&i| !is_fixed(layout, seq[i])).collect();
+    let mut sizes: Vec<i64> = old.iter().map(|o| o.1).collect();
+    let mut grown = 0;
+    for (i, p) in seq.iter().enumerate() {
+        let want = grow.get(&p.name).map(|&w| w as i64).unwrap_or(0);
+        if want > sizes[i] {
+            // Whole alignment units: the partitions after it stay aligned.
+            let extra = (want - sizes[i] + align - 1) / align * align;
+            sizes[i] += extra;
+            grown += extra;
+        }
+    }
+    let diff = diff - grown;
     // On a smaller disk, the free space after the last partition goes
     // first: partitions only shrink for what it does not cover.
-    let last_end = old.iter().map(|o| o.0 + o.1).chain(ext.map(|e| conv(e.start + e.size) as i64)).max().unwrap_or(0);
+    let last_end = old.iter().map(|o| o.0 + o.1).chain(ext.map(|e| up(e.start + e.size) as i64)).max().unwrap_or(0);
     let slack = floor_to((old_end - last_end).max(0), align);
     let diff = if diff < 0 { (diff + slack).min(0) } else { diff };
 
-    let mut sizes: Vec<i64> = old.iter().map(|o| o.1).collect();
     if diff != 0 && !resizable.is_empty() {
         let last = *resizable.last().unwrap_or(&0);
         let followers = last + 1 < seq.len();
         // The extended container of logical partitions also needs its tail.
-        let d = if followers { floor_to(diff, align) } else { diff };
+        let d = if followers { floor_to(diff, align) } else { floor_to(diff, grain) };
         match policy {
             ResizePolicy::Last => sizes[last] += d,
             ResizePolicy::Proportional => {
@@ -184,7 +231,7 @@ pub fn fit_partitions(layout: &Layout, disk: &Disk, new_size: u64, new_lss: u64,
     }
     if let Some(e) = ext {
         let logicals: Vec<&PlacedPartition> = placed.iter().filter(|pp| layout.partition(&pp.name).is_some_and(|p| p.kind == PartitionKind::Logical)).collect();
-        let (es, ee) = (conv(e.start) as i64, conv(e.start + e.size) as i64);
+        let (es, ee) = (up(e.start) as i64, up(e.start + e.size) as i64);
         let (start, end) = match (logicals.first(), logicals.last()) {
             (Some(f), Some(l)) => {
                 let of = seq.iter().position(|p| p.name == f.name).map(|i| old[i].0).unwrap_or(es);

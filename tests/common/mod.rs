@@ -28,11 +28,24 @@ pub fn rescue(dir: &Path, args: &[&str]) -> Output {
     Command::new(rescue_bin()).arg("--config").arg(local_config(dir)).args(args).output().expect("run rescue")
 }
 
+/// `rescue recover --layout-only --yes` of `layout` with recorded disk `old` mapped onto `dev`.
+pub fn recover_layout_only(dir: &Path, layout: &Path, old: &str, dev: &str, root: &Path) -> Output {
+    rescue(
+        dir,
+        &["recover", "--layout", layout.to_str().unwrap(), "--layout-only", "--yes", "--map", &format!("{old}={dev}"), "--target-root", root.to_str().unwrap()],
+    )
+}
+
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");
     assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// What `rescue recover --layout-only` runs to make partitions, ext4, XFS,
+/// vfat and swap on loop disks, and what the tests read them back with.
+pub const STORAGE_TOOLS: &[&str] =
+    &["sfdisk", "blkid", "partx", "wipefs", "blockdev", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkswap", "dumpe2fs", "xfs_info", "lsblk", "mount", "umount"];
 
 /// Fail loudly (never skip) when a test's tool is missing.
 pub fn require_tools(tools: &[&str]) {
@@ -54,10 +67,15 @@ pub struct LoopDisk {
 
 impl LoopDisk {
     pub fn new(dir: &Path, name: &str, size_mib: u64) -> LoopDisk {
+        Self::with_sector_size(dir, name, size_mib, 512)
+    }
+
+    /// A loop disk with `sector`-byte logical sectors (4096: a 4Kn disk).
+    pub fn with_sector_size(dir: &Path, name: &str, size_mib: u64, sector: u64) -> LoopDisk {
         let image = dir.join(format!("{name}.img"));
         let f = std::fs::File::create(&image).expect("create image");
         f.set_len(size_mib << 20).expect("size image");
-        let dev = sh(&format!("losetup -fP --show {}", image.display())).trim().to_string();
+        let dev = sh(&format!("losetup -fP --show --sector-size {sector} {}", image.display())).trim().to_string();
         LoopDisk { dev, image, mounts: Vec::new() }
     }
 

@@ -16,7 +16,8 @@
 #   SCENARIO: bios-ext4 (1) | uefi-lvm-xfs (2) | bios-md-raid1 (3) | luks2-lvm (4) |
 #             btrfs-subvol (5) | bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller (6) |
 #             bios-mbr-logical (MBR, logical partitions, ext2 /boot, xfs /var by LABEL) |
-#             bios-ext4-bacula (restore from a Bacula director on the host)
+#             bios-ext4-bacula (restore from a Bacula director on the host) |
+#             uefi-lvm-xfs-to-4kn (scenario 2's system onto a disk with 4096-byte sectors)
 #   WORKDIR: created; holds the disks, serial logs (*.serial.log), the job
 #   share and `times` (seconds per phase). Remove it afterwards (sparse disks,
 #   the ISO: a few hundred MB).
@@ -55,7 +56,8 @@ scale=${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}
 
 # --- the scenarios -----------------------------------------------------------
 # kind: the source system (source/layout/KIND.sh); data_dirs: where the test
-# data goes; targets: the blank disks of the recovery (SIZE:virtio|sata|nvme;
+# data goes; targets: the blank disks of the recovery (SIZE:virtio|virtio4k|sata|nvme,
+# virtio4k: 4096-byte logical and physical sectors, a 4Kn disk;
 # default: the source's sizes, virtio); usb_label: a USB stick holding the backup;
 # packages: Debian packages installed in the source before the backup
 # (fetch-debs.sh; the source has no network). Optional: net: the rescue image's
@@ -73,13 +75,18 @@ url = "iso:///backup"
 case "$scenario" in
   bios-ext4)
     kind=bios-ext4 data_dirs="/srv/rescue-data" config=$backup_iso ;;
-  uefi-lvm-xfs)
-    # Recovery and the recovered system's boot run under firmware that
-    # enforces Secure Boot with Microsoft's keys (the source installs as usual).
-    kind=uefi-lvm-xfs data_dirs="/srv/rescue-data /home/alice" usb_label=RESCUEBAK secure_boot=1
-    check='sb=$(od -An -t u1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk "{print \$5}")
+  uefi-lvm-xfs|uefi-lvm-xfs-to-4kn)
+    kind=uefi-lvm-xfs data_dirs="/srv/rescue-data /home/alice" usb_label=RESCUEBAK
+    sb_check=""
+    if [ "$scenario" = uefi-lvm-xfs ]; then
+      # Recovery and the recovered system's boot run under firmware that
+      # enforces Secure Boot with Microsoft's keys (the source installs as usual).
+      secure_boot=1
+      sb_check='sb=$(od -An -t u1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk "{print \$5}")
 [ "$sb" = 1 ] || { echo "Secure Boot is not on in the recovered system (SecureBoot=$sb)"; exit 1; }
-lvs --noheadings -o lv_name srcvg | grep -qw root || { echo "no LV srcvg/root"; exit 1; }
+'
+    fi
+    check=$sb_check'lvs --noheadings -o lv_name srcvg | grep -qw root || { echo "no LV srcvg/root"; exit 1; }
 [ "$(findmnt -n -o FSTYPE /)" = xfs ] || { echo "/ is not xfs"; exit 1; }
 [ "$(findmnt -n -o FSTYPE /home)" = xfs ] || { echo "/home is not xfs"; exit 1; }
 findmnt -n /boot/efi >/dev/null || { echo "/boot/efi is not mounted"; exit 1; }
@@ -89,6 +96,20 @@ cur=$(efibootmgr | sed -n "s/^BootCurrent: //p")
 efibootmgr -v | grep "^Boot$cur" | grep -qi "EFI.debian.shimx64.efi" || { echo "booted entry $cur does not start \\EFI\\debian\\shimx64.efi"; exit 1; }
 [ -f /boot/efi/EFI/debian/shimx64.efi ] && [ -f /boot/efi/EFI/debian/grubx64.efi ] || { echo "shim or GRUB missing from the ESP"; exit 1; }
 [ "$(efibootmgr | grep -Ec "^Boot[0-9A-F]{4}\\*? debian")" = 1 ] || { echo "not exactly one debian boot entry"; exit 1; }'
+    if [ "$scenario" = uefi-lvm-xfs-to-4kn ]; then
+      # The source's 256 MiB FAT32 ESP has too few 4 KiB clusters for FAT32 on
+      # 4Kn: the plan grows it to 260 MiB, and the firmware reads a FAT32.
+      targets=(6G:virtio4k)
+      check+='
+esp=$(findmnt -n -o SOURCE /boot/efi)
+disk=/dev/$(lsblk -n -o PKNAME "$esp" | head -n1)
+[ "$(blockdev --getss "$disk")" = 4096 ] || { echo "$disk does not have 4096-byte sectors"; exit 1; }
+# Read-only; it exits 1 on the mounted ESP (the dirty bit the kernel sets while mounted).
+fsck=$(fsck.fat -n -v "$esp" 2>&1 || true)
+clusters=$(echo "$fsck" | sed -n "s/^ *\([0-9]*\) data clusters.*/\1/p")
+[ "${clusters:-0}" -ge 65525 ] && ! echo "$fsck" | grep -qi "less than the required minimum" || { echo "$fsck"; echo "the ESP $esp is no valid FAT32 ($clusters clusters)"; exit 1; }
+echo "ESP $esp on $disk (4096-byte sectors): FAT32 with $clusters clusters, $(blockdev --getsize64 "$esp") bytes"'
+    fi
     # The USB stick is attached while mkbackup runs; mkbackup leaves the disk
     # behind usb:// out of the layout (see docs/testing.md, findings).
     config='[backup]
@@ -240,7 +261,7 @@ RES
     }
     # shellcheck disable=SC2317 # called by the EXIT trap
     scenario_host_stop() { "$here/../bacula/daemons.sh" stop "$W/bacula"; } ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula)" ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, uefi-lvm-xfs-to-4kn)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
@@ -384,6 +405,7 @@ disk_args() {
   out_args+=(-drive "file=$4,format=${5:-raw},if=none,id=$id,cache=unsafe")
   case "$type" in
     virtio) out_args+=(-device "virtio-blk-pci,drive=$id,serial=$1-disk$2") ;;
+    virtio4k) out_args+=(-device "virtio-blk-pci,drive=$id,serial=$1-disk$2,logical_block_size=4096,physical_block_size=4096") ;;
     nvme) out_args+=(-device "nvme,drive=$id,serial=$1-disk$2") ;;
     sata)
       if ((ahci == 0)); then out_args+=(-device "ahci,id=ahci"); fi

@@ -165,6 +165,7 @@ mod tests {
             mapping: Vec::new(),
             resized: Vec::new(),
             devices: [("vda".to_string(), "/dev/sdz".into()), ("vda2".to_string(), "/dev/sdz2".into())].into_iter().collect(),
+            notes: Vec::new(),
             operations: Vec::new(),
         };
         let needs = crate::needs::recovery(&layout, &crate::config::Config::default(), &crate::needs::Data::Unknown);

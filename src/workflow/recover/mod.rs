@@ -164,10 +164,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         print!("{the_plan}");
     }
     confirm_overwrite(ctx, &a, &the_plan, unattended, interactive)?;
+    let tools = crate::cmd::WarningMark::now();
     recreate_storage(ctx, &the_plan, keys, interactive)?;
+    let notes = the_plan.notes.iter().map(|n| format!("plan: {n}"));
+    let warnings: Vec<String> = notes.chain(tools.since().into_iter().map(|w| format!("tool {w}"))).collect();
     if ctx.json {
-        println!("{}", serde_json::json!({ "plan": the_plan, "result": "done" }));
+        println!("{}", serde_json::json!({ "plan": the_plan, "result": "done", "warnings": warnings }));
     } else {
+        print!("{}", report::warnings_text(&warnings));
         println!(
             "Storage recreated and mounted under {}. Restore files there; `rescue recover --umount` unmounts it and closes LUKS/LVM/MD.",
             target_root.display()
@@ -338,6 +342,7 @@ fn tear_down_after(failed_phase: Option<&str>, keep_mounted: bool) -> bool {
 fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRoot, unattended: bool) -> Result<i32> {
     let started = Instant::now();
     let log_mark = report::LogMark::now(&ctx.config.log_dir);
+    let tools = crate::cmd::WarningMark::now();
     let quiet = ctx.verbosity < 0;
     let progress = !quiet && !ctx.json;
     let mut rep = Report::new(layout_path, target_root.path(), unattended);
@@ -380,6 +385,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             }
             let p = make_plan(ctx, a, &layout, target_root, interactive, &protect)?;
             rep.mapping = p.mapping.iter().map(report::MappedDisk::from).collect();
+            rep.warnings.extend(p.notes.iter().map(|n| format!("plan: {n}")));
             verify::check_wipe_tools(&p)?;
             if !ctx.json {
                 print!("{p}");
@@ -424,6 +430,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
         Ok(())
     })();
 
+    rep.add_tool_warnings(&tools);
     rep.finish(started, &phases, result.as_ref().err(), |p| next_step(p, target_root.path(), a.keep_mounted));
     let mut code = match &result {
         Ok(()) => 0,
@@ -452,6 +459,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             }
         }
         rep.unmount_seconds = Some(t.elapsed().as_secs_f64());
+        rep.add_tool_warnings(&tools);
     }
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);

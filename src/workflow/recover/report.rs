@@ -1,5 +1,7 @@
 //! The recovery report: per-phase times, the total (the achieved RTO), what
-//! was restored, warnings. Printed at the end (`--json`: as data) and
+//! was restored, warnings (the plan's changes from the recorded system, the
+//! restore's, and every warning a tool printed while it succeeded). Printed
+//! at the end (`--json`: as data) and
 //! written into the recovered system as `/var/log/rescue/recover-DATE.log`
 //! (with the debug log of the run) and `recover-DATE.json`.
 
@@ -11,6 +13,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::data::BackupUsed;
+use crate::cmd::WarningMark;
 use crate::plan::DiskAssignment;
 use crate::util::human_bytes;
 
@@ -135,14 +138,7 @@ impl Report {
         for step in &self.finalize {
             s += &format!("  finalize: {step}\n");
         }
-        if self.warnings.is_empty() {
-            s += "Warnings: none\n";
-        } else {
-            s += &format!("Warnings ({}):\n", self.warnings.len());
-            for w in &self.warnings {
-                s += &format!("  - {w}\n");
-            }
-        }
+        s += &warnings_text(&self.warnings);
         if let Some(l) = &self.log {
             s += &format!("Log: {}\n", l.display());
         }
@@ -150,6 +146,17 @@ impl Report {
             s += &format!("Stopped in phase {p}.\n");
         }
         s
+    }
+
+    /// Add the warnings tools printed since `mark` while they succeeded
+    /// (each once, also when called again after more commands ran).
+    pub fn add_tool_warnings(&mut self, mark: &WarningMark) {
+        for w in mark.since() {
+            let w = format!("tool {w}");
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
     }
 
     fn stamp(&self) -> String {
@@ -184,6 +191,19 @@ impl Report {
         copy.log = Some(dir.join(format!("recover-{}.log", self.stamp())));
         copy.write_to_dir(&dir, mark)
     }
+}
+
+/// "Warnings: none", or the count and one warning a line: "none" only when
+/// there are none.
+pub fn warnings_text(warnings: &[String]) -> String {
+    if warnings.is_empty() {
+        return "Warnings: none\n".into();
+    }
+    let mut s = format!("Warnings ({}):\n", warnings.len());
+    for w in warnings {
+        s += &format!("  - {w}\n");
+    }
+    s
 }
 
 /// Where this run's lines start in the rescue log (`LOG_DIR/rescue.log`).
@@ -273,5 +293,19 @@ mod tests {
         assert!(t.contains("Recovery of h FAILED") && t.contains("Stopped in phase plan."), "{t}");
         rep.started = "2026-11-26T10:40:12Z".into();
         assert_eq!(rep.stamp(), "20261126-104012");
+    }
+
+    #[test]
+    fn a_tool_warning_of_a_succeeding_command_is_in_the_report() {
+        let mut rep = Report::new(Path::new("/etc/rescue/layout.toml"), Path::new("/mnt/local"), true);
+        let mark = WarningMark::now();
+        assert!(rep.text().contains("Warnings: none"));
+        crate::cmd::Cmd::new("sh").args(["-c", "echo 'mkfs.fat: Warning: lowercase labels might not work properly' >&2"]).run().unwrap();
+        rep.add_tool_warnings(&mark);
+        rep.add_tool_warnings(&mark);
+        assert_eq!(rep.warnings.len(), 1, "{:?}", rep.warnings);
+        let t = rep.text();
+        assert!(t.contains("Warnings (1):\n  - tool `sh -c") && t.contains("lowercase labels might not work properly"), "{t}");
+        assert!(!t.contains("Warnings: none"), "{t}");
     }
 }
