@@ -672,3 +672,269 @@ fn extracts_archives_made_by_gnu_tar() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no manifest"));
     assert_same_tree(&src, &target, SKIP);
 }
+
+// ---------------------------------------------------------------- hostile archives (issue 14)
+
+fn extract_raw(t: &Path, name: &str, tar: &[u8]) -> (std::process::Output, PathBuf) {
+    let archive = t.join(name);
+    std::fs::write(&archive, tar).unwrap();
+    let target = t.join(format!("{name}.out"));
+    let mut c = rescue();
+    c.args(["archive", "extract"]).arg(&archive).arg("--target").arg(&target);
+    (run(c), target)
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// A directory member, then a later member that puts a symlink (or a hard
+/// link to one) at its name: the directory's deferred mode must never reach
+/// the file the symlink points at.
+#[test]
+fn later_members_cannot_redirect_a_directory_s_metadata_outside() {
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    std::fs::write(&victim, b"victim").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let abs = victim.as_os_str().as_encoded_bytes().to_vec();
+
+    // 1. `d/` mode 6777, then `d` -> the outside file (absolute).
+    let mut a = Vec::new();
+    raw_member(&mut a, raw_header(b"d/", b'5', 0, 0o6777, b""), b"");
+    raw_member(&mut a, raw_header(b"d", b'2', 0, 0o777, &abs), b"");
+    raw_end(&mut a);
+    // 2. `x/d/` mode 6777, then `x/d` -> ../../victim (relative, out of the target).
+    let mut b = Vec::new();
+    raw_member(&mut b, raw_header(b"x/", b'5', 0, 0o755, b""), b"");
+    raw_member(&mut b, raw_header(b"x/d/", b'5', 0, 0o6777, b""), b"");
+    raw_member(&mut b, raw_header(b"x/d", b'2', 0, 0o777, b"../../victim"), b"");
+    raw_end(&mut b);
+    // 3. `d/` mode 6777, a symlink `s` -> the outside file, then `d` a hard link to `s`.
+    let mut c = Vec::new();
+    raw_member(&mut c, raw_header(b"d/", b'5', 0, 0o6777, b""), b"");
+    raw_member(&mut c, raw_header(b"s", b'2', 0, 0o777, &abs), b"");
+    raw_member(&mut c, raw_header(b"d", b'1', 0, 0o644, b"s"), b"");
+    raw_end(&mut c);
+
+    for (name, tar) in [("abs.tar", a), ("rel.tar", b), ("hardlink.tar", c)] {
+        // The relative link must resolve to the victim from inside the target.
+        let (out, target) = extract_raw(t.path(), name, &tar);
+        assert_eq!(mode_of(&victim), 0o644, "{name}: the mode of a file outside the target changed");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+        assert_eq!(out.status.code(), Some(1), "{name}: completed with warnings (the directory's metadata could not be set)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("d"), "{name}: the warning names the directory: {err}");
+        assert!(target.is_dir());
+    }
+}
+
+/// Every sparse-map attack is a clear error naming the member, and fast.
+#[test]
+fn hostile_sparse_maps_are_clear_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // 2 * count wraps around: a panic ("capacity overflow") before.
+        ("overflow", b"9223372036854775808\n0\n0\n".to_vec()),
+        // A number too large for 64 bits.
+        ("huge-number", b"1\n99999999999999999999999\n0\n".to_vec()),
+        // A region at the last byte Linux cannot address.
+        ("offset-2^64-1", b"1\n18446744073709551615\n0\n".to_vec()),
+        // Not numbers.
+        ("garbage", b"1\nzero\n0\n".to_vec()),
+    ];
+    for (name, map) in cases {
+        let member = format!("sparse-{name}");
+        let mut tar = Vec::new();
+        raw_sparse(&mut tar, member.as_bytes(), None, &map, b"");
+        raw_member(&mut tar, raw_header(b"after", b'0', 2, 0o644, b""), b"ok");
+        raw_end(&mut tar);
+        let archive = t.path().join(format!("{name}.tar"));
+        std::fs::write(&archive, &tar).unwrap();
+        for cmd in ["list", "verify", "extract"] {
+            let mut c = rescue();
+            c.args(["archive", cmd]).arg(&archive);
+            if cmd == "extract" {
+                c.arg("--target").arg(t.path().join(format!("{name}.out")));
+            }
+            let (out, _) = run_within(c, 30).expect("finishes");
+            assert_eq!(out.status.code(), Some(3), "{name} {cmd}: a clear error, not a panic (101) or success");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&member), "{name} {cmd}: the error names the member: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
+
+/// 887 bytes of zstd: a sparse count of 10^15, then "0\n" lines up to the
+/// old 64 MiB cap. Parsed quadratically before (over 60 s); now refused at once.
+#[test]
+fn sparse_map_bomb_is_refused_fast() {
+    let t = tempfile::tempdir().unwrap();
+    let mut map = b"1000000000000000\n".to_vec();
+    map.extend(b"0\n".repeat(32 << 20));
+    let mut tar = Vec::new();
+    raw_sparse(&mut tar, b"bomb", None, &map, b"");
+    raw_end(&mut tar);
+    let z = zstd_bytes(&tar);
+    assert!(z.len() < 8192, "a small file: {}", z.len());
+    let archive = t.path().join("bomb.tar.zst");
+    std::fs::write(&archive, &z).unwrap();
+    let mut c = rescue();
+    c.args(["archive", "list"]).arg(&archive);
+    let (out, took) = run_within(c, 30).expect("list finishes within 30 s");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bomb"));
+}
+
+/// A valid sparse map of 400 000 regions reads in linear time (43 s before).
+#[test]
+fn sparse_map_with_400k_regions_is_fast() {
+    let t = tempfile::tempdir().unwrap();
+    let n = 400_000u64;
+    let mut map = format!("{n}\n").into_bytes();
+    for i in 0..n {
+        map.extend(format!("{}\n1\n", i * 8192).as_bytes());
+    }
+    let data = vec![b'x'; n as usize];
+    let mut tar = Vec::new();
+    raw_sparse(&mut tar, b"fragmented", Some(n * 8192), &map, &data);
+    raw_end(&mut tar);
+    let archive = t.path().join("frag.tar");
+    std::fs::write(&archive, &tar).unwrap();
+    for cmd in ["list", "verify"] {
+        let mut c = rescue();
+        c.args(["archive", cmd]).arg(&archive);
+        let (out, took) = run_within(c, 60).expect("finishes within 60 s");
+        // verify: no manifest (hand-made), which is exit 3 with that reason.
+        if cmd == "list" {
+            assert_eq!(out.status.code(), Some(0));
+            assert!(String::from_utf8_lossy(&out.stdout).contains("fragmented"));
+        } else {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("no manifest"), "the whole map was read");
+        }
+        assert!(took < Duration::from_secs(10), "{cmd} took {took:?}");
+    }
+}
+
+/// Consecutive pax headers: each under the old per-header cap, together over
+/// the bound on one member's extended headers.
+#[test]
+fn consecutive_pax_headers_are_bounded_in_total() {
+    let t = tempfile::tempdir().unwrap();
+    let mut tar = Vec::new();
+    for _ in 0..3 {
+        let rec = pax_record(b"comment", &vec![b'a'; 30 << 20]);
+        raw_pax(&mut tar, &rec);
+    }
+    raw_member(&mut tar, raw_header(b"f", b'0', 2, 0o644, b""), b"ok");
+    raw_end(&mut tar);
+    let archive = t.path().join("pile.tar.zst");
+    std::fs::write(&archive, zstd_bytes(&tar)).unwrap();
+    for cmd in ["list", "extract"] {
+        let mut c = rescue();
+        c.args(["archive", cmd]).arg(&archive);
+        if cmd == "extract" {
+            c.arg("--target").arg(t.path().join("out"));
+        }
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(3), "{cmd}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("extended headers"), "{cmd}");
+    }
+}
+
+/// Damage in the compressed stream's own trailer (gzip CRC and size, a cut
+/// zstd frame) after the tar end marker fails verify and extract.
+#[test]
+fn damage_after_the_tar_end_marker_fails_verify() {
+    require(TOOLS);
+    let t = tempfile::tempdir().unwrap();
+    let src = small_tree(t.path());
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for (compress, ext) in [("gzip", "tar.gz"), ("zstd", "tar.zst")] {
+        let archive = t.path().join(format!("good.{ext}"));
+        assert_eq!(create(&src, &archive, &["--compress", compress]).status.code(), Some(0));
+        let data = std::fs::read(&archive).unwrap();
+        for cut in [4usize, 7, 12, 20] {
+            cases.push((format!("{compress}-cut-{cut}.{ext}"), data[..data.len() - cut].to_vec()));
+        }
+        if compress == "gzip" {
+            let n = data.len();
+            let mut crc = data.clone();
+            crc[n - 8] ^= 0x01;
+            cases.push((format!("gzip-crc.{ext}"), crc));
+            let mut isize = data.clone();
+            isize[n - 2] ^= 0x01;
+            cases.push((format!("gzip-isize.{ext}"), isize));
+        }
+    }
+    for (name, bytes) in cases {
+        let archive = t.path().join(&name);
+        std::fs::write(&archive, &bytes).unwrap();
+        let mut c = rescue();
+        c.args(["archive", "verify"]).arg(&archive);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(3), "{name}: verify must fail");
+        let mut c = rescue();
+        c.args(["archive", "extract"]).arg(&archive).arg("--target").arg(t.path().join(format!("{name}.out")));
+        assert_eq!(run(c).status.code(), Some(3), "{name}: extract must fail");
+    }
+}
+
+/// Names no filesystem takes are warnings naming the member; the extract
+/// goes on. A path longer than PATH_MAX is restored (every call is relative
+/// to an open directory).
+#[test]
+fn unwritable_names_are_warnings_and_the_extract_goes_on() {
+    let t = tempfile::tempdir().unwrap();
+    let mut tar = Vec::new();
+    raw_pax(&mut tar, &pax_record(b"path", b"nul\0byte"));
+    raw_member(&mut tar, raw_header(b"placeholder", b'0', 1, 0o644, b""), b"1");
+    let long_component = "c".repeat(300);
+    raw_pax(&mut tar, &pax_record(b"path", format!("dir/{long_component}").as_bytes()));
+    raw_member(&mut tar, raw_header(b"placeholder", b'0', 1, 0o644, b""), b"2");
+    let deep: String = (0..40).map(|i| format!("{}{i:02}/", "p".repeat(120))).collect();
+    let deep_file = format!("{deep}leaf");
+    assert!(deep_file.len() > 4096);
+    raw_pax(&mut tar, &pax_record(b"path", deep_file.as_bytes()));
+    raw_member(&mut tar, raw_header(b"placeholder", b'0', 1, 0o644, b""), b"3");
+    raw_member(&mut tar, raw_header(b"after", b'0', 2, 0o644, b""), b"ok");
+    raw_end(&mut tar);
+    let (out, target) = extract_raw(t.path(), "names.tar", &tar);
+    assert_eq!(out.status.code(), Some(1), "completed with warnings");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nul"), "the NUL member is named: {err}");
+    assert!(err.contains(&long_component), "the long-component member is named: {err}");
+    assert_eq!(std::fs::read(target.join("after")).unwrap(), b"ok", "the extract went on");
+    let found = Command::new("find").arg(&target).args(["-name", "leaf", "-type", "f"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&found.stdout).contains("/leaf"), "the deep file is restored");
+}
+
+/// A zstd frame asking for a window above what the writer uses is refused
+/// with a message that says so; the writer's highest level reads back.
+#[test]
+fn zstd_window_is_capped_at_what_the_writer_produces() {
+    require(TOOLS);
+    let t = tempfile::tempdir().unwrap();
+    let src = small_tree(t.path());
+    // 24 MB of data that compresses only with a long window.
+    let noise: Vec<u8> = (0..6_000_000u64).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(src.join("big"), noise.repeat(4)).unwrap();
+    let ours = t.path().join("l19.tar.zst");
+    assert_eq!(create(&src, &ours, &["--level", "19"]).status.code(), Some(0));
+    let mut c = rescue();
+    c.args(["archive", "verify"]).arg(&ours);
+    assert_eq!(run(c).status.code(), Some(0), "the writer's highest level reads back");
+
+    let plain = t.path().join("a.tar");
+    assert_eq!(create(&src, &plain, &["--compress", "none"]).status.code(), Some(0));
+    let wide = t.path().join("wide.tar.zst");
+    sh(&format!("zstd -q -1 --long=27 -c < {} > {}", plain.display(), wide.display()));
+    let mut c = rescue();
+    c.args(["archive", "verify"]).arg(&wide);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("window"), "the error says why");
+}
