@@ -14,7 +14,7 @@
 //! applied last, deepest first, on the directory re-opened the same way.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -106,6 +106,33 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
+/// Open the directory `name` in `dir`, never through a symlink; with
+/// `create`, make it (mode 0755) when missing.
+fn open_below(dir: BorrowedFd, name: &OsStr, create: bool) -> io::Result<OwnedFd> {
+    match rustix::fs::openat(dir, name, dir_flags(), Mode::empty()) {
+        Ok(d) => Ok(d),
+        Err(rustix::io::Errno::NOENT) if create => {
+            match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(rustix::fs::openat(dir, name, dir_flags(), Mode::empty())?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Remove whatever is at `name` in `dir` so that a new entry can take its
+/// place: an empty directory too; a non-empty one is an error.
+fn clear(dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?),
+        Ok(_) => Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?),
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Errors that say a component is a symlink or not a directory.
 fn is_redirect(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
@@ -144,9 +171,9 @@ struct Extractor {
     root: OwnedFd,
     /// The target's path, for messages only.
     root_path: PathBuf,
-    /// The directory the last member went into (members of one directory
-    /// follow each other), with its relative path.
-    current: Option<(PathBuf, OwnedFd)>,
+    /// The directories from beneath the root down to the one the last
+    /// member went into, open (members of one directory follow each other).
+    open: Vec<(OsString, OwnedFd)>,
     /// Directories whose metadata is applied at the end.
     dirs: Vec<(PathBuf, EntryMeta)>,
     report: ExtractReport,
@@ -154,58 +181,51 @@ struct Extractor {
 }
 
 impl Extractor {
-    /// Open the directory `rel` beneath the target, one component at a
-    /// time, never following a symlink; with `create`, missing components
-    /// are made (mode 0755).
-    fn open_dir(&self, rel: &Path, create: bool) -> io::Result<OwnedFd> {
+    /// Open the directory `rel` beneath the target (see `open_below`).
+    fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
         let mut dir = self.root.try_clone()?;
-        for c in rel.components() {
-            let name = c.as_os_str();
-            dir = match rustix::fs::openat(&dir, name, dir_flags(), Mode::empty()) {
-                Ok(d) => d,
-                Err(rustix::io::Errno::NOENT) if create => {
-                    match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    rustix::fs::openat(&dir, name, dir_flags(), Mode::empty())?
-                }
-                Err(e) => return Err(e.into()),
-            };
+        for c in rel.iter() {
+            dir = open_below(dir.as_fd(), c, false)?;
         }
         Ok(dir)
     }
 
-    /// The open parent directory of `rel` (created when missing), from the
-    /// cache when the previous member was in the same directory.
-    fn parent_of(&mut self, rel: &Path) -> std::result::Result<(PathBuf, OwnedFd), Failure> {
-        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        if let Some((p, fd)) = self.current.take() {
-            if p == parent {
-                return Ok((p, fd));
-            }
+    /// Make `self.open` hold the directories of `rel`: keep the open ones
+    /// its path shares with the previous member's, open the rest.
+    fn enter(&mut self, rel: &Path, create: bool) -> io::Result<()> {
+        let names: Vec<&OsStr> = rel.iter().collect();
+        let shared = self.open.iter().zip(&names).take_while(|((open, _), name)| open.as_os_str() == **name).count();
+        self.open.truncate(shared);
+        for name in &names[shared..] {
+            let fd = open_below(self.top(), name, create)?;
+            self.open.push((name.to_os_string(), fd));
         }
-        match self.open_dir(&parent, true) {
-            Ok(fd) => Ok((parent, fd)),
-            Err(e) if is_redirect(&e) => Err(Failure::Refused("a parent directory in the target is a symlink or not a directory")),
-            Err(e) => Err(Failure::Member(anyhow::Error::from(e).context(format!("opening the directory {}", self.show(&parent))))),
+        Ok(())
+    }
+
+    /// The deepest open directory (the root when none is).
+    fn top(&self) -> BorrowedFd<'_> {
+        self.open.last().map_or(self.root.as_fd(), |(_, fd)| fd.as_fd())
+    }
+
+    /// The open parent directory of `rel` (created when missing), taken out
+    /// of `self.open` while the member is placed; `put_back` returns it.
+    fn take_parent(&mut self, rel: &Path) -> std::result::Result<(Option<OsString>, OwnedFd), Failure> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        match self.enter(parent, true) {
+            Ok(()) => {}
+            Err(e) if is_redirect(&e) => return Err(Failure::Refused("a parent directory in the target is a symlink or not a directory")),
+            Err(e) => return Err(Failure::Member(anyhow::Error::from(e).context(format!("opening the directory {}", self.show(parent))))),
+        }
+        match self.open.pop() {
+            Some((name, fd)) => Ok((Some(name), fd)),
+            None => Ok((None, self.root.try_clone()?)),
         }
     }
 
-    /// Remove whatever is at `name` in `dir` (`rel` is its relative path) so
-    /// that a new entry can take its place: an empty directory too; a
-    /// non-empty one is an error.
-    fn clear(&mut self, dir: BorrowedFd, name: &OsStr, rel: &Path) -> io::Result<()> {
-        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                if self.current.as_ref().is_some_and(|(p, _)| p.starts_with(rel)) {
-                    self.current = None;
-                }
-                Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
-            }
-            Ok(_) => Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?),
-            Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(e) => Err(e.into()),
+    fn put_back(&mut self, name: Option<OsString>, fd: OwnedFd) {
+        if let Some(name) = name {
+            self.open.push((name, fd));
         }
     }
 
@@ -234,7 +254,8 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
     std::fs::create_dir_all(&opts.target).with_context(|| format!("creating the target directory {}", opts.target.display()))?;
     let root = rustix::fs::open(&opts.target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening the target directory {}", opts.target.display()))?;
-    let mut x = Extractor { root, root_path: opts.target.clone(), current: None, dirs: Vec::new(), report: ExtractReport::default(), hashes: HashMap::new() };
+    let mut x =
+        Extractor { root, root_path: opts.target.clone(), open: Vec::new(), dirs: Vec::new(), report: ExtractReport::default(), hashes: HashMap::new() };
     let mut tar = TarReader::new(stream);
     let mut progress = Progress::new("restoring", opts.total_bytes, opts.progress);
     let mut buf = vec![0u8; 1 << 20];
@@ -257,11 +278,10 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
     progress.finish();
     // Directory metadata, deepest first, also after an error: what was
     // extracted stays and looks right.
-    x.current = None;
     let dirs = std::mem::take(&mut x.dirs);
     for (rel, m) in dirs.iter().rev() {
-        let applied = match x.open_dir(rel, false) {
-            Ok(fd) => apply_meta_fd(fd.as_fd(), m),
+        let applied = match x.enter(rel, false) {
+            Ok(()) => apply_meta_fd(x.top(), m),
             Err(e) if is_redirect(&e) => Err(anyhow::anyhow!("a later member replaced it with a symlink or a file")),
             Err(e) => Err(e.into()),
         };
@@ -348,11 +368,10 @@ fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta,
 
 /// Create the member `rel` (not empty) in its parent directory.
 fn place<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: &EntryMeta, rel: &Path, buf: &mut [u8]) -> std::result::Result<(), Failure> {
-    let (parent, dir) = x.parent_of(rel)?;
+    let (parent, dir) = x.take_parent(rel)?;
     let name = rel.file_name().unwrap_or(rel.as_os_str());
     let placed = place_in(x, tar, m, rel, dir.as_fd(), name, buf);
-    // Keep the parent open for the next member (unless `clear` dropped it).
-    x.current = Some((parent, dir));
+    x.put_back(parent, dir);
     placed
 }
 
@@ -370,7 +389,7 @@ fn place_in<R: Read>(
             match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                 Ok(_) => {
-                    x.clear(dir, name, rel)?;
+                    clear(dir, name)?;
                     rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io::Error::from)?;
                 }
                 Err(_) => rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io::Error::from)?,
@@ -384,7 +403,7 @@ fn place_in<R: Read>(
             let fd = match open() {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    x.clear(dir, name, rel).context("removing what is in the way")?;
+                    clear(dir, name).context("removing what is in the way")?;
                     open()?
                 }
                 Err(e) => return Err(e.into()),
@@ -403,13 +422,13 @@ fn place_in<R: Read>(
                 Ok(p) if !p.as_os_str().is_empty() => p,
                 _ => return Err(Failure::Refused("hard link target leaves the target directory")),
             };
-            let target_dir = match x.open_dir(target_rel.parent().unwrap_or(Path::new("")), false) {
+            let target_dir = match x.open_dir(target_rel.parent().unwrap_or(Path::new(""))) {
                 Ok(d) => d,
                 Err(e) if is_redirect(&e) => return Err(Failure::Refused("hard link target lies below a symlink")),
                 Err(e) => return Err(anyhow::Error::from(e).context(format!("hard link target {}", target_rel.display())).into()),
             };
             let target_name = target_rel.file_name().unwrap_or(target_rel.as_os_str());
-            let _ = x.clear(dir, name, rel);
+            let _ = clear(dir, name);
             rustix::fs::linkat(&target_dir, target_name, dir, name, AtFlags::empty())
                 .map_err(io::Error::from)
                 .with_context(|| format!("linking to {}", target_rel.display()))?;
@@ -423,7 +442,7 @@ fn place_in<R: Read>(
             match rustix::fs::symlinkat(link, dir, name) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::EXIST) => {
-                    x.clear(dir, name, rel).context("removing what is in the way")?;
+                    clear(dir, name).context("removing what is in the way")?;
                     rustix::fs::symlinkat(link, dir, name).map_err(io::Error::from)?;
                 }
                 Err(e) => return Err(io::Error::from(e).into()),
@@ -433,7 +452,7 @@ fn place_in<R: Read>(
             }
         }
         Kind::Char | Kind::Block | Kind::Fifo => {
-            x.clear(dir, name, rel).context("removing what is in the way")?;
+            clear(dir, name).context("removing what is in the way")?;
             let (kind, dev) = match m.kind {
                 Kind::Char => (FileType::CharacterDevice, rustix::fs::makedev(m.dev_major, m.dev_minor)),
                 Kind::Block => (FileType::BlockDevice, rustix::fs::makedev(m.dev_major, m.dev_minor)),
