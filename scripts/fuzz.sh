@@ -30,13 +30,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 command -v c++ >/dev/null || { echo "fuzz: libFuzzer needs a C++ compiler: apt-get install g++" >&2; exit 2; }
 
-FUZZ=(cargo fuzz --fuzz-dir fuzz)
-"${FUZZ[@]}" build --sanitizer none
+FUZZ=(cargo fuzz)
+"${FUZZ[@]}" build --fuzz-dir fuzz --sanitizer none
 failed=()
 for t in "${TARGETS[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   echo "fuzz: $t for ${SECS} s" >&2
-  if ! "${FUZZ[@]}" run --sanitizer none "$t" "fuzz/corpus/$t" "tests/fixtures/fuzz/$t" -- \
+  if ! "${FUZZ[@]}" run --fuzz-dir fuzz --sanitizer none "$t" "fuzz/corpus/$t" "tests/fixtures/fuzz/$t" -- \
       -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2> "fuzz/$t.log"; then
     failed+=("$t")
     tail -n 40 "fuzz/$t.log" >&2
