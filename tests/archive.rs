@@ -8,6 +8,8 @@
 mod archive_common;
 
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -66,6 +68,9 @@ fn round_trip(compress: &str, ext: &str, tar_flag: &str) {
     gnu_tar_extract(&archive, &gnu, tar_flag);
     assert_same_tree(&src, &gnu, SKIP);
 
+    // The `tar` crate, a reader written apart from ours and GNU tar's.
+    second_reader_agrees(&archive, &src);
+
     // verify and list.
     let mut c = rescue();
     c.args(["archive", "verify"]).arg(&archive);
@@ -76,6 +81,134 @@ fn round_trip(compress: &str, ext: &str, tar_flag: &str) {
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("home/caf%E9%20%FF"), "non-UTF-8 names are listed escaped");
     assert!(listing.contains("var/lib/big.hard link to var/lib/big.bin") || listing.contains("var/lib/big.bin link to var/lib/big.hard"));
+}
+
+/// Read an archive with the `tar` crate (an independent implementation of
+/// ustar, pax and GNU long names; GNU sparse 1.0 is decoded here from its
+/// map) and check every member against the source tree: kind, mode, owner,
+/// mtime, link target, xattrs and the data of every file.
+fn second_reader_agrees(archive: &Path, src: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let file = std::fs::File::open(archive).unwrap();
+    let name = archive.to_string_lossy();
+    let stream: Box<dyn Read> = if name.ends_with(".zst") {
+        Box::new(zstd::stream::read::Decoder::new(file).unwrap())
+    } else if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut tar = tar::Archive::new(stream);
+    for entry in tar.entries().unwrap() {
+        let mut e = entry.unwrap();
+        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // The tar crate splits pax records at newlines, so it cannot read a
+        // record whose value holds one (a binary xattr; the length prefix
+        // says where a record ends): the records from there on are left out.
+        let mut newline_in_value = false;
+        if let Some(exts) = e.pax_extensions().unwrap() {
+            for x in exts {
+                let Ok(x) = x else {
+                    newline_in_value = true;
+                    break;
+                };
+                pax.push((x.key_bytes().to_vec(), x.value_bytes().to_vec()));
+            }
+        }
+        let pax_value = |k: &[u8]| pax.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let mut path = pax_value(b"GNU.sparse.name").unwrap_or_else(|| e.path_bytes().to_vec());
+        while path.ends_with(b"/") && path.len() > 1 {
+            path.pop();
+        }
+        let rel = PathBuf::from(std::ffi::OsStr::from_bytes(path.strip_prefix(b"./").unwrap_or(&path)));
+        if rel == Path::new(format::MANIFEST_NAME) || rel == Path::new(".") {
+            continue;
+        }
+        let on_disk = src.join(&rel);
+        let md = std::fs::symlink_metadata(&on_disk).unwrap_or_else(|e| panic!("{}: in the archive, not in the source: {e}", rel.display()));
+        if newline_in_value {
+            let values: Vec<Vec<u8>> = xattr::list(&on_disk).unwrap().filter_map(|k| xattr::get(&on_disk, k).unwrap()).collect();
+            assert!(values.iter().any(|v| v.contains(&b'\n')), "{}: the tar crate cannot read a pax record, and no xattr value has a newline", rel.display());
+        }
+        let h = e.header().clone();
+        let what = format!("{} (tar crate)", rel.display());
+        assert_eq!(h.mode().unwrap(), md.permissions().mode() & 0o7777, "{what}: mode");
+        assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (md.uid() as u64, md.gid() as u64), "{what}: owner");
+        let mtime = pax_value(b"mtime").map(|v| String::from_utf8(v).unwrap().split('.').next().unwrap().parse::<i64>().unwrap());
+        assert_eq!(mtime.unwrap_or(h.mtime().unwrap() as i64), md.mtime(), "{what}: mtime");
+        for (k, v) in &pax {
+            if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
+                let got = xattr::get(&on_disk, std::ffi::OsStr::from_bytes(x)).unwrap();
+                assert_eq!(got.as_deref(), Some(v.as_slice()), "{what}: xattr {}", String::from_utf8_lossy(x));
+            }
+        }
+        let ft = md.file_type();
+        match h.entry_type() {
+            tar::EntryType::Directory => assert!(ft.is_dir(), "{what}: a directory"),
+            tar::EntryType::Symlink => {
+                assert!(ft.is_symlink(), "{what}: a symlink");
+                let link = e.link_name_bytes().unwrap().into_owned();
+                assert_eq!(link, std::fs::read_link(&on_disk).unwrap().as_os_str().as_bytes(), "{what}: link target");
+            }
+            tar::EntryType::Link => {
+                let target = e.link_name_bytes().unwrap().into_owned();
+                let target = src.join(std::ffi::OsStr::from_bytes(target.strip_prefix(b"./").unwrap_or(&target)));
+                assert_eq!(std::fs::metadata(target).unwrap().ino(), md.ino(), "{what}: hard link to the same file");
+            }
+            tar::EntryType::Regular => {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                let want = std::fs::read(&on_disk).unwrap();
+                let got = match pax_value(b"GNU.sparse.major") {
+                    Some(_) => {
+                        let size = String::from_utf8(pax_value(b"GNU.sparse.realsize").unwrap()).unwrap().parse().unwrap();
+                        unsparse(&data, size)
+                    }
+                    None => data,
+                };
+                assert!(got == want, "{what}: data differs ({} bytes read, {} in the source)", got.len(), want.len());
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                let kind = if ft.is_char_device() { tar::EntryType::Char } else { tar::EntryType::Block };
+                assert_eq!(h.entry_type(), kind, "{what}: device kind");
+                let rdev = md.rdev();
+                assert_eq!(
+                    (h.device_major().unwrap(), h.device_minor().unwrap()),
+                    (Some(nix::sys::stat::major(rdev) as u32), Some(nix::sys::stat::minor(rdev) as u32)),
+                    "{what}"
+                );
+            }
+            tar::EntryType::Fifo => assert!(ft.is_fifo(), "{what}: a FIFO"),
+            other => panic!("{what}: unexpected member type {other:?}"),
+        }
+        seen.insert(rel);
+    }
+    let snap = snapshot(src, SKIP);
+    for p in snap.keys() {
+        assert!(seen.contains(p) || p.as_os_str().is_empty(), "{}: in the source, not found by the tar crate", p.display());
+    }
+}
+
+/// A GNU sparse 1.0 member's data back to the file: the map (count, then
+/// offset and length per region, one number a line, padded to 512 bytes),
+/// then the regions one after the other.
+fn unsparse(data: &[u8], size: usize) -> Vec<u8> {
+    let mut numbers = Vec::new();
+    let mut pos = 0;
+    while numbers.is_empty() || numbers.len() < 1 + 2 * numbers[0] {
+        let end = pos + data[pos..].iter().position(|&b| b == b'\n').unwrap();
+        numbers.push(std::str::from_utf8(&data[pos..end]).unwrap().parse::<usize>().unwrap());
+        pos = end + 1;
+    }
+    pos = pos.div_ceil(512) * 512;
+    let mut out = vec![0u8; size];
+    for r in 0..numbers[0] {
+        let (off, len) = (numbers[1 + 2 * r], numbers[2 + 2 * r]);
+        out[off..off + len].copy_from_slice(&data[pos..pos + len]);
+        pos += len;
+    }
+    out
 }
 
 #[test]
@@ -99,6 +232,7 @@ fn round_trip_uncompressed() {
     let gnu = t.path().join("gnu");
     gnu_tar_extract(&archive, &gnu, "--no-auto-compress");
     assert_same_tree(&src, &gnu, SKIP);
+    second_reader_agrees(&archive, &src);
 }
 
 #[test]
@@ -671,4 +805,270 @@ fn extracts_archives_made_by_gnu_tar() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no manifest"));
     assert_same_tree(&src, &target, SKIP);
+}
+
+// ---------------------------------------------------------------- hostile archives (issue 14)
+
+fn extract_raw(t: &Path, name: &str, tar: &[u8]) -> (std::process::Output, PathBuf) {
+    let archive = t.join(name);
+    std::fs::write(&archive, tar).unwrap();
+    let target = t.join(format!("{name}.out"));
+    let mut c = rescue();
+    c.args(["archive", "extract"]).arg(&archive).arg("--target").arg(&target);
+    (run(c), target)
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// A directory member, then a later member that puts a symlink (or a hard
+/// link to one) at its name: the directory's deferred mode must never reach
+/// the file the symlink points at.
+#[test]
+fn later_members_cannot_redirect_a_directory_s_metadata_outside() {
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    std::fs::write(&victim, b"victim").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let abs = victim.as_os_str().as_encoded_bytes().to_vec();
+
+    // 1. `d/` mode 6777, then `d` -> the outside file (absolute).
+    let mut a = Vec::new();
+    raw_member(&mut a, raw_header(b"d/", b'5', 0, 0o6777, b""), b"");
+    raw_member(&mut a, raw_header(b"d", b'2', 0, 0o777, &abs), b"");
+    raw_end(&mut a);
+    // 2. `x/d/` mode 6777, then `x/d` -> ../../victim (relative, out of the target).
+    let mut b = Vec::new();
+    raw_member(&mut b, raw_header(b"x/", b'5', 0, 0o755, b""), b"");
+    raw_member(&mut b, raw_header(b"x/d/", b'5', 0, 0o6777, b""), b"");
+    raw_member(&mut b, raw_header(b"x/d", b'2', 0, 0o777, b"../../victim"), b"");
+    raw_end(&mut b);
+    // 3. `d/` mode 6777, a symlink `s` -> the outside file, then `d` a hard link to `s`.
+    let mut c = Vec::new();
+    raw_member(&mut c, raw_header(b"d/", b'5', 0, 0o6777, b""), b"");
+    raw_member(&mut c, raw_header(b"s", b'2', 0, 0o777, &abs), b"");
+    raw_member(&mut c, raw_header(b"d", b'1', 0, 0o644, b"s"), b"");
+    raw_end(&mut c);
+
+    for (name, tar) in [("abs.tar", a), ("rel.tar", b), ("hardlink.tar", c)] {
+        // The relative link must resolve to the victim from inside the target.
+        let (out, target) = extract_raw(t.path(), name, &tar);
+        assert_eq!(mode_of(&victim), 0o644, "{name}: the mode of a file outside the target changed");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+        assert_eq!(out.status.code(), Some(1), "{name}: completed with warnings (the directory's metadata could not be set)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("d"), "{name}: the warning names the directory: {err}");
+        assert!(target.is_dir());
+    }
+}
+
+/// Every sparse-map attack is a clear error naming the member, and fast.
+#[test]
+fn hostile_sparse_maps_are_clear_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // 2 * count wraps around: a panic ("capacity overflow") before.
+        ("overflow", b"9223372036854775808\n0\n0\n".to_vec()),
+        // A number too large for 64 bits.
+        ("huge-number", b"1\n99999999999999999999999\n0\n".to_vec()),
+        // A region at the last byte Linux cannot address.
+        ("offset-2^64-1", b"1\n18446744073709551615\n0\n".to_vec()),
+        // Not numbers.
+        ("garbage", b"1\nzero\n0\n".to_vec()),
+    ];
+    for (name, map) in cases {
+        let member = format!("sparse-{name}");
+        let mut tar = Vec::new();
+        raw_sparse(&mut tar, member.as_bytes(), None, &map, b"");
+        raw_member(&mut tar, raw_header(b"after", b'0', 2, 0o644, b""), b"ok");
+        raw_end(&mut tar);
+        let archive = t.path().join(format!("{name}.tar"));
+        std::fs::write(&archive, &tar).unwrap();
+        for cmd in ["list", "verify", "extract"] {
+            let mut c = rescue();
+            c.args(["archive", cmd]).arg(&archive);
+            if cmd == "extract" {
+                c.arg("--target").arg(t.path().join(format!("{name}.out")));
+            }
+            let (out, _) = run_within(c, 30).expect("finishes");
+            assert_eq!(out.status.code(), Some(3), "{name} {cmd}: a clear error, not a panic (101) or success");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&member), "{name} {cmd}: the error names the member: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
+
+/// 887 bytes of zstd: a sparse count of 10^15, then "0\n" lines up to the
+/// old 64 MiB cap. Parsed quadratically before (over 60 s); now refused at once.
+#[test]
+fn sparse_map_bomb_is_refused_fast() {
+    let t = tempfile::tempdir().unwrap();
+    let mut map = b"1000000000000000\n".to_vec();
+    map.extend(b"0\n".repeat(32 << 20));
+    let mut tar = Vec::new();
+    raw_sparse(&mut tar, b"bomb", None, &map, b"");
+    raw_end(&mut tar);
+    let z = zstd_bytes(&tar);
+    assert!(z.len() < 8192, "a small file: {}", z.len());
+    let archive = t.path().join("bomb.tar.zst");
+    std::fs::write(&archive, &z).unwrap();
+    let mut c = rescue();
+    c.args(["archive", "list"]).arg(&archive);
+    let (out, took) = run_within(c, 30).expect("list finishes within 30 s");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bomb"));
+}
+
+/// A valid sparse map of 400 000 regions reads in linear time (43 s before).
+#[test]
+fn sparse_map_with_400k_regions_is_fast() {
+    let t = tempfile::tempdir().unwrap();
+    let n = 400_000u64;
+    let mut map = format!("{n}\n").into_bytes();
+    for i in 0..n {
+        map.extend(format!("{}\n1\n", i * 8192).as_bytes());
+    }
+    let data = vec![b'x'; n as usize];
+    let mut tar = Vec::new();
+    raw_sparse(&mut tar, b"fragmented", Some(n * 8192), &map, &data);
+    raw_end(&mut tar);
+    let archive = t.path().join("frag.tar");
+    std::fs::write(&archive, &tar).unwrap();
+    for cmd in ["list", "verify"] {
+        let mut c = rescue();
+        c.args(["archive", cmd]).arg(&archive);
+        let (out, took) = run_within(c, 60).expect("finishes within 60 s");
+        // verify: no manifest (hand-made), which is exit 3 with that reason.
+        if cmd == "list" {
+            assert_eq!(out.status.code(), Some(0));
+            assert!(String::from_utf8_lossy(&out.stdout).contains("fragmented"));
+        } else {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("no manifest"), "the whole map was read");
+        }
+        assert!(took < Duration::from_secs(10), "{cmd} took {took:?}");
+    }
+}
+
+/// Consecutive pax headers: each under the old per-header cap, together over
+/// the bound on one member's extended headers.
+#[test]
+fn consecutive_pax_headers_are_bounded_in_total() {
+    let t = tempfile::tempdir().unwrap();
+    let mut tar = Vec::new();
+    for _ in 0..3 {
+        let rec = pax_record(b"comment", &vec![b'a'; 30 << 20]);
+        raw_pax(&mut tar, &rec);
+    }
+    raw_member(&mut tar, raw_header(b"f", b'0', 2, 0o644, b""), b"ok");
+    raw_end(&mut tar);
+    let archive = t.path().join("pile.tar.zst");
+    std::fs::write(&archive, zstd_bytes(&tar)).unwrap();
+    for cmd in ["list", "extract"] {
+        let mut c = rescue();
+        c.args(["archive", cmd]).arg(&archive);
+        if cmd == "extract" {
+            c.arg("--target").arg(t.path().join("out"));
+        }
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(3), "{cmd}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("extended headers"), "{cmd}");
+    }
+}
+
+/// Damage in the compressed stream's own trailer (gzip CRC and size, a cut
+/// zstd frame) after the tar end marker fails verify and extract.
+#[test]
+fn damage_after_the_tar_end_marker_fails_verify() {
+    require(TOOLS);
+    let t = tempfile::tempdir().unwrap();
+    let src = small_tree(t.path());
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for (compress, ext) in [("gzip", "tar.gz"), ("zstd", "tar.zst")] {
+        let archive = t.path().join(format!("good.{ext}"));
+        assert_eq!(create(&src, &archive, &["--compress", compress]).status.code(), Some(0));
+        let data = std::fs::read(&archive).unwrap();
+        for cut in [4usize, 7, 12, 20] {
+            cases.push((format!("{compress}-cut-{cut}.{ext}"), data[..data.len() - cut].to_vec()));
+        }
+        if compress == "gzip" {
+            let n = data.len();
+            let mut crc = data.clone();
+            crc[n - 8] ^= 0x01;
+            cases.push((format!("gzip-crc.{ext}"), crc));
+            let mut isize = data.clone();
+            isize[n - 2] ^= 0x01;
+            cases.push((format!("gzip-isize.{ext}"), isize));
+        }
+    }
+    for (name, bytes) in cases {
+        let archive = t.path().join(&name);
+        std::fs::write(&archive, &bytes).unwrap();
+        let mut c = rescue();
+        c.args(["archive", "verify"]).arg(&archive);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(3), "{name}: verify must fail");
+        let mut c = rescue();
+        c.args(["archive", "extract"]).arg(&archive).arg("--target").arg(t.path().join(format!("{name}.out")));
+        assert_eq!(run(c).status.code(), Some(3), "{name}: extract must fail");
+    }
+}
+
+/// Names no filesystem takes are warnings naming the member; the extract
+/// goes on. A path longer than PATH_MAX is restored (every call is relative
+/// to an open directory).
+#[test]
+fn unwritable_names_are_warnings_and_the_extract_goes_on() {
+    let t = tempfile::tempdir().unwrap();
+    let mut tar = Vec::new();
+    raw_pax(&mut tar, &pax_record(b"path", b"nul\0byte"));
+    raw_member(&mut tar, raw_header(b"placeholder", b'0', 1, 0o644, b""), b"1");
+    let long_component = "c".repeat(300);
+    raw_pax(&mut tar, &pax_record(b"path", format!("dir/{long_component}").as_bytes()));
+    raw_member(&mut tar, raw_header(b"placeholder", b'0', 1, 0o644, b""), b"2");
+    let deep: String = (0..40).map(|i| format!("{}{i:02}/", "p".repeat(120))).collect();
+    let deep_file = format!("{deep}leaf");
+    assert!(deep_file.len() > 4096);
+    raw_pax(&mut tar, &pax_record(b"path", deep_file.as_bytes()));
+    raw_member(&mut tar, raw_header(b"placeholder", b'0', 1, 0o644, b""), b"3");
+    raw_member(&mut tar, raw_header(b"after", b'0', 2, 0o644, b""), b"ok");
+    raw_end(&mut tar);
+    let (out, target) = extract_raw(t.path(), "names.tar", &tar);
+    assert_eq!(out.status.code(), Some(1), "completed with warnings");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nul"), "the NUL member is named: {err}");
+    assert!(err.contains(&long_component), "the long-component member is named: {err}");
+    assert_eq!(std::fs::read(target.join("after")).unwrap(), b"ok", "the extract went on");
+    let found = Command::new("find").arg(&target).args(["-name", "leaf", "-type", "f"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&found.stdout).contains("/leaf"), "the deep file is restored");
+}
+
+/// A zstd frame asking for a window above what the writer uses is refused
+/// with a message that says so; the writer's highest level reads back.
+#[test]
+fn zstd_window_is_capped_at_what_the_writer_produces() {
+    require(TOOLS);
+    let t = tempfile::tempdir().unwrap();
+    let src = small_tree(t.path());
+    // 24 MB of data that compresses only with a long window.
+    let noise: Vec<u8> = (0..6_000_000u64).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(src.join("big"), noise.repeat(4)).unwrap();
+    let ours = t.path().join("l19.tar.zst");
+    assert_eq!(create(&src, &ours, &["--level", "19"]).status.code(), Some(0));
+    let mut c = rescue();
+    c.args(["archive", "verify"]).arg(&ours);
+    assert_eq!(run(c).status.code(), Some(0), "the writer's highest level reads back");
+
+    let plain = t.path().join("a.tar");
+    assert_eq!(create(&src, &plain, &["--compress", "none"]).status.code(), Some(0));
+    let wide = t.path().join("wide.tar.zst");
+    sh(&format!("zstd -q -1 --long=27 -c < {} > {}", plain.display(), wide.display()));
+    let mut c = rescue();
+    c.args(["archive", "verify"]).arg(&wide);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("window"), "the error says why");
 }

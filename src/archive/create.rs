@@ -607,7 +607,7 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
         e.size = size;
         if p.item.meta.blocks() * 512 < size {
             match sparse_map(&mut f, size) {
-                Ok(map) if map.iter().map(|r| r.1).sum::<u64>() < size => e.sparse = Some(map),
+                Ok(map) if map.iter().map(|r| r.1).sum::<u64>() < size && map.len() <= format::MAX_SPARSE_REGIONS => e.sparse = Some(map),
                 _ => {}
             }
         }

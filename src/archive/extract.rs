@@ -1,21 +1,29 @@
 //! Reading an archive: extract (safely), list, verify.
 //!
-//! Extraction never writes outside the target: members with `..` are
-//! refused, absolute names are made relative, and nothing is written
-//! through a symlink (a member below a symlinked directory is refused).
-//! Symlinks themselves are restored verbatim, as the restored system needs
-//! them. Directory metadata is applied last, deepest first.
+//! Extraction never writes outside the target, by structure: every
+//! filesystem call is relative to a directory file descriptor opened beneath
+//! the target, one component at a time with `O_NOFOLLOW | O_DIRECTORY`
+//! (`openat`, `mkdirat`, `symlinkat`, `linkat`, `mknodat`, `unlinkat`), and
+//! metadata is set through the opened file (`fchown`, `fchmod`, `fsetxattr`,
+//! `futimens`) or with `AT_SYMLINK_NOFOLLOW`. No path string is ever
+//! resolved, so no member can redirect another: a member below a symlink is
+//! refused, and a directory that a later member replaced by a symlink keeps
+//! its metadata to itself (a warning). Members with `..` are refused,
+//! absolute names are made relative. Symlinks themselves are restored
+//! verbatim, as the restored system needs them. Directory metadata is
+//! applied last, deepest first, on the directory re-opened the same way.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::format::{self, EntryMeta, Kind, TarReader};
@@ -35,7 +43,7 @@ pub struct ExtractOptions {
 pub struct ExtractReport {
     pub entries: u64,
     pub bytes: u64,
-    /// Members not extracted for safety (`..`, under a symlink).
+    /// Members not extracted for safety (`..`, under a symlink, a NUL in the name).
     pub refused: Vec<String>,
     /// Absolute member names that were made relative.
     pub made_relative: u64,
@@ -54,6 +62,9 @@ fn lossy(p: &[u8]) -> String {
 
 /// Clean a member name into a relative path. `Err(reason)` refuses it.
 fn clean_path(raw: &[u8], made_relative: &mut bool) -> std::result::Result<PathBuf, &'static str> {
+    if raw.contains(&0) {
+        return Err("its name contains a NUL byte, which no Linux file name can hold");
+    }
     if raw.starts_with(b"/") {
         *made_relative = true;
     }
@@ -90,10 +101,79 @@ fn points_outside(rel: &Path, target: &[u8]) -> bool {
     false
 }
 
+/// How a directory beneath the target is opened: never through a symlink.
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// Open the directory `name` in `dir`, never through a symlink; with
+/// `create`, make it (mode 0755) when missing.
+fn open_below(dir: BorrowedFd, name: &OsStr, create: bool) -> io::Result<OwnedFd> {
+    match rustix::fs::openat(dir, name, dir_flags(), Mode::empty()) {
+        Ok(d) => Ok(d),
+        Err(rustix::io::Errno::NOENT) if create => {
+            match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(rustix::fs::openat(dir, name, dir_flags(), Mode::empty())?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Remove whatever is at `name` in `dir` so that a new entry can take its
+/// place: an empty directory too; a non-empty one is an error.
+fn clear(dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?),
+        Ok(_) => Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?),
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Errors that say a component is a symlink or not a directory.
+fn is_redirect(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+}
+
+/// Errors after which no further member can be written either: the
+/// extraction stops instead of listing one warning per member.
+fn is_fatal(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<io::Error>()).any(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EIO)))
+}
+
+/// Why a member was not restored.
+enum Failure {
+    /// The archive cannot be read on: the extraction stops.
+    Stream(anyhow::Error),
+    /// This member could not be placed (a warning, unless the target itself fails).
+    Member(anyhow::Error),
+    /// This member is not placed for safety.
+    Refused(&'static str),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Member(e.into())
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Member(e)
+    }
+}
+
 struct Extractor {
-    root: PathBuf,
-    /// Relative directories known to be real directories (not symlinks).
-    safe_dirs: HashSet<PathBuf>,
+    /// The target directory, open: everything happens beneath it.
+    root: OwnedFd,
+    /// The target's path, for messages only.
+    root_path: PathBuf,
+    /// The directories from beneath the root down to the one the last
+    /// member went into, open (members of one directory follow each other).
+    open: Vec<(OsString, OwnedFd)>,
     /// Directories whose metadata is applied at the end.
     dirs: Vec<(PathBuf, EntryMeta)>,
     report: ExtractReport,
@@ -101,46 +181,57 @@ struct Extractor {
 }
 
 impl Extractor {
-    /// Make sure every parent of `rel` is a real directory inside the
-    /// target, creating missing ones. `false` when one is a symlink or not
-    /// a directory (the member is refused).
-    fn ensure_parents(&mut self, rel: &Path) -> Result<bool> {
-        let Some(parent) = rel.parent() else { return Ok(true) };
-        if parent.as_os_str().is_empty() || self.safe_dirs.contains(parent) {
-            return Ok(true);
+    /// Open the directory `rel` beneath the target (see `open_below`).
+    fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let mut dir = self.root.try_clone()?;
+        for c in rel.iter() {
+            dir = open_below(dir.as_fd(), c, false)?;
         }
-        let mut cur = PathBuf::new();
-        for c in parent.components() {
-            cur.push(c);
-            if self.safe_dirs.contains(&cur) {
-                continue;
-            }
-            let full = self.root.join(&cur);
-            match std::fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    std::fs::DirBuilder::new().mode(0o755).create(&full).with_context(|| format!("creating directory {}", full.display()))?;
-                }
-                Err(e) => return Err(e).with_context(|| format!("checking {}", full.display())),
-            }
-            self.safe_dirs.insert(cur.clone());
-        }
-        Ok(true)
+        Ok(dir)
     }
 
-    /// Remove whatever is at `full` so a new entry can take its place
-    /// (an empty directory too; a non-empty one is an error).
-    fn clear(&mut self, rel: &Path, full: &Path) -> io::Result<()> {
-        match std::fs::symlink_metadata(full) {
-            Ok(m) if m.is_dir() => {
-                self.safe_dirs.retain(|d| !d.starts_with(rel));
-                std::fs::remove_dir(full)
-            }
-            Ok(_) => std::fs::remove_file(full),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+    /// Make `self.open` hold the directories of `rel`: keep the open ones
+    /// its path shares with the previous member's, open the rest.
+    fn enter(&mut self, rel: &Path, create: bool) -> io::Result<()> {
+        let names: Vec<&OsStr> = rel.iter().collect();
+        let shared = self.open.iter().zip(&names).take_while(|((open, _), name)| open.as_os_str() == **name).count();
+        self.open.truncate(shared);
+        for name in &names[shared..] {
+            let fd = open_below(self.top(), name, create)?;
+            self.open.push((name.to_os_string(), fd));
         }
+        Ok(())
+    }
+
+    /// The deepest open directory (the root when none is).
+    fn top(&self) -> BorrowedFd<'_> {
+        self.open.last().map_or(self.root.as_fd(), |(_, fd)| fd.as_fd())
+    }
+
+    /// The open parent directory of `rel` (created when missing), taken out
+    /// of `self.open` while the member is placed; `put_back` returns it.
+    fn take_parent(&mut self, rel: &Path) -> std::result::Result<(Option<OsString>, OwnedFd), Failure> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        match self.enter(parent, true) {
+            Ok(()) => {}
+            Err(e) if is_redirect(&e) => return Err(Failure::Refused("a parent directory in the target is a symlink or not a directory")),
+            Err(e) => return Err(Failure::Member(anyhow::Error::from(e).context(format!("opening the directory {}", self.show(parent))))),
+        }
+        match self.open.pop() {
+            Some((name, fd)) => Ok((Some(name), fd)),
+            None => Ok((None, self.root.try_clone()?)),
+        }
+    }
+
+    fn put_back(&mut self, name: Option<OsString>, fd: OwnedFd) {
+        if let Some(name) = name {
+            self.open.push((name, fd));
+        }
+    }
+
+    /// The target path of a relative path, for messages.
+    fn show(&self, rel: &Path) -> String {
+        self.root_path.join(rel).display().to_string()
     }
 
     fn refuse(&mut self, path: &[u8], why: &str) {
@@ -161,8 +252,10 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (stream, _) = super::open_stream(super::CountingReader { inner: input, count: counter.clone() }).context("reading the archive")?;
     std::fs::create_dir_all(&opts.target).with_context(|| format!("creating the target directory {}", opts.target.display()))?;
-    let root = opts.target.canonicalize().with_context(|| format!("resolving {}", opts.target.display()))?;
-    let mut x = Extractor { root, safe_dirs: HashSet::new(), dirs: Vec::new(), report: ExtractReport::default(), hashes: HashMap::new() };
+    let root = rustix::fs::open(&opts.target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("opening the target directory {}", opts.target.display()))?;
+    let mut x =
+        Extractor { root, root_path: opts.target.clone(), open: Vec::new(), dirs: Vec::new(), report: ExtractReport::default(), hashes: HashMap::new() };
     let mut tar = TarReader::new(stream);
     let mut progress = Progress::new("restoring", opts.total_bytes, opts.progress);
     let mut buf = vec![0u8; 1 << 20];
@@ -174,26 +267,37 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
                 tar.read_data_exact(&mut text).map_err(|e| annotate(e.into(), &tar))?;
                 check_manifest(&mut x, &text)?;
                 if opts.keep_manifest {
-                    std::fs::write(x.root.join(format::MANIFEST_NAME), &text)?;
+                    write_manifest(&x, &text).with_context(|| format!("writing {}", x.show(Path::new(format::MANIFEST_NAME))))?;
                 }
                 continue;
             }
             extract_one(&mut x, &mut tar, m, &mut buf)?;
         }
-        Ok(())
+        tar.read_to_end_of_stream()
     })();
     progress.finish();
     // Directory metadata, deepest first, also after an error: what was
     // extracted stays and looks right.
     let dirs = std::mem::take(&mut x.dirs);
     for (rel, m) in dirs.iter().rev() {
-        let full = x.root.join(rel);
-        if let Err(e) = apply_meta_path(&full, m) {
-            x.warn(format!("cannot set owner/mode/time of {}: {e:#}", full.display()));
+        let applied = match x.enter(rel, false) {
+            Ok(()) => apply_meta_fd(x.top(), m),
+            Err(e) if is_redirect(&e) => Err(anyhow::anyhow!("a later member replaced it with a symlink or a file")),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = applied {
+            x.warn(format!("cannot set owner/mode/time of directory {}: {e:#}", x.show(rel)));
         }
     }
     result?;
     Ok(x.report)
+}
+
+fn write_manifest(x: &Extractor, text: &[u8]) -> Result<()> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&x.root, format::MANIFEST_NAME, flags, Mode::from_raw_mode(0o600))?;
+    File::from(fd).write_all(text)?;
+    Ok(())
 }
 
 fn annotate(e: anyhow::Error, tar: &TarReader<impl Read>) -> anyhow::Error {
@@ -224,6 +328,9 @@ fn check_manifest(x: &mut Extractor, text: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Restore one member. A member that cannot be placed is a warning naming
+/// it and the extraction goes on; an archive that cannot be read on, or a
+/// target that takes nothing more (full, read-only, I/O error), stops it.
 fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta, buf: &mut [u8]) -> Result<()> {
     let mut made_rel = false;
     let rel = match clean_path(&m.path, &mut made_rel) {
@@ -237,7 +344,6 @@ fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta,
         x.report.made_relative += 1;
     }
     x.report.entries += 1;
-    let full = x.root.join(&rel);
     if rel.as_os_str().is_empty() {
         // The archive's root (".") : the target directory itself.
         if m.kind == Kind::Dir {
@@ -245,184 +351,227 @@ fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta,
         }
         return Ok(());
     }
-    if !x.ensure_parents(&rel)? {
-        x.refuse(&m.path, "a parent directory in the target is a symlink or not a directory");
-        return Ok(());
+    match place(x, tar, &m, &rel, buf) {
+        Ok(()) => Ok(()),
+        Err(Failure::Stream(e)) => Err(e),
+        Err(Failure::Refused(why)) => {
+            x.refuse(&m.path, why);
+            Ok(())
+        }
+        Err(Failure::Member(e)) if is_fatal(&e) => Err(e.context(format!("restoring {}", x.show(&rel)))),
+        Err(Failure::Member(e)) => {
+            x.warn(format!("member {} not restored: {e:#}", lossy(&m.path)));
+            Ok(())
+        }
     }
+}
+
+/// Create the member `rel` (not empty) in its parent directory.
+fn place<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: &EntryMeta, rel: &Path, buf: &mut [u8]) -> std::result::Result<(), Failure> {
+    let (parent, dir) = x.take_parent(rel)?;
+    let name = rel.file_name().unwrap_or(rel.as_os_str());
+    let placed = place_in(x, tar, m, rel, dir.as_fd(), name, buf);
+    x.put_back(parent, dir);
+    placed
+}
+
+fn place_in<R: Read>(
+    x: &mut Extractor,
+    tar: &mut TarReader<R>,
+    m: &EntryMeta,
+    rel: &Path,
+    dir: BorrowedFd,
+    name: &OsStr,
+    buf: &mut [u8],
+) -> std::result::Result<(), Failure> {
     match m.kind {
         Kind::Dir => {
-            match std::fs::symlink_metadata(&full) {
-                Ok(md) if md.is_dir() => {}
+            match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                 Ok(_) => {
-                    x.clear(&rel, &full)?;
-                    std::fs::DirBuilder::new().mode(0o700).create(&full).with_context(|| format!("creating {}", full.display()))?;
+                    clear(dir, name)?;
+                    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io::Error::from)?;
                 }
-                Err(_) => {
-                    std::fs::DirBuilder::new().mode(0o700).create(&full).with_context(|| format!("creating {}", full.display()))?;
-                }
+                Err(_) => rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io::Error::from)?,
             }
-            x.safe_dirs.insert(rel.clone());
-            x.dirs.push((rel, m));
+            x.dirs.push((rel.to_path_buf(), m.clone()));
         }
         Kind::File => {
-            let open = || OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&full);
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let open = || rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(io::Error::from);
             // Create first; only when something is in the way, remove it.
-            let mut f = match open() {
+            let fd = match open() {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if let Err(e) = x.clear(&rel, &full) {
-                        x.warn(format!("cannot replace {}: {e}; member skipped", full.display()));
-                        return Ok(());
-                    }
-                    open().with_context(|| format!("creating {}", full.display()))?
+                    clear(dir, name).context("removing what is in the way")?;
+                    open()?
                 }
-                Err(e) => return Err(e).with_context(|| format!("creating {}", full.display())),
+                Err(e) => return Err(e.into()),
             };
-            let mut hasher = Xxh3::new();
-            let regions = m.sparse.clone().unwrap_or_else(|| vec![(0, m.size)]);
-            for (off, len) in &regions {
-                if m.sparse.is_some() {
-                    use std::io::Seek;
-                    f.seek(io::SeekFrom::Start(*off))?;
-                }
-                let mut left = *len;
-                while left > 0 {
-                    let want = left.min(buf.len() as u64) as usize;
-                    tar.read_data_exact(&mut buf[..want]).map_err(|e| annotate(e.into(), tar)).with_context(|| format!("extracting {}", lossy(&m.path)))?;
-                    hasher.update(&buf[..want]);
-                    f.write_all(&buf[..want]).with_context(|| format!("writing {}", full.display()))?;
-                    left -= want as u64;
-                }
-            }
-            if m.sparse.is_some() {
-                f.set_len(m.size).with_context(|| format!("setting the size of {}", full.display()))?;
-            }
+            let mut f = File::from(fd);
+            let hash = write_file_data(tar, m, &mut f, buf)?;
             x.report.bytes += m.size;
-            x.hashes.insert(m.path.clone(), (m.size, hasher.digest128()));
-            if let Err(e) = apply_meta_file(&f, &m) {
-                x.warn(format!("cannot set owner/mode/xattrs/time of {}: {e:#}", full.display()));
+            x.hashes.insert(m.path.clone(), (m.size, hash));
+            if let Err(e) = apply_meta_fd(f.as_fd(), m) {
+                x.warn(format!("cannot set owner/mode/xattrs/time of {}: {e:#}", x.show(rel)));
             }
         }
         Kind::HardLink => {
             let mut mr = false;
             let target_rel = match clean_path(&m.link, &mut mr) {
                 Ok(p) if !p.as_os_str().is_empty() => p,
-                _ => {
-                    x.refuse(&m.path, "hard link target leaves the target directory");
-                    return Ok(());
-                }
+                _ => return Err(Failure::Refused("hard link target leaves the target directory")),
             };
-            if !x.ensure_parents(&target_rel)? {
-                x.refuse(&m.path, "hard link target lies below a symlink");
-                return Ok(());
-            }
-            let _ = x.clear(&rel, &full);
-            if let Err(e) = std::fs::hard_link(x.root.join(&target_rel), &full) {
-                x.warn(format!("cannot create hard link {} to {}: {e}", full.display(), target_rel.display()));
-            }
+            let target_dir = match x.open_dir(target_rel.parent().unwrap_or(Path::new(""))) {
+                Ok(d) => d,
+                Err(e) if is_redirect(&e) => return Err(Failure::Refused("hard link target lies below a symlink")),
+                Err(e) => return Err(anyhow::Error::from(e).context(format!("hard link target {}", target_rel.display())).into()),
+            };
+            let target_name = target_rel.file_name().unwrap_or(target_rel.as_os_str());
+            let _ = clear(dir, name);
+            rustix::fs::linkat(&target_dir, target_name, dir, name, AtFlags::empty())
+                .map_err(io::Error::from)
+                .with_context(|| format!("linking to {}", target_rel.display()))?;
         }
         Kind::Symlink => {
-            if points_outside(&rel, &m.link) {
+            if points_outside(rel, &m.link) {
                 x.report.outward_symlinks += 1;
                 tracing::debug!("symlink {} -> {} points outside the tree (kept; never followed during extraction)", rel.display(), lossy(&m.link));
             }
             let link = OsStr::from_bytes(&m.link);
-            if let Err(e) = std::os::unix::fs::symlink(link, &full) {
-                if e.kind() != io::ErrorKind::AlreadyExists {
-                    return Err(e).with_context(|| format!("creating symlink {}", full.display()));
+            match rustix::fs::symlinkat(link, dir, name) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::EXIST) => {
+                    clear(dir, name).context("removing what is in the way")?;
+                    rustix::fs::symlinkat(link, dir, name).map_err(io::Error::from)?;
                 }
-                if let Err(e) = x.clear(&rel, &full) {
-                    x.warn(format!("cannot replace {}: {e}; member skipped", full.display()));
-                    return Ok(());
-                }
-                std::os::unix::fs::symlink(link, &full).with_context(|| format!("creating symlink {}", full.display()))?;
+                Err(e) => return Err(io::Error::from(e).into()),
             }
-            if let Err(e) = apply_meta_path(&full, &m) {
-                x.warn(format!("cannot set owner/time of symlink {}: {e:#}", full.display()));
+            if let Err(e) = apply_meta_at(dir, name, m) {
+                x.warn(format!("cannot set owner/time of symlink {}: {e:#}", x.show(rel)));
             }
         }
         Kind::Char | Kind::Block | Kind::Fifo => {
-            if let Err(e) = x.clear(&rel, &full) {
-                x.warn(format!("cannot replace {}: {e}; member skipped", full.display()));
-                return Ok(());
-            }
-            let (sflag, dev) = match m.kind {
-                Kind::Char => (nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::makedev(m.dev_major as u64, m.dev_minor as u64)),
-                Kind::Block => (nix::sys::stat::SFlag::S_IFBLK, nix::sys::stat::makedev(m.dev_major as u64, m.dev_minor as u64)),
-                _ => (nix::sys::stat::SFlag::S_IFIFO, 0),
+            clear(dir, name).context("removing what is in the way")?;
+            let (kind, dev) = match m.kind {
+                Kind::Char => (FileType::CharacterDevice, rustix::fs::makedev(m.dev_major, m.dev_minor)),
+                Kind::Block => (FileType::BlockDevice, rustix::fs::makedev(m.dev_major, m.dev_minor)),
+                _ => (FileType::Fifo, 0),
             };
-            match nix::sys::stat::mknod(&full, sflag, nix::sys::stat::Mode::from_bits_truncate(0o600), dev) {
-                Ok(()) => {
-                    if let Err(e) = apply_meta_path(&full, &m) {
-                        x.warn(format!("cannot set owner/mode/time of {}: {e:#}", full.display()));
-                    }
-                }
-                Err(e) => x.warn(format!("cannot create device node or FIFO {}: {e}", full.display())),
+            rustix::fs::mknodat(dir, name, kind, Mode::from_raw_mode(0o600), dev).map_err(io::Error::from).context("creating the device node or FIFO")?;
+            if let Err(e) = apply_meta_at(dir, name, m) {
+                x.warn(format!("cannot set owner/mode/time of {}: {e:#}", x.show(rel)));
             }
         }
     }
     Ok(())
 }
 
-fn mtime(m: &EntryMeta) -> SystemTime {
-    if m.mtime_sec >= 0 {
-        UNIX_EPOCH + Duration::new(m.mtime_sec as u64, m.mtime_nsec)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(m.mtime_sec.unsigned_abs())
+/// Write a file member's data (each region of a sparse one at its offset)
+/// and return its checksum.
+fn write_file_data<R: Read>(tar: &mut TarReader<R>, m: &EntryMeta, f: &mut File, buf: &mut [u8]) -> std::result::Result<u128, Failure> {
+    let mut hasher = Xxh3::new();
+    let regions = m.sparse.clone().unwrap_or_else(|| vec![(0, m.size)]);
+    for (off, len) in &regions {
+        if m.sparse.is_some() {
+            f.seek(io::SeekFrom::Start(*off)).with_context(|| format!("seeking to the sparse region at offset {off}"))?;
+        }
+        let mut left = *len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            tar.read_data_exact(&mut buf[..want]).map_err(|e| Failure::Stream(annotate(e.into(), tar).context(format!("extracting {}", lossy(&m.path)))))?;
+            hasher.update(&buf[..want]);
+            f.write_all(&buf[..want]).context("writing the data")?;
+            left -= want as u64;
+        }
+    }
+    if m.sparse.is_some() {
+        f.set_len(m.size).with_context(|| format!("setting the size to {} bytes", m.size))?;
+    }
+    Ok(hasher.digest128())
+}
+
+/// The member's owner as ids Linux takes (not `-1`, which means "unchanged").
+fn owner(m: &EntryMeta) -> Result<(rustix::fs::Uid, rustix::fs::Gid)> {
+    let uid = u32::try_from(m.uid).ok().filter(|&u| u != u32::MAX).with_context(|| format!("user id {} is not a Linux user id", m.uid))?;
+    let gid = u32::try_from(m.gid).ok().filter(|&g| g != u32::MAX).with_context(|| format!("group id {} is not a Linux group id", m.gid))?;
+    Ok((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
+}
+
+fn mtime(m: &EntryMeta) -> Timestamps {
+    Timestamps {
+        last_access: Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+        last_modification: Timespec { tv_sec: m.mtime_sec, tv_nsec: m.mtime_nsec.min(999_999_999).into() },
     }
 }
 
-fn set_acls_path(path: &Path, m: &EntryMeta, set: &dyn Fn(&str, &[u8]) -> io::Result<()>) -> Result<()> {
+/// The ACLs of a member as `system.posix_acl_*` xattrs, then its other xattrs.
+fn all_xattrs(m: &EntryMeta) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut v = m.xattrs.clone();
     if let Some(a) = &m.acl_access {
-        set("system.posix_acl_access", &format::acl_text_to_xattr(a)?).with_context(|| format!("setting the ACL of {}", path.display()))?;
+        v.push((b"system.posix_acl_access".to_vec(), format::acl_text_to_xattr(a).context("the ACL")?));
     }
     if let Some(a) = &m.acl_default {
-        set("system.posix_acl_default", &format::acl_text_to_xattr(a)?).with_context(|| format!("setting the default ACL of {}", path.display()))?;
+        v.push((b"system.posix_acl_default".to_vec(), format::acl_text_to_xattr(a).context("the default ACL")?));
     }
-    Ok(())
+    Ok(v)
 }
 
-/// Owner, mode, xattrs, ACLs, then times (in this order: chown clears
-/// setuid bits and file capabilities).
-fn apply_meta_file(f: &File, m: &EntryMeta) -> Result<()> {
-    use xattr::FileExt;
-    std::os::unix::fs::fchown(f, Some(m.uid as u32), Some(m.gid as u32)).context("chown")?;
-    f.set_permissions(std::fs::Permissions::from_mode(m.mode)).context("chmod")?;
+/// Owner, mode, xattrs, ACLs, then times, through the open file or
+/// directory (in this order: chown clears setuid bits and file capabilities).
+fn apply_meta_fd(fd: BorrowedFd, m: &EntryMeta) -> Result<()> {
+    let (uid, gid) = owner(m)?;
+    rustix::fs::fchown(fd, Some(uid), Some(gid)).context("chown")?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(m.mode)).context("chmod")?;
     // An xattr or ACL that cannot be set must not leave the time unset.
     let mut first_err = None;
-    for (k, v) in &m.xattrs {
-        if let Err(e) = f.set_xattr(OsStr::from_bytes(k), v).with_context(|| format!("setting extended attribute {}", lossy(k))) {
+    match all_xattrs(m) {
+        Ok(xattrs) => {
+            for (k, v) in &xattrs {
+                let set = rustix::fs::fsetxattr(fd, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty());
+                if let Err(e) = set.with_context(|| format!("setting extended attribute {}", lossy(k))) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(e) => {
             first_err.get_or_insert(e);
         }
     }
-    if let Err(e) = set_acls_path(Path::new("file"), m, &|k, v| f.set_xattr(k, v)) {
-        first_err.get_or_insert(e);
-    }
-    f.set_times(std::fs::FileTimes::new().set_modified(mtime(m))).context("setting the modification time")?;
+    rustix::fs::futimens(fd, &mtime(m)).context("setting the modification time")?;
     first_err.map_or(Ok(()), Err)
 }
 
-fn apply_meta_path(path: &Path, m: &EntryMeta) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(m.uid as u32), Some(m.gid as u32)).context("chown")?;
+/// The same for an entry that cannot be opened (a symlink, a device node,
+/// a FIFO): `name` in the open directory `dir`, never following a symlink.
+fn apply_meta_at(dir: BorrowedFd, name: &OsStr, m: &EntryMeta) -> Result<()> {
+    let (uid, gid) = owner(m)?;
+    rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW).context("chown")?;
     if m.kind != Kind::Symlink {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode)).context("chmod")?;
+        // Just made by mknodat in `dir`: not a symlink.
+        rustix::fs::chmodat(dir, name, Mode::from_raw_mode(m.mode), AtFlags::empty()).context("chmod")?;
     }
     let mut first_err = None;
-    for (k, v) in &m.xattrs {
-        if let Err(e) = xattr::set(path, OsStr::from_bytes(k), v).with_context(|| format!("setting extended attribute {}", lossy(k))) {
+    let xattrs = if m.kind == Kind::Symlink { Ok(m.xattrs.clone()) } else { all_xattrs(m) };
+    match xattrs {
+        Ok(xattrs) if !xattrs.is_empty() => {
+            // No `setxattrat` before Linux 6.13: the open directory's
+            // /proc/self/fd link resolves to it, and lsetxattr does not
+            // follow `name`.
+            let path = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+            for (k, v) in &xattrs {
+                let set = rustix::fs::lsetxattr(&path, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty());
+                if let Err(e) = set.with_context(|| format!("setting extended attribute {}", lossy(k))) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
             first_err.get_or_insert(e);
         }
     }
-    if m.kind != Kind::Symlink {
-        if let Err(e) = set_acls_path(path, m, &|k, v| xattr::set(path, k, v)) {
-            first_err.get_or_insert(e);
-        }
-    }
-    let t = mtime(m);
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let ts = nix::sys::time::TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64);
-    let now = nix::sys::time::TimeSpec::UTIME_OMIT;
-    nix::sys::stat::utimensat(None, path, &now, &ts, nix::sys::stat::UtimensatFlags::NoFollowSymlink).context("setting the modification time")?;
+    rustix::fs::utimensat(dir, name, &mtime(m), AtFlags::SYMLINK_NOFOLLOW).context("setting the modification time")?;
     first_err.map_or(Ok(()), Err)
 }
 
@@ -451,6 +600,7 @@ pub fn list<R: Read + Send + 'static>(input: R, out: &mut dyn Write) -> Result<u
         };
         writeln!(out, "{}{:04o} {}/{} {:>12} {} {}{}", m.kind.letter(), m.mode, m.uid, m.gid, size, ts, format::escape_path(&m.path), link)?;
     }
+    tar.read_to_end_of_stream()?;
     Ok(n)
 }
 
@@ -512,6 +662,7 @@ pub fn verify<R: Read + Send + 'static>(input: R) -> Result<VerifyReport> {
         let data = data_len(&m);
         seen.insert(m.path.clone(), (m.kind.letter(), data, hash));
     }
+    tar.read_to_end_of_stream()?;
     let Some(text) = manifest else {
         bail!("the archive has no manifest member ({}): it was not written by rescue, or it is truncated", format::MANIFEST_NAME);
     };

@@ -9,6 +9,16 @@ use anyhow::{bail, Result};
 
 pub const BLOCK: usize = 512;
 
+/// The most bytes of extended headers (pax `x` and `g`, GNU `L` and `K`)
+/// that may precede one member, all of them together: a path, a link
+/// target, xattrs and ACLs fit many times over.
+pub const MAX_EXTENDED_HEADER_BYTES: u64 = 64 << 20;
+
+/// The most data regions a sparse member may list (16 bytes of memory
+/// each). The writer stores a file with more regions densely, so every
+/// archive it writes reads back.
+pub const MAX_SPARSE_REGIONS: usize = 4 << 20;
+
 /// Name of the last member: the manifest that `verify` checks against.
 pub const MANIFEST_NAME: &str = ".rescue-archive-manifest";
 
@@ -404,14 +414,34 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
-    fn read_whole_data(&mut self, max: u64) -> Result<Vec<u8>> {
-        if self.remaining > max {
-            bail!("an extended header of {} bytes is larger than plausible (corrupt archive?)", self.remaining);
+    /// Read an extended header's data whole, within what is left of the
+    /// member's budget `left` (all its extended headers together).
+    fn read_whole_data(&mut self, left: &mut u64) -> Result<Vec<u8>> {
+        if self.remaining > *left {
+            bail!(
+                "the extended headers before one member add up to more than {} MiB{} (corrupt or hostile archive?)",
+                MAX_EXTENDED_HEADER_BYTES >> 20,
+                self.after_last()
+            );
         }
+        *left -= self.remaining;
         let mut v = vec![0u8; self.remaining as usize];
         self.read_data_exact(&mut v)?;
         self.finish_member()?;
         Ok(v)
+    }
+
+    /// Read what follows the end-of-archive marker to the end of the
+    /// stream, so that the decompressor checks its own trailer (gzip CRC
+    /// and size, zstd checksum): damage or truncation there is an error.
+    pub fn read_to_end_of_stream(&mut self) -> Result<()> {
+        io::copy(&mut self.r, &mut io::sink()).map_err(|e| {
+            anyhow::anyhow!(
+                "the compressed stream is damaged or truncated after the end of the tar archive ({e}): \
+                 the data is not what was written; take another copy of the archive"
+            )
+        })?;
+        Ok(())
     }
 
     /// The next member's metadata; its data is then read with `read_data`.
@@ -422,6 +452,7 @@ impl<R: Read> TarReader<R> {
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut gnu_long_name: Option<Vec<u8>> = None;
         let mut gnu_long_link: Option<Vec<u8>> = None;
+        let mut extended_left = MAX_EXTENDED_HEADER_BYTES;
         loop {
             let mut h = [0u8; BLOCK];
             let at = self.offset;
@@ -442,16 +473,16 @@ impl<R: Read> TarReader<R> {
             let typeflag = h[156];
             match typeflag {
                 b'x' => {
-                    let data = self.read_whole_data(64 << 20)?;
+                    let data = self.read_whole_data(&mut extended_left)?;
                     pax.extend(parse_pax(&data)?);
                     continue;
                 }
                 b'g' => {
-                    self.read_whole_data(64 << 20)?;
+                    self.read_whole_data(&mut extended_left)?;
                     continue;
                 }
                 b'L' => {
-                    let mut d = self.read_whole_data(1 << 20)?;
+                    let mut d = self.read_whole_data(&mut extended_left)?;
                     while d.last() == Some(&0) {
                         d.pop();
                     }
@@ -459,7 +490,7 @@ impl<R: Read> TarReader<R> {
                     continue;
                 }
                 b'K' => {
-                    let mut d = self.read_whole_data(1 << 20)?;
+                    let mut d = self.read_whole_data(&mut extended_left)?;
                     while d.last() == Some(&0) {
                         d.pop();
                     }
@@ -537,8 +568,8 @@ impl<R: Read> TarReader<R> {
                 if let Some(n) = sparse_name {
                     m.path = n;
                 }
-                let map = self.read_sparse_map()?;
-                m.size = realsize.unwrap_or_else(|| map.last().map(|(o, l)| o + l).unwrap_or(0));
+                let map = self.read_sparse_map().map_err(|e| e.context(format!("reading the sparse map of member {}", String::from_utf8_lossy(&m.path))))?;
+                m.size = self.check_sparse_map(&map, realsize).map_err(|e| e.context(format!("member {}", String::from_utf8_lossy(&m.path))))?;
                 m.sparse = Some(map);
             }
             // Strip a trailing slash from directory names.
@@ -550,35 +581,77 @@ impl<R: Read> TarReader<R> {
         }
     }
 
-    /// Read the GNU sparse 1.0 map that starts a sparse member's data.
+    /// Read the GNU sparse 1.0 map that starts a sparse member's data, in one
+    /// pass: the count of regions, then offset and length of each, one
+    /// decimal number a line, padded to a whole block.
     fn read_sparse_map(&mut self) -> Result<Vec<(u64, u64)>> {
-        let mut text = Vec::new();
-        let mut numbers = Vec::new();
-        let mut need: Option<usize> = None;
+        let mut count: Option<usize> = None;
+        let mut map = Vec::new();
+        let mut offset: Option<u64> = None;
+        let mut number: u64 = 0;
+        let mut digits = 0;
         loop {
             let mut blk = [0u8; BLOCK];
             self.read_data_exact(&mut blk)?;
-            text.extend_from_slice(&blk);
-            numbers.clear();
-            let mut complete_lines = text.split(|&b| b == b'\n').collect::<Vec<_>>();
-            complete_lines.pop(); // the part after the last newline
-            for l in complete_lines {
-                numbers.push(parse_dec(l)?);
-                if need.is_none() {
-                    need = Some(1 + 2 * numbers[0] as usize);
+            for &b in &blk {
+                if b.is_ascii_digit() {
+                    number = number
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                        .ok_or_else(|| anyhow::anyhow!("a number in the sparse map is larger than 2^64"))?;
+                    digits += 1;
+                    continue;
                 }
-            }
-            if let Some(n) = need {
-                if numbers.len() >= n {
-                    break;
+                if b != b'\n' || digits == 0 {
+                    bail!("the sparse map is not one decimal number a line (corrupt archive?)");
                 }
-            }
-            if text.len() > 64 << 20 {
-                bail!("the sparse map of a member is larger than plausible (corrupt archive?)");
+                match count {
+                    None => {
+                        let n = usize::try_from(number).ok().filter(|&n| n <= MAX_SPARSE_REGIONS);
+                        let n = n.ok_or_else(|| {
+                            anyhow::anyhow!("the sparse map lists {number} regions, more than the {MAX_SPARSE_REGIONS} rescue accepts (corrupt archive?)")
+                        })?;
+                        count = Some(n);
+                    }
+                    Some(_) => match offset.take() {
+                        None => offset = Some(number),
+                        Some(o) => map.push((o, number)),
+                    },
+                }
+                number = 0;
+                digits = 0;
+                if count == Some(map.len()) && offset.is_none() {
+                    // The rest of the block is padding.
+                    return Ok(map);
+                }
             }
         }
-        let n = numbers[0] as usize;
-        Ok((0..n).map(|i| (numbers[1 + 2 * i], numbers[2 + 2 * i])).collect())
+    }
+
+    /// Check a sparse map against the member: regions inside the file, the
+    /// file within what Linux can address, the data within the member.
+    /// Returns the file's real size.
+    fn check_sparse_map(&self, map: &[(u64, u64)], realsize: Option<u64>) -> Result<u64> {
+        let mut end = 0u64;
+        let mut data = 0u64;
+        for &(offset, len) in map {
+            let region_end = Some(offset).filter(|&o| o >= end).and_then(|o| o.checked_add(len));
+            end = region_end.ok_or_else(|| {
+                anyhow::anyhow!("its sparse map has a region at offset {offset} (length {len}) that overlaps or wraps around (corrupt archive?)")
+            })?;
+            data = data.saturating_add(len);
+        }
+        let size = realsize.unwrap_or(end);
+        if size < end {
+            bail!("its sparse map has a region ending at byte {end}, beyond the file's size of {size} bytes (corrupt archive?)");
+        }
+        if size > i64::MAX as u64 {
+            bail!("its size of {size} bytes is larger than a Linux file can be (corrupt archive?)");
+        }
+        if data > self.remaining {
+            bail!("its sparse map lists {data} bytes of data, but the member holds only {} (corrupt archive?)", self.remaining);
+        }
+        Ok(size)
     }
 
     fn after_last(&self) -> String {

@@ -57,6 +57,12 @@ impl Compression {
     }
 }
 
+/// The largest zstd window the reader accepts, as a power of two: what
+/// the writer's highest level (19) uses, 8 MiB. A frame asking for more
+/// (up to 2 GiB) was not written by rescue and is refused before the
+/// decoder allocates it.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 /// Number of CPUs we may use.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
@@ -185,8 +191,8 @@ pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedRe
     let mut dec: Box<dyn Read + Send> = match kind {
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(br)?;
-            d.window_log_max(31)?;
-            Box::new(d)
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(ZstdErrors(d))
         }
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
         Compression::None => Box::new(br),
@@ -220,6 +226,25 @@ pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedRe
         }
     });
     Ok((ThreadedReader { rx, cur: Vec::new(), pos: 0, done: false, _thread: thread }, kind))
+}
+
+/// Explains the zstd decoder's one error that is a limit, not damage.
+struct ZstdErrors<R>(R);
+
+impl<R: Read> Read for ZstdErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.to_string().contains("too much memory") {
+                io::Error::other(format!(
+                    "{e}: the zstd stream asks for a window above {} MiB, which rescue never writes; \
+                     decompress it with `zstd -d --long=31` and read the plain tar",
+                    (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20
+                ))
+            } else {
+                e
+            }
+        })
+    }
 }
 
 /// A `Read` that counts bytes into a shared counter (for progress).

@@ -331,3 +331,100 @@ impl Drop for LoopFs {
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
 }
+
+// ---------------------------------------------------------------- hand-made archives
+
+/// One ustar header block with any name, type and size (no validation:
+/// hostile archives are made with it).
+pub fn raw_header(name: &[u8], typeflag: u8, size: u64, mode: u32, link: &[u8]) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+    let octal = |field: &mut [u8], v: u64| {
+        let w = field.len() - 1;
+        field[..w].copy_from_slice(format!("{v:0w$o}").as_bytes());
+    };
+    octal(&mut h[100..108], mode as u64);
+    octal(&mut h[108..116], 0);
+    octal(&mut h[116..124], 0);
+    octal(&mut h[124..136], size);
+    octal(&mut h[136..148], 1_700_000_000);
+    h[156] = typeflag;
+    h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// One pax record, `LEN KEY=VALUE\n` (LEN counts itself).
+pub fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let base = key.len() + value.len() + 3;
+    let mut len = base + 1;
+    while len != base + len.to_string().len() {
+        len = base + len.to_string().len();
+    }
+    let mut out = format!("{len} ").into_bytes();
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
+/// Append a member (header, data, padding) to a raw archive.
+pub fn raw_member(out: &mut Vec<u8>, header: [u8; 512], data: &[u8]) {
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+/// Append a pax extended header holding `records`.
+pub fn raw_pax(out: &mut Vec<u8>, records: &[u8]) {
+    raw_member(out, raw_header(b"PaxHeaders/x", b'x', records.len() as u64, 0o644, b""), records);
+}
+
+/// Append a GNU sparse 1.0 member with a hand-written map text (as given,
+/// padded to a block) followed by `data`.
+pub fn raw_sparse(out: &mut Vec<u8>, name: &[u8], realsize: Option<u64>, map_text: &[u8], data: &[u8]) {
+    let mut recs = pax_record(b"GNU.sparse.major", b"1");
+    recs.extend(pax_record(b"GNU.sparse.minor", b"0"));
+    recs.extend(pax_record(b"GNU.sparse.name", name));
+    if let Some(r) = realsize {
+        recs.extend(pax_record(b"GNU.sparse.realsize", r.to_string().as_bytes()));
+    }
+    raw_pax(out, &recs);
+    let mut body = map_text.to_vec();
+    body.resize(body.len().div_ceil(512) * 512, 0);
+    body.extend_from_slice(data);
+    raw_member(out, raw_header(b"./GNUSparseFile.0/x", b'0', body.len() as u64, 0o644, b""), &body);
+}
+
+/// The end-of-archive marker.
+pub fn raw_end(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0u8; 1024]);
+}
+
+/// Compress a raw tar stream as zstd (level 1).
+pub fn zstd_bytes(tar: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(tar, 1).unwrap()
+}
+
+/// Run a command, killing it after `secs`: `None` when it did not finish.
+pub fn run_within(mut c: Command, secs: u64) -> Option<(Output, std::time::Duration)> {
+    let start = std::time::Instant::now();
+    let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    while start.elapsed().as_secs() < secs {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            eprintln!("$ {:?}\nexit {:?} after {:?}\nstderr: {}", c, out.status.code(), start.elapsed(), String::from_utf8_lossy(&out.stderr));
+            return Some((out, start.elapsed()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("$ {c:?} did not finish within {secs} s");
+    None
+}
