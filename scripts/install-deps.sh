@@ -21,6 +21,8 @@ PKGS=(
   squashfs-tools fuse2fs
   # misc
   jq file procps hyperfine time binutils syslinux
+  # fuzzing (scripts/fuzz.sh): libFuzzer is C++
+  g++
 )
 missing=()
 for p in "${PKGS[@]}"; do
