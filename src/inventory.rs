@@ -81,14 +81,6 @@ impl Inventory {
     }
 }
 
-/// `major:minor` of a device node, as sysfs and mountinfo write it.
-fn devnum_of_path(path: &str) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    let rdev = m.rdev();
-    Some(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
-}
-
 /// A mounted device: by `major:minor` and by mount point.
 struct MountEntry {
     devnum: String,
@@ -97,25 +89,20 @@ struct MountEntry {
 }
 
 fn read_mounts() -> Result<Vec<MountEntry>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
-        if f.len() < sep + 3 || f.len() < 5 {
-            continue;
-        }
-        let source = crate::target::unescape_mountinfo(f[sep + 2]);
-        // Btrfs reports an anonymous device number; its source path names the real one.
-        let source_devnum = if source.starts_with("/dev/") { devnum_of_path(&source) } else { None };
-        out.push(MountEntry { devnum: f[2].to_string(), source_devnum, target: crate::target::unescape_mountinfo(f[4]) });
-    }
-    Ok(out)
+    Ok(crate::util::mountinfo()?
+        .into_iter()
+        .map(|m| MountEntry {
+            // Btrfs reports an anonymous device number; its source path names the real one.
+            source_devnum: if m.source.starts_with("/dev/") { crate::util::devnum_of_path(&m.source) } else { None },
+            devnum: m.devnum,
+            target: m.target.to_string_lossy().into_owned(),
+        })
+        .collect())
 }
 
 fn read_swaps() -> Result<Vec<String>> {
     let text = std::fs::read_to_string("/proc/swaps").context("reading /proc/swaps")?;
-    Ok(text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).filter_map(devnum_of_path).collect())
+    Ok(text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).filter_map(crate::util::devnum_of_path).collect())
 }
 
 /// by-id name -> kernel name of the disk or partition it points at.

@@ -250,19 +250,7 @@ struct StateFile {
 
 /// What is mounted now (mount point and filesystem), in mount order.
 fn mountinfo() -> Result<Vec<MountRecord>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            Some(MountRecord { devnum: f.get(2)?.to_string(), target: PathBuf::from(unescape_mountinfo(f.get(4)?)) })
-        })
-        .collect())
-}
-
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-pub fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    Ok(crate::util::mountinfo()?.into_iter().map(|m| MountRecord { target: m.target, devnum: m.devnum }).collect())
 }
 
 #[cfg(test)]

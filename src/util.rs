@@ -1,7 +1,7 @@
 //! Small helpers shared by every module.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -76,4 +76,59 @@ pub fn is_mount_root(path: &Path) -> bool {
     let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, 0, &mut stx) };
     let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
     r != 0 || stx.stx_attributes_mask & bit == 0 || stx.stx_attributes & bit != 0
+}
+
+/// One line of `/proc/self/mountinfo`: the filesystem's `major:minor`, the
+/// mount source and the mount point (unescaped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub devnum: String,
+    pub source: String,
+    pub target: PathBuf,
+}
+
+/// What is mounted now, in mount order: the one reader of mountinfo.
+pub fn mountinfo() -> Result<Vec<MountInfo>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(parse_mountinfo(&text))
+}
+
+/// [`mountinfo`] of a text; lines that do not parse are left out.
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            Some(MountInfo { devnum: f.get(2)?.to_string(), source: unescape_mountinfo(f.get(sep + 2)?), target: PathBuf::from(unescape_mountinfo(f.get(4)?)) })
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+pub fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// The `major:minor` of a block device node (as mountinfo writes it).
+pub fn devnum_of_path(path: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(path).ok()?.rdev();
+    Some(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod mountinfo_tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_give_devnum_source_and_unescaped_target() {
+        let text = "36 35 98:0 / /mnt/my\\040disk rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                    37 36 0:42 / /run/user/0 rw shared:2 - tmpfs tmpfs rw\n\
+                    garbage line\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].devnum.as_str(), m[0].source.as_str(), m[0].target.as_path()), ("98:0", "/dev/root", Path::new("/mnt/my disk")));
+        assert_eq!(m[1].target, PathBuf::from("/run/user/0"));
+    }
 }

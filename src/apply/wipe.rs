@@ -60,34 +60,6 @@ fn tree(disk: &str) -> Vec<Node> {
     out
 }
 
-struct MountLine {
-    devnum: String,
-    source: String,
-    target: PathBuf,
-}
-
-fn mountinfo() -> Result<Vec<MountLine>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            Some(MountLine {
-                devnum: f.get(2)?.to_string(),
-                source: crate::target::unescape_mountinfo(f.get(sep + 2)?),
-                target: PathBuf::from(crate::target::unescape_mountinfo(f.get(4)?)),
-            })
-        })
-        .collect())
-}
-
-fn devnum_of(path: &str) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(format!("{}:{}", libc::major(m.rdev()), libc::minor(m.rdev())))
-}
-
 /// The kernel name of a disk path (`/dev/disk/by-id/...` resolved).
 fn kernel_name(dev: &Path) -> Result<String> {
     let real = std::fs::canonicalize(dev).with_context(|| format!("resolving {}", dev.display()))?;
@@ -126,8 +98,10 @@ pub fn deactivate_under(dev: &Path, root: &TargetRoot) -> Result<()> {
     let nodes = tree(&name);
     let nums: BTreeSet<&str> = nodes.iter().map(|n| n.devnum.as_str()).collect();
     let ours = root.our_mounts()?;
-    let mounts: Vec<MountLine> =
-        mountinfo()?.into_iter().filter(|m| nums.contains(m.devnum.as_str()) || devnum_of(&m.source).is_some_and(|d| nums.contains(d.as_str()))).collect();
+    let mounts: Vec<crate::util::MountInfo> = crate::util::mountinfo()?
+        .into_iter()
+        .filter(|m| nums.contains(m.devnum.as_str()) || crate::util::devnum_of_path(&m.source).is_some_and(|d| nums.contains(d.as_str())))
+        .collect();
     if let Some(m) = mounts.iter().find(|m| !ours.iter().any(|o| o.target == m.target && o.devnum == m.devnum)) {
         bail!(
             "{} is in use: {} is mounted at {}; unmount it first, or map another disk (rescue only undoes the mounts it made itself under {})",
@@ -138,7 +112,12 @@ pub fn deactivate_under(dev: &Path, root: &TargetRoot) -> Result<()> {
         );
     }
     if let Ok(swaps) = std::fs::read_to_string("/proc/swaps") {
-        if let Some(s) = swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()).find(|s| devnum_of(s).is_some_and(|d| nums.contains(d.as_str()))) {
+        if let Some(s) = swaps
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .find(|s| crate::util::devnum_of_path(s).is_some_and(|d| nums.contains(d.as_str())))
+        {
             bail!("{} is in use: {s} is an active swap space; `swapoff {s}` first, or map another disk", dev.display());
         }
     }
