@@ -8,8 +8,11 @@
 //!   the restored system before finalizing ([`Needs::for_steps`]).
 //!
 //! Every descriptor variant is matched exhaustively here, so a new
-//! filesystem type, bootloader, backup method or URL scheme does not compile
-//! until it says what it needs; `tests/needs.rs` builds an image for each.
+//! filesystem type or bootloader does not compile until it says what it
+//! needs; a backup method says it through `Backend::rescue_needs` (a
+//! required method of the trait), a URL scheme in
+//! `backup::Location::rescue_needs` (an exhaustive match), and comes in as
+//! the `source` of [`recovery`]. `tests/needs.rs` builds an image for each.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -407,13 +407,26 @@ pub struct ImageParts {
     pub secrets: Vec<String>,
 }
 
-/// A backend's settings as `rescue dump` shows them (secrets masked).
-#[derive(Debug, Clone, Serialize)]
+/// A backend's settings as `rescue dump` shows them (secrets masked);
+/// serialized as one object: `what` and each value by its name.
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// What it is (`Bacula director`).
     pub what: String,
     /// Name and value, in order.
     pub values: Vec<(String, String)>,
+}
+
+impl Serialize for Settings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.values.len() + 1))?;
+        m.serialize_entry("what", &self.what)?;
+        for (k, v) in &self.values {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 impl fmt::Display for Settings {

@@ -682,6 +682,26 @@ done
     }
 
     #[test]
+    fn the_backend_shows_the_director_never_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let mut cfg = BackupConfig { method: BackupMethod::Bareos, ..Default::default() };
+        cfg.server = ServerConfig { address: Some("dir.example".into()), password_file: pw, client: Some("web1-fd".into()), ..Default::default() };
+        let b = DirectorBackend::new(&cfg);
+        assert_eq!(b.describe(), "Bareos director dir.example:9101, client web1-fd");
+        assert!(!b.follows_the_descriptor());
+        let shown = b.settings().unwrap();
+        let text = shown.to_string();
+        assert!(text.starts_with("backup server (Bareos): director dir.example:9101") && text.contains("password ******** (from"), "{text}");
+        let json = serde_json::to_value(&shown).unwrap();
+        assert_eq!(json["client"], "web1-fd");
+        assert!(!text.contains("s3cret") && !json.to_string().contains("s3cret"));
+        let names: Vec<String> = b.rescue_needs().programs.into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["bareos-fd", "bconsole", "timeout"]);
+    }
+
+    #[test]
     fn client_defaults_to_hostname_fd() {
         assert!(client_name(&ServerConfig::default()).ends_with("-fd"));
         assert_eq!(client_name(&ServerConfig { client: Some("x-fd".into()), ..Default::default() }), "x-fd");

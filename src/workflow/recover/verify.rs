@@ -95,4 +95,31 @@ mod tests {
         assert!(msg.contains("/usr/lib/grub/i386-pc") && msg.contains("grub-pc-bin") && msg.contains("Nothing was written"), "{msg}");
         check_target(&n, &l, |p| ["usr/sbin/grub-install", "usr/lib/grub/i386-pc"].contains(&p)).unwrap();
     }
+
+    #[test]
+    fn the_checked_archive_lists_the_bootloader_files_of_the_recovered_root() {
+        let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/grub/i386-pc")).unwrap();
+        std::fs::write(root.join("usr/sbin/grub-install"), "#!/bin/sh\n").unwrap();
+        let file = d.path().join("dest").join(crate::backup::host_dir_name(&l)).join("backup-20261201-000000.tar.zst");
+        let sources = [crate::archive::Source { path: root.clone(), name: Vec::new() }];
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
+        let c = Config::default();
+        let source = crate::backup::open(&c.backup, Some(&format!("file://{}", d.path().join("dest").display()))).unwrap();
+        let needs = needs_of(&l, &c, source.as_ref());
+        let opts = crate::backup::CheckOptions { verify: true, progress: false };
+        let used = source.check(Some(&l), &crate::backup::Pick::default(), &opts).unwrap();
+        assert!(used.verified && !used.unread, "{used:?}");
+        assert_eq!(used.pick.archive.as_deref(), Some("backup-20261201-000000.tar.zst"), "the restore takes the archive checked");
+        let listing = used.listing.unwrap();
+        check_target(&needs, &l, |p| listing.contains(p)).unwrap();
+        std::fs::remove_dir(root.join("usr/lib/grub/i386-pc")).unwrap();
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
+        let listing = source.check(Some(&l), &crate::backup::Pick::default(), &opts).unwrap().listing.unwrap();
+        let e = check_target(&needs, &l, |p| listing.contains(p)).unwrap_err();
+        assert!(format!("{e:#}").contains("grub-pc-bin"), "{e:#}");
+    }
 }
