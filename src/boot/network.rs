@@ -26,18 +26,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use serde::Serialize;
 
-/// A recorded NIC and what it is on this machine. Names or MACs that stay
-/// the same are `None` on the new side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct NicRename {
-    pub old_name: String,
-    pub new_name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub old_mac: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub new_mac: Option<String>,
-}
+pub use crate::plan::nics::NicRename;
 
 /// The config formats this module rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
