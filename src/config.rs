@@ -28,6 +28,8 @@ pub struct Config {
     pub image: crate::image::config::ImageConfig,
     /// Recorded disk (block id in the descriptor) to the device to recover it onto.
     pub mapping: BTreeMap<String, String>,
+    /// Recorded NIC (name or MAC) to the NIC here (name or MAC) that takes its place.
+    pub network_mapping: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             recover: RecoverConfig::default(),
             image: crate::image::config::ImageConfig::default(),
             mapping: BTreeMap::new(),
+            network_mapping: BTreeMap::new(),
         }
     }
 }
@@ -185,6 +188,8 @@ mod tests {
         assert_eq!(c.log_dir, PathBuf::from("/tmp/l"));
         assert_eq!(c.capture.exclude_disks, vec!["sdz"]);
         assert_eq!(c.mapping["sda"], "/dev/vdb");
+        let c: Config = toml::from_str("[network-mapping]\nens3 = \"enp1s0\"\n\"52:54:00:12:34:02\" = \"enp2s0\"\n").unwrap();
+        assert_eq!((c.network_mapping["ens3"].as_str(), c.network_mapping["52:54:00:12:34:02"].as_str()), ("enp1s0", "enp2s0"));
     }
 
     #[test]

@@ -44,6 +44,40 @@ pub struct PresentDisk {
     pub busy: Vec<String>,
 }
 
+/// One NIC of the machine we recover onto, as the rescue system sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct PresentNic {
+    /// Its name in the rescue system.
+    pub name: String,
+    /// Permanent MAC.
+    pub mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_path: Option<String>,
+    /// The predictable name udev gives it (`enp1s0`), when udev can say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_name: Option<String>,
+}
+
+/// The NICs of this machine: `ip -j -d link` and sysfs read as capture reads
+/// them, and the name udev's predictable naming (`udevadm test-builtin
+/// net_id`: onboard, else slot, else path) gives each.
+pub fn read_nics_live() -> Result<Vec<PresentNic>> {
+    let net = crate::probe::network::capture_network(&crate::probe::source::Live, "/").context("reading this machine's network interfaces")?;
+    Ok(net
+        .nics()
+        .filter_map(|i| {
+            let mac = i.mac.clone()?;
+            let props = crate::cmd::Cmd::new("udevadm").args(["test-builtin", "net_id"]).arg(format!("/sys/class/net/{}", i.name)).read().unwrap_or_default();
+            let props = crate::probe::parse::key_values(&props);
+            let predicted_name = ["ID_NET_NAME_ONBOARD", "ID_NET_NAME_SLOT", "ID_NET_NAME_PATH"].iter().find_map(|k| props.get(*k).cloned());
+            Some(PresentNic { name: i.name.clone(), mac, driver: i.driver.clone(), pci_path: i.pci_path.clone(), predicted_name })
+        })
+        .collect())
+}
+
 /// The present disks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Inventory {

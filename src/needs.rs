@@ -154,6 +154,7 @@ pub fn recovery(layout: &Layout, image: &ImageConfig, source: Needs) -> Needs {
     n.files.extend(source.files);
     n.modules.extend(source.modules);
     finalize(&mut n, layout);
+    recorded_network(&mut n, layout, config);
     n.dedup();
     n
 }
@@ -316,8 +317,23 @@ fn rescue_system(n: &mut Needs, image: &ImageConfig) {
     for p in &image.extra_programs {
         n.program(p, Runs::Rescue, When::Always, "image.extra-programs");
     }
+    if config.image.network == crate::image::config::NetworkMode::Recorded {
+        n.program("ip", Runs::Rescue, When::Always, "image.network = \"recorded\": brings up the recorded bonds, VLANs, addresses and routes");
+    }
     for m in DISSIMILAR_HARDWARE {
         n.module(m, false, "a driver a different machine may need for its disks, network or the rescue medium");
+    }
+}
+
+/// The kernel modules the recorded network needs in the rescue system
+/// (`image.network = "recorded"`), by the kinds of interface it has.
+fn recorded_network(n: &mut Needs, layout: &Layout, config: &Config) {
+    use crate::layout::network::InterfaceKind;
+    let Some(net) = layout.network.as_ref().filter(|_| config.image.network == crate::image::config::NetworkMode::Recorded) else { return };
+    for (kind, module) in [(InterfaceKind::Bond, "bonding"), (InterfaceKind::Vlan, "8021q"), (InterfaceKind::Bridge, "bridge")] {
+        if net.interfaces.iter().any(|i| i.kind == kind) {
+            n.module(module, true, format!("image.network = \"recorded\": the recorded network has a {kind:?}").to_lowercase());
+        }
     }
 }
 

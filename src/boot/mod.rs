@@ -6,6 +6,7 @@
 //! Like storage recovery, finalizing is a plan computed first (pure, testable,
 //! printable), then executed step by step in a chroot of the target.
 
+pub mod network;
 pub mod rewrite;
 
 use std::collections::{BTreeMap, BTreeSet};

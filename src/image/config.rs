@@ -139,6 +139,9 @@ pub enum AfterRecover {
 pub enum NetworkMode {
     Dhcp,
     Static,
+    /// The descriptor's `[network]`: bonds, VLANs, bridges, static addresses
+    /// and routes on the interfaces whose MACs are found; DHCP on the others.
+    Recorded,
     None,
 }
 

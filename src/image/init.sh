@@ -60,6 +60,75 @@ echo "RESCUE-MODULES loaded $loaded modules"
 [ -x "$UDEVD" ] && udevadm settle --timeout=60
 
 # Network.
+net_dhcp() {
+  ip link set "$1" up
+  if udhcpc -i "$1" -n -q -t 3 -T 2 -s /etc/rescue/udhcpc.sh >/dev/null 2>&1; then
+    echo "RESCUE-NET $1 $(ip -4 -o addr show dev "$1" | awk '{print $4}') dhcp"
+  fi
+}
+# The interface here that plays recorded interface $1 (/run/rescue-net.map: recorded present).
+net_map() { awk -v n="$1" '$1 == n { print $2; exit }' /run/rescue-net.map; }
+# image.network = "recorded": the lines of /etc/rescue/recorded-net (src/image/network.rs), in order.
+net_recorded() {
+  : > /run/rescue-net.map
+  [ -f /etc/rescue/recorded-net ] || echo "RESCUE-NET no recorded network in the image: DHCP on every interface"
+  [ -f /etc/rescue/recorded-net ] && while read -r kind name a b; do
+    case "$kind" in
+      nic)
+        for dev in /sys/class/net/*; do
+          [ "$(cat "$dev/address" 2>/dev/null)" = "$a" ] || continue
+          echo "$name ${dev##*/}" >> /run/rescue-net.map
+          echo "RESCUE-NET nic $name is ${dev##*/} ($a)"
+        done
+        [ -n "$(net_map "$name")" ] || echo "RESCUE-NET nic $name ($a) is not in this machine" ;;
+      bond|bridge)
+        found=""
+        for m in $(echo "$b" | tr , ' '); do p=$(net_map "$m"); [ -n "$p" ] && found="$found $p"; done
+        if [ -z "$found" ]; then echo "RESCUE-NET $kind $name not made: none of $b is here"; continue; fi
+        if [ "$kind" = bond ]; then
+          modprobe -q bonding 2>/dev/null
+          ip link add "$name" type bond mode "$a" || continue
+        else
+          modprobe -q bridge 2>/dev/null
+          ip link add "$name" type bridge || continue
+        fi
+        for p in $found; do ip link set "$p" down; ip link set "$p" master "$name"; ip link set "$p" up; done
+        ip link set "$name" up
+        echo "$name $name" >> /run/rescue-net.map
+        echo "RESCUE-NET $kind $name up with$found" ;;
+      vlan)
+        p=$(net_map "$a")
+        if [ -z "$p" ]; then echo "RESCUE-NET vlan $name not made: $a is not here"; continue; fi
+        modprobe -q 8021q 2>/dev/null
+        ip link set "$p" up
+        ip link add link "$p" name "$name" type vlan id "$b" || continue
+        ip link set "$name" up
+        echo "$name $name" >> /run/rescue-net.map
+        echo "RESCUE-NET vlan $name id $b on $p" ;;
+      addr)
+        p=$(net_map "$name"); [ -n "$p" ] || continue
+        ip link set "$p" up
+        case "$a" in *:*) nodad=nodad ;; *) nodad= ;; esac
+        ip addr add "$a" dev "$p" $nodad && echo "RESCUE-NET $p $a recorded" ;;
+      dhcp)
+        p=$(net_map "$name"); [ -n "$p" ] && net_dhcp "$p" ;;
+      route|route6)
+        p=$(net_map "$b"); [ -n "$p" ] || continue
+        fam=-4; [ "$kind" = route6 ] && fam=-6
+        if [ "$a" = - ]; then ip $fam route add "$name" dev "$p"; else ip $fam route add "$name" via "$a" dev "$p"; fi &&
+          echo "RESCUE-NET route $name via $a dev $p" ;;
+      dns) echo "nameserver $name" >> /etc/resolv.conf ;;
+    esac
+  done < /etc/rescue/recorded-net
+  # DHCP on every interface the recorded setup does not use.
+  for dev in /sys/class/net/*; do
+    ifc=${dev##*/}
+    [ "$ifc" = lo ] && continue
+    awk -v n="$ifc" '$2 == n { f = 1 } END { exit !f }' /run/rescue-net.map && continue
+    [ -e "$dev/master" ] && continue
+    net_dhcp "$ifc"
+  done
+}
 net_up() {
   case "$RESCUE_NETWORK" in
     none) return 0 ;;
@@ -76,14 +145,12 @@ net_up() {
           echo "RESCUE-NET $ifc $addr static"
         done
       done < /etc/rescue/static-net ;;
+    recorded) net_recorded ;;
     *)
       for dev in /sys/class/net/*; do
         ifc=${dev##*/}
         [ "$ifc" = lo ] && continue
-        ip link set "$ifc" up
-        if udhcpc -i "$ifc" -n -q -t 3 -T 2 -s /etc/rescue/udhcpc.sh >/dev/null 2>&1; then
-          echo "RESCUE-NET $ifc $(ip -4 -o addr show dev "$ifc" | awk '{print $4}') dhcp"
-        fi
+        net_dhcp "$ifc"
       done ;;
   esac
 }

@@ -390,6 +390,7 @@ pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<
             match cfg.network {
                 NetworkMode::Dhcp => "dhcp",
                 NetworkMode::Static => "static",
+                NetworkMode::Recorded => "recorded",
                 NetworkMode::None => "none",
             }
             .to_string(),
@@ -410,6 +411,9 @@ pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<
     tree.add_bytes(Path::new("/etc/rescue/image.env"), env_text, 0o644)?;
     tree.add_bytes(Path::new("/init"), INIT, 0o755)?;
     tree.add_bytes(Path::new("/etc/rescue/udhcpc.sh"), UDHCPC_SCRIPT, 0o755)?;
+    if let (NetworkMode::Recorded, Some(net)) = (cfg.network, &inp.layout.network) {
+        tree.add_bytes(Path::new(super::network::RECORDED_NET), super::network::recorded_net(net), 0o644)?;
+    }
     if !cfg.static_net.is_empty() {
         let text: String = cfg
             .static_net

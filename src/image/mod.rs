@@ -17,6 +17,7 @@ pub mod initramfs;
 pub mod iso;
 pub mod manifest;
 pub mod modules;
+pub mod network;
 pub mod pxe;
 pub mod tree;
 

@@ -9,6 +9,7 @@
 //! the recovery machine: the plan maps disks to present devices.
 
 pub mod diff;
+pub mod network;
 pub mod recovery;
 pub mod validate;
 
@@ -62,6 +63,10 @@ pub struct Layout {
     /// recovery knows where the data is even without a config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupRecord>,
+    /// The network of the recorded system (absent in descriptors captured
+    /// before rescue recorded it, or from a tree that is not the running system).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<network::Network>,
 }
 
 /// Whether `name` is a host name: labels of letters, digits, `-` and `_`

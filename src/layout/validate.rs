@@ -451,6 +451,15 @@ pub fn check(layout: &Layout, text: Option<&str>) -> Vec<ValidationError> {
             });
         }
     }
+    if let Some(net) = &layout.network {
+        for p in super::network::check(net) {
+            if p.table == "network" {
+                c.errors.push(ValidationError { line: text.and_then(|t| line_in_table(t, "network", p.key.unwrap_or("nameservers"))), message: p.message });
+            } else {
+                c.err(p.table, p.index, p.key, p.message);
+            }
+        }
+    }
     c.errors
 }
 

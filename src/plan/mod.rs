@@ -6,6 +6,7 @@
 pub mod capacity;
 pub mod fat;
 pub mod mapping;
+pub mod nics;
 pub mod resize;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +23,7 @@ use crate::target::TargetRoot;
 use crate::util::human_bytes;
 
 pub use mapping::{map_disks, partition_path, Ambiguity, DiskAssignment, MappingProblem, MatchReason};
+pub use nics::{NicAssignment, NicPlan, NicReason};
 pub use resize::ResizePolicy;
 
 /// What the planner needs besides the descriptor and the disks.
@@ -247,6 +249,9 @@ pub struct Plan {
     /// (an ESP grown or a FAT type changed for the target's sector size).
     pub notes: Vec<String>,
     pub operations: Vec<Operation>,
+    /// Recorded NICs → NICs here (set by recovery when the descriptor has a network).
+    #[serde(skip_serializing_if = "NicPlan::is_empty")]
+    pub nics: NicPlan,
 }
 
 impl Plan {
@@ -743,6 +748,7 @@ fn build_planned(layout: &Layout, opts: &PlanOptions, mapping: Vec<DiskAssignmen
         devices,
         notes,
         operations: ops,
+        nics: NicPlan::default(),
     })
 }
 
@@ -962,6 +968,10 @@ impl fmt::Display for Plan {
             for r in &self.resized {
                 writeln!(f, "  {}: {} -> {}", r.block, human_bytes(r.recorded_size), human_bytes(r.new_size))?;
             }
+        }
+        if !self.nics.is_empty() {
+            writeln!(f, "Network interfaces (the recovered system's config is rewritten for them):")?;
+            write!(f, "{}", self.nics)?;
         }
         if !self.notes.is_empty() {
             writeln!(f, "Changes from the recorded system:")?;

@@ -208,6 +208,7 @@ pub fn capture(sys: &dyn SystemView, opts: &CaptureOptions) -> Result<Capture> {
         excluded: Vec::new(),
         bootloader: Bootloader::default(),
         backup: None,
+        network: None,
     };
 
     let by_id = by_id_links(&p);
@@ -221,6 +222,7 @@ pub fn capture(sys: &dyn SystemView, opts: &CaptureOptions) -> Result<Capture> {
     capture_contents(&mut p, &scope, &mut layout);
     capture_mounts(&mut p, opts, &scope, &mut layout);
     capture_bootloader(&mut p, opts, &disks, &mut layout);
+    capture_net(&mut p, opts, &mut layout);
 
     let problems = crate::layout::validate::check(&layout, None);
     if !problems.is_empty() {
@@ -231,6 +233,20 @@ pub fn capture(sys: &dyn SystemView, opts: &CaptureOptions) -> Result<Capture> {
         );
     }
     Ok(Capture { layout, warnings: p.warnings })
+}
+
+/// The network belongs to the running system: recorded when capturing `/`
+/// (not a tree mounted elsewhere), on a system that has network interfaces.
+fn capture_net(p: &mut Probe, opts: &CaptureOptions, layout: &mut Layout) {
+    if !opts.root.trim_end_matches('/').is_empty() || !p.sys.exists("/sys/class/net") {
+        return;
+    }
+    match super::network::capture_network(p.sys, &opts.root) {
+        Ok(net) => layout.network = Some(net),
+        Err(e) => p.warn(format!(
+            "the network was not recorded ({e:#}); the rescue system can only use DHCP and a recovery onto other NICs cannot rewrite their config"
+        )),
+    }
 }
 
 fn capture_host(p: &mut Probe, opts: &CaptureOptions) -> Host {

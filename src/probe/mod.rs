@@ -5,6 +5,7 @@
 //! turns tool output into data, `capture` assembles the descriptor.
 
 pub mod capture;
+pub mod network;
 pub mod parse;
 pub mod source;
 

@@ -14,7 +14,7 @@ use crate::boot::{self, ChrootMounts, DeviceMap, Step, Target};
 use crate::cmd::Cmd;
 use crate::layout::Layout;
 use crate::needs::{Needs, StepKind};
-use crate::plan::Plan;
+use crate::plan::{NicPlan, Plan};
 use crate::target::TargetRoot;
 
 pub struct Options {
@@ -97,7 +97,8 @@ pub fn run(layout: &Layout, needs: &Needs, plan: &Plan, root: &TargetRoot, opts:
         );
     }
 
-    let mut done = Vec::new();
+    let (mut done, left) = rewrite_network(root, &plan.nics)?;
+    warnings.extend(left);
     let _binds = if steps.iter().any(runs_in_chroot) {
         if uefi {
             mount_efivarfs()?;
@@ -114,6 +115,31 @@ pub fn run(layout: &Layout, needs: &Needs, plan: &Plan, root: &TargetRoot, opts:
     }
     done.extend(crate::drill::marker::install_if_drill(root.path())?); // `rescue drill` only: its boot marker (src/drill/marker.rs)
     Ok(Done { steps: done, warnings })
+}
+
+/// Rewrite the recovered system's network config for the NICs of this
+/// machine: what was rewritten (finalize steps) and what was left as it was (warnings).
+fn rewrite_network(root: &TargetRoot, nics: &NicPlan) -> Result<(Vec<String>, Vec<String>)> {
+    let renames = nics.renames();
+    if renames.is_empty() {
+        return Ok(Default::default());
+    }
+    let t = Instant::now();
+    let dir = boot::network::RootDir::open(root.path())?;
+    let planned = boot::network::plan(&dir, &renames);
+    boot::network::apply(&dir, &planned).context("rewriting the network config of the recovered system")?;
+    let secs = t.elapsed().as_secs_f64();
+    let mut done: Vec<String> =
+        planned.rewritten.iter().map(|f| format!("rewrite {} for this machine's NICs: {} ({secs:.1} s)", f.path, f.changes.join("; "))).collect();
+    let mut left: Vec<String> = planned.left.iter().map(|(p, why)| format!("network config {p} left as it was: {why}")).collect();
+    if done.is_empty() && left.is_empty() {
+        left.push(format!(
+            "no network config of the recovered system names the recorded NICs ({}); if it does elsewhere, change it by hand",
+            renames.iter().map(|r| r.old_name.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    done.sort();
+    Ok((done, left))
 }
 
 /// The rescue init mounts efivarfs when booted with UEFI; make sure, since
@@ -167,11 +193,75 @@ mod tests {
             devices: [("vda".to_string(), "/dev/sdz".into()), ("vda2".to_string(), "/dev/sdz2".into())].into_iter().collect(),
             notes: Vec::new(),
             operations: Vec::new(),
+            nics: Default::default(),
         };
         let needs = crate::needs::recovery(&layout, &crate::image::config::ImageConfig::default(), Needs::default());
         let e = run(&layout, &needs, &plan, &plan.target_root, &Options { force_initramfs: false }).err().unwrap();
         let msg = format!("{e:#}");
         assert!(msg.contains("grub-install") && msg.contains("grub-pc") && msg.contains("No bootloader or initramfs step was run"), "{msg}");
         assert_eq!(std::fs::read_to_string(d.path().join("etc/fstab")).unwrap(), "/dev/vda2 / ext4 defaults 0 1\n");
+    }
+
+    /// The restored tree of the VM scenario's source (a Debian server with an
+    /// ifupdown bond of two virtio NICs and a VLAN on it) recovered onto a
+    /// machine whose e1000e NICs sit in the same slots.
+    #[test]
+    fn the_network_config_of_a_restored_tree_follows_the_nics() {
+        use crate::layout::network::Network;
+        use crate::probe::source::Fixture;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/network");
+        let fx = Fixture::load(&dir.join("bond-vlan.json")).unwrap();
+        let net: Network = crate::probe::network::capture_network(&fx, "/").unwrap();
+        let present = [
+            crate::inventory::PresentNic {
+                name: "enp0s3".into(),
+                mac: "52:54:00:ab:cd:01".into(),
+                driver: Some("e1000e".into()),
+                pci_path: Some("0000:00:03.0".into()),
+                predicted_name: Some("enp0s3".into()),
+            },
+            crate::inventory::PresentNic {
+                name: "enp0s4".into(),
+                mac: "52:54:00:ab:cd:02".into(),
+                driver: Some("e1000e".into()),
+                pci_path: Some("0000:00:04.0".into()),
+                predicted_name: Some("enp0s4".into()),
+            },
+        ];
+        let nics = crate::plan::nics::map_nics(&net, &present, &Default::default()).unwrap();
+
+        let d = tempfile::tempdir().unwrap();
+        let interfaces = match &fx.files["/etc/network/interfaces"] {
+            crate::probe::source::Answer::Ok(t) => t.clone(),
+            other => panic!("{other:?}"),
+        };
+        std::fs::create_dir_all(d.path().join("etc/network/interfaces.d")).unwrap();
+        std::fs::write(d.path().join("etc/network/interfaces"), &interfaces).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/udev/rules.d")).unwrap();
+        let rules = "SUBSYSTEM==\"net\", ACTION==\"add\", ATTR{address}==\"52:54:00:12:34:01\", NAME=\"ens3\"\n";
+        std::fs::write(d.path().join("etc/udev/rules.d/70-persistent-net.rules"), rules).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/systemd/network")).unwrap();
+        let odd = "[Match]\nName=ens4\n\n[Link]\nDescription=second port, was ens4\n";
+        std::fs::write(d.path().join("etc/systemd/network/10-ens4.link"), odd).unwrap();
+        let root = TargetRoot::new(d.path()).unwrap();
+
+        let (done, left) = rewrite_network(&root, &nics).unwrap();
+        let got = std::fs::read_to_string(d.path().join("etc/network/interfaces")).unwrap();
+        assert_eq!(got, interfaces.replace("bond-slaves ens3 ens4", "bond-slaves enp0s3 enp0s4").replace("bond-primary ens3", "bond-primary enp0s3"));
+        let rules_now = std::fs::read_to_string(d.path().join("etc/udev/rules.d/70-persistent-net.rules")).unwrap();
+        assert_eq!(rules_now, rules.replace("52:54:00:12:34:01", "52:54:00:ab:cd:01").replace("\"ens3\"", "\"enp0s3\""));
+        assert_eq!(std::fs::read_to_string(d.path().join("etc/systemd/network/10-ens4.link")).unwrap(), odd, "left as it was");
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(done[0].starts_with("rewrite /etc/network/interfaces for this machine's NICs: ens3 -> enp0s3; ens4 -> enp0s4"), "{done:?}");
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with("network config /etc/systemd/network/10-ens4.link left as it was: line 5"), "{left:?}");
+
+        // The same NICs: nothing to do.
+        let same = [
+            crate::inventory::PresentNic { name: "ens3".into(), mac: "52:54:00:12:34:01".into(), ..Default::default() },
+            crate::inventory::PresentNic { name: "ens4".into(), mac: "52:54:00:12:34:02".into(), ..Default::default() },
+        ];
+        let nics = crate::plan::nics::map_nics(&net, &same, &Default::default()).unwrap();
+        assert_eq!(rewrite_network(&root, &nics).unwrap(), (vec![], vec![]));
     }
 }

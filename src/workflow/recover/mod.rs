@@ -61,6 +61,9 @@ pub struct Args {
     /// Recover recorded disk OLD onto device NEW (repeatable), e.g. `sda=/dev/vdb`.
     #[arg(long = "map", value_name = "OLD=NEW")]
     pub map: Vec<String>,
+    /// The recorded NIC OLD (name or MAC) is NIC NEW here (name or MAC; repeatable), e.g. `ens3=enp1s0`.
+    #[arg(long = "map-nic", value_name = "OLD=NEW")]
+    pub map_nics: Vec<String>,
     /// Do not ask for confirmation before overwriting the mapped disks.
     #[arg(long)]
     pub yes: bool,
@@ -103,6 +106,9 @@ pub struct Args {
     /// Read the present disks from a JSON inventory instead of sysfs (tests).
     #[arg(long, value_name = "FILE", hide = true)]
     pub inventory: Option<PathBuf>,
+    /// Read the present NICs from a JSON list instead of `ip` and sysfs (tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub nic_inventory: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -254,7 +260,34 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &TargetRoot, int
             m
         })
         .collect();
-    plan::build_with_mapping(layout, &inv, &opts, mapping)
+    let mut the_plan = plan::build_with_mapping(layout, &inv, &opts, mapping)?;
+    map_nics(ctx, a, layout, &mut the_plan)?;
+    Ok(the_plan)
+}
+
+/// Map the recorded NICs to this machine's, into the plan. An ambiguity
+/// stops (`--map-nic` decides); NICs that cannot be read leave the
+/// recovered system's network config as it was, with a note.
+fn map_nics(ctx: &Ctx, a: &Args, layout: &Layout, the_plan: &mut Plan) -> Result<()> {
+    let Some(net) = layout.network.as_ref().filter(|n| n.nics().next().is_some()) else { return Ok(()) };
+    let present = match &a.nic_inventory {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading the NIC inventory {}", f.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing the NIC inventory {}", f.display()))?
+        }
+        None => match crate::inventory::read_nics_live() {
+            Ok(p) => p,
+            Err(e) => {
+                the_plan.notes.push(format!("the NICs of this machine could not be read ({e:#}): the recovered system's network config is kept as it was"));
+                return Ok(());
+            }
+        },
+    };
+    let mut map = ctx.config.network_mapping.clone();
+    map.extend(parse_pairs(&a.map_nics, "--map-nic")?);
+    the_plan.nics =
+        plan::nics::map_nics(net, &present, &map).map_err(|p| input_error(format!("cannot map the recorded network interfaces; nothing was written:\n{p}")))?;
+    Ok(())
 }
 
 /// Mark the disk holding `dev` (the backup's device, a key stick) busy, so it is never mapped.
@@ -385,6 +418,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             }
             let p = make_plan(ctx, a, &layout, target_root, interactive, &protect)?;
             rep.mapping = p.mapping.iter().map(report::MappedDisk::from).collect();
+            rep.nics = p.nics.assignments.clone();
             rep.warnings.extend(p.notes.iter().map(|n| format!("plan: {n}")));
             verify::check_wipe_tools(&p)?;
             if !ctx.json {

@@ -61,6 +61,9 @@ pub struct Report {
     /// From the start to the end of the last phase: the achieved recovery time.
     pub total_seconds: f64,
     pub mapping: Vec<MappedDisk>,
+    /// Recorded NICs and the NICs here that took their place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<crate::plan::NicAssignment>,
     pub backup: Option<BackupUsed>,
     pub restored: Option<Restored>,
     /// Finalize steps that ran.
@@ -88,6 +91,7 @@ impl Report {
             phases: Vec::new(),
             total_seconds: 0.0,
             mapping: Vec::new(),
+            nics: Vec::new(),
             backup: None,
             restored: None,
             finalize: Vec::new(),
@@ -125,7 +129,10 @@ impl Report {
         for p in &self.phases {
             let detail = match p.name.as_str() {
                 "verify" => self.backup.as_ref().map(|b| b.to_string()).unwrap_or_default(),
-                "plan" => self.mapping.iter().map(|m| format!("{} -> {}", m.recorded, m.device.display())).collect::<Vec<_>>().join(", "),
+                "plan" => {
+                    let disks = self.mapping.iter().map(|m| format!("{} -> {}", m.recorded, m.device.display()));
+                    disks.chain(self.nics.iter().map(|n| format!("{} -> {}", n.recorded, n.new_name))).collect::<Vec<_>>().join(", ")
+                }
                 "restore" => self.restored.as_ref().map(|r| format!("{} entries, {}", r.entries, human_bytes(r.bytes))).unwrap_or_default(),
                 "finalize" => format!("{} steps", self.finalize.len()),
                 _ => String::new(),
