@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-pub use crate::apply::Holder;
+use crate::apply::Holder;
 use crate::boot::Step;
 use crate::cmd::package_for;
 use crate::image::config::ImageConfig;

@@ -358,7 +358,7 @@ fn mbr_logical_ext2_boot_image_holds_mkfs_ext2_and_the_old_image_is_refused() {
     let mut b = check("mbr-logical", &l, &c, &["mkfs.ext2", "mkfs.xfs", "mkswap", "sfdisk"], &["fs-ext2", "fs-xfs"]);
     initramfs::check_tree(&b.tree, &b.needs, &b.modules).unwrap();
     // recover's verify check, run against the image tree (udev running, BIOS, old swap/LVM/MD active on the disk).
-    let now = needs::Now { udev: true, uefi: false, active: [needs::Holder::DeviceMapper, needs::Holder::Md].into() };
+    let now = needs::Now { udev: true, uefi: false, active: [rescue::apply::Holder::DeviceMapper, rescue::apply::Holder::Md].into() };
     let lacking = b.needs.missing_for_recover(&now, |p| has_program(&b, p));
     assert!(lacking.is_empty(), "verify would stop: {lacking:?}");
 
