@@ -154,7 +154,7 @@ pub fn recovery(layout: &Layout, image: &ImageConfig, source: Needs) -> Needs {
     n.files.extend(source.files);
     n.modules.extend(source.modules);
     finalize(&mut n, layout);
-    recorded_network(&mut n, layout, config);
+    recorded_network(&mut n, layout, image);
     n.dedup();
     n
 }
@@ -317,7 +317,7 @@ fn rescue_system(n: &mut Needs, image: &ImageConfig) {
     for p in &image.extra_programs {
         n.program(p, Runs::Rescue, When::Always, "image.extra-programs");
     }
-    if config.image.network == crate::image::config::NetworkMode::Recorded {
+    if image.network == crate::image::config::NetworkMode::Recorded {
         n.program("ip", Runs::Rescue, When::Always, "image.network = \"recorded\": brings up the recorded bonds, VLANs, addresses and routes");
     }
     for m in DISSIMILAR_HARDWARE {
@@ -327,9 +327,9 @@ fn rescue_system(n: &mut Needs, image: &ImageConfig) {
 
 /// The kernel modules the recorded network needs in the rescue system
 /// (`image.network = "recorded"`), by the kinds of interface it has.
-fn recorded_network(n: &mut Needs, layout: &Layout, config: &Config) {
+fn recorded_network(n: &mut Needs, layout: &Layout, image: &ImageConfig) {
     use crate::layout::network::InterfaceKind;
-    let Some(net) = layout.network.as_ref().filter(|_| config.image.network == crate::image::config::NetworkMode::Recorded) else { return };
+    let Some(net) = layout.network.as_ref().filter(|_| image.network == crate::image::config::NetworkMode::Recorded) else { return };
     for (kind, module) in [(InterfaceKind::Bond, "bonding"), (InterfaceKind::Vlan, "8021q"), (InterfaceKind::Bridge, "bridge")] {
         if net.interfaces.iter().any(|i| i.kind == kind) {
             n.module(module, true, format!("image.network = \"recorded\": the recorded network has a {kind:?}").to_lowercase());

@@ -103,13 +103,13 @@ mod tests {
     #[test]
     fn the_image_carries_ip_and_the_modules_of_the_recorded_kinds() {
         use crate::image::config::NetworkMode;
-        use crate::needs::{recovery, Data, Runs};
+        use crate::needs::{recovery, Needs, Runs};
         let fx = crate::probe::source::Fixture::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/network/bond-vlan.json")).unwrap();
         let mut layout = crate::layout::Layout::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
         layout.network = Some(crate::probe::network::capture_network(&fx, "/").unwrap());
         let mut config = crate::config::Config::default();
         let required = |config: &crate::config::Config| -> Vec<&'static str> {
-            let n = recovery(&layout, config, &Data::Unknown);
+            let n = recovery(&layout, &config.image, Needs::default());
             let mut v: Vec<&'static str> =
                 n.modules.iter().filter(|m| m.required && ["bonding", "8021q", "bridge"].contains(&m.name)).map(|m| m.name).collect();
             if n.programs.iter().any(|p| p.name == "ip" && p.runs == Runs::Rescue) {
