@@ -69,7 +69,8 @@ pub struct Family {
     pub id: FamilyId,
     /// os-release `ID` values (and `ID_LIKE` words) of the family.
     pub os_ids: &'static [&'static str],
-    /// A file that only a system of this family has, for a tree without os-release.
+    /// A file that only a system of this family has, for a tree without
+    /// os-release (and for the needs check, which sees a file list).
     pub marker: &'static str,
     /// grub-install for BIOS, and for UEFI (the same program; Debian ships it
     /// in a package per platform).
@@ -98,7 +99,7 @@ pub const FAMILIES: &[Family] = &[
     Family {
         id: FamilyId::Debian,
         os_ids: &["debian", "ubuntu"],
-        marker: "usr/sbin/update-grub",
+        marker: "etc/debian_version",
         grub_bios: Tool { name: "grub-install", package: "grub-pc" },
         grub_efi: Tool { name: "grub-install", package: "grub-efi-amd64" },
         grub_mkconfig: Tool { name: "grub-mkconfig", package: "grub2-common" },
@@ -118,7 +119,8 @@ pub const FAMILIES: &[Family] = &[
         id: FamilyId::Rhel,
         // ID_LIKE of Rocky/Alma/CentOS Stream is "rhel centos fedora"; RHEL's is "fedora".
         os_ids: &["rhel", "fedora", "centos", "rocky", "almalinux"],
-        marker: "usr/sbin/grub2-mkconfig",
+        // Fedora, Rocky, Alma and CentOS have it too (a link to their own release file).
+        marker: "etc/redhat-release",
         grub_bios: Tool { name: "grub2-install", package: "grub2-tools (RPM)" },
         grub_efi: Tool { name: "grub2-install", package: "grub2-tools (RPM)" },
         grub_mkconfig: Tool { name: "grub2-mkconfig", package: "grub2-tools (RPM)" },
@@ -258,8 +260,8 @@ mod tests {
 
     #[test]
     fn without_os_release_the_programs_decide() {
-        assert_eq!(sys("", &["usr/sbin/grub2-mkconfig"]).family, FamilyId::Rhel);
-        assert_eq!(sys("", &["usr/sbin/update-grub"]).family, FamilyId::Debian);
+        assert_eq!(sys("", &["etc/redhat-release"]).family, FamilyId::Rhel);
+        assert_eq!(sys("", &["etc/debian_version"]).family, FamilyId::Debian);
         assert_eq!(sys("", &[]).family, FamilyId::Debian);
         // A Debian system that uses dracut: dracut it is.
         assert_eq!(sys("ID=debian\n", &["usr/sbin/dracut"]).initramfs, InitramfsTool::Dracut);
