@@ -58,6 +58,7 @@ fn system_ls_resolves_completely() {
 
 /// `prog` with a `.note.dlopen` (systemd's ELF dlopen metadata) holding `json`,
 /// added with objcopy to the fixture program `hello`.
+#[allow(clippy::unwrap_used)]
 fn with_dlopen_note(root: &Path, json: &str) -> PathBuf {
     let mut desc = json.as_bytes().to_vec();
     desc.push(0);
