@@ -269,7 +269,7 @@ RES
     }
     # shellcheck disable=SC2317 # called by the EXIT trap
     scenario_host_stop() { "$here/../bacula/daemons.sh" stop "$W/bacula"; } ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, uefi-lvm-xfs-to-4kn)" ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, uefi-lvm-xfs-to-4kn; each may be prefixed with trixie-)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
