@@ -160,7 +160,8 @@ impl System {
     /// The directory under the ESP's `EFI/` this system's loader lives in.
     pub fn efi_dir(&self) -> &'static str {
         let f = self.family();
-        f.efi_dirs.iter().find(|(id, _)| *id == self.os_id).map(|(_, d)| *d).unwrap_or(f.efi_dirs[0].1)
+        let default = f.efi_dirs.first().map_or(f.efi_label, |(_, d)| *d);
+        f.efi_dirs.iter().find(|(id, _)| *id == self.os_id).map_or(default, |(_, d)| *d)
     }
 
     /// The UEFI boot entry's label when none was recorded: the system's NAME
