@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::apply::Holder;
+use crate::boot::distro::{self, EfiLoader, FamilyId, Tool};
 use crate::boot::Step;
 use crate::cmd::package_for;
 use crate::image::config::ImageConfig;
@@ -75,7 +76,7 @@ impl StepKind {
             Step::SystemdBoot { .. } => Some(StepKind::SystemdBoot),
             Step::GrubMkconfig { .. } => Some(StepKind::GrubMkconfig),
             Step::EfiBootEntry { .. } => Some(StepKind::EfiBootEntry),
-            Step::RewriteFile { .. } | Step::KeepInitramfs { .. } | Step::SelinuxRelabel => None,
+            Step::RewriteFile { .. } | Step::KeepInitramfs { .. } | Step::PackagedEfiLoader { .. } | Step::SelinuxRelabel { .. } => None,
         }
     }
 }
@@ -90,6 +91,8 @@ pub struct Program {
     pub why: String,
     pub runs: Runs,
     pub when: When,
+    /// For [`Runs::Target`]: the distribution family whose program this is (`None`: any).
+    pub family: Option<FamilyId>,
 }
 
 /// A file or directory recovery needs, relative to the root of the system
@@ -102,6 +105,8 @@ pub struct File {
     pub why: String,
     pub runs: Runs,
     pub when: When,
+    /// For [`Runs::Target`]: the distribution family whose file this is (`None`: any).
+    pub family: Option<FamilyId>,
 }
 
 /// A kernel module the rescue system loads.
@@ -161,20 +166,22 @@ pub fn recovery(layout: &Layout, image: &ImageConfig, source: Needs) -> Needs {
 
 impl Needs {
     pub fn program(&mut self, name: &str, runs: Runs, when: When, why: impl Into<String>) {
-        self.programs.push(Program { name: name.to_string(), package: package_for(name), why: why.into(), runs, when });
+        self.programs.push(Program { name: name.to_string(), package: package_for(name), why: why.into(), runs, when, family: None });
     }
 
-    fn target(&mut self, name: &str, package: &'static str, step: StepKind, why: &str) {
-        self.programs.push(Program { name: name.to_string(), package: Some(package), why: why.into(), runs: Runs::Target, when: When::Step(step) });
+    /// A program the recovered system must hold for a finalize step (of `family`'s systems only, when given).
+    fn target(&mut self, family: Option<FamilyId>, tool: Tool, step: StepKind, why: &str) {
+        let p = Program { name: tool.name.to_string(), package: Some(tool.package), why: why.into(), runs: Runs::Target, when: When::Step(step), family };
+        self.programs.push(p);
     }
 
     /// A file the recovered system must hold for a finalize step.
-    fn target_file(&mut self, path: &'static str, package: &'static str, step: StepKind, why: &str) {
-        self.file(&[path], package, Runs::Target, When::Step(step), why);
+    fn target_file(&mut self, family: Option<FamilyId>, file: Tool, step: StepKind, why: &str) {
+        self.files.push(File { paths: vec![file.name], package: file.package, why: why.into(), runs: Runs::Target, when: When::Step(step), family });
     }
 
     fn file(&mut self, paths: &[&'static str], package: &'static str, runs: Runs, when: When, why: impl Into<String>) {
-        self.files.push(File { paths: paths.to_vec(), package, why: why.into(), runs, when });
+        self.files.push(File { paths: paths.to_vec(), package, why: why.into(), runs, when, family: None });
     }
 
     pub fn module(&mut self, name: &'static str, required: bool, why: impl Into<String>) {
@@ -189,13 +196,13 @@ impl Needs {
         let mut seen = BTreeSet::new();
         self.programs.retain(|p| p.runs == Runs::Target || seen.insert(p.name.clone()));
         let mut seen = BTreeSet::new();
-        self.programs.retain(|p| p.runs != Runs::Target || seen.insert((p.name.clone(), p.when)));
+        self.programs.retain(|p| p.runs != Runs::Target || seen.insert((p.name.clone(), p.when, p.family)));
         // A module required by the layout (vfat, efivarfs) is also among the optional drivers: required wins.
         self.modules.sort_by_key(|m| (m.name, !m.required));
         let mut seen = BTreeSet::new();
         self.modules.retain(|m| seen.insert(m.name));
         let mut seen = BTreeSet::new();
-        self.files.retain(|f| seen.insert((f.paths.clone(), f.runs)));
+        self.files.retain(|f| seen.insert((f.paths.clone(), f.runs, f.family)));
     }
 
     /// The programs the rescue image must hold (all but the target's).
@@ -221,15 +228,18 @@ impl Needs {
     }
 
     /// The needs of finalize's planned `steps` in the recovered system
-    /// (programs and files relative to its root) that `has` does not find.
+    /// (programs and files relative to its root) that `has` does not find,
+    /// for the distribution family its files say ([`distro::family_by_files`]).
     pub fn missing_for_steps(&self, steps: &[StepKind], has: impl Fn(&str) -> bool) -> Vec<(StepKind, Missing)> {
         let planned = |w: When| match w {
             When::Step(k) if steps.contains(&k) => Some(k),
             _ => None,
         };
-        let programs = self.programs.iter().filter(|p| p.runs == Runs::Target && !has_program(&p.name, &has));
+        let family = distro::family_by_files(&|p: &str| has(p)).unwrap_or(&distro::FAMILIES[0]).id;
+        let ours = |f: Option<FamilyId>| f.is_none_or(|f| f == family);
+        let programs = self.programs.iter().filter(|p| p.runs == Runs::Target && ours(p.family) && !has_program(&p.name, &has));
         let mut out: Vec<(StepKind, Missing)> = programs.filter_map(|p| Some((planned(p.when)?, p.missing()))).collect();
-        let files = self.files.iter().filter(|f| f.runs == Runs::Target && !f.paths.iter().any(|p| has(p)));
+        let files = self.files.iter().filter(|f| f.runs == Runs::Target && ours(f.family) && !f.paths.iter().any(|p| has(p)));
         out.extend(files.filter_map(|f| Some((planned(f.when)?, f.missing()))));
         out
     }
@@ -553,45 +563,39 @@ pub fn for_active(active: &[(Holder, String)]) -> Needs {
 /// the recovered one.
 fn finalize(n: &mut Needs, layout: &Layout) {
     n.program("chroot", Runs::Recover, When::Always, "to run the recovered system's own initramfs and bootloader tools");
-    n.target("update-initramfs", "initramfs-tools", StepKind::UpdateInitramfs, "to regenerate the initramfs");
-    n.target("dracut", "dracut", StepKind::Dracut, "to regenerate the initramfs");
-    // Planned whenever /etc/default/grub names a renamed device, whatever the recorded bootloader.
-    n.target("grub-mkconfig", "grub2-common", StepKind::GrubMkconfig, "to regenerate grub.cfg after device names changed");
-    match layout.bootloader.kind {
-        BootloaderKind::None => {}
-        BootloaderKind::Grub2Bios => {
-            n.target("grub-install", "grub-pc", StepKind::GrubBios, "to install GRUB for BIOS");
-            n.target_file("usr/lib/grub/i386-pc", "grub-pc-bin", StepKind::GrubBios, "GRUB's BIOS modules, which grub-install writes");
-        }
-        BootloaderKind::Grub2Efi => {
-            n.target("grub-install", "grub-efi-amd64", StepKind::GrubEfi, "to install GRUB for UEFI");
-            n.target_file("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin", StepKind::GrubEfi, "GRUB's UEFI modules, which grub-install writes");
-            if layout.bootloader.shim {
-                n.target_file(
-                    "usr/lib/shim/shimx64.efi.signed",
-                    "shim-signed",
-                    StepKind::GrubEfi,
-                    "the signed shim the recorded Secure Boot chain starts with",
-                );
-                n.target_file(
-                    "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
-                    "grub-efi-amd64-signed",
-                    StepKind::GrubEfi,
-                    "the signed GRUB shim loads under Secure Boot",
-                );
+    n.target(None, Tool { name: "update-initramfs", package: "initramfs-tools" }, StepKind::UpdateInitramfs, "to regenerate the initramfs");
+    n.target(None, Tool { name: "dracut", package: "dracut" }, StepKind::Dracut, "to regenerate the initramfs");
+    // Each family's names (boot::distro): the recovered system's family picks its own.
+    for f in distro::FAMILIES {
+        let fam = Some(f.id);
+        // Planned whenever /etc/default/grub names a renamed device, whatever the recorded bootloader.
+        n.target(fam, f.grub_mkconfig, StepKind::GrubMkconfig, "to regenerate grub.cfg after device names changed");
+        match layout.bootloader.kind {
+            BootloaderKind::Grub2Bios => {
+                n.target(fam, f.grub_bios, StepKind::GrubBios, "to install GRUB for BIOS");
+                n.target_file(fam, f.grub_bios_modules, StepKind::GrubBios, "GRUB's BIOS modules, which grub-install writes");
             }
-            efi_entry(n);
+            BootloaderKind::Grub2Efi if f.efi_loader == EfiLoader::GrubInstall => {
+                n.target(fam, f.grub_efi, StepKind::GrubEfi, "to install GRUB for UEFI");
+                n.target_file(fam, f.grub_efi_modules, StepKind::GrubEfi, "GRUB's UEFI modules, which grub-install writes");
+                if layout.bootloader.shim {
+                    for file in f.signed_efi_files {
+                        n.target_file(fam, *file, StepKind::GrubEfi, "the signed shim and GRUB of the recorded Secure Boot chain");
+                    }
+                }
+            }
+            _ => {}
         }
+    }
+    match layout.bootloader.kind {
+        BootloaderKind::Grub2Efi => efi_entry(n),
         BootloaderKind::SystemdBoot => {
-            n.target("bootctl", "systemd-boot", StepKind::SystemdBoot, "to install systemd-boot");
-            n.target_file(
-                "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-                "systemd-boot-efi",
-                StepKind::SystemdBoot,
-                "the systemd-boot EFI binary bootctl copies to the ESP",
-            );
+            n.target(None, Tool { name: "bootctl", package: "systemd-boot" }, StepKind::SystemdBoot, "to install systemd-boot");
+            let efi = Tool { name: "usr/lib/systemd/boot/efi/systemd-bootx64.efi", package: "systemd-boot-efi" };
+            n.target_file(None, efi, StepKind::SystemdBoot, "the systemd-boot EFI binary bootctl copies to the ESP");
             efi_entry(n);
         }
+        BootloaderKind::None | BootloaderKind::Grub2Bios => {}
     }
 }
 
@@ -696,8 +700,8 @@ mod tests {
 
     #[test]
     fn every_step_kind_is_known() {
-        assert_eq!(StepKind::of(&Step::GrubBios { disks: vec![] }), Some(StepKind::GrubBios));
-        assert_eq!(StepKind::of(&Step::RegenerateInitramfs { tool: "dracut".into(), reason: String::new() }), Some(StepKind::Dracut));
-        assert_eq!(StepKind::of(&Step::SelinuxRelabel), None);
+        assert_eq!(StepKind::of(&Step::GrubBios { program: "grub2-install".into(), disks: vec![] }), Some(StepKind::GrubBios));
+        assert_eq!(StepKind::of(&Step::RegenerateInitramfs { tool: "dracut".into(), kernels: vec![], reason: String::new() }), Some(StepKind::Dracut));
+        assert_eq!(StepKind::of(&Step::SelinuxRelabel { reason: String::new() }), None);
     }
 }

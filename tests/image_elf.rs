@@ -1,6 +1,8 @@
 //! ELF dependency resolution on fixtures (tests/fixtures/image/elf) and on
 //! the system's own binaries.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use rescue::image::elf::{read_elf, LibResolver};
@@ -52,4 +54,57 @@ fn system_ls_resolves_completely() {
     assert!(c.files.contains(Path::new("/lib64/ld-linux-x86-64.so.2")), "{c:?}");
     // ls needs libselinux, which needs libpcre2: the closure is transitive.
     assert!(c.files.iter().any(|f| f.to_string_lossy().contains("libpcre2")), "{c:?}");
+}
+
+/// `prog` with a `.note.dlopen` (systemd's ELF dlopen metadata) holding `json`,
+/// added with objcopy to the fixture program `hello`.
+#[allow(clippy::unwrap_used)]
+fn with_dlopen_note(root: &Path, json: &str) -> PathBuf {
+    let mut desc = json.as_bytes().to_vec();
+    desc.push(0);
+    desc.resize(desc.len().div_ceil(4) * 4, 0);
+    let mut note = Vec::new();
+    note.extend(4u32.to_le_bytes());
+    note.extend((desc.len() as u32).to_le_bytes());
+    note.extend(0x407c_0c0au32.to_le_bytes());
+    note.extend(b"FDO\0");
+    note.extend(desc);
+    std::fs::write(root.join("note.bin"), note).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    common::sh(&format!(
+        "objcopy --add-section .note.dlopen={n} --set-section-flags .note.dlopen=readonly --set-section-alignment .note.dlopen=4 {src} {dst}",
+        n = root.join("note.bin").display(),
+        src = fixture_root().join("opt/app/bin/hello").display(),
+        dst = root.join("usr/bin/prog").display()
+    ));
+    PathBuf::from("/usr/bin/prog")
+}
+
+#[test]
+fn dlopen_notes_bring_the_libraries_loaded_at_run_time() {
+    // Debian 13's kmod declares liblzma and libzstd this way (it reads .ko.xz
+    // modules through them) and links neither: without the note the rescue
+    // system's modprobe could not load a compressed module.
+    common::require_tools(&["objcopy"]);
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let libdir = root.join("usr/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::copy(fixture_root().join("opt/app/lib/libgreet.so"), libdir.join("liblzma.so.5")).unwrap();
+    let prog = with_dlopen_note(
+        root,
+        r#"[{"feature":"xz","priority":"recommended","soname":["liblzma.so.5"]},{"feature":"zstd","soname":["libzstd.so.1"]},{"feature":"fido2","priority":"suggested","soname":["libfido2.so.1"]}]"#,
+    );
+    let info = read_elf(&root.join("usr/bin/prog")).unwrap().unwrap();
+    assert_eq!(info.dlopen.len(), 2, "{info:?}");
+    let r = LibResolver::with_dirs(root, vec!["/usr/lib/x86_64-linux-gnu".into()]);
+    let c = r.closure(std::slice::from_ref(&prog)).unwrap();
+    assert!(c.files.contains(Path::new("/usr/lib/x86_64-linux-gnu/liblzma.so.5")), "{c:?}");
+    // A recommended library the system lacks is a feature it lacks too: not missing.
+    assert!(!c.missing.iter().any(|(n, _)| n.contains("libzstd") || n.contains("libfido2")), "{c:?}");
+
+    // A required one is.
+    let prog = with_dlopen_note(root, r#"[{"priority":"required","soname":["libcryptsetup.so.12"]}]"#);
+    let c = r.closure(&[prog]).unwrap();
+    assert!(c.missing.iter().any(|(n, by)| n == "libcryptsetup.so.12" && by == "/usr/bin/prog"), "{c:?}");
 }

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use rescue::backup::BackupMethod;
 use rescue::backup::Location;
-use rescue::boot::{self, DeviceMap, Target};
+use rescue::boot::{self, DeviceMap, Step, Target};
 use rescue::config::Config;
 use rescue::image::initramfs::{self, Built, Inputs};
 use rescue::image::manifest::Manifest;
@@ -242,32 +242,50 @@ fn every_bootloader_and_its_finalize_steps() {
             let what = format!("{kind:?}{}", if shim { " with shim" } else { "" });
             // Every step finalize can plan for it, booted with UEFI, disks renamed.
             let map = DeviceMap { paths: [("nvme0n1".to_string(), "/dev/vda".to_string())].into_iter().collect() };
-            let target = Target {
-                root: "/mnt/local".into(),
-                uefi: true,
-                disk_drivers: ["virtio_blk".to_string()].into(),
-                force_initramfs: true,
-                initramfs_conf_files: vec!["etc/initramfs-tools/initramfs.conf".into()],
-            };
-            let read = |p: &str| match p {
-                "etc/default/grub" => Some("GRUB_CMDLINE_LINUX=\"resume=/dev/nvme0n1p3\"\n".to_string()),
-                "etc/initramfs-tools/initramfs.conf" => Some("MODULES=dep\n".to_string()),
-                _ => None,
-            };
-            let steps = boot::plan(&l, &map, &target, &read);
-            let b = check(&what, &l, &Config::default(), &["chroot"], &[]);
-            for step in &steps {
-                let Some(k) = needs::StepKind::of(step) else { continue };
-                if k == StepKind::EfiBootEntry {
-                    // Runs in the rescue system: the image has its program and efivarfs.
-                    assert!(has_program(&b, "efibootmgr") && has_module(&b, "efivarfs"), "{what}: {step}");
-                } else {
-                    // Runs chrooted in the recovered system: needs knows what it must find there.
-                    let lacking = b.needs.missing_for_steps(&[k], |_| false);
-                    assert!(!lacking.is_empty(), "{what}: nothing is known about what `{step}` needs in the recovered system");
-                    assert!(lacking.iter().all(|(_, m)| m.package.is_some()), "{what}: {lacking:?}");
+            // And for every distribution family: its own program names.
+            for family in boot::distro::FAMILIES {
+                let system = boot::distro::System { family: family.id, os_id: String::new(), name: String::new(), initramfs: family.initramfs };
+                let target = Target {
+                    root: "/mnt/local".into(),
+                    uefi: true,
+                    disk_drivers: ["virtio_blk".to_string()].into(),
+                    force_initramfs: true,
+                    initramfs_conf_files: vec!["etc/initramfs-tools/initramfs.conf".into()],
+                    system,
+                    kernels: vec!["6.12.57+deb13-amd64".into()],
+                    bls_entries: Vec::new(),
+                    selinux_labels_restored: false,
+                };
+                let read = |p: &str| match p {
+                    "etc/default/grub" => Some("GRUB_CMDLINE_LINUX=\"resume=/dev/nvme0n1p3\"\n".to_string()),
+                    "etc/initramfs-tools/initramfs.conf" => Some("MODULES=dep\n".to_string()),
+                    _ => None,
+                };
+                let steps = boot::plan(&l, &map, &target, &read);
+                let b = check(&what, &l, &Config::default(), &["chroot"], &[]);
+                // The recovered system holds its release file and nothing else.
+                let only_marker = |p: &str| p == family.marker;
+                for step in &steps {
+                    let Some(k) = needs::StepKind::of(step) else { continue };
+                    if k == StepKind::EfiBootEntry {
+                        // Runs in the rescue system: the image has its program and efivarfs.
+                        assert!(has_program(&b, "efibootmgr") && has_module(&b, "efivarfs"), "{what}: {step}");
+                    } else {
+                        // Runs chrooted in the recovered system: needs knows what it must find there, under this family's names.
+                        let lacking = b.needs.missing_for_steps(&[k], only_marker);
+                        assert!(!lacking.is_empty(), "{what} {:?}: nothing is known about what `{step}` needs in the recovered system", family.id);
+                        assert!(lacking.iter().all(|(_, m)| m.package.is_some()), "{what}: {lacking:?}");
+                        let program = match step {
+                            Step::GrubBios { program, .. } | Step::GrubEfi { program, .. } | Step::GrubMkconfig { program, .. } => Some(program),
+                            _ => None,
+                        };
+                        if let Some(p) = program {
+                            assert!(lacking.iter().any(|(_, m)| &m.what == p), "{what} {:?}: `{step}` runs {p}, needs asks for {lacking:?}", family.id);
+                        }
+                    }
                 }
             }
+            let b = check(&what, &l, &Config::default(), &["chroot"], &[]);
             if kind != BootloaderKind::None {
                 assert!(!needs::Needs::certain_steps(&l).is_empty(), "{what}");
             }

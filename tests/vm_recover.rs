@@ -1,5 +1,5 @@
 //! End-to-end recovery scenarios (tests/vm/run-scenario.sh) under qemu TCG:
-//! a cached, bootable Debian 12 source system runs `rescue mkbackup`, blank
+//! a cached, bootable Debian 12 (or 13: `trixie-*`) source system runs `rescue mkbackup`, blank
 //! disks boot the produced ISO with `unattended`, and the recovered disks boot
 //! from their own GRUB and verify the test data (RESCUE-SCENARIO-VERIFY PASS).
 //!
@@ -95,7 +95,8 @@ const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];
 /// ext4 system onto a larger SATA disk and onto a smaller NVMe disk, the ext4
 /// system restored by a Bacula director on the host, an MBR disk with logical
 /// partitions and an ext2 /boot, the UEFI system onto a disk with 4096-byte
-/// sectors (its FAT32 ESP grown to stay FAT32).
+/// sectors (its FAT32 ESP grown to stay FAT32), and scenarios 1 and 2 with a
+/// Debian 13 (trixie) source whose own tools build the rescue image.
 const FULL: &[&str] = &[
     "bios-md-raid1",
     "luks2-lvm",
@@ -105,6 +106,8 @@ const FULL: &[&str] = &[
     "bios-ext4-bacula",
     "bios-mbr-logical",
     "uefi-lvm-xfs-to-4kn",
+    "trixie-bios-ext4",
+    "trixie-uefi-lvm-xfs",
 ];
 
 /// Scenarios 1 and 2 always; 3 to 6 and bios-ext4-bacula too with RESCUE_FULL_TESTS=1

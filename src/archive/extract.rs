@@ -54,7 +54,29 @@ pub struct ExtractReport {
     /// Files whose checksum differs from the manifest.
     pub damaged: Vec<String>,
     pub manifest_checked: bool,
+    /// SELinux labels (`security.selinux`) this restore set and the target
+    /// refused; `None` when the restore method cannot tell (a backup server,
+    /// rsync): finalize then asks for a relabel.
+    pub selinux_labels: Option<SelinuxLabels>,
 }
+
+/// How many restored files got their SELinux label back, and how many
+/// labels the target filesystem refused (no xattr support, a label the
+/// running kernel rejects).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SelinuxLabels {
+    pub restored: u64,
+    pub refused: u64,
+}
+
+impl SelinuxLabels {
+    /// Every labelled file of the archive has its label.
+    pub fn complete(&self) -> bool {
+        self.restored > 0 && self.refused == 0
+    }
+}
+
+const SELINUX_XATTR: &[u8] = b"security.selinux";
 
 fn lossy(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
@@ -240,6 +262,13 @@ impl Extractor {
         self.report.refused.push(s);
     }
 
+    fn count_labels(&mut self, l: SelinuxLabels) {
+        if let Some(t) = self.report.selinux_labels.as_mut() {
+            t.restored += l.restored;
+            t.refused += l.refused;
+        }
+    }
+
     fn warn(&mut self, s: String) {
         tracing::debug!("warning: {s}");
         self.report.warnings.push(s);
@@ -254,8 +283,8 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
     std::fs::create_dir_all(&opts.target).with_context(|| format!("creating the target directory {}", opts.target.display()))?;
     let root = rustix::fs::open(&opts.target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening the target directory {}", opts.target.display()))?;
-    let mut x =
-        Extractor { root, root_path: opts.target.clone(), open: Vec::new(), dirs: Vec::new(), report: ExtractReport::default(), hashes: HashMap::new() };
+    let report = ExtractReport { selinux_labels: Some(SelinuxLabels::default()), ..ExtractReport::default() };
+    let mut x = Extractor { root, root_path: opts.target.clone(), open: Vec::new(), dirs: Vec::new(), report, hashes: HashMap::new() };
     let mut tar = TarReader::new(stream);
     let mut progress = Progress::new("restoring", opts.total_bytes, opts.progress);
     let mut buf = vec![0u8; 1 << 20];
@@ -280,11 +309,13 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
     // extracted stays and looks right.
     let dirs = std::mem::take(&mut x.dirs);
     for (rel, m) in dirs.iter().rev() {
+        let mut labels = SelinuxLabels::default();
         let applied = match x.enter(rel, false) {
-            Ok(()) => apply_meta_fd(x.top(), m),
+            Ok(()) => apply_meta_fd(x.top(), m, &mut labels),
             Err(e) if is_redirect(&e) => Err(anyhow::anyhow!("a later member replaced it with a symlink or a file")),
             Err(e) => Err(e.into()),
         };
+        x.count_labels(labels);
         if let Err(e) = applied {
             x.warn(format!("cannot set owner/mode/time of directory {}: {e:#}", x.show(rel)));
         }
@@ -412,7 +443,10 @@ fn place_in<R: Read>(
             let hash = write_file_data(tar, m, &mut f, buf)?;
             x.report.bytes += m.size;
             x.hashes.insert(m.path.clone(), (m.size, hash));
-            if let Err(e) = apply_meta_fd(f.as_fd(), m) {
+            let mut labels = SelinuxLabels::default();
+            let applied = apply_meta_fd(f.as_fd(), m, &mut labels);
+            x.count_labels(labels);
+            if let Err(e) = applied {
                 x.warn(format!("cannot set owner/mode/xattrs/time of {}: {e:#}", x.show(rel)));
             }
         }
@@ -447,7 +481,10 @@ fn place_in<R: Read>(
                 }
                 Err(e) => return Err(io::Error::from(e).into()),
             }
-            if let Err(e) = apply_meta_at(dir, name, m) {
+            let mut labels = SelinuxLabels::default();
+            let applied = apply_meta_at(dir, name, m, &mut labels);
+            x.count_labels(labels);
+            if let Err(e) = applied {
                 x.warn(format!("cannot set owner/time of symlink {}: {e:#}", x.show(rel)));
             }
         }
@@ -459,7 +496,10 @@ fn place_in<R: Read>(
                 _ => (FileType::Fifo, 0),
             };
             rustix::fs::mknodat(dir, name, kind, Mode::from_raw_mode(0o600), dev).map_err(io::Error::from).context("creating the device node or FIFO")?;
-            if let Err(e) = apply_meta_at(dir, name, m) {
+            let mut labels = SelinuxLabels::default();
+            let applied = apply_meta_at(dir, name, m, &mut labels);
+            x.count_labels(labels);
+            if let Err(e) = applied {
                 x.warn(format!("cannot set owner/mode/time of {}: {e:#}", x.show(rel)));
             }
         }
@@ -519,60 +559,52 @@ fn all_xattrs(m: &EntryMeta) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 
 /// Owner, mode, xattrs, ACLs, then times, through the open file or
 /// directory (in this order: chown clears setuid bits and file capabilities).
-fn apply_meta_fd(fd: BorrowedFd, m: &EntryMeta) -> Result<()> {
+fn apply_meta_fd(fd: BorrowedFd, m: &EntryMeta, labels: &mut SelinuxLabels) -> Result<()> {
     let (uid, gid) = owner(m)?;
     rustix::fs::fchown(fd, Some(uid), Some(gid)).context("chown")?;
     rustix::fs::fchmod(fd, Mode::from_raw_mode(m.mode)).context("chmod")?;
     // An xattr or ACL that cannot be set must not leave the time unset.
+    let set = all_xattrs(m).and_then(|x| set_xattrs(&x, labels, |k, v| rustix::fs::fsetxattr(fd, k, v, rustix::fs::XattrFlags::empty())));
+    rustix::fs::futimens(fd, &mtime(m)).context("setting the modification time")?;
+    set
+}
+
+/// Set each xattr with `set`, all of them even when one fails (the first
+/// error is returned), counting the SELinux label into `labels`.
+fn set_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)], labels: &mut SelinuxLabels, set: impl Fn(&OsStr, &[u8]) -> rustix::io::Result<()>) -> Result<()> {
     let mut first_err = None;
-    match all_xattrs(m) {
-        Ok(xattrs) => {
-            for (k, v) in &xattrs {
-                let set = rustix::fs::fsetxattr(fd, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty());
-                if let Err(e) = set.with_context(|| format!("setting extended attribute {}", lossy(k))) {
-                    first_err.get_or_insert(e);
-                }
+    for (k, v) in xattrs {
+        let r = set(OsStr::from_bytes(k), v);
+        if k == SELINUX_XATTR {
+            if r.is_ok() {
+                labels.restored += 1;
+            } else {
+                labels.refused += 1;
             }
         }
-        Err(e) => {
+        if let Err(e) = r.with_context(|| format!("setting extended attribute {}", lossy(k))) {
             first_err.get_or_insert(e);
         }
     }
-    rustix::fs::futimens(fd, &mtime(m)).context("setting the modification time")?;
     first_err.map_or(Ok(()), Err)
 }
 
 /// The same for an entry that cannot be opened (a symlink, a device node,
 /// a FIFO): `name` in the open directory `dir`, never following a symlink.
-fn apply_meta_at(dir: BorrowedFd, name: &OsStr, m: &EntryMeta) -> Result<()> {
+fn apply_meta_at(dir: BorrowedFd, name: &OsStr, m: &EntryMeta, labels: &mut SelinuxLabels) -> Result<()> {
     let (uid, gid) = owner(m)?;
     rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW).context("chown")?;
     if m.kind != Kind::Symlink {
         // Just made by mknodat in `dir`: not a symlink.
         rustix::fs::chmodat(dir, name, Mode::from_raw_mode(m.mode), AtFlags::empty()).context("chmod")?;
     }
-    let mut first_err = None;
     let xattrs = if m.kind == Kind::Symlink { Ok(m.xattrs.clone()) } else { all_xattrs(m) };
-    match xattrs {
-        Ok(xattrs) if !xattrs.is_empty() => {
-            // No `setxattrat` before Linux 6.13: the open directory's
-            // /proc/self/fd link resolves to it, and lsetxattr does not
-            // follow `name`.
-            let path = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
-            for (k, v) in &xattrs {
-                let set = rustix::fs::lsetxattr(&path, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty());
-                if let Err(e) = set.with_context(|| format!("setting extended attribute {}", lossy(k))) {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            first_err.get_or_insert(e);
-        }
-    }
+    // No `setxattrat` before Linux 6.13: the open directory's /proc/self/fd
+    // link resolves to it, and lsetxattr does not follow `name`.
+    let path = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    let set = xattrs.and_then(|x| set_xattrs(&x, labels, |k, v| rustix::fs::lsetxattr(&path, k, v, rustix::fs::XattrFlags::empty())));
     rustix::fs::utimensat(dir, name, &mtime(m), AtFlags::SYMLINK_NOFOLLOW).context("setting the modification time")?;
-    first_err.map_or(Ok(()), Err)
+    set
 }
 
 // ---------------------------------------------------------------- list, verify

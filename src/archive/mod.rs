@@ -23,7 +23,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 pub use create::{create, CreateOptions, CreateReport, Source};
-pub use extract::{extract, list, verify, ExtractOptions, ExtractReport, VerifyReport};
+pub use extract::{extract, list, verify, ExtractOptions, ExtractReport, SelinuxLabels, VerifyReport};
 
 /// How the tar stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]

@@ -6,6 +6,7 @@
 //! Like storage recovery, finalizing is a plan computed first (pure, testable,
 //! printable), then executed step by step in a chroot of the target.
 
+pub mod distro;
 pub mod network;
 pub mod rewrite;
 
@@ -18,6 +19,8 @@ use sys_mount::{Mount, MountFlags, PropagationType, UnmountFlags};
 
 use crate::cmd::Cmd;
 use crate::layout::{BootloaderKind, Layout};
+
+use self::distro::{EfiLoader, InitramfsTool, System};
 
 /// Where a recorded disk or partition ended up on this machine.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +43,15 @@ pub struct Target {
     /// The initramfs-tools settings files of the restored system, relative,
     /// in the order mkinitramfs reads them ([`initramfs_conf_files`]).
     pub initramfs_conf_files: Vec<String>,
+    /// The restored system's distribution family and tools ([`distro::detect`]).
+    pub system: System,
+    /// Its installed kernels ([`distro::installed_kernels`]): dracut runs once per kernel.
+    pub kernels: Vec<String>,
+    /// Its BootLoaderSpec entries ([`distro::bls_entries`]), relative.
+    pub bls_entries: Vec<String>,
+    /// Every file of the backup that had an SELinux label got it back (the
+    /// restore said so; false when it could not tell).
+    pub selinux_labels_restored: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,22 +59,26 @@ pub struct Target {
 pub enum Step {
     /// Replace device names in a file of the restored system.
     RewriteFile { path: String, changes: Vec<(String, String)> },
-    /// Run update-initramfs or dracut in the target.
-    RegenerateInitramfs { tool: String, reason: String },
+    /// `update-initramfs -u -k all`, or `dracut -f --kver KVER` for each of `kernels`, in the target.
+    RegenerateInitramfs { tool: String, kernels: Vec<String>, reason: String },
     /// Keep the restored initramfs (and why that is safe).
     KeepInitramfs { reason: String },
-    /// `grub-install --target=i386-pc` on each disk.
-    GrubBios { disks: Vec<String> },
+    /// `grub-install --target=i386-pc` (`grub2-install` on RHEL) on each disk.
+    GrubBios { program: String, disks: Vec<String> },
     /// `grub-install --target=x86_64-efi` into the ESP.
-    GrubEfi { efi_dir: String, bootloader_id: String },
+    GrubEfi { program: String, efi_dir: String, bootloader_id: String },
+    /// The signed shim and GRUB of the distribution's packages, restored
+    /// into the ESP directory `dir` (RHEL: `/boot/efi/EFI/redhat`): checked,
+    /// never overwritten by grub2-install.
+    PackagedEfiLoader { dir: String },
     /// `bootctl install`.
     SystemdBoot { esp_path: String },
     /// Regenerate grub.cfg (only when device names changed).
-    GrubMkconfig { config: String },
+    GrubMkconfig { program: String, config: String },
     /// Replace the NVRAM entry of the recorded label with one for the new disk.
     EfiBootEntry { disk: String, partition: u32, label: String, loader: String },
-    /// SELinux was enforcing: relabel on first boot.
-    SelinuxRelabel,
+    /// SELinux is on and the labels did not all come back: relabel on first boot.
+    SelinuxRelabel { reason: String },
 }
 
 impl std::fmt::Display for Step {
@@ -75,22 +91,29 @@ impl std::fmt::Display for Step {
                 }
                 Ok(())
             }
-            Step::RegenerateInitramfs { tool, reason } => write!(f, "regenerate the initramfs with {tool} ({reason})"),
+            Step::RegenerateInitramfs { tool, kernels, reason } if !kernels.is_empty() => {
+                write!(f, "regenerate the initramfs of {} with {tool} ({reason})", kernels.join(", "))
+            }
+            Step::RegenerateInitramfs { tool, reason, .. } => write!(f, "regenerate the initramfs with {tool} ({reason})"),
             Step::KeepInitramfs { reason } => write!(f, "keep the restored initramfs ({reason})"),
-            Step::GrubBios { disks } => write!(f, "install GRUB for BIOS on {}", disks.join(", ")),
-            Step::GrubEfi { efi_dir, bootloader_id } => write!(f, "install GRUB for UEFI into {efi_dir} as `{bootloader_id}`"),
+            Step::GrubBios { program, disks } => write!(f, "install GRUB for BIOS on {} ({program})", disks.join(", ")),
+            Step::GrubEfi { program, efi_dir, bootloader_id } => write!(f, "install GRUB for UEFI into {efi_dir} as `{bootloader_id}` ({program})"),
+            Step::PackagedEfiLoader { dir } => write!(f, "check the restored signed shim and GRUB in {dir}"),
             Step::SystemdBoot { esp_path } => write!(f, "install systemd-boot into {esp_path}"),
-            Step::GrubMkconfig { config } => write!(f, "regenerate {config}"),
+            Step::GrubMkconfig { program, config } => write!(f, "regenerate {config} ({program})"),
             Step::EfiBootEntry { disk, partition, label, loader } => {
                 write!(f, "UEFI boot entry `{label}` -> {disk} partition {partition} {loader}")
             }
-            Step::SelinuxRelabel => write!(f, "request an SELinux relabel on first boot"),
+            Step::SelinuxRelabel { reason } => write!(f, "request an SELinux relabel on first boot ({reason})"),
         }
     }
 }
 
-/// Files whose device names are rewritten when disks were renamed.
-const REWRITTEN: &[&str] = &["etc/fstab", "etc/crypttab", "etc/mdadm/mdadm.conf", "etc/mdadm.conf", "etc/default/grub"];
+/// Files whose device names are rewritten when disks were renamed (and
+/// every BootLoaderSpec entry, [`Target::bls_entries`]: each keeps its own
+/// kernel command line). `etc/kernel/cmdline`: what kernel-install writes
+/// into the entries of kernels installed later.
+const REWRITTEN: &[&str] = &["etc/fstab", "etc/crypttab", "etc/mdadm/mdadm.conf", "etc/mdadm.conf", "etc/default/grub", "etc/kernel/cmdline"];
 
 /// Compute the finalize steps. `read` reads a file of the restored system
 /// (relative path) and is the only way this looks at it.
@@ -98,7 +121,8 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
     let mut steps = Vec::new();
     let renames = rewrite::device_renames(layout, map);
     let mut rewrote_early_boot_files = false;
-    for file in REWRITTEN {
+    let family = target.system.family();
+    for file in REWRITTEN.iter().copied().chain(target.bls_entries.iter().map(String::as_str)) {
         if let Some(text) = read(file) {
             let (_, changes) = rewrite::apply(&text, &renames);
             if !changes.is_empty() {
@@ -112,18 +136,22 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
 
     // The initramfs: regenerating it costs minutes (rear always does; under
     // emulation it was most of its recovery time). Only when needed.
-    let tool = if read("usr/sbin/update-initramfs").is_some() || read("etc/initramfs-tools/initramfs.conf").is_some() { "update-initramfs" } else { "dracut" };
+    let initramfs = target.system.initramfs;
+    let regenerate = |reason: String| Step::RegenerateInitramfs {
+        tool: initramfs.program().into(),
+        // dracut regenerates one kernel's image a run; update-initramfs takes `-k all`.
+        kernels: if initramfs == InitramfsTool::Dracut { target.kernels.clone() } else { Vec::new() },
+        reason,
+    };
     let confs: Vec<String> = target.initramfs_conf_files.iter().filter_map(|f| read(f)).collect();
-    let has = initramfs_modules(&confs).as_deref() == Some("most");
+    // dracut's default (hostonly) images carry only the old machine's drivers.
+    let has = initramfs == InitramfsTool::InitramfsTools && initramfs_modules(&confs).as_deref() == Some("most");
     if target.force_initramfs {
-        steps.push(Step::RegenerateInitramfs { tool: tool.into(), reason: "requested".into() });
+        steps.push(regenerate("requested".into()));
     } else if rewrote_early_boot_files {
-        steps.push(Step::RegenerateInitramfs { tool: tool.into(), reason: "crypttab or mdadm.conf changed and the initramfs carries a copy".into() });
+        steps.push(regenerate("crypttab or mdadm.conf changed and the initramfs carries a copy".into()));
     } else if !has && !target.disk_drivers.is_empty() {
-        steps.push(Step::RegenerateInitramfs {
-            tool: tool.into(),
-            reason: format!("the initramfs is built with only the drivers of the old machine; this one needs {}", join(&target.disk_drivers)),
-        });
+        steps.push(regenerate(format!("the initramfs is built with only the drivers of the old machine; this one needs {}", join(&target.disk_drivers))));
     } else {
         steps.push(Step::KeepInitramfs {
             reason: if has {
@@ -146,7 +174,7 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
                     disks = layout.disks_under(&m.device).iter().map(|d| new_path(d)).collect();
                 }
             }
-            steps.push(Step::GrubBios { disks });
+            steps.push(Step::GrubBios { program: family.grub_bios.name.into(), disks });
         }
         BootloaderKind::Grub2Efi | BootloaderKind::SystemdBoot => {
             let esp_mount =
@@ -154,21 +182,20 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
             // The entry's label and loader when none was recorded (booted from
             // elsewhere): what this step installs.
             let (install, default_label, default_loader) = if bl.kind == BootloaderKind::SystemdBoot {
-                (Step::SystemdBoot { esp_path: esp_mount }, "Linux Boot Manager", "\\EFI\\systemd\\systemd-bootx64.efi")
+                (Step::SystemdBoot { esp_path: esp_mount }, "Linux Boot Manager".to_string(), "\\EFI\\systemd\\systemd-bootx64.efi".to_string())
             } else {
-                let id = bl.loader.as_deref().and_then(|l| l.split('\\').filter(|s| !s.is_empty()).nth(1)).unwrap_or("debian").to_string();
-                (Step::GrubEfi { efi_dir: esp_mount, bootloader_id: id }, "Linux", "\\EFI\\debian\\grubx64.efi")
+                let id = bl.loader.as_deref().and_then(|l| l.split('\\').filter(|s| !s.is_empty()).nth(1)).unwrap_or(target.system.efi_dir()).to_string();
+                let step = match family.efi_loader {
+                    EfiLoader::GrubInstall => Step::GrubEfi { program: family.grub_efi.name.into(), efi_dir: esp_mount, bootloader_id: id.clone() },
+                    EfiLoader::Packaged => Step::PackagedEfiLoader { dir: format!("{}/EFI/{id}", esp_mount.trim_end_matches('/')) },
+                };
+                (step, target.system.efi_label(), format!("\\EFI\\{id}\\shimx64.efi"))
             };
             steps.push(install);
             if target.uefi {
                 if let Some(esp) = bl.esp.as_ref().and_then(|e| layout.partition(e)) {
-                    let label = bl
-                        .efi_entries
-                        .iter()
-                        .find(|e| e.path.as_deref() == bl.loader.as_deref())
-                        .map(|e| e.label.clone())
-                        .unwrap_or_else(|| default_label.into());
-                    let loader = bl.loader.clone().unwrap_or_else(|| default_loader.into());
+                    let label = bl.efi_entries.iter().find(|e| e.path.as_deref() == bl.loader.as_deref()).map(|e| e.label.clone()).unwrap_or(default_label);
+                    let loader = bl.loader.clone().unwrap_or(default_loader);
                     steps.push(Step::EfiBootEntry { disk: new_path(&esp.disk), partition: esp.number, label, loader });
                 }
             }
@@ -176,10 +203,12 @@ pub fn plan(layout: &Layout, map: &DeviceMap, target: &Target, read: &dyn Fn(&st
         BootloaderKind::None => {}
     }
     if steps.iter().any(|s| matches!(s, Step::RewriteFile { path, .. } if path == "/etc/default/grub")) {
-        steps.push(Step::GrubMkconfig { config: "/boot/grub/grub.cfg".into() });
+        steps.push(Step::GrubMkconfig { program: family.grub_mkconfig.name.into(), config: family.grub_cfg.into() });
     }
-    if read("etc/selinux/config").is_some_and(|c| c.lines().any(|l| l.trim() == "SELINUX=enforcing")) {
-        steps.push(Step::SelinuxRelabel);
+    let selinux =
+        read("etc/selinux/config").and_then(|c| c.lines().filter_map(|l| l.trim().strip_prefix("SELINUX=")).map(|v| v.trim().to_string()).next_back());
+    if selinux.as_deref().is_some_and(|mode| mode == "enforcing" || mode == "permissive") && !target.selinux_labels_restored {
+        steps.push(Step::SelinuxRelabel { reason: "the restore could not give every file its SELinux label back".into() });
     }
     steps
 }
@@ -289,22 +318,41 @@ pub fn execute(step: &Step, root: &Path) -> Result<()> {
             let mode = std::fs::metadata(&file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);
             crate::util::write_atomic(&file, new.as_bytes(), mode)
         }
-        Step::RegenerateInitramfs { tool, .. } => {
-            if tool == "update-initramfs" {
-                chroot(&["update-initramfs", "-u", "-k", "all"]).run()
+        Step::RegenerateInitramfs { tool, kernels, .. } => {
+            if tool == InitramfsTool::Dracut.program() {
+                if kernels.is_empty() {
+                    anyhow::bail!("no kernel found in the recovered system (lib/modules/KVER with boot/vmlinuz-KVER) to run dracut for");
+                }
+                for k in kernels {
+                    chroot(&["dracut", "-f", "--kver", k]).run()?;
+                }
+                Ok(())
             } else {
-                chroot(&["dracut", "-f", "--regenerate-all"]).run()
+                chroot(&[tool.as_str(), "-u", "-k", "all"]).run()
             }
         }
         Step::KeepInitramfs { .. } => Ok(()),
-        Step::GrubBios { disks } => {
+        Step::GrubBios { program, disks } => {
             for d in disks {
-                chroot(&["grub-install", "--target=i386-pc", "--recheck", d]).run()?;
+                chroot(&[program.as_str(), "--target=i386-pc", "--recheck", d]).run()?;
             }
             Ok(())
         }
-        Step::GrubEfi { efi_dir, bootloader_id } => chroot(&[
-            "grub-install",
+        Step::PackagedEfiLoader { dir } => {
+            let at = crate::target::beneath(root, dir)?;
+            let missing: Vec<&str> = ["shimx64.efi", "grubx64.efi"].into_iter().filter(|f| !at.join(f).is_file()).collect();
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "the recovered ESP lacks {} in {}: the backup did not hold the ESP's files. Reinstall them from the \
+                     distribution's packages in the recovered system (`dnf reinstall shim-x64 grub2-efi-x64` in a chroot of it)",
+                    missing.join(" and "),
+                    at.display()
+                );
+            }
+            Ok(())
+        }
+        Step::GrubEfi { program, efi_dir, bootloader_id } => chroot(&[
+            program.as_str(),
             "--target=x86_64-efi",
             &format!("--efi-directory={efi_dir}"),
             &format!("--bootloader-id={bootloader_id}"),
@@ -317,7 +365,7 @@ pub fn execute(step: &Step, root: &Path) -> Result<()> {
         // --no-variables: the EfiBootEntry step writes the NVRAM entry, replacing the
         // recorded one; bootctl's own would be a second entry for the same loader.
         Step::SystemdBoot { esp_path } => chroot(&["bootctl", "install", "--no-variables", &format!("--esp-path={esp_path}")]).run(),
-        Step::GrubMkconfig { config } => chroot(&["grub-mkconfig", "-o", config]).run(),
+        Step::GrubMkconfig { program, config } => chroot(&[program.as_str(), "-o", config]).run(),
         Step::EfiBootEntry { disk, partition, label, loader } => {
             // Remove entries of the same label first: a recovery must not pile up duplicates.
             let listing = Cmd::new("efibootmgr").read().unwrap_or_default();
@@ -326,7 +374,10 @@ pub fn execute(step: &Step, root: &Path) -> Result<()> {
             }
             Cmd::new("efibootmgr").args(["-c", "-d", disk, "-p", &partition.to_string(), "-L", label, "-l", loader]).run()
         }
-        Step::SelinuxRelabel => std::fs::write(root.join(".autorelabel"), b"").context("writing /.autorelabel"),
+        Step::SelinuxRelabel { .. } => {
+            let file = crate::target::beneath(root, ".autorelabel")?;
+            std::fs::write(&file, b"").with_context(|| format!("writing {}", file.display()))
+        }
     }
 }
 
@@ -346,7 +397,19 @@ mod tests {
             disk_drivers: drivers.iter().map(|s| s.to_string()).collect(),
             force_initramfs: false,
             initramfs_conf_files: vec!["etc/initramfs-tools/initramfs.conf".into(), "etc/initramfs-tools/conf.d/driver-policy".into()],
+            system: debian(),
+            kernels: vec!["6.1.0-57-amd64".into()],
+            bls_entries: Vec::new(),
+            selinux_labels_restored: true,
         }
+    }
+
+    fn debian() -> System {
+        System { family: distro::FamilyId::Debian, os_id: "debian".into(), name: "Debian GNU/Linux".into(), initramfs: InitramfsTool::InitramfsTools }
+    }
+
+    fn grub_bios(disks: &[&str]) -> Step {
+        Step::GrubBios { program: "grub-install".into(), disks: disks.iter().map(|d| d.to_string()).collect() }
     }
 
     fn files(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
@@ -365,7 +428,7 @@ mod tests {
         ]);
         let steps = plan(&l, &map, &target(false, &["sd_mod", "ahci"]), &read);
         assert!(matches!(steps[0], Step::KeepInitramfs { .. }), "{steps:?}");
-        assert!(steps.contains(&Step::GrubBios { disks: vec!["/dev/sda".into(), "/dev/sdb".into()] }), "{steps:?}");
+        assert!(steps.contains(&grub_bios(&["/dev/sda", "/dev/sdb"])), "{steps:?}");
         assert!(!steps.iter().any(|s| matches!(s, Step::RewriteFile { .. } | Step::GrubMkconfig { .. })));
     }
 
@@ -412,8 +475,8 @@ mod tests {
         let steps = plan(&l, &map, &target(false, &["virtio_blk"]), &read);
         assert!(steps.contains(&Step::RewriteFile { path: "/etc/fstab".into(), changes: vec![("/dev/sda6".into(), "/dev/vda6".into())] }), "{steps:?}");
         assert!(steps.iter().any(|s| matches!(s, Step::RegenerateInitramfs { reason, .. } if reason.contains("virtio_blk"))), "{steps:?}");
-        assert!(steps.contains(&Step::GrubBios { disks: vec!["/dev/vda".into()] }));
-        assert!(steps.contains(&Step::GrubMkconfig { config: "/boot/grub/grub.cfg".into() }));
+        assert!(steps.contains(&grub_bios(&["/dev/vda"])));
+        assert!(steps.contains(&Step::GrubMkconfig { program: "grub-mkconfig".into(), config: "/boot/grub/grub.cfg".into() }));
     }
 
     #[test]
@@ -422,12 +485,13 @@ mod tests {
         let mut map = DeviceMap::default();
         map.paths.insert("nvme0n1".into(), "/dev/vda".into());
         let steps = plan(&l, &map, &target(true, &[]), &files(&[("etc/selinux/config", "SELINUX=enforcing\n")]));
-        assert!(steps.contains(&Step::GrubEfi { efi_dir: "/boot/efi".into(), bootloader_id: "debian".into() }), "{steps:?}");
+        assert!(steps.contains(&Step::GrubEfi { program: "grub-install".into(), efi_dir: "/boot/efi".into(), bootloader_id: "debian".into() }), "{steps:?}");
         assert!(
             steps.contains(&Step::EfiBootEntry { disk: "/dev/vda".into(), partition: 1, label: "debian".into(), loader: "\\EFI\\debian\\shimx64.efi".into() }),
             "{steps:?}"
         );
-        assert!(steps.contains(&Step::SelinuxRelabel));
+        // Every label came back: no relabel.
+        assert!(!steps.iter().any(|s| matches!(s, Step::SelinuxRelabel { .. })), "{steps:?}");
         // Booted with BIOS: no NVRAM to write.
         let steps = plan(&l, &map, &target(false, &[]), &files(&[]));
         assert!(!steps.iter().any(|s| matches!(s, Step::EfiBootEntry { .. })));
@@ -440,11 +504,15 @@ mod tests {
         l.bootloader.loader = None;
         let mut map = DeviceMap::default();
         map.paths.insert("nvme0n1".into(), "/dev/vda".into());
-        // No initramfs-tools in the restored system: dracut regenerates it.
+        // A system that uses dracut: dracut regenerates it, once per kernel.
         let mut t = target(true, &["virtio_blk"]);
         t.force_initramfs = true;
+        t.system.initramfs = InitramfsTool::Dracut;
         let steps = plan(&l, &map, &t, &files(&[]));
-        assert!(steps.contains(&Step::RegenerateInitramfs { tool: "dracut".into(), reason: "requested".into() }), "{steps:?}");
+        assert!(
+            steps.contains(&Step::RegenerateInitramfs { tool: "dracut".into(), kernels: vec!["6.1.0-57-amd64".into()], reason: "requested".into() }),
+            "{steps:?}"
+        );
         assert!(steps.contains(&Step::SystemdBoot { esp_path: "/boot/efi".into() }), "{steps:?}");
         assert!(!steps.iter().any(|s| matches!(s, Step::GrubEfi { .. } | Step::GrubBios { .. })), "{steps:?}");
         assert!(
@@ -456,8 +524,9 @@ mod tests {
             }),
             "{steps:?}"
         );
-        // initramfs-tools present: update-initramfs, never dracut.
-        let steps = plan(&l, &map, &t, &files(&[("usr/sbin/update-initramfs", "")]));
+        // initramfs-tools: update-initramfs, never dracut.
+        t.system.initramfs = InitramfsTool::InitramfsTools;
+        let steps = plan(&l, &map, &t, &files(&[]));
         assert!(steps.iter().any(|s| matches!(s, Step::RegenerateInitramfs { tool, .. } if tool == "update-initramfs")), "{steps:?}");
     }
 

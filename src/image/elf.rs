@@ -2,7 +2,10 @@
 //! the dynamic loader does (PT_INTERP, DT_NEEDED, DT_RPATH/DT_RUNPATH with
 //! `$ORIGIN`, the directories of `/etc/ld.so.conf`, the default directories),
 //! never by running `ldd` (which executes the program's loader and cannot look
-//! into another root).
+//! into another root). Libraries a program `dlopen()`s are followed too when
+//! it declares them in a `.note.dlopen` ELF note (systemd's "ELF dlopen
+//! metadata"; Debian 13's kmod loads liblzma and libzstd that way, to read
+//! `.ko.xz`/`.ko.zst` modules, and systemd 257 its optional libraries).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -17,8 +20,46 @@ pub struct ElfInfo {
     pub needed: Vec<String>,
     pub rpath: Vec<String>,
     pub runpath: Vec<String>,
+    /// Libraries declared in `.note.dlopen` with priority `required` or
+    /// `recommended` (each entry: its sonames, any one will do).
+    pub dlopen: Vec<Dlopen>,
     pub is_64: bool,
     pub machine: u16,
+}
+
+/// One `.note.dlopen` entry: a feature the program loads at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dlopen {
+    pub sonames: Vec<String>,
+    /// The program does not work without it (else: recommended, taken when found).
+    pub required: bool,
+}
+
+/// The note type and owner of systemd's ELF dlopen metadata.
+const NOTE_DLOPEN_TYPE: u32 = 0x407c_0c0a;
+const NOTE_DLOPEN_OWNER: &str = "FDO";
+
+#[derive(serde::Deserialize)]
+struct DlopenEntry {
+    #[serde(default)]
+    soname: Vec<String>,
+    #[serde(default)]
+    priority: Option<String>,
+}
+
+/// The entries of one `.note.dlopen` descriptor (a NUL-terminated JSON array);
+/// `suggested` ones are left out, malformed notes give nothing.
+fn parse_dlopen_note(desc: &[u8]) -> Vec<Dlopen> {
+    let text = desc.split(|b| *b == 0).next().unwrap_or_default();
+    let Ok(entries) = serde_json::from_slice::<Vec<DlopenEntry>>(text) else { return Vec::new() };
+    entries
+        .into_iter()
+        .filter(|e| !e.soname.is_empty())
+        .filter_map(|e| match e.priority.as_deref().unwrap_or("recommended") {
+            "suggested" => None,
+            p => Some(Dlopen { sonames: e.soname, required: p == "required" }),
+        })
+        .collect()
 }
 
 /// Read the dynamic section of a file. `Ok(None)` when it is not an ELF file
@@ -34,6 +75,14 @@ pub fn read_elf(path: &Path) -> Result<Option<ElfInfo>> {
         needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
         rpath: elf.rpaths.iter().flat_map(|s| s.split(':')).filter(|s| !s.is_empty()).map(str::to_string).collect(),
         runpath: elf.runpaths.iter().flat_map(|s| s.split(':')).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        dlopen: elf
+            .iter_note_sections(&data, Some(".note.dlopen"))
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.ok())
+            .filter(|n| n.n_type == NOTE_DLOPEN_TYPE && n.name.trim_end_matches('\0') == NOTE_DLOPEN_OWNER)
+            .flat_map(|n| parse_dlopen_note(n.desc))
+            .collect(),
         is_64: elf.is_64,
         machine: elf.header.e_machine,
     }))
@@ -145,6 +194,17 @@ impl LibResolver {
                     }
                 }
             }
+            // dlopen()ed libraries: the first soname found; a recommended
+            // one that is not installed is a feature the source lacks too.
+            for d in &info.dlopen {
+                match d.sonames.iter().find_map(|lib| self.find(lib, &info, &origin_dir)) {
+                    Some(p) => todo.push_back((p, format!("{} (dlopen)", path.display()))),
+                    None if d.required => {
+                        out.missing.insert((d.sonames.join(" or "), path.display().to_string()));
+                    }
+                    None => {}
+                }
+            }
         }
         Ok(out)
     }
@@ -233,6 +293,25 @@ mod tests {
         assert_eq!(info.interpreter.as_deref(), Some("/lib64/ld-linux-x86-64.so.2"));
         assert!(info.needed.iter().any(|n| n == "libc.so.6"), "{info:?}");
         assert!(info.is_64);
+    }
+
+    #[test]
+    fn dlopen_notes_name_the_libraries_loaded_at_run_time() {
+        // The descriptor of Debian 13's libkmod (kmod 34), NUL-padded as in the note.
+        let desc =
+            br#"[{"feature":"zstd","description":"Support for uncompressing zstd-compressed modules","priority":"recommended","soname":["libzstd.so.1"]}]"#;
+        let mut padded = desc.to_vec();
+        padded.extend([0, 0, 0]);
+        assert_eq!(parse_dlopen_note(&padded), vec![Dlopen { sonames: vec!["libzstd.so.1".into()], required: false }]);
+        let many = br#"[{"soname":["libfido2.so.1"],"priority":"suggested"},{"soname":["libcryptsetup.so.12","libcryptsetup.so.13"],"priority":"required"},{"soname":["liblzma.so.5"]}]"#;
+        assert_eq!(
+            parse_dlopen_note(many),
+            vec![
+                Dlopen { sonames: vec!["libcryptsetup.so.12".into(), "libcryptsetup.so.13".into()], required: true },
+                Dlopen { sonames: vec!["liblzma.so.5".into()], required: false },
+            ]
+        );
+        assert!(parse_dlopen_note(b"not json\0").is_empty());
     }
 
     #[test]

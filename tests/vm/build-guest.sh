@@ -1,5 +1,6 @@
 #!/bin/bash
-# Build (once) and cache the Debian 12 guest that VM tests boot under qemu TCG.
+# Build (once) and cache the Debian 12 guest that VM tests boot under qemu TCG,
+# and the debootstrap trees of the scenario source systems (any Debian suite).
 #
 # Two cached stages under ${RESCUE_TEST_CACHE:-/var/cache/rescue-test}/guest/:
 #   rootfs-KEY.tar.zst  debootstrap result; KEY = hash of the suite, the package
@@ -11,8 +12,10 @@
 #                       virtio_blk + ext4, booted by default); IKEY = KEY + hash of the
 #                       guest customisation (guest-setup.sh and guest/*)
 # Prints the image directory on stdout. Safe to run concurrently (flock).
-# With --rootfs: only make sure the debootstrap tarball exists and print its path
-# (tests/vm/build-source.sh builds the scenario source systems from it).
+# With --rootfs [SUITE]: only make sure the debootstrap tarball of SUITE (default
+# bookworm) exists and print its path (tests/vm/build-source.sh builds the
+# scenario source systems from it). The test guest itself is always bookworm:
+# it only runs jobs (installing a source system, tests' commands).
 # Environment: RESCUE_TEST_CACHE, RESCUE_GUEST_MIRROR (default: the host's apt mirror),
 #              RESCUE_GUEST_ROOT_SIZE (default 8G, sparse).
 set -euo pipefail
@@ -30,7 +33,10 @@ PKGS=(
 )
 
 ROOTFS_ONLY=0
-[ "${1:-}" = --rootfs ] && ROOTFS_ONLY=1
+if [ "${1:-}" = --rootfs ]; then
+  ROOTFS_ONLY=1
+  SUITE=${2:-$SUITE}
+fi
 log() { echo "build-guest: $*" >&2; }
 die() { echo "build-guest: ERROR: $*" >&2; exit 1; }
 
@@ -39,29 +45,14 @@ for t in debootstrap zstd mkfs.ext4 flock sha256sum wget; do
   command -v "$t" >/dev/null || die "$t is missing: run scripts/install-deps.sh (apt-get install debootstrap zstd e2fsprogs util-linux coreutils wget)"
 done
 
-host_mirror() {
-  # The first Debian archive URI the host uses (deb822 .sources or one-line .list).
-  local f u
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -e "$f" ] || continue
-    u=$(awk '/^URIs:/{for(i=2;i<=NF;i++) if ($i !~ /security/) {print $i; exit}}' "$f")
-    [ -n "$u" ] && { echo "$u"; return; }
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -e "$f" ] || continue
-    u=$(awk '$1=="deb" && $0 !~ /security/ {for(i=2;i<=NF;i++) if ($i ~ /^(http|https|file):/) {print $i; exit}}' "$f")
-    [ -n "$u" ] && { echo "$u"; return; }
-  done
-  echo http://deb.debian.org/debian
-}
+# shellcheck source=suite-key.sh
+. "$here/suite-key.sh"
 MIRROR=${RESCUE_GUEST_MIRROR:-$(host_mirror)}
 
 mkdir -p "$CACHE/guest"
 exec 9>"$CACHE/guest/build.lock"
 flock 9
 
-# shellcheck source=suite-key.sh
-. "$here/suite-key.sh"
 if index=$(suite_key "$SUITE" "$MIRROR"); then
   key=$(printf '%s\n' "$SUITE" "$index" "${PKGS[@]}" | sha256sum | cut -c1-16)
   tarball="$CACHE/guest/rootfs-$key.tar.zst"

@@ -1,9 +1,13 @@
 #!/bin/bash
-# Build (once) and cache a bootable Debian 12 source system for the recovery
+# Build (once) and cache a bootable Debian source system for the recovery
 # scenarios (tests/vm_recover.rs, tests/vm/run-scenario.sh).
 #
-# Usage: build-source.sh KIND      KIND: a file in source/layout/ (bios-ext4,
-#                                   uefi-lvm-xfs, ...) without .sh
+# Usage: build-source.sh [--suite SUITE] KIND
+#   KIND: a file in source/layout/ (bios-ext4, uefi-lvm-xfs, ...) without .sh;
+#   SUITE: the Debian release installed (default bookworm; trixie: Debian 13).
+#   The install job runs in the (bookworm) test guest either way: it only
+#   partitions and formats; grub-install and update-grub run in a chroot of
+#   the installed tree, i.e. the suite's own GRUB.
 # Prints the cached directory: disk1.img... (raw, sparse), sizes (one a line),
 # kind, firmware, install.log, and for UEFI OVMF_VARS.fd holding the "debian"
 # boot entry grub-install made.
@@ -31,7 +35,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "build-source: ERROR: $*" >&2; exit 1; }
 log() { echo "build-source: $*" >&2; }
-(($# == 1)) || die "usage: build-source.sh KIND (the name of a file in tests/vm/source/layout/)"
+suite=bookworm
+if [ "${1:-}" = --suite ]; then suite=$2; shift 2; fi
+(($# == 1)) || die "usage: build-source.sh [--suite SUITE] KIND (the name of a file in tests/vm/source/layout/)"
 kind=$1
 layout="$here/source/layout/$kind.sh"
 [ -f "$layout" ] || die "unknown source kind '$kind': no $layout"
@@ -46,7 +52,7 @@ if [ "$fw" = uefi ]; then uefi=(--uefi); fi
 [ "$(id -u)" = 0 ] || die "must run as root"
 CACHE=${RESCUE_TEST_CACHE:-/var/cache/rescue-test}
 
-rootfs=$("$here/build-guest.sh" --rootfs) || die "building the debootstrap tarball failed (see above)"
+rootfs=$("$here/build-guest.sh" --rootfs "$suite") || die "building the debootstrap tarball failed (see above)"
 # The install job runs in the test guest: build it first (outside our lock).
 "$here/build-guest.sh" >/dev/null || die "building the test guest failed (see above)"
 
@@ -104,7 +110,7 @@ else
   mount -t sysfs sysfs "$work/tree/sys"
   mount --bind /dev "$work/tree/dev"
   if ((${#packages[@]})); then
-    "$here/fetch-debs.sh" "$work/tree/tmp/debs" "${packages[@]}" >/dev/null || die "fetching ${packages[*]} failed (see above)"
+    "$here/fetch-debs.sh" --suite "$suite" "$work/tree/tmp/debs" "${packages[@]}" >/dev/null || die "fetching ${packages[*]} failed (see above)"
     cp "$here/source/install-debs" "$work/tree/tmp/"
     chroot "$work/tree" /tmp/install-debs /tmp/debs >"$work/host-tree.log" 2>&1 \
       || { tail -n 30 "$work/host-tree.log" "$work/tree/tmp/install-debs.log" >&2; die "installing ${packages[*]} into the $kind tree failed"; }

@@ -18,6 +18,10 @@
 #             bios-mbr-logical (MBR, logical partitions, ext2 /boot, xfs /var by LABEL) |
 #             bios-ext4-bacula (restore from a Bacula director on the host) |
 #             uefi-lvm-xfs-to-4kn (scenario 2's system onto a disk with 4096-byte sectors)
+#             Each may carry a Debian suite as prefix: trixie-bios-ext4 is
+#             scenario 1 with a Debian 13 source (its own kernel, GRUB and
+#             tools build the rescue image); without one the source is bookworm.
+#             Secure Boot (uefi-lvm-xfs) is only checked on bookworm.
 #   WORKDIR: created; holds the disks, serial logs (*.serial.log), the job
 #   share and `times` (seconds per phase). Remove it afterwards (sparse disks,
 #   the ISO: a few hundred MB).
@@ -72,7 +76,11 @@ backup_iso='[backup]
 url = "iso:///backup"
 '
 # shellcheck disable=SC2016 # the checks run in the recovered system, not here
+suite=bookworm base=$scenario
 case "$scenario" in
+  trixie-*) suite=trixie base=${scenario#trixie-} ;;
+esac
+case "$base" in
   bios-ext4)
     kind=bios-ext4 data_dirs="/srv/rescue-data" config=$backup_iso ;;
   uefi-lvm-xfs|uefi-lvm-xfs-to-4kn)
@@ -96,7 +104,7 @@ cur=$(efibootmgr | sed -n "s/^BootCurrent: //p")
 efibootmgr -v | grep "^Boot$cur" | grep -qi "EFI.debian.shimx64.efi" || { echo "booted entry $cur does not start \\EFI\\debian\\shimx64.efi"; exit 1; }
 [ -f /boot/efi/EFI/debian/shimx64.efi ] && [ -f /boot/efi/EFI/debian/grubx64.efi ] || { echo "shim or GRUB missing from the ESP"; exit 1; }
 [ "$(efibootmgr | grep -Ec "^Boot[0-9A-F]{4}\\*? debian")" = 1 ] || { echo "not exactly one debian boot entry"; exit 1; }'
-    if [ "$scenario" = uefi-lvm-xfs-to-4kn ]; then
+    if [ "$base" = uefi-lvm-xfs-to-4kn ]; then
       # The source's 256 MiB FAT32 ESP has too few 4 KiB clusters for FAT32 on
       # 4Kn: the plan grows it to 260 MiB, and the firmware reads a FAT32.
       targets=(6G:virtio4k)
@@ -261,7 +269,7 @@ RES
     }
     # shellcheck disable=SC2317 # called by the EXIT trap
     scenario_host_stop() { "$here/../bacula/daemons.sh" stop "$W/bacula"; } ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, uefi-lvm-xfs-to-4kn)" ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, uefi-lvm-xfs-to-4kn; each may be prefixed with trixie-)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
@@ -391,7 +399,7 @@ secure_boot_firmware() {
 
 # --- 0. the source system ------------------------------------------------------
 t=$(now)
-src=$("$here/build-source.sh" "$kind") || fail build-source "building the $kind source system failed (see above)" /dev/null
+src=$("$here/build-source.sh" --suite "$suite" "$kind") || fail build-source "building the $kind source system failed (see above)" /dev/null
 record build-source "$(secs "$t")"
 fw=$(cat "$src/firmware")
 mapfile -t sizes <"$src/sizes"
@@ -423,7 +431,7 @@ cp "$rescue" "$job/rescue"
 cp "$here/source/make-data.sh" "$here/source/rescue-scenario-runner" "$here/source/rescue-scenario-state" "$here/source/install-debs" "$job/"
 if [ -n "$packages" ]; then
   # shellcheck disable=SC2086 # one word a package
-  "$here/fetch-debs.sh" "$job/debs" $packages >/dev/null || fail packages "fetching $packages failed (see above)" /dev/null
+  "$here/fetch-debs.sh" --suite "$suite" "$job/debs" $packages >/dev/null || fail packages "fetching $packages failed (see above)" /dev/null
 fi
 printf '%s' "$config" >"$job/rescue.toml"
 if [ -n "$prepare" ]; then printf '%s\n' "$prepare" >"$job/prepare.sh"; fi

@@ -19,6 +19,9 @@ use crate::target::TargetRoot;
 
 pub struct Options {
     pub force_initramfs: bool,
+    /// The restore gave every labelled file its SELinux label back
+    /// (`archive::SelinuxLabels::complete`); otherwise an SELinux system is relabelled.
+    pub selinux_labels_restored: bool,
 }
 
 pub struct Done {
@@ -28,7 +31,7 @@ pub struct Done {
 }
 
 fn runs_in_chroot(step: &Step) -> bool {
-    matches!(step, Step::RegenerateInitramfs { .. } | Step::GrubBios { .. } | Step::GrubEfi { .. } | Step::SystemdBoot { .. } | Step::GrubMkconfig { .. })
+    crate::needs::StepKind::of(step).is_some_and(|k| k != StepKind::EfiBootEntry)
 }
 
 /// Whether the recovered system under `root` has `rel` (a path relative to
@@ -52,15 +55,20 @@ pub fn run(layout: &Layout, needs: &Needs, plan: &Plan, root: &TargetRoot, opts:
     for m in &plan.mapping {
         drivers.extend(boot::disk_drivers(&m.name));
     }
+    let read = |rel: &str| root.join(rel).ok().and_then(|p| std::fs::read_to_string(p).ok());
     let target = Target {
         root: root.path().to_path_buf(),
         uefi,
         disk_drivers: drivers,
         force_initramfs: opts.force_initramfs,
         initramfs_conf_files: boot::initramfs_conf_files(root.path()),
+        system: boot::distro::detect(&read, &|rel| present(root, rel)),
+        kernels: boot::distro::installed_kernels(root.path()),
+        bls_entries: boot::distro::bls_entries(root.path()),
+        selinux_labels_restored: opts.selinux_labels_restored,
     };
+    tracing::info!("finalize: the recovered system is of the {:?} family (os-release ID `{}`)", target.system.family, target.system.os_id);
     let map = DeviceMap { paths: plan.device_paths() };
-    let read = |rel: &str| root.join(rel).ok().and_then(|p| std::fs::read_to_string(p).ok());
     let planned = boot::plan(layout, &map, &target, &read);
     let mut warnings = Vec::new();
     let fstab = root.join("etc/fstab")?;
@@ -196,7 +204,7 @@ mod tests {
             nics: Default::default(),
         };
         let needs = crate::needs::recovery(&layout, &crate::image::config::ImageConfig::default(), Needs::default());
-        let e = run(&layout, &needs, &plan, &plan.target_root, &Options { force_initramfs: false }).err().unwrap();
+        let e = run(&layout, &needs, &plan, &plan.target_root, &Options { force_initramfs: false, selinux_labels_restored: false }).err().unwrap();
         let msg = format!("{e:#}");
         assert!(msg.contains("grub-install") && msg.contains("grub-pc") && msg.contains("No bootloader or initramfs step was run"), "{msg}");
         assert_eq!(std::fs::read_to_string(d.path().join("etc/fstab")).unwrap(), "/dev/vda2 / ext4 defaults 0 1\n");

@@ -430,6 +430,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
 
         phases.run(&mut rep, "storage", "partitions, RAID, LUKS, LVM, filesystems, mounts", |_| recreate_storage(ctx, &the_plan, keys, interactive))?;
 
+        let mut selinux_labels_restored = false;
         phases.run(&mut rep, "restore", "the data", |rep| {
             let from = rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default())).unwrap_or_default();
             let unchecked = used.unread;
@@ -439,6 +440,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             })?;
             let r = restored.files();
             rep.restored = Some(report::Restored { entries: r.entries, bytes: r.bytes });
+            selinux_labels_restored = r.selinux_labels.is_some_and(|l| l.complete());
             rep.warnings.extend(r.refused.iter().map(|s| format!("restore: refused member {s}")));
             rep.warnings.extend(r.warnings.iter().map(|s| format!("restore: {s}")));
             if !r.manifest_checked {
@@ -456,7 +458,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
         })?;
 
         phases.run(&mut rep, "finalize", "fstab, initramfs, bootloader", |rep| {
-            let opts = finalize::Options { force_initramfs: a.regenerate_initramfs };
+            let opts = finalize::Options { force_initramfs: a.regenerate_initramfs, selinux_labels_restored };
             let done = finalize::run(&layout, &needs, &the_plan, target_root, &opts)?;
             rep.warnings.extend(done.warnings);
             rep.finalize = done.steps;
