@@ -169,12 +169,14 @@ fn make_source(root: &Path, fw: Fw) {
     }
     std::fs::write(root.join("etc/fstab"), fstab).unwrap();
     std::fs::create_dir_all(root.join("boot/grub")).unwrap();
+    // no_timer_check: under TCG on a busy host the kernel's IO-APIC timer
+    // check can miss its tick and panic (seen on q35 with the recovered disk).
     std::fs::write(
         root.join("boot/grub/grub.cfg"),
         format!(
             "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\nset timeout=1\n\
              insmod part_gpt\ninsmod ext2\nsearch --no-floppy --fs-uuid --set=root {FS_UUID}\n\
-             menuentry 'Debian (drill source)' {{\n  linux /boot/vmlinuz-{kernel} root=UUID={FS_UUID} ro console=tty0 console=ttyS0,115200 net.ifnames=0\n  initrd /boot/initrd.img-{kernel}\n}}\n"
+             menuentry 'Debian (drill source)' {{\n  linux /boot/vmlinuz-{kernel} root=UUID={FS_UUID} ro console=tty0 console=ttyS0,115200 net.ifnames=0 no_timer_check\n  initrd /boot/initrd.img-{kernel}\n}}\n"
         ),
     )
     .unwrap();
