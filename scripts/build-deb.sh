@@ -7,15 +7,20 @@
 # control with Depends/Recommends/Suggests) comes from `rescue package-tree`,
 # i.e. from the code itself (src/workflow/package.rs).
 # Then lintian checks the result (warnings explained in docs/package.md).
-# Usage: scripts/build-deb.sh [DIR]
+# Usage: [RESCUE_PACKAGE_BIN=FILE] scripts/build-deb.sh [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-target/deb}")
-for t in dpkg-deb dpkg-shlibdeps fakeroot; do
-  command -v "$t" >/dev/null || { echo "build-deb: $t is missing: apt-get install dpkg-dev fakeroot" >&2; exit 2; }
+for t in dpkg-deb dpkg-shlibdeps fakeroot file; do
+  command -v "$t" >/dev/null || { echo "build-deb: $t is missing: apt-get install dpkg-dev fakeroot file" >&2; exit 2; }
 done
-cargo build --release --locked
-bin=target/release/rescue
+# RESCUE_PACKAGE_BIN packages an executable built already (e.g. the static one of
+# scripts/build-static.sh) instead of building the normal one.
+bin=${RESCUE_PACKAGE_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --locked
+  bin=target/release/rescue
+fi
 version=$("$bin" --version | awk '{print $2}')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -26,7 +31,10 @@ strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/u
 # dpkg-shlibdeps wants a source package around the file.
 mkdir -p "$work/debian"
 printf 'Source: rescue\n\nPackage: rescue\nArchitecture: any\n' >"$work/debian/control"
-shlibs=$(cd "$work" && dpkg-shlibdeps -O rescue/usr/sbin/rescue 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+shlibs=""
+if ! file -L "$bin" | grep -Eq 'statically linked|static-pie linked'; then
+  shlibs=$(cd "$work" && dpkg-shlibdeps -O rescue/usr/sbin/rescue | sed -n 's/^shlibs:Depends=//p')
+fi
 "$bin" package-tree "$root" --shlibs "$shlibs" >/dev/null
 mkdir -p "$out"
 deb=$out/rescue_${version}_amd64.deb
