@@ -147,7 +147,7 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: rescue
 
 Files: *
-Copyright: rescue developers
+Copyright: 2025-2026 rescue developers
 License: GPL-3+
  This program is free software: you can redistribute it and/or modify it
  under the terms of the GNU General Public License as published by the Free
@@ -200,7 +200,8 @@ pub fn write_tree(
     );
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(changelog.as_bytes())?;
-    write_file(&doc.join("changelog.Debian.gz"), &gz.finish()?)?;
+    // A native package (no Debian revision in the version): changelog.gz, not changelog.Debian.gz.
+    write_file(&doc.join("changelog.gz"), &gz.finish()?)?;
     let kib = tree_bytes(root)?.div_ceil(1024);
     write_file(&root.join("DEBIAN/control"), control(version, shlibs, kib).as_bytes())
 }
