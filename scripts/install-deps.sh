@@ -15,6 +15,8 @@ PKGS=(
   shim-signed shim-unsigned grub-efi-amd64-signed sbsigntool openssl
   # VM tests
   qemu-system-x86 qemu-utils ovmf debootstrap wget
+  # the Debian package (scripts/build-deb.sh, tests/package.rs)
+  dpkg-dev fakeroot lintian
   # backup server tests (tests/bacula.rs): a real Bacula director, storage and file daemon
   bacula-director bacula-director-sqlite3 bacula-sd bacula-fd bacula-console sqlite3
   # transient mounts checklayout must ignore (tests/refresh_loop.rs)

@@ -93,6 +93,9 @@ pub enum Command {
     /// Write man pages for rescue and every subcommand into DIR.
     #[command(after_long_help = "Example:\n  rescue manpages /usr/local/share/man/man8")]
     Manpages { dir: PathBuf },
+    /// Write the Debian package's files besides the executable (scripts/build-deb.sh).
+    #[command(hide = true)]
+    PackageTree(workflow::package::Args),
 }
 
 /// Parse, run, print the error chain once, and return the exit code.
@@ -118,7 +121,7 @@ pub fn main() -> i32 {
     };
     let log_dir = match &cli.command {
         // Pure file and help commands do not need a log.
-        Command::Completions { .. } | Command::Manpages { .. } | Command::Layout(_) => None,
+        Command::Completions { .. } | Command::Manpages { .. } | Command::PackageTree(_) | Command::Layout(_) => None,
         _ => Some(config.log_dir.clone()),
     };
     crate::logging::init(verbosity, log_dir.as_deref(), command_name(&cli.command));
@@ -150,6 +153,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Restoreonly(_) => "restoreonly",
         Command::Completions { .. } => "completions",
         Command::Manpages { .. } => "manpages",
+        Command::PackageTree(_) => "package-tree",
     }
 }
 
@@ -176,6 +180,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
             write_manpages(&dir)?;
             Ok(0)
         }
+        Command::PackageTree(a) => workflow::package::run(a),
     }
 }
 
@@ -185,7 +190,7 @@ pub fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let cmd = Cli::command();
     let mut pages = vec![("rescue".to_string(), cmd.clone())];
-    for sub in cmd.get_subcommands() {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         pages.push((format!("rescue-{}", sub.get_name()), sub.clone().name(format!("rescue-{}", sub.get_name()))));
     }
     for (name, c) in pages {

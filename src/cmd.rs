@@ -341,50 +341,63 @@ pub fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
+/// The programs we call and the Debian package that ships each: the one
+/// table behind the "not installed" messages ([`package_for`]) and the
+/// Debian package's Depends/Recommends/Suggests (`crate::package`, whose
+/// test fails when a program here has no relation there). Where the
+/// package is not simply a name, the note follows it in parentheses.
+pub const PROGRAM_PACKAGES: &[(&[&str], &str)] = &[
+    (&["sfdisk"], "fdisk"),
+    (&["blkid", "lsblk", "wipefs", "partx", "findmnt", "mkswap", "blockdev"], "util-linux"),
+    (&["mount", "umount", "losetup", "swapon", "swapoff"], "mount"),
+    (&["mkfs.ext2", "mkfs.ext3", "mkfs.ext4", "dumpe2fs", "tune2fs", "e2fsck", "mke2fs"], "e2fsprogs"),
+    (&["mkfs.xfs", "xfs_info", "xfs_db", "xfs_admin"], "xfsprogs"),
+    (&["mkfs.btrfs", "btrfs", "btrfstune"], "btrfs-progs"),
+    (&["mkfs.vfat", "mkfs.fat", "fatlabel", "fsck.vfat"], "dosfstools"),
+    (&["mcopy", "mdir", "mmd"], "mtools"),
+    (&["lvm", "pvcreate", "vgcreate", "lvcreate", "vgchange", "pvs", "vgs", "lvs"], "lvm2"),
+    (&["mdadm"], "mdadm"),
+    (&["cryptsetup"], "cryptsetup-bin"),
+    (&["efibootmgr"], "efibootmgr"),
+    (&["grub-install", "grub-mkconfig", "grub-mkimage", "grub-mkrescue"], "grub-common (plus grub-pc-bin or grub-efi-amd64-bin)"),
+    (&["xorriso"], "xorriso"),
+    (&["rsync"], "rsync"),
+    (&["chroot"], "coreutils"),
+    (&["update-initramfs"], "initramfs-tools"),
+    (&["dracut"], "dracut"),
+    (&["bootctl"], "systemd-boot"),
+    (&["bconsole"], "bacula-console"),
+    (&["bacula-fd"], "bacula-fd"),
+    (&["bareos-fd"], "bareos-filedaemon (from Bareos' repository)"),
+    (&["tar"], "tar"),
+    (&["zstd"], "zstd"),
+    (&["pigz"], "pigz"),
+    (&["cpio"], "cpio"),
+    (&["qemu-system-x86_64"], "qemu-system-x86"),
+    (&["qemu-img"], "qemu-utils"),
+    (&["udevadm"], "udev"),
+    (&["kmod", "modprobe", "depmod", "insmod", "rmmod", "lsmod", "modinfo"], "kmod"),
+    (&["dmsetup"], "dmsetup"),
+    (&["timeout", "cat"], "coreutils"),
+    (&["sh"], "dash"),
+    (&["systemctl"], "systemd"),
+    (&["ip"], "iproute2"),
+    (&["syslinux"], "syslinux"),
+    (&["sbsign"], "sbsigntool"),
+    (&["objcopy"], "binutils"),
+    (&["busybox"], "busybox-static"),
+    (&["sshd"], "openssh-server"),
+    (&["ssh-keygen"], "openssh-client"),
+    (&["resize2fs"], "e2fsprogs"),
+    (&["xfs_repair"], "xfsprogs"),
+    (&["mount.nfs"], "nfs-common"),
+    (&["mount.cifs"], "cifs-utils"),
+];
+
 /// The Debian package that ships a program we call, for error messages.
 pub fn package_for(program: &str) -> Option<&'static str> {
     let base = program.rsplit('/').next().unwrap_or(program);
-    Some(match base {
-        "sfdisk" => "fdisk",
-        "blkid" | "lsblk" | "wipefs" | "partx" | "losetup" | "mount" | "umount" | "findmnt" | "mkswap" | "swapon" | "swapoff" | "blockdev" => "util-linux",
-        "mkfs.ext2" | "mkfs.ext3" | "mkfs.ext4" | "dumpe2fs" | "tune2fs" | "e2fsck" | "mke2fs" => "e2fsprogs",
-        "mkfs.xfs" | "xfs_info" | "xfs_db" | "xfs_admin" => "xfsprogs",
-        "mkfs.btrfs" | "btrfs" | "btrfstune" => "btrfs-progs",
-        "mkfs.vfat" | "mkfs.fat" | "fatlabel" | "fsck.vfat" => "dosfstools",
-        "mcopy" | "mdir" | "mmd" => "mtools",
-        "lvm" | "pvcreate" | "vgcreate" | "lvcreate" | "vgchange" | "pvs" | "vgs" | "lvs" => "lvm2",
-        "mdadm" => "mdadm",
-        "cryptsetup" => "cryptsetup-bin",
-        "efibootmgr" => "efibootmgr",
-        "grub-install" | "grub-mkconfig" | "grub-mkimage" | "grub-mkrescue" => "grub-common (plus grub-pc-bin or grub-efi-amd64-bin)",
-        "xorriso" => "xorriso",
-        "rsync" => "rsync",
-        "chroot" => "coreutils",
-        "update-initramfs" => "initramfs-tools",
-        "dracut" => "dracut",
-        "bootctl" => "systemd-boot",
-        "bconsole" => "bacula-console",
-        "bacula-fd" => "bacula-fd",
-        "bareos-fd" => "bareos-filedaemon (from Bareos' repository)",
-        "tar" => "tar",
-        "zstd" => "zstd",
-        "pigz" => "pigz",
-        "cpio" => "cpio",
-        "qemu-system-x86_64" => "qemu-system-x86",
-        "qemu-img" => "qemu-utils",
-        "udevadm" => "udev",
-        "kmod" | "modprobe" | "depmod" | "insmod" | "rmmod" | "lsmod" | "modinfo" => "kmod",
-        "dmsetup" => "dmsetup",
-        "timeout" => "coreutils",
-        "busybox" => "busybox-static",
-        "sshd" => "openssh-server",
-        "ssh-keygen" => "openssh-client",
-        "resize2fs" => "e2fsprogs",
-        "xfs_repair" => "xfsprogs",
-        "mount.nfs" => "nfs-common",
-        "mount.cifs" => "cifs-utils",
-        _ => return None,
-    })
+    PROGRAM_PACKAGES.iter().find(|(programs, _)| programs.contains(&base)).map(|(_, package)| *package)
 }
 
 fn tail(stderr: &[u8]) -> String {

@@ -116,6 +116,26 @@ pub fn devnum_of_path(path: &str) -> Option<String> {
     Some(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
 }
 
+/// The id of a user (`/etc/passwd`) or group (`/etc/group`) name, read from
+/// the file itself rather than through NSS: the portable static build of
+/// rescue cannot load NSS modules, and the rescue system has only these files.
+pub fn account_id(file: &Path, name: &str) -> Result<Option<u32>> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    Ok(account_id_in(&text, name))
+}
+
+/// [`account_id`] on the text of a passwd or group file (`name:x:id:...`).
+pub fn account_id_in(text: &str, name: &str) -> Option<u32> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some(name)).then(|| f.nth(1).and_then(|id| id.trim().parse().ok())).flatten()
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod mountinfo_tests {
@@ -130,5 +150,23 @@ mod mountinfo_tests {
         assert_eq!(m.len(), 2);
         assert_eq!((m[0].devnum.as_str(), m[0].source.as_str(), m[0].target.as_path()), ("98:0", "/dev/root", Path::new("/mnt/my disk")));
         assert_eq!(m[1].target, PathBuf::from("/run/user/0"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_come_from_the_files() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# a comment\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\nbad:x:zz:1::/:/bin/sh\n";
+        assert_eq!(account_id_in(passwd, "www-data"), Some(33));
+        assert_eq!(account_id_in(passwd, "root"), Some(0));
+        assert_eq!(account_id_in(passwd, "www"), None);
+        assert_eq!(account_id_in(passwd, "bad"), None);
+        assert_eq!(account_id_in("adm:x:4:syslog,alice\n", "adm"), Some(4));
+        assert_eq!(account_id(Path::new("/nonexistent/passwd"), "root").unwrap(), None);
+        assert_eq!(account_id(Path::new("/etc/passwd"), "root").unwrap(), Some(0));
     }
 }

@@ -20,11 +20,17 @@ serial=""; stage=2
 for a in "$@"; do
   case "$a" in file:*) [ -z "$serial" ] && serial=${a#file:} ;; esac
   [ "$a" = -kernel ] && stage=1
+  case "$a" in *drill.iso*) stage=1 ;; esac
 done
 echo "$*" >> "$FAKE_QEMU_DIR/args"
 echo $$ > "$FAKE_QEMU_DIR/pid"
 say() { echo "$1" >> "$serial"; sleep 0.3; }
 case "$FAKE_QEMU_MODE-$stage" in
+  sb-1|sboff-1) say "RESCUE-INIT rescue system starting"
+       if [ "$FAKE_QEMU_MODE" = sb ]; then say "RESCUE-SECUREBOOT on"; else say "RESCUE-SECUREBOOT off"; fi
+       say "RESCUE-READY"; say "RESCUE-RECOVER-START rescue recover --unattended"; say "RESCUE-RECOVER-OK"; say "RESCUE-POWEROFF"; exit 0 ;;
+  sb-2|sboff-2) say "RESCUE-DRILL-BOOTED host=db1 kernel=6.1 uptime=3 failed-units=0 state=starting secure-boot=on"
+       say "RESCUE-DRILL-DONE checks=0 passed=0"; exit 0 ;;
   hang-1) say "RESCUE-INIT rescue system starting"; exec sleep 600 ;;
   fail-1) say "RESCUE-INIT rescue system starting"; say "RESCUE-RECOVER-START rescue recover --unattended"
           say "rescue: error: recovery stopped in phase verify: the archive is damaged"
@@ -250,4 +256,60 @@ fn input_errors_exit_2_before_any_vm() {
     let help = Command::new(BIN).args(["drill", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("Examples:") && help.contains("--prometheus") && help.contains("Cron"), "{help}");
+}
+
+/// `--secure-boot`: enforcing firmware, the ISO booted through its own
+/// signed chain (a remastered copy, no -kernel), and the drill counts only
+/// when the rescue system saw Secure Boot on: firmware that silently did
+/// not enforce it fails the drill. Refused before any VM for a BIOS system
+/// and for an ISO without the signed chain.
+#[test]
+fn secure_boot_drill_needs_the_signed_chain_and_enforcing_firmware() {
+    let s = setup(GOOD_CONFIG);
+    let uefi = concat!(env!("CARGO_MANIFEST_DIR"), "/layouts/uefi-lvm-xfs.toml");
+    // A BIOS system: refused.
+    let (code, _, stderr) = s.run("sb", &["--secure-boot"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("Secure Boot is a UEFI feature"), "{stderr}");
+    // No signed loaders in the ISO: refused, no VM started.
+    let (code, _, stderr) = s.run("sb", &["--secure-boot", "--layout", uefi]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("has no signed UEFI boot chain"), "{stderr}");
+    assert!(s.args().is_empty(), "a VM was started: {:?}", s.args());
+    s.assert_clean();
+
+    // Debian's signed shim and GRUB in /EFI/BOOT, as mkrescue puts them.
+    let (shim, grub) = ("/usr/lib/shim/shimx64.efi.signed", "/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed");
+    for (f, pkg) in [(shim, "shim-signed"), (grub, "grub-efi-amd64-signed")] {
+        assert!(Path::new(f).is_file(), "{f} is missing: apt-get install {pkg}");
+    }
+    let signed = s.iso.with_extension("signed.iso");
+    let out = Command::new("xorriso")
+        .arg("-indev")
+        .arg(&s.iso)
+        .arg("-outdev")
+        .arg(&signed)
+        .args(["-map", shim, "/EFI/BOOT/BOOTX64.EFI", "-map", grub, "/EFI/BOOT/grubx64.efi"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "xorriso: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::rename(&signed, &s.iso).unwrap();
+
+    let (code, v, stderr) = s.run("sb", &["--secure-boot", "--layout", uefi]);
+    assert_eq!(code, 0, "{stderr}\n{v}");
+    assert_eq!((v["secure-boot"]["rescue"].as_bool(), v["secure-boot"]["recovered"].as_bool()), (Some(true), Some(true)), "{v}");
+    let args = s.args();
+    assert_eq!(args.len(), 2, "{args:?}");
+    for a in &args {
+        assert!(a.contains("-machine q35,smm=on") && a.contains("OVMF_CODE_4M.ms.fd") && a.contains("driver=cfi.pflash01,property=secure,value=on"), "{a}");
+        assert!(!a.contains("-kernel"), "{a}");
+    }
+    assert!(args[0].contains("drill.iso") && args[0].contains("bootindex=0"), "{}", args[0]);
+    s.assert_clean();
+
+    // The rescue system booted with Secure Boot off: not an enforcing drill.
+    let (code, v, stderr) = s.run("sboff", &["--secure-boot", "--layout", uefi]);
+    assert_eq!(code, 1, "{stderr}\n{v}");
+    assert!(v["failure"].as_str().unwrap().contains("Secure Boot was not enforced (rescue system: off"), "{v}");
+    s.assert_clean();
 }

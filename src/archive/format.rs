@@ -789,10 +789,8 @@ pub fn acl_text_to_xattr(text: &str) -> Result<Vec<u8>> {
         } else if let Ok(n) = qual.parse() {
             n
         } else {
-            let found = match tag {
-                "user" | "u" => nix::unistd::User::from_name(qual).ok().flatten().map(|u| u.uid.as_raw()),
-                _ => nix::unistd::Group::from_name(qual).ok().flatten().map(|g| g.gid.as_raw()),
-            };
+            let file = if matches!(tag, "user" | "u") { "/etc/passwd" } else { "/etc/group" };
+            let found = crate::util::account_id(std::path::Path::new(file), qual)?;
             found.ok_or_else(|| anyhow::anyhow!("ACL entry {item:?} names a user or group unknown on this system"))?
         };
         let t = match (tag, qual.is_empty()) {

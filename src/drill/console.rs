@@ -16,6 +16,8 @@ pub enum Event {
     RescueInit,
     /// The rescue system is up (banner printed).
     RescueReady,
+    /// What the rescue system's /init read from the SecureBoot EFI variable.
+    RescueSecureBoot(bool),
     /// The unattended recovery started.
     RecoverStart,
     /// `rescue recover` started a phase (`==> phase 2/5 plan: ...`).
@@ -78,6 +80,7 @@ pub fn parse_line(line: &str) -> Option<Event> {
     Some(match word {
         "RESCUE-INIT" => Event::RescueInit,
         "RESCUE-READY" => Event::RescueReady,
+        "RESCUE-SECUREBOOT" => Event::RescueSecureBoot(rest.split_whitespace().next() == Some("on")),
         "RESCUE-RECOVER-START" => Event::RecoverStart,
         "RESCUE-RECOVER-OK" => Event::RecoverOk,
         "RESCUE-RECOVER-FAILED" => Event::RecoverFailed(rest.trim().to_string()),

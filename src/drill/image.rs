@@ -60,6 +60,62 @@ pub fn open(iso: &Path, dir: &Path) -> Result<RescueIso> {
     })
 }
 
+/// Where the ISO's UEFI loaders are (see `image::iso::write_iso`).
+const ISO_SHIM: &str = "/EFI/BOOT/BOOTX64.EFI";
+const ISO_GRUB: &str = "/EFI/BOOT/grubx64.efi";
+/// The menu the ISO's signed GRUB reads (its El Torito image redirects there).
+const ISO_GRUB_CFG: &str = "/boot/grub/grub.cfg";
+
+/// For `--secure-boot`: refuse an ISO whose UEFI loaders carry no signature
+/// (built without the signed chain), before a VM runs into the firmware's refusal.
+pub fn require_signed_chain(iso: &Path, dir: &Path) -> Result<()> {
+    let shim = dir.join("BOOTX64.EFI");
+    let grub = dir.join("grubx64.efi");
+    // xorriso fails on a path the ISO does not have: that is an unsigned image too.
+    let extracted = Cmd::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(iso)
+        .args(["-extract", ISO_SHIM])
+        .arg(&shim)
+        .args(["-extract", ISO_GRUB])
+        .arg(&grub)
+        .run()
+        .is_ok();
+    let signed = |f: &Path| crate::image::efi::pe_is_signed(f).unwrap_or(false);
+    if !(extracted && signed(&shim) && signed(&grub)) {
+        return Err(crate::error::input_error(format!(
+            "{} has no signed UEFI boot chain (shim and GRUB in /EFI/BOOT), so firmware that enforces Secure Boot would refuse it: \
+             install {} and rebuild it with `rescue mkrescue` (image.secure-boot = \"require\" makes sure), or drill without --secure-boot",
+            iso.display(),
+            crate::image::efi::SIGNED_CHAIN_PACKAGES
+        )));
+    }
+    Ok(())
+}
+
+/// The drill's GRUB menu: one entry, no wait, the drill's kernel command line.
+pub fn drill_grub_cfg(append: &str) -> String {
+    format!(
+        "serial --unit=0 --speed=115200\nterminal_input console serial\nterminal_output console serial\nset timeout=0\nset default=0\n\n\
+         menuentry 'rescue drill' {{\n  linux /boot/vmlinuz {append}\n  initrd /boot/initrd.img\n}}\n"
+    )
+}
+
+/// A copy of `iso` at `out` whose GRUB menu is `grub_cfg`, with its boot
+/// images (El Torito BIOS and EFI, hybrid MBR/GPT) as they were: under
+/// Secure Boot the kernel must come through shim and signed GRUB from the
+/// ISO itself, so its command line can only change in the menu.
+pub fn remaster(iso: &Path, grub_cfg: &str, out: &Path) -> Result<()> {
+    let cfg = out.with_extension("grub.cfg");
+    std::fs::write(&cfg, grub_cfg).with_context(|| format!("writing {}", cfg.display()))?;
+    let _ = std::fs::remove_file(out);
+    remaster_cmd(iso, &cfg, out).run().with_context(|| format!("making the drill's copy of {} with its own boot menu", iso.display()))
+}
+
+fn remaster_cmd(iso: &Path, cfg: &Path, out: &Path) -> Cmd {
+    Cmd::new("xorriso").arg("-indev").arg(iso).arg("-outdev").arg(out).arg("-map").arg(cfg).arg(ISO_GRUB_CFG).args(["-boot_image", "any", "replay"])
+}
+
 /// The APPEND line of the first menu entry ("recover").
 pub fn menu_cmdline(isolinux_cfg: &str) -> Option<String> {
     isolinux_cfg.lines().find_map(|l| l.trim().strip_prefix("APPEND ")).map(|s| s.trim().to_string())
@@ -142,6 +198,54 @@ mod tests {
             line,
             "console=tty0 quiet rescue.nonet no_timer_check unattended rescue.after=poweroff rescue.drill rescue.drill.check=74727565 console=ttyS0,115200"
         );
+    }
+
+    #[test]
+    fn the_remaster_replaces_the_menu_and_replays_the_boot_images() {
+        let c = remaster_cmd(Path::new("/srv/rescue-web1.iso"), Path::new("/w/drill.grub.cfg"), Path::new("/w/drill.iso")).display();
+        assert!(c.contains("-indev /srv/rescue-web1.iso -outdev /w/drill.iso -map /w/drill.grub.cfg /boot/grub/grub.cfg -boot_image any replay"), "{c}");
+        let cfg = drill_grub_cfg("quiet unattended rescue.drill console=ttyS0,115200");
+        assert!(cfg.contains("set timeout=0\n") && cfg.contains("  linux /boot/vmlinuz quiet unattended rescue.drill console=ttyS0,115200\n"), "{cfg}");
+        assert_eq!(cfg.matches("menuentry").count(), 1, "{cfg}");
+    }
+
+    /// A real ISO with an EFI El Torito image: the copy has the new menu,
+    /// every other file and the boot image; the original is untouched.
+    #[test]
+    fn remaster_of_a_real_iso() {
+        let xorriso = crate::cmd::find_program("xorriso");
+        assert!(xorriso.is_some(), "xorriso is missing: apt-get install xorriso");
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
+        std::fs::write(tree.join("boot/grub/grub.cfg"), "old menu\n").unwrap();
+        std::fs::write(tree.join("boot/vmlinuz"), "kernel").unwrap();
+        std::fs::write(tree.join("boot/efiboot.img"), vec![0u8; 64 * 1024]).unwrap();
+        let iso = d.path().join("rescue.iso");
+        Cmd::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
+            .arg(&iso)
+            .args(["-e", "boot/efiboot.img", "-no-emul-boot"])
+            .arg(&tree)
+            .run()
+            .unwrap();
+        let out = d.path().join("drill.iso");
+        remaster(&iso, &drill_grub_cfg("unattended"), &out).unwrap();
+        let read = |from: &Path, path: &str| {
+            let to = d.path().join("x");
+            let _ = std::fs::remove_file(&to);
+            Cmd::new("xorriso").args(["-osirrox", "on", "-indev"]).arg(from).args(["-extract", path]).arg(&to).run().unwrap();
+            std::fs::read_to_string(&to).unwrap_or_default()
+        };
+        assert!(read(&out, "/boot/grub/grub.cfg").contains("linux /boot/vmlinuz unattended"));
+        assert_eq!(read(&out, "/boot/vmlinuz"), "kernel");
+        assert_eq!(read(&iso, "/boot/grub/grub.cfg"), "old menu\n");
+        let report = Cmd::new("xorriso").args(["-indev"]).arg(&out).args(["-report_el_torito", "plain"]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
+        assert!(text.contains("UEFI"), "the EFI boot image was lost: {text}");
+        // And it has no signed chain: --secure-boot refuses it.
+        let e = require_signed_chain(&out, d.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("has no signed UEFI boot chain"), "{e:#}");
     }
 
     #[test]

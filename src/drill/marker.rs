@@ -122,7 +122,11 @@ dir=/var/lib/rescue-drill
 rm -f /etc/systemd/system/multi-user.target.wants/{UNIT_NAME} /etc/systemd/system/{UNIT_NAME}
 failed=$(systemctl list-units --state=failed --no-legend --plain 2>/dev/null | wc -l)
 state=$(systemctl is-system-running 2>/dev/null)
-echo "RESCUE-DRILL-BOOTED host=$(hostname) kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime) failed-units=$failed state=$state" >"$out"
+# The SecureBoot variable: 4 bytes of attributes, then the value (1 = enforced).
+sb=off
+[ -d /sys/firmware/efi ] || sb=bios
+[ "$(od -An -t u1 -j 4 -N 1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>/dev/null | tr -d ' ')" = 1 ] && sb=on
+echo "RESCUE-DRILL-BOOTED host=$(hostname) kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime) failed-units=$failed state=$state secure-boot=$sb" >"$out"
 n=0 passed=0
 while [ $n -lt {checks} ]; do
   n=$((n + 1))
@@ -173,7 +177,7 @@ mod tests {
         let link = std::fs::read_link(d.path().join("etc/systemd/system/multi-user.target.wants/rescue-drill.service")).unwrap();
         assert_eq!(link, Path::new("/etc/systemd/system/rescue-drill.service"));
         let run = std::fs::read_to_string(d.path().join("var/lib/rescue-drill/run")).unwrap();
-        assert!(run.contains("RESCUE-DRILL-BOOTED host=") && run.contains("-lt 2 ]"), "{run}");
+        assert!(run.contains("RESCUE-DRILL-BOOTED host=") && run.contains("-lt 2 ]") && run.contains("secure-boot=$sb"), "{run}");
         assert_eq!(std::fs::read_to_string(d.path().join("var/lib/rescue-drill/check-2")).unwrap(), "test -f /etc/hostname\n");
         // Installing again (a second recovery of the same tree) replaces it.
         install(d.path(), &req).unwrap();

@@ -27,7 +27,7 @@ use anyhow::{Context, Result};
 use self::console::{Event, Follower};
 use self::disks::{Bus, DrillDisk};
 use self::qemu::{Accel, DirectBoot, Network, Uefi, Vm, VmSpec};
-use self::result::{CheckResult, DrillResult, Phase};
+use self::result::{CheckResult, DrillResult, Phase, SecureBootSeen};
 use crate::backup::Location;
 use crate::config::Config;
 use crate::error::input_error;
@@ -59,6 +59,8 @@ pub struct Options {
     /// Keep the work directory (disks, console logs) at the end.
     pub keep: bool,
     pub qemu: PathBuf,
+    /// Run both VMs under firmware that enforces Secure Boot, booting the ISO through its signed chain.
+    pub secure_boot: bool,
     /// Print progress on stderr.
     pub progress: bool,
     /// Echo every console line on stderr.
@@ -183,6 +185,20 @@ fn secs(a: Instant, b: Instant) -> f64 {
     (b.saturating_duration_since(a).as_secs_f64() * 10.0).round() / 10.0
 }
 
+/// How the rescue VM starts: the ISO as its CD, and the kernel handed over
+/// by qemu with the drill's command line. Under `--secure-boot` the firmware
+/// must verify what it starts, so the VM boots a copy of the ISO through its
+/// own shim and signed GRUB, whose menu carries the drill's command line.
+fn rescue_boot(opts: &Options, img: &image::RescueIso, append: String, dir: &Path) -> Result<(PathBuf, Option<DirectBoot>)> {
+    if opts.secure_boot {
+        let copy = dir.join("drill.iso");
+        image::remaster(&opts.iso, &image::drill_grub_cfg(&append), &copy)?;
+        Ok((copy, None))
+    } else {
+        Ok((opts.iso.clone(), Some(DirectBoot { kernel: img.kernel.clone(), initrd: img.initrd.clone(), append })))
+    }
+}
+
 /// Run a drill of the rescue ISO `opts.iso`.
 pub fn run(opts: &Options) -> Result<DrillResult> {
     signal::install()?;
@@ -223,6 +239,14 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
     let prep = prepare(layout, img.config_text.as_deref(), opts)?;
     let host = prep.layout.host.hostname.clone();
     let uefi_fw = prep.layout.host.firmware == Firmware::Uefi;
+    if opts.secure_boot {
+        if !uefi_fw {
+            return Err(input_error(format!(
+                "--secure-boot: the descriptor records BIOS firmware for {host}, and Secure Boot is a UEFI feature; drill without --secure-boot"
+            )));
+        }
+        image::require_signed_chain(&opts.iso, &dir)?;
+    }
 
     let mut extra = marker::cmdline_words(&opts.checks);
     if prep.network == Network::None {
@@ -236,19 +260,10 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
             append.len()
         )));
     }
+    // One variable store for both VMs: the recovery writes its boot entry there.
+    let uefi = if uefi_fw { Some(Uefi::copy_into(&dir, opts.secure_boot)?) } else { None };
+    let (cdrom, direct) = rescue_boot(opts, &img, append, &dir)?;
     let files = disks::create_files(&prep.disks, &dir)?;
-    let uefi = if uefi_fw {
-        for f in [qemu::OVMF_CODE, qemu::OVMF_VARS] {
-            if !Path::new(f).is_file() {
-                return Err(input_error(format!("the descriptor records UEFI firmware, and {f} is missing: apt-get install ovmf")));
-            }
-        }
-        let vars = dir.join("OVMF_VARS.fd");
-        std::fs::copy(qemu::OVMF_VARS, &vars).with_context(|| format!("copying {} to {}", qemu::OVMF_VARS, vars.display()))?;
-        Some(Uefi { code: qemu::OVMF_CODE.into(), vars })
-    } else {
-        None
-    };
     let disk_list: Vec<(DrillDisk, PathBuf)> = prep.disks.iter().cloned().zip(files).collect();
     for (d, _) in &disk_list {
         say.line(&format!("blank disk for {}: {} on {}, serial {}", d.recorded, crate::util::human_bytes(d.size), d.bus, d.serial));
@@ -259,6 +274,7 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
         host: host.clone(),
         iso: opts.iso.display().to_string(),
         firmware: if uefi_fw { "uefi" } else { "bios" }.into(),
+        secure_boot: opts.secure_boot.then(SecureBootSeen::default),
         started,
         timestamp: 0.0,
         disks: prep.disks.clone(),
@@ -279,8 +295,8 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
         cpus: opts.cpus,
         uefi: uefi.clone(),
         disks: disk_list.clone(),
-        cdrom: Some(opts.iso.clone()),
-        direct: Some(DirectBoot { kernel: img.kernel.clone(), initrd: img.initrd.clone(), append }),
+        cdrom: Some(cdrom),
+        direct,
         network: prep.network,
         serial_log: dir.join("console-rescue.log"),
     };
@@ -293,10 +309,15 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
     let mut failed: Option<String> = None;
     let mut phase_marks: Vec<(String, Instant)> = Vec::new();
     let mut rescue_error: Option<String> = None;
+    let mut rescue_secure_boot = None;
     let ended = follow(&mut vm, &mut con, vm_start + opts.recover_timeout, opts.echo_console, |ev, at| {
         match ev {
             Event::RescueInit => say.line("rescue kernel and initramfs loaded, /init running"),
             Event::RescueReady => say.line("rescue system up"),
+            Event::RescueSecureBoot(on) => {
+                rescue_secure_boot = Some(on);
+                say.line(&format!("rescue system: Secure Boot {}", if on { "on" } else { "off" }));
+            }
             Event::RecoverStart => {
                 recover_start = Some(at);
                 say.line("unattended recovery started");
@@ -350,6 +371,12 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
         }
     }
     vm.stop();
+    if let Some(sb) = res.secure_boot.as_mut() {
+        sb.rescue = rescue_secure_boot;
+        if failed.is_none() && rescue_secure_boot != Some(true) {
+            failed = sb.failure();
+        }
+    }
     if let Some(f) = failed {
         return Ok(finish(res, f, con.tail(), work, opts, &say));
     }
@@ -401,6 +428,12 @@ pub fn run(opts: &Options) -> Result<DrillResult> {
         res.phases.push(Phase { name: "first-boot".into(), seconds: secs(boot_start, b) });
     }
     res.booted = booted.clone();
+    if let Some(sb) = res.secure_boot.as_mut() {
+        sb.recovered = booted.as_ref().and_then(|b| b.get("secure-boot")).map(|v| v == "on");
+        if failed.is_none() && booted.is_some() {
+            failed = sb.failure();
+        }
+    }
     if failed.is_none() {
         failed = match (&booted, done, &ended) {
             (None, _, Ended::TimedOut) => Some(format!(

@@ -15,6 +15,10 @@ use crate::cmd::Cmd;
 pub const QEMU: &str = "qemu-system-x86_64";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+/// Firmware that enforces Secure Boot with Microsoft's keys enrolled, so the
+/// distribution's signed shim boots and nothing unsigned does (package ovmf).
+pub const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+pub const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -57,6 +61,27 @@ impl Network {
 pub struct Uefi {
     pub code: PathBuf,
     pub vars: PathBuf,
+    /// Secure Boot enforced: the firmware's SMM-protected variable store
+    /// needs a q35 machine with SMM and a secure flash, or it does not start.
+    pub secure: bool,
+}
+
+impl Uefi {
+    /// The firmware files for `secure` (enforcing, Microsoft's keys) or plain
+    /// OVMF, with the VM's own copy of the variable store in `dir`.
+    pub fn copy_into(dir: &Path, secure: bool) -> Result<Uefi> {
+        let (code, vars) = if secure { (OVMF_CODE_SECURE, OVMF_VARS_SECURE) } else { (OVMF_CODE, OVMF_VARS) };
+        for f in [code, vars] {
+            if !Path::new(f).is_file() {
+                let why =
+                    if secure { "rescue drill --secure-boot needs the firmware that enforces Secure Boot" } else { "the descriptor records UEFI firmware" };
+                return Err(crate::error::input_error(format!("{why}, and {f} is missing: apt-get install ovmf")));
+            }
+        }
+        let own = dir.join(Path::new(vars).file_name().unwrap_or_default());
+        std::fs::copy(vars, &own).with_context(|| format!("copying {vars} to {}", own.display()))?;
+        Ok(Uefi { code: code.into(), vars: own, secure })
+    }
 }
 
 /// Booting a kernel directly (`-kernel/-initrd/-append`) instead of from a disk.
@@ -94,7 +119,9 @@ impl VmSpec {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |v: &[&str]| a.extend(v.iter().map(|s| s.to_string()));
-        push(&["-accel", self.accel.as_str(), "-machine", "pc", "-nodefaults", "-no-reboot"]);
+        let secure = self.uefi.as_ref().is_some_and(|u| u.secure);
+        let machine = if secure { "q35,smm=on" } else { "pc" };
+        push(&["-accel", self.accel.as_str(), "-machine", machine, "-nodefaults", "-no-reboot"]);
         push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
         push(&["-display", "none", "-monitor", "none", "-serial", &format!("file:{}", p(&self.serial_log))]);
         match self.network {
@@ -104,6 +131,9 @@ impl VmSpec {
         if let Some(u) = &self.uefi {
             push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", p(&u.code))]);
             push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", p(&u.vars))]);
+            if u.secure {
+                push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            }
         }
         let mut ahci_port = 0;
         for (i, (d, file)) in self.disks.iter().enumerate() {
@@ -138,7 +168,9 @@ impl VmSpec {
             // On its own AHCI controller: the rescue kernel does not see a CD
             // on the PIIX IDE controller when OVMF boots it.
             push(&["-drive", &format!("file={},format=raw,if=none,id=cd,media=cdrom,readonly=on", p(iso))]);
-            push(&["-device", "ahci,id=cdbus", "-device", "ide-cd,drive=cd,bus=cdbus.0"]);
+            // Booted by the firmware (no -kernel): the CD comes before the blank disks.
+            let first = if self.direct.is_none() { ",bootindex=0" } else { "" };
+            push(&["-device", "ahci,id=cdbus", "-device", &format!("ide-cd,drive=cd,bus=cdbus.0{first}")]);
         }
         if let Some(k) = &self.direct {
             push(&["-kernel", &k.kernel.display().to_string(), "-initrd", &k.initrd.display().to_string(), "-append", &k.append]);
@@ -274,7 +306,7 @@ mod tests {
     #[test]
     fn rescue_boot_with_uefi_iso_and_kernel() {
         let mut s = spec();
-        s.uefi = Some(Uefi { code: OVMF_CODE.into(), vars: "/w/OVMF_VARS.fd".into() });
+        s.uefi = Some(Uefi { code: OVMF_CODE.into(), vars: "/w/OVMF_VARS.fd".into(), secure: false });
         s.cdrom = Some("/srv/rescue,1.iso".into());
         s.direct =
             Some(DirectBoot { kernel: "/w/vmlinuz".into(), initrd: "/w/initrd.img".into(), append: "console=ttyS0,115200 unattended rescue.drill".into() });
@@ -299,6 +331,27 @@ mod tests {
         let i = a.iter().position(|x| x == "-append").unwrap();
         assert_eq!(a[i + 1], "console=ttyS0,115200 unattended rescue.drill");
         assert!(!j.contains("bootindex"), "{j}");
+        assert!(j.contains("-machine pc ") && !j.contains("smm") && !j.contains("secure"), "{j}");
+    }
+
+    #[test]
+    fn secure_boot_runs_enforcing_firmware_and_boots_the_iso_itself() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = spec();
+        s.uefi = Some(Uefi::copy_into(d.path(), true).unwrap());
+        s.cdrom = Some("/w/drill.iso".into());
+        let a = s.args();
+        let j = a.join(" ");
+        assert!(j.starts_with("-accel tcg -machine q35,smm=on -nodefaults"), "{j}");
+        assert!(j.contains(&format!("unit=0,readonly=on,file={OVMF_CODE_SECURE} ")), "{j}");
+        assert!(j.contains(&format!("unit=1,file={}", d.path().join("OVMF_VARS_4M.ms.fd").display())), "{j}");
+        assert!(j.contains("-global driver=cfi.pflash01,property=secure,value=on"), "{j}");
+        // Through shim and the ISO's signed GRUB, never a kernel handed over by qemu.
+        assert!(!j.contains("-kernel") && j.contains("ide-cd,drive=cd,bus=cdbus.0,bootindex=0"), "{j}");
+        // The VM's own copy of the enforcing variable store, as shipped.
+        assert_eq!(std::fs::read(d.path().join("OVMF_VARS_4M.ms.fd")).unwrap(), std::fs::read(OVMF_VARS_SECURE).unwrap());
+        let plain = Uefi::copy_into(d.path(), false).unwrap();
+        assert_eq!((plain.code.to_str().unwrap(), plain.secure), (OVMF_CODE, false));
     }
 
     #[test]

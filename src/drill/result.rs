@@ -31,6 +31,41 @@ pub struct CheckResult {
     pub output: Vec<String>,
 }
 
+/// What a `--secure-boot` drill saw: whether each system read Secure Boot
+/// on from its own SecureBoot EFI variable (`None`: it never said).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SecureBootSeen {
+    /// The rescue system's `RESCUE-SECUREBOOT on|off` line.
+    pub rescue: Option<bool>,
+    /// The recovered system's `secure-boot=on|off` in its boot marker.
+    pub recovered: Option<bool>,
+}
+
+impl SecureBootSeen {
+    /// Why a drill that asked for Secure Boot cannot count as one: a system
+    /// that booted with it off (or never said) means the firmware did not
+    /// enforce it, and the drill proved nothing about enforcing machines.
+    pub fn failure(&self) -> Option<String> {
+        let said = |v: Option<bool>| match v {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "not reported",
+        };
+        match (self.rescue, self.recovered) {
+            (Some(true), Some(true)) => None,
+            (Some(true), None) => {
+                Some("--secure-boot: the recovered system did not report its Secure Boot state (secure-boot= in its boot marker)".to_string())
+            }
+            (r, c) => Some(format!(
+                "--secure-boot: Secure Boot was not enforced (rescue system: {}, recovered system: {}); the drill does not count as one under enforcing firmware",
+                said(r),
+                said(c)
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DrillResult {
@@ -39,6 +74,8 @@ pub struct DrillResult {
     pub host: String,
     pub iso: String,
     pub firmware: String,
+    /// With `--secure-boot`: what the two systems said about Secure Boot.
+    pub secure_boot: Option<SecureBootSeen>,
     /// RFC 3339 start of the drill.
     pub started: String,
     /// Unix time at the end of the drill.
@@ -80,6 +117,15 @@ impl DrillResult {
         }
         if let Some(rto) = self.rto_seconds {
             let _ = writeln!(s, "  {:<12} {:>8.1} s  (RTO: rescue boot to the recovered system up)", "total", rto);
+        }
+        if let Some(sb) = &self.secure_boot {
+            let on = |v: Option<bool>| match v {
+                Some(true) => "on",
+                Some(false) => "OFF",
+                None => "?",
+            };
+            let verdict = if sb.failure().is_none() { "enforced" } else { "NOT enforced" };
+            let _ = writeln!(s, "  secure boot: {verdict} (rescue system {}, recovered system {})", on(sb.rescue), on(sb.recovered));
         }
         if let Some(b) = &self.booted {
             let f = |k: &str| b.get(k).map(String::as_str).unwrap_or("?");
@@ -170,6 +216,7 @@ mod tests {
             host: "web\"1".into(),
             iso: "/var/lib/rescue/output/rescue-web1.iso".into(),
             firmware: "bios".into(),
+            secure_boot: None,
             started: "2026-11-26T11:00:00Z".into(),
             timestamp: 1795690000.4,
             disks: vec![],
@@ -236,5 +283,24 @@ rescue_drill_timestamp_seconds{host=\"web\\\"1\"} 1795690000
         assert_eq!(v["console-tail"][0], "last");
         let t = result(false).text();
         assert!(t.contains("FAIL") && t.contains("check \"false\": FAILED (exit 1)") && t.contains("| last"), "{t}");
+    }
+
+    #[test]
+    fn secure_boot_counts_only_when_both_systems_saw_it_on() {
+        let seen = |rescue, recovered| SecureBootSeen { rescue, recovered };
+        assert_eq!(seen(Some(true), Some(true)).failure(), None);
+        // Firmware that did not enforce (a fallback to plain OVMF): the drill fails.
+        for (r, c) in [(Some(false), Some(true)), (Some(true), Some(false)), (None, Some(true)), (Some(false), Some(false))] {
+            let f = seen(r, c).failure().unwrap();
+            assert!(f.contains("Secure Boot was not enforced"), "{f}");
+        }
+        assert!(seen(Some(true), None).failure().unwrap().contains("did not report"));
+        let mut r = result(true);
+        r.secure_boot = Some(seen(Some(true), Some(true)));
+        assert!(r.text().contains("secure boot: enforced (rescue system on, recovered system on)"), "{}", r.text());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!((v["secure-boot"]["rescue"].as_bool(), v["secure-boot"]["recovered"].as_bool()), (Some(true), Some(true)));
+        r.secure_boot = Some(seen(Some(false), Some(true)));
+        assert!(r.text().contains("secure boot: NOT enforced (rescue system OFF"), "{}", r.text());
     }
 }

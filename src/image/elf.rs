@@ -295,6 +295,25 @@ mod tests {
         assert!(info.is_64);
     }
 
+    /// A static executable (busybox-static here; the static build of rescue
+    /// is one too) needs nothing else: the image gets the file alone.
+    #[test]
+    fn a_static_executable_has_no_closure() {
+        let busybox = Path::new("/bin/busybox");
+        assert!(busybox.is_file(), "/bin/busybox is missing: apt-get install busybox-static");
+        let info = read_elf(busybox).unwrap().unwrap();
+        assert_eq!((info.interpreter.as_deref(), info.needed.len()), (None, 0), "{info:?}");
+        let c = LibResolver::for_root(Path::new("/")).closure(&[busybox.to_path_buf()]).unwrap();
+        assert_eq!(c.files.iter().collect::<Vec<_>>(), [busybox]);
+        assert!(c.missing.is_empty(), "{:?}", c.missing);
+        // And where the static build of rescue is given, the same for it.
+        if let Some(p) = std::env::var_os("RESCUE_STATIC_BIN") {
+            let p = PathBuf::from(p);
+            let c = LibResolver::for_root(Path::new("/")).closure(std::slice::from_ref(&p)).unwrap();
+            assert_eq!(c.files.iter().collect::<Vec<_>>(), [&p]);
+        }
+    }
+
     #[test]
     fn dlopen_notes_name_the_libraries_loaded_at_run_time() {
         // The descriptor of Debian 13's libkmod (kmod 34), NUL-padded as in the note.

@@ -22,6 +22,7 @@ Examples:
                                                 for node_exporter's textfile collector
   rescue drill --accel kvm --memory 4096 --cpus 4   faster where KVM works
   rescue drill --keep                           keep the disks and console logs for a look afterwards
+  rescue drill --secure-boot                    under firmware that enforces Secure Boot (UEFI systems)
 
 Cron (weekly, Sunday 04:30; exit status 1 when the drill fails):
   30 4 * * 0 root rescue -q drill --prometheus /var/lib/prometheus/node-exporter/rescue_drill.prom 2>&1 | logger -t rescue-drill
@@ -71,6 +72,10 @@ pub struct Args {
     /// Write the result as a node_exporter textfile (atomically).
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<PathBuf>,
+    /// Run the VMs under firmware that enforces Secure Boot (OVMF with Microsoft's keys, UEFI systems only):
+    /// the rescue ISO boots through its signed shim, and both systems must report Secure Boot on.
+    #[arg(long)]
+    pub secure_boot: bool,
     /// The qemu program (tests).
     #[arg(long, value_name = "PROGRAM", default_value = drill::qemu::QEMU, hide = true)]
     pub qemu: PathBuf,
@@ -119,6 +124,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             work_parent: a.work_dir.clone(),
             keep: a.keep,
             qemu: a.qemu.clone(),
+            secure_boot: a.secure_boot,
             progress: ctx.verbosity >= 0,
             echo_console: ctx.verbosity >= 1,
         };

@@ -10,6 +10,7 @@ pub mod layoutcmd;
 pub mod mkbackup;
 pub mod mkbackuponly;
 pub mod mkrescue;
+pub mod package;
 pub mod recover;
 pub mod restoreonly;
 pub mod savelayout;

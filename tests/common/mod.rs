@@ -9,9 +9,18 @@ use std::process::{Command, Output};
 
 pub mod recovery;
 
-/// The `rescue` binary cargo built for this test run.
+/// The `rescue` binary under test: the one cargo built for this run, or
+/// `RESCUE_BIN` (e.g. the static build of scripts/build-static.sh, to run
+/// the same tests against it).
 pub fn rescue_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rescue"))
+    match std::env::var_os("RESCUE_BIN") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "RESCUE_BIN={} is not a file", p.display());
+            p
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_rescue")),
+    }
 }
 
 /// `dir/rescue.toml` keeping logs and state in `dir` (written once).
