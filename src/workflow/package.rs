@@ -248,7 +248,7 @@ fn tree_bytes(dir: &Path) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::cmd::PROGRAM_PACKAGES;
-    use crate::needs::{Data, Runs};
+    use crate::needs::Runs;
 
     fn related() -> Vec<&'static str> {
         DEPENDS.iter().chain(RECOMMENDS).chain(SUGGESTS).copied().collect()
@@ -315,15 +315,16 @@ mod tests {
             let layout = crate::layout::Layout::load(&file).unwrap();
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
             let plain = name == "bios-gpt-ext4.toml";
-            for data in [Data::Url("iso:///backup".into()), Data::Url("nfs://nas/b".into())] {
-                let needs = crate::needs::recovery(&layout, &crate::config::Config::default(), &data);
+            for url in ["iso:///backup", "nfs://nas/b"] {
+                let reaching = crate::backup::Location::parse(url).unwrap().rescue_needs(url);
+                let needs = crate::needs::recovery(&layout, &crate::image::config::ImageConfig::default(), reaching);
                 let programs =
                     needs.programs.iter().filter(|p| matches!(p.runs, Runs::Recover | Runs::Rescue)).filter_map(|p| p.package.map(|k| (p.name.clone(), k)));
                 let files = needs.files.iter().filter(|f| f.runs != Runs::Target).map(|f| (f.paths[0].to_string(), f.package));
                 for (what, entry) in programs.chain(files) {
                     let p = package_name(entry);
                     assert!(related.contains(&p) || ALWAYS_THERE.contains(&p), "{name}: {what} comes from {p}, not a relation of the package");
-                    if plain && matches!(data, Data::Url(ref u) if u.starts_with("iso")) {
+                    if plain && url.starts_with("iso") {
                         assert!(
                             DEPENDS.contains(&p) || ALWAYS_THERE.contains(&p),
                             "{name}: {what} comes from {p}, which a plain system needs: make it a Depends"
