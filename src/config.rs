@@ -81,6 +81,8 @@ pub struct BackupConfig {
     pub iso_dir: PathBuf,
     /// The director, for method `bacula` or `bareos` (docs/bareos.md).
     pub server: crate::bserver::ServerConfig,
+    /// Object storage, for `url = "s3://BUCKET/PREFIX"` (docs/archive.md).
+    pub s3: crate::backup::s3::S3Config,
 }
 
 impl Default for BackupConfig {
@@ -97,6 +99,7 @@ impl Default for BackupConfig {
             timeout: 10,
             iso_dir: "/var/lib/rescue/iso".into(),
             server: crate::bserver::ServerConfig::default(),
+            s3: crate::backup::s3::S3Config::default(),
         }
     }
 }

@@ -600,6 +600,8 @@ fn source(n: &mut Needs, config: &Config, data: &Data) {
                     n.program("timeout", Runs::Recover, When::Always, "to give up on a medium that does not answer");
                 }
                 Location::Rsync(_) => n.program("rsync", Runs::Recover, When::Always, format!("to restore from {url}")),
+                // rescue's own S3 client: nothing to add but the network.
+                Location::S3(_) => {}
             }
         }
     }

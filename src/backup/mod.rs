@@ -7,6 +7,7 @@
 
 pub mod location;
 pub mod rsync;
+pub mod s3;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -152,12 +153,33 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
         let create = rsync::backup(&opts.root, &sources, &config.backup.exclude, &exclude_paths, spec, &host)?;
         return Ok(BackupReport { url, archive: format!("{spec}/{host}/"), create, mounts });
     }
+    if let Location::S3(s3url) = &loc {
+        let job = archive_job(layout, config, opts, &mounts, exclude_paths);
+        let (archive, create) = s3::backup(s3url, &config.backup, &host, &job.name, &job.sources, &job.copts)?;
+        return Ok(BackupReport { url, archive, create, mounts });
+    }
     let opened = Opened::open(&loc, &config.backup, true)?;
     let dir = opened.dir().join(&host);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the backup directory {}", dir.display()))?;
-    // Never back up the backup, nor our own log: it grows while being read,
-    // which would make every backup "completed with warnings".
+    // Never back up the backup.
     exclude_paths.push(opened.dir().to_path_buf());
+    let job = archive_job(layout, config, opts, &mounts, exclude_paths);
+    let dest = dir.join(&job.name);
+    let create = write_archive_file(&job.sources, &dest, &job.copts)?;
+    prune(&dir, config.backup.keep)?;
+    Ok(BackupReport { url, archive: dest.display().to_string(), create, mounts })
+}
+
+/// One archive to make: its sources, name and options.
+struct ArchiveJob {
+    sources: Vec<Source>,
+    name: String,
+    copts: CreateOptions,
+}
+
+fn archive_job(layout: &Layout, config: &Config, opts: &BackupOptions, mounts: &[String], mut exclude_paths: Vec<PathBuf>) -> ArchiveJob {
+    // Our own log grows while being read, which would make every backup
+    // "completed with warnings".
     exclude_paths.push(under_root(&opts.root, &config.log_dir.join(crate::logging::LOG_FILE).to_string_lossy()));
     // A mount below another is archived as its own source, never twice
     // (on the live system one-file-system already stops there).
@@ -165,7 +187,7 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
     let sources: Vec<Source> = mounts.iter().map(|m| Source { path: under_root(&opts.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() }).collect();
     // The data to back up, for the ETA and the space check: known when
     // every source is a mount point (a whole filesystem), as on a live system.
-    let expected = expected_bytes(layout, &mounts, |m| {
+    let expected = expected_bytes(layout, mounts, |m| {
         let p = under_root(&opts.root, m);
         if p.exists() && crate::util::is_mount_root(&p) {
             used_bytes(&p)
@@ -178,7 +200,6 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
         .unwrap_or_else(|_| "now".into());
     let compression = config.backup.compress;
     let name = format!("{BACKUP_PREFIX}{stamp}.{}", compression.extension());
-    let dest = dir.join(&name);
     let copts = CreateOptions {
         compression,
         level: config.backup.level,
@@ -189,9 +210,7 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
         expected_bytes: expected,
         ..CreateOptions::default()
     };
-    let create = write_archive_file(&sources, &dest, &copts)?;
-    prune(&dir, config.backup.keep)?;
-    Ok(BackupReport { url, archive: dest.display().to_string(), create, mounts })
+    ArchiveJob { sources, name, copts }
 }
 
 fn destination_url(cfg: &BackupConfig, url: Option<&str>) -> Result<String> {
@@ -218,13 +237,19 @@ pub fn list_backups(dir: &Path) -> Result<Vec<PathBuf>> {
     for de in rd {
         let de = de?;
         let name = de.file_name().to_string_lossy().into_owned();
-        if name.starts_with(BACKUP_PREFIX) && [".tar", ".tar.zst", ".tar.gz"].iter().any(|s| name.ends_with(s)) {
+        if is_archive_name(&name) {
             v.push(de.path());
         }
     }
     v.sort();
     v.reverse();
     Ok(v)
+}
+
+/// Whether the last component of `name` is a backup archive's name.
+pub(crate) fn is_archive_name(name: &str) -> bool {
+    let name = name.rsplit('/').next().unwrap_or(name);
+    name.starts_with(BACKUP_PREFIX) && [".tar", ".tar.zst", ".tar.gz"].iter().any(|s| name.ends_with(s))
 }
 
 /// Keep the newest `keep` backups (at least one), delete older ones.
@@ -360,6 +385,12 @@ pub fn restore(layout: &Layout, config: &Config, opts: &RestoreOptions) -> Resul
     let host = host_dir_name(layout);
     if let Location::Rsync(spec) = &loc {
         return rsync::restore(spec, &host, &opts.target);
+    }
+    if let Location::S3(s3url) = &loc {
+        let (backup, reader) = s3::open_backup(s3url, &config.backup, &host, opts.archive.as_deref())?;
+        tracing::info!("restoring s3://{}/{} into {}", s3url.bucket, backup.key, opts.target.display());
+        let eopts = ExtractOptions { target: opts.target.clone(), progress: opts.progress, total_bytes: Some(backup.size), keep_manifest: false };
+        return archive::extract(reader, &eopts).with_context(|| format!("restoring s3://{}/{} into {}", s3url.bucket, backup.key, opts.target.display()));
     }
     let opened = Opened::open(&loc, &config.backup, false)?;
     let dir = opened.dir().join(&host);

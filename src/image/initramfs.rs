@@ -375,6 +375,13 @@ pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<
     let (config_text, removed, config_secrets) = sanitized_config(inp.config)?;
     manifest.config_removed = removed;
     tree.add_bytes(Path::new(IMAGE_CONFIG), config_text, 0o600)?;
+    // The read-only S3 key, only when one is configured; never the write key.
+    if let Some(read_key) = &inp.config.backup.s3.image_credentials_file {
+        let text = std::fs::read_to_string(read_key)
+            .with_context(|| format!("reading backup.s3.image-credentials-file {} for the rescue image", read_key.display()))?;
+        crate::backup::s3::Credentials::from_toml(&text, &read_key.display().to_string())?;
+        tree.add_bytes(Path::new(crate::backup::s3::IMAGE_CREDENTIALS_PATH), text, 0o600)?;
+    }
     let hostname = if inp.layout.host.hostname.is_empty() { "unknown".to_string() } else { inp.layout.host.hostname.clone() };
     let env = [
         ("RESCUE_VERSION", env!("CARGO_PKG_VERSION").to_string()),

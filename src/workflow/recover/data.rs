@@ -145,6 +145,9 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
     match source {
         DataSource::Archive { url, archive } => {
             let loc = Location::parse(url)?;
+            if let Location::S3(s3url) = &loc {
+                return check_s3(s3url, url, archive.as_deref(), layout, config, progress);
+            }
             let opened =
                 Opened::open(&loc, &config.backup, false).with_context(|| format!("the backup location {url} is not reachable; nothing was written"))?;
             let host = backup::host_dir_name(layout);
@@ -219,6 +222,35 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
     }
 }
 
+/// Verify phase of an S3 backup: endpoint, credential, bucket, the object
+/// and its record, then (recover.verify-archive) the whole archive streamed
+/// against its manifest. Writes nothing anywhere.
+fn check_s3(s3url: &backup::s3::S3Url, url: &str, archive: Option<&str>, layout: &Layout, config: &Config, progress: bool) -> Result<BackupUsed> {
+    let host = backup::host_dir_name(layout);
+    let (found, reader) = backup::s3::open_backup(s3url, &config.backup, &host, archive).context("the S3 backup cannot be restored; nothing was written")?;
+    let mut used = BackupUsed {
+        url: url.to_string(),
+        archive: Some(found.name.clone()),
+        archive_bytes: Some(found.size),
+        verified: false,
+        data_bytes: None,
+        files: None,
+        device: None,
+        listing: None,
+    };
+    if config.recover.verify_archive {
+        tracing::info!("verifying {} ({}) before touching any disk", found.key, human_bytes(found.size));
+        let r = verify_stream(reader, Some(found.size), progress).map_err(|e| {
+            anyhow::anyhow!(format!("the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME", found.key))
+        })?;
+        used.verified = true;
+        used.data_bytes = Some(r.0);
+        used.files = r.1;
+        used.listing = Some(root_relative(r.2));
+    }
+    Ok(used)
+}
+
 /// The archive of `host` in the backup location mounted at `base`: the one
 /// named, else the newest. Each way of not finding it says what is there
 /// and what to pass instead.
@@ -281,6 +313,11 @@ fn list_names(mut names: Vec<String>) -> String {
 fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
+    verify_stream(f, total, progress)
+}
+
+/// [`verify_archive`] of an archive read from `f` (`total` bytes long, if known).
+fn verify_stream<R: std::io::Read + Send + 'static>(f: R, total: Option<u64>, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = crate::archive::CountingReader { inner: f, count: count.clone() };
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
