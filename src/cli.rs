@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::context::Ctx;
 use crate::error::{exit_code_for, EXIT_INPUT};
 use crate::workflow;
 
@@ -92,14 +93,6 @@ pub enum Command {
     /// Write man pages for rescue and every subcommand into DIR.
     #[command(after_long_help = "Example:\n  rescue manpages /usr/local/share/man/man8")]
     Manpages { dir: PathBuf },
-}
-
-/// Everything a command needs from the global flags and the config.
-pub struct Ctx {
-    pub config: Config,
-    pub config_path: PathBuf,
-    pub json: bool,
-    pub verbosity: i8,
 }
 
 /// Parse, run, print the error chain once, and return the exit code.

@@ -3,12 +3,14 @@
 //! `rescue` works with no config file at all. Documented in docs/config.md.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::error::InputError;
+use crate::backup::location::Location;
+use crate::error::{input_error, InputError};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rescue/rescue.toml";
 
@@ -20,7 +22,7 @@ pub struct Config {
     /// Where the saved layout descriptor and other state live.
     pub state_dir: PathBuf,
     pub capture: CaptureConfig,
-    pub backup: BackupConfig,
+    pub backup: crate::backup::config::BackupConfig,
     pub recover: RecoverConfig,
     /// The rescue image `rescue mkrescue` builds (docs/image.md).
     pub image: crate::image::config::ImageConfig,
@@ -34,7 +36,7 @@ impl Default for Config {
             log_dir: "/var/log/rescue".into(),
             state_dir: "/var/lib/rescue".into(),
             capture: CaptureConfig::default(),
-            backup: BackupConfig::default(),
+            backup: crate::backup::config::BackupConfig::default(),
             recover: RecoverConfig::default(),
             image: crate::image::config::ImageConfig::default(),
             mapping: BTreeMap::new(),
@@ -57,55 +59,6 @@ pub struct CaptureConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct BackupConfig {
-    /// `archive` (rescue's own archives at `url`), `bacula` or `bareos` (a director holds the data).
-    pub method: crate::bserver::BackupMethod,
-    /// Where the backup goes (`file:///path`, `nfs://host/export`, `usb:///dev/disk/by-label/REAR-000`, `iso:///backup`).
-    pub url: Option<String>,
-    /// Paths (globs) not to back up, besides pseudo filesystems and the backup target.
-    pub exclude: Vec<String>,
-    /// Archive compression: `zstd` (default), `gzip` or `none`.
-    pub compress: crate::archive::Compression,
-    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6).
-    pub level: Option<i32>,
-    /// How many backups to keep at the destination (the newest; at least 1).
-    pub keep: u32,
-    /// `rescue archive create`: stay on the filesystem of each source (backups always do).
-    pub one_file_system: bool,
-    /// Extra mount options for nfs://, cifs:// and usb:// destinations (e.g. `credentials=/etc/rescue/cifs.cred`).
-    /// Values of secret options (`password=`...) are masked wherever the config is shown or logged.
-    pub mount_options: Option<MountOptions>,
-    /// Seconds to wait for a network destination to answer before giving up.
-    pub timeout: u64,
-    /// Where iso:// backups are staged for the rescue ISO.
-    pub iso_dir: PathBuf,
-    /// The director, for method `bacula` or `bareos` (docs/bareos.md).
-    pub server: crate::bserver::ServerConfig,
-    /// Object storage, for `url = "s3://BUCKET/PREFIX"` (docs/archive.md).
-    pub s3: crate::backup::s3::S3Config,
-}
-
-impl Default for BackupConfig {
-    fn default() -> Self {
-        Self {
-            method: crate::bserver::BackupMethod::Archive,
-            url: None,
-            exclude: Vec::new(),
-            compress: crate::archive::Compression::Zstd,
-            level: None,
-            keep: 1,
-            one_file_system: false,
-            mount_options: None,
-            timeout: 10,
-            iso_dir: "/var/lib/rescue/iso".into(),
-            server: crate::bserver::ServerConfig::default(),
-            s3: crate::backup::s3::S3Config::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct RecoverConfig {
     /// Where the recreated filesystems are mounted during recovery
     /// (absolute, normalized, not `/`: checked when the config is read).
@@ -117,7 +70,7 @@ pub struct RecoverConfig {
     pub unattended_proceed: bool,
     /// LUKS mapper name -> key file, or `usb://LABEL/path` (a file on a USB
     /// stick), for unattended recovery of encrypted volumes.
-    pub luks_keys: BTreeMap<String, crate::workflow::recover::LuksKeySource>,
+    pub luks_keys: BTreeMap<String, LuksKeySource>,
     /// Read the whole backup archive and check it against its manifest before any disk is touched.
     pub verify_archive: bool,
 }
@@ -155,6 +108,58 @@ impl Config {
     }
 }
 
+/// Where the key of one LUKS volume comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum LuksKeySource {
+    /// A key file in the rescue system.
+    File(PathBuf),
+    /// A file on a removable disk: `url` as written, `location` parsed.
+    Usb { url: String, location: Location },
+}
+
+impl LuksKeySource {
+    pub fn parse(s: &str) -> Result<LuksKeySource> {
+        let bad = |why: &str| input_error(format!("bad LUKS key source {s:?}: {why}"));
+        if let Some(rest) = s.strip_prefix("usb://") {
+            let location = Location::parse_usb(rest).map_err(bad)?;
+            if matches!(&location, Location::Usb { path, .. } if path.trim_matches('/').is_empty()) {
+                return Err(bad("it names the USB disk but no file on it; write usb://LABEL/path/to/keyfile"));
+            }
+            return Ok(LuksKeySource::Usb { url: s.to_string(), location });
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(bad(&format!("unknown scheme {scheme}:// (a key is a file path or usb://LABEL/path)")));
+        }
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        Ok(LuksKeySource::File(PathBuf::from(s)))
+    }
+}
+
+impl fmt::Display for LuksKeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LuksKeySource::File(p) => write!(f, "{}", p.display()),
+            LuksKeySource::Usb { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+impl TryFrom<String> for LuksKeySource {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        LuksKeySource::parse(&s).map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl From<LuksKeySource> for String {
+    fn from(k: LuksKeySource) -> String {
+        k.to_string()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -184,7 +189,6 @@ mod tests {
 
     #[test]
     fn luks_keys_are_files_or_usb_sticks() {
-        use crate::workflow::recover::LuksKeySource;
         let text = "[recover]\nluks-keys = { cryptroot = \"usb://KEYS/web1/cryptroot.key\", data = \"/root/data.key\" }\n";
         let c = Config::from_toml(text).unwrap();
         assert!(matches!(&c.recover.luks_keys["cryptroot"], LuksKeySource::Usb { url, .. } if url == "usb://KEYS/web1/cryptroot.key"));
@@ -210,125 +214,5 @@ mod tests {
         let p = Path::new("/nonexistent/rescue.toml");
         assert!(Config::load(p, false).is_ok());
         assert!(Config::load(p, true).is_err());
-    }
-}
-
-/// Mount options (`username=alice,password=...`): the values of options that
-/// are secrets ([`MountOptions::is_secret_option`]) never leave this type
-/// except through [`MountOptions::reveal`], which only the mount command
-/// uses. Shown (Display, Debug, serialized for `rescue dump`) with those
-/// values masked.
-#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(transparent)]
-pub struct MountOptions(String);
-
-/// What a secret value is shown as.
-pub const MASK: &str = "********";
-
-impl MountOptions {
-    pub fn new(options: impl Into<String>) -> MountOptions {
-        MountOptions(options.into())
-    }
-
-    /// Whether an option's value is a secret, by the option's name:
-    /// password (CIFS `password`/`pass`/`password2`), credentials file,
-    /// and anything else named like a secret.
-    pub fn is_secret_option(name: &str) -> bool {
-        let n = name.trim().to_ascii_lowercase();
-        n == "pass" || ["password", "passwd", "credential", "secret", "token", "passphrase", "key"].iter().any(|w| n.contains(w))
-    }
-
-    fn split(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
-        self.0.split(',').filter(|o| !o.is_empty()).map(|o| match o.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (o, None),
-        })
-    }
-
-    /// The options as given, secrets included: for the mount command only.
-    pub fn reveal(&self) -> &str {
-        &self.0
-    }
-
-    /// The options with every secret value replaced by `********`.
-    pub fn masked(&self) -> String {
-        self.split()
-            .map(|(k, v)| match v {
-                Some(_) if Self::is_secret_option(k) => format!("{k}={MASK}"),
-                Some(v) => format!("{k}={v}"),
-                None => k.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The names of the options that carry secrets.
-    pub fn secret_names(&self) -> Vec<String> {
-        self.split().filter(|(k, v)| v.is_some() && Self::is_secret_option(k)).map(|(k, _)| k.to_string()).collect()
-    }
-
-    /// The options without those that carry secrets (for a rescue image
-    /// made without include-secrets).
-    pub fn without_secrets(&self) -> MountOptions {
-        MountOptions(
-            self.split()
-                .filter(|(k, v)| !(v.is_some() && Self::is_secret_option(k)))
-                .map(|(k, v)| v.map(|v| format!("{k}={v}")).unwrap_or(k.to_string()))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-    }
-
-    /// These options followed by `more` (both may be empty).
-    pub fn and(&self, more: &MountOptions) -> MountOptions {
-        MountOptions([self.0.as_str(), more.0.as_str()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(","))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Display for MountOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.masked())
-    }
-}
-
-impl std::fmt::Debug for MountOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MountOptions({:?})", self.masked())
-    }
-}
-
-/// Serialized masked: what serializes the config (`rescue dump`, the
-/// image's copy) never carries the secret; the image puts it back only
-/// when include-secrets asks for it.
-impl Serialize for MountOptions {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.masked())
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod mount_options_tests {
-    use super::*;
-
-    #[test]
-    fn secret_mount_options_are_masked_everywhere_but_the_mount() {
-        let o = MountOptions::new("username=alice,password=hunter2,vers=3.0,ro,credentials=/etc/c,pass=x");
-        assert_eq!(o.reveal(), "username=alice,password=hunter2,vers=3.0,ro,credentials=/etc/c,pass=x");
-        let shown = o.masked();
-        assert_eq!(shown, "username=alice,password=********,vers=3.0,ro,credentials=********,pass=********");
-        assert_eq!(format!("{o}"), shown);
-        assert!(!format!("{o:?}").contains("hunter2"));
-        assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{shown}\""));
-        assert_eq!(o.secret_names(), ["password", "credentials", "pass"]);
-        assert_eq!(o.without_secrets().reveal(), "username=alice,vers=3.0,ro");
-        assert_eq!(MountOptions::new("soft").and(&o).secret_names().len(), 3);
-        let c: Config = toml::from_str("[backup]\nmount-options = \"user=bob,password=pw\"\n").unwrap();
-        let text = toml::to_string(&c).unwrap();
-        assert!(!text.contains("=pw") && text.contains("password=********"), "{text}");
     }
 }

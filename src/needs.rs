@@ -8,17 +8,19 @@
 //!   the restored system before finalizing ([`Needs::for_steps`]).
 //!
 //! Every descriptor variant is matched exhaustively here, so a new
-//! filesystem type, bootloader, backup method or URL scheme does not compile
-//! until it says what it needs; `tests/needs.rs` builds an image for each.
+//! filesystem type or bootloader does not compile until it says what it
+//! needs; a backup method says it through `Backend::rescue_needs` (a
+//! required method of the trait), a URL scheme in
+//! `backup::Location::rescue_needs` (an exhaustive match), and comes in as
+//! the `source` of [`recovery`]. `tests/needs.rs` builds an image for each.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::backup::Location;
+pub use crate::apply::Holder;
 use crate::boot::Step;
-use crate::bserver::BackupMethod;
 use crate::cmd::package_for;
-use crate::config::Config;
+use crate::image::config::ImageConfig;
 use crate::layout::{BootloaderKind, FsType, Layout};
 
 /// Where a program runs, which decides who must provide it.
@@ -48,13 +50,6 @@ pub enum When {
     Active(Holder),
     /// When finalize plans this step.
     Step(StepKind),
-}
-
-/// What can be active on a target disk and must be taken down to wipe it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Holder {
-    DeviceMapper,
-    Md,
 }
 
 /// The finalize steps that run a program, by kind.
@@ -119,33 +114,6 @@ pub struct Module {
     pub required: bool,
 }
 
-/// Where the data of the recovered system comes from, as recovery sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Data {
-    /// rescue's archives or an rsync tree, at this URL.
-    Url(String),
-    /// A backup server's director restores it.
-    Server(BackupMethod),
-    /// Not known: `--url` has to name it at recovery time.
-    Unknown,
-}
-
-impl Data {
-    /// What `rescue recover` restores from without `--url`: the backup
-    /// server of `backup.method`, else `backup.url`, else the location the
-    /// descriptor records.
-    pub fn of(layout: &Layout, config: &Config) -> Data {
-        let method = config.backup.method;
-        if method.is_server() {
-            return Data::Server(method);
-        }
-        match config.backup.url.clone().or_else(|| layout.backup.as_ref().map(|b| b.url.clone())).filter(|u| !u.is_empty()) {
-            Some(url) => Data::Url(url),
-            None => Data::Unknown,
-        }
-    }
-}
-
 /// What recovering one system needs.
 #[derive(Debug, Clone, Default)]
 pub struct Needs {
@@ -174,20 +142,24 @@ impl fmt::Display for Missing {
 /// The rescue system's `PATH` directories, where a program must be.
 pub const PATH_DIRS: &[&str] = &["usr/sbin", "usr/bin", "sbin", "bin"];
 
-/// Everything recovering `layout` with `config` needs, restoring from `data`.
-pub fn recovery(layout: &Layout, config: &Config, data: &Data) -> Needs {
+/// Everything recovering `layout` with the rescue image of `image` needs,
+/// restoring with what reaching the backup needs (`source`: the backup
+/// backend's answer, `Backend::rescue_needs`).
+pub fn recovery(layout: &Layout, image: &ImageConfig, source: Needs) -> Needs {
     let mut n = Needs::default();
-    rescue_system(&mut n, config);
+    rescue_system(&mut n, image);
     storage(&mut n, layout);
     wipe(&mut n, layout);
-    source(&mut n, config, data);
+    n.programs.extend(source.programs);
+    n.files.extend(source.files);
+    n.modules.extend(source.modules);
     finalize(&mut n, layout);
     n.dedup();
     n
 }
 
 impl Needs {
-    fn program(&mut self, name: &str, runs: Runs, when: When, why: impl Into<String>) {
+    pub fn program(&mut self, name: &str, runs: Runs, when: When, why: impl Into<String>) {
         self.programs.push(Program { name: name.to_string(), package: package_for(name), why: why.into(), runs, when });
     }
 
@@ -204,7 +176,7 @@ impl Needs {
         self.files.push(File { paths: paths.to_vec(), package, why: why.into(), runs, when });
     }
 
-    fn module(&mut self, name: &'static str, required: bool, why: impl Into<String>) {
+    pub fn module(&mut self, name: &'static str, required: bool, why: impl Into<String>) {
         self.modules.push(Module { name, why: why.into(), required });
     }
 
@@ -319,7 +291,7 @@ impl Now {
 }
 
 /// The rescue system's own programs, modules and files.
-fn rescue_system(n: &mut Needs, config: &Config) {
+fn rescue_system(n: &mut Needs, image: &ImageConfig) {
     let why = "the rescue system's shell and init";
     n.program("busybox", Runs::Rescue, When::Always, why);
     for p in ["kmod", "modprobe", "insmod", "rmmod", "lsmod", "modinfo"] {
@@ -337,11 +309,11 @@ fn rescue_system(n: &mut Needs, config: &Config) {
     for p in ["lsblk", "partx", "losetup", "findmnt", "swapon", "sgdisk", "parted", "tar", "zstd", "gzip", "xz", "fsck.vfat", "e2fsck", "ip", "ping", "less"] {
         n.program(p, Runs::Optional, When::Always, "handy in a rescue shell");
     }
-    if !config.image.ssh_authorized_keys.is_empty() {
+    if !image.ssh_authorized_keys.is_empty() {
         n.program("sshd", Runs::Rescue, When::Always, "image.ssh-authorized-keys: log in to the rescue system over SSH");
         n.program("ssh-keygen", Runs::Rescue, When::Always, "to make the rescue system's SSH host keys");
     }
-    for p in &config.image.extra_programs {
+    for p in &image.extra_programs {
         n.program(p, Runs::Rescue, When::Always, "image.extra-programs");
     }
     for m in DISSIMILAR_HARDWARE {
@@ -561,52 +533,6 @@ pub fn for_active(active: &[(Holder, String)]) -> Needs {
     n
 }
 
-/// Reaching the backup.
-fn source(n: &mut Needs, config: &Config, data: &Data) {
-    match data {
-        Data::Unknown => {}
-        Data::Server(method) => {
-            let why = format!("the {} director restores through them", method.product());
-            match method {
-                BackupMethod::Archive => {}
-                BackupMethod::Bacula => n.program("bacula-fd", Runs::Recover, When::Always, format!("the Bacula file daemon: {why}")),
-                BackupMethod::Bareos => n.program("bareos-fd", Runs::Recover, When::Always, format!("the Bareos file daemon: {why}")),
-            }
-            let bconsole = config.backup.server.bconsole.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "bconsole".into());
-            n.program(&bconsole, Runs::Recover, When::Always, format!("the console: {why}"));
-            n.program("timeout", Runs::Recover, When::Always, "to bound each console session with the director");
-        }
-        Data::Url(url) => {
-            let Ok(loc) = Location::parse(url) else { return };
-            let why = format!("to reach the backup at {url}");
-            match loc {
-                Location::Local(_) => {}
-                Location::Nfs { .. } => {
-                    n.program("mount.nfs", Runs::Recover, When::Always, why.clone());
-                    n.program("mount", Runs::Recover, When::Always, why.clone());
-                    n.program("timeout", Runs::Recover, When::Always, "to give up on a backup server that does not answer");
-                    n.module("nfs", true, why.clone());
-                    n.module("nfsv4", false, why);
-                }
-                Location::Cifs { .. } => {
-                    n.program("mount.cifs", Runs::Recover, When::Always, why.clone());
-                    n.program("mount", Runs::Recover, When::Always, why.clone());
-                    n.program("timeout", Runs::Recover, When::Always, "to give up on a backup server that does not answer");
-                    n.module("cifs", true, why);
-                }
-                Location::Usb { .. } | Location::Iso { .. } => {
-                    n.program("blkid", Runs::Recover, When::Always, format!("to find the medium holding the backup at {url}"));
-                    n.program("mount", Runs::Recover, When::Always, why.clone());
-                    n.program("timeout", Runs::Recover, When::Always, "to give up on a medium that does not answer");
-                }
-                Location::Rsync(_) => n.program("rsync", Runs::Recover, When::Always, format!("to restore from {url}")),
-                // rescue's own S3 client: nothing to add but the network.
-                Location::S3(_) => {}
-            }
-        }
-    }
-}
-
 /// Finalize: what runs in the rescue system, and what it runs chrooted in
 /// the recovered one.
 fn finalize(n: &mut Needs, layout: &Layout) {
@@ -663,6 +589,11 @@ fn efi_entry(n: &mut Needs) {
 mod tests {
     use super::*;
 
+    /// What reaching the backup at `url` needs.
+    fn reaching(url: &str) -> Needs {
+        crate::backup::Location::parse(url).unwrap().rescue_needs(url)
+    }
+
     fn layout(name: &str) -> Layout {
         Layout::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts").join(name)).unwrap()
     }
@@ -682,7 +613,7 @@ mod tests {
         ];
         for (file, programs, modules) in cases {
             let l = layout(file);
-            let n = recovery(&l, &Config::default(), &Data::Url("nfs://nas/b".into()));
+            let n = recovery(&l, &ImageConfig::default(), reaching("nfs://nas/b"));
             let p = names(&n, Runs::Recover);
             for want in programs.iter().chain(&["mount.nfs", "mount"]) {
                 assert!(p.contains(want), "{file}: {want} not in {p:?}");
@@ -693,7 +624,7 @@ mod tests {
             }
             assert!(n.programs.iter().filter(|p| p.runs != Runs::Optional && !p.name.contains('/')).all(|p| p.package.is_some()), "{file}: {:?}", n.programs);
         }
-        let n = recovery(&layout("bios-gpt-ext4.toml"), &Config::default(), &Data::Unknown);
+        let n = recovery(&layout("bios-gpt-ext4.toml"), &ImageConfig::default(), Needs::default());
         let p = names(&n, Runs::Recover);
         assert!(!p.contains(&"mdadm") && !p.contains(&"cryptsetup") && !p.contains(&"lvm") && !p.contains(&"dmsetup"), "{p:?}");
     }
@@ -702,7 +633,7 @@ mod tests {
     fn an_ext2_boot_needs_mkfs_ext2() {
         let mut l = layout("bios-gpt-ext4.toml");
         l.filesystems[0].fstype = FsType::Ext2;
-        let n = recovery(&l, &Config::default(), &Data::Unknown);
+        let n = recovery(&l, &ImageConfig::default(), Needs::default());
         let p = n.programs.iter().find(|p| p.name == "mkfs.ext2").unwrap();
         assert_eq!((p.runs, p.package), (Runs::Recover, Some("e2fsprogs")));
         assert!(p.why.contains("ext2 filesystem"), "{p:?}");
@@ -711,7 +642,7 @@ mod tests {
     #[test]
     fn a_module_the_layout_requires_stays_required() {
         let l = layout("uefi-lvm-xfs.toml");
-        let n = recovery(&l, &Config::default(), &Data::Unknown);
+        let n = recovery(&l, &ImageConfig::default(), Needs::default());
         for m in ["vfat", "efivarfs", "nls_ascii"] {
             let found: Vec<&Module> = n.modules.iter().filter(|x| x.name == m).collect();
             assert!(found.len() == 1 && found[0].required, "{m}: {found:?}");
@@ -721,7 +652,7 @@ mod tests {
     #[test]
     fn verify_checks_what_holds_now() {
         let l = layout("uefi-lvm-xfs.toml");
-        let n = recovery(&l, &Config::default(), &Data::Url("file:///b".into()));
+        let n = recovery(&l, &ImageConfig::default(), reaching("file:///b"));
         let none = |_: &str| false;
         let bios: Vec<String> = n.missing_for_recover(&Now::default(), none).into_iter().map(|m| m.what).collect();
         assert!(!bios.contains(&"efibootmgr".into()) && !bios.contains(&"udevadm".into()) && !bios.contains(&"dmsetup".into()), "{bios:?}");
@@ -735,7 +666,7 @@ mod tests {
     #[test]
     fn finalize_steps_need_their_target_programs_and_files() {
         let l = layout("bios-gpt-ext4.toml");
-        let n = recovery(&l, &Config::default(), &Data::Unknown);
+        let n = recovery(&l, &ImageConfig::default(), Needs::default());
         assert_eq!(Needs::certain_steps(&l), vec![StepKind::GrubBios]);
         let root = ["usr/sbin/grub-install"];
         let lacking = n.missing_for_steps(&[StepKind::GrubBios], |p| root.contains(&p));

@@ -17,15 +17,15 @@ mod image_common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use rescue::backup::BackupMethod;
 use rescue::backup::Location;
 use rescue::boot::{self, DeviceMap, Target};
-use rescue::bserver::BackupMethod;
 use rescue::config::Config;
 use rescue::image::initramfs::{self, Built, Inputs};
 use rescue::image::manifest::Manifest;
 use rescue::image::modules::ModuleIndex;
 use rescue::layout::{BootloaderKind, Firmware, FsType, Layout, TableType, LUKS_VERSIONS, LVM_SEGMENT_TYPES, RAID_LEVELS};
-use rescue::needs::{self, Data, Runs, StepKind};
+use rescue::needs::{self, Runs, StepKind};
 
 // ------------------------------------------------------------ the variants
 
@@ -297,7 +297,9 @@ fn every_backup_url_scheme_and_method() {
         // The descriptor's recorded backup counts when the config names none.
         let mut recorded = l.clone();
         recorded.backup = Some(rescue::layout::BackupRecord { url: url.to_string(), ..Default::default() });
-        assert_eq!(needs::Data::of(&recorded, &Config::default()), Data::Url(url.to_string()));
+        let names = |n: needs::Needs| n.programs.into_iter().map(|p| p.name).collect::<Vec<_>>();
+        let recorded_needs = rescue::backup::rescue_needs_of(&Config::default().backup, &recorded);
+        assert_eq!(names(recorded_needs), names(Location::parse(url).unwrap().rescue_needs(url)), "{url}");
     }
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");

@@ -520,7 +520,7 @@ fn recover_config_keys() {
     .unwrap();
     assert_eq!(c.recover.resize, ResizePolicy::Proportional);
     assert!(c.recover.unattended_proceed);
-    assert_eq!(c.recover.luks_keys["cryptroot"], rescue::workflow::recover::LuksKeySource::File(PathBuf::from("/etc/rescue/k")));
+    assert_eq!(c.recover.luks_keys["cryptroot"], rescue::config::LuksKeySource::File(PathBuf::from("/etc/rescue/k")));
     assert_eq!(rescue::config::Config::default().recover.resize, ResizePolicy::Last);
     let e = rescue::config::Config::from_toml("[recover]\nresize = \"biggest\"\n").unwrap_err();
     assert_eq!(rescue::error::exit_code_for(&e), 2);

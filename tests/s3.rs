@@ -281,10 +281,18 @@ fn a_backup_killed_mid_upload_leaves_nothing_recover_would_use() {
         if s3.uploads("rescue-plain", "killed/") > 0 {
             let v = s3.aws(&["s3api", "list-multipart-uploads", "--bucket", "rescue-plain", "--prefix", "killed/"]).unwrap();
             let u = &v["Uploads"][0];
-            let parts = s3
-                .aws(&["s3api", "list-parts", "--bucket", "rescue-plain", "--key", u["Key"].as_str().unwrap(), "--upload-id", u["UploadId"].as_str().unwrap()])
-                .unwrap();
-            if parts["Parts"].as_array().is_some_and(|p| !p.is_empty()) {
+            // awscli 1.x fails on RGW's answer for an upload without parts yet: not yet, then.
+            let parts = s3.aws(&[
+                "s3api",
+                "list-parts",
+                "--bucket",
+                "rescue-plain",
+                "--key",
+                u["Key"].as_str().unwrap(),
+                "--upload-id",
+                u["UploadId"].as_str().unwrap(),
+            ]);
+            if parts.is_ok_and(|p| p["Parts"].as_array().is_some_and(|p| !p.is_empty())) {
                 break;
             }
         }

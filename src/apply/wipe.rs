@@ -13,8 +13,14 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::layout::Layout;
-use crate::needs::Holder;
 use crate::target::TargetRoot;
+
+/// What can be active on a target disk and must be taken down to wipe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Holder {
+    DeviceMapper,
+    Md,
+}
 
 /// A block device in sysfs: kernel name and `major:minor`.
 #[derive(Debug, Clone)]

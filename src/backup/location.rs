@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::config::{BackupConfig, MountOptions};
 use crate::cmd::Cmd;
-use crate::config::{BackupConfig, MountOptions};
+use crate::needs::{Needs, Runs, When};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -116,6 +117,37 @@ impl Location {
             return Err("no USB filesystem label");
         }
         Ok(Location::Usb { device: None, label: Some(label.to_string()), path: path.to_string() })
+    }
+
+    /// What the rescue system needs to reach the backup here (`url` as written).
+    pub fn rescue_needs(&self, url: &str) -> Needs {
+        let mut n = Needs::default();
+        let why = format!("to reach the backup at {url}");
+        match self {
+            Location::Local(_) => {}
+            Location::Nfs { .. } => {
+                n.program("mount.nfs", Runs::Recover, When::Always, why.clone());
+                n.program("mount", Runs::Recover, When::Always, why.clone());
+                n.program("timeout", Runs::Recover, When::Always, "to give up on a backup server that does not answer");
+                n.module("nfs", true, why.clone());
+                n.module("nfsv4", false, why);
+            }
+            Location::Cifs { .. } => {
+                n.program("mount.cifs", Runs::Recover, When::Always, why.clone());
+                n.program("mount", Runs::Recover, When::Always, why.clone());
+                n.program("timeout", Runs::Recover, When::Always, "to give up on a backup server that does not answer");
+                n.module("cifs", true, why);
+            }
+            Location::Usb { .. } | Location::Iso { .. } => {
+                n.program("blkid", Runs::Recover, When::Always, format!("to find the medium holding the backup at {url}"));
+                n.program("mount", Runs::Recover, When::Always, why.clone());
+                n.program("timeout", Runs::Recover, When::Always, "to give up on a medium that does not answer");
+            }
+            Location::Rsync(_) => n.program("rsync", Runs::Recover, When::Always, format!("to restore from {url}")),
+            // rescue's own S3 client: only the network, which the image always has.
+            Location::S3(_) => {}
+        }
+        n
     }
 
     /// The path inside the destination (for a file target: the file).

@@ -6,8 +6,93 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::{Backed, Backend, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Pick, Restored, Settings};
 use crate::archive::{CreateReport, ExtractReport};
 use crate::cmd::Cmd;
+use crate::layout::Layout;
+use crate::needs::Needs;
+
+/// A file tree per host at `spec` (`rsync://host/module/path` or `host:/path`).
+pub struct RsyncBackend {
+    url: String,
+    spec: String,
+}
+
+impl RsyncBackend {
+    pub fn new(url: &str, spec: &str) -> RsyncBackend {
+        RsyncBackend { url: url.to_string(), spec: spec.to_string() }
+    }
+
+    /// A tree holds one backup: there is nothing to choose.
+    fn refuse_choice(&self, pick: &Pick) -> Result<()> {
+        if pick.archive.is_some() {
+            crate::bail_input!("--archive names an archive file, but {} is an rsync destination (a file tree)", self.url);
+        }
+        pick.no_jobs("an rsync tree")
+    }
+}
+
+impl Backend for RsyncBackend {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    fn follows_the_descriptor(&self) -> bool {
+        true
+    }
+
+    fn local_disk(&self) -> Option<String> {
+        None
+    }
+
+    fn inside_the_iso(&self) -> bool {
+        false
+    }
+
+    fn backup(&self, set: &BackupSet) -> Result<Backed> {
+        let layout = set.recorded()?;
+        let mut sources = set.mounts.clone();
+        sources.extend(super::nested_subvolume_dirs(layout, &set.mounts));
+        let host = super::host_dir_name(layout);
+        let create = backup(&set.root, &sources, &set.patterns, &set.exclude_paths, &self.spec, &host)?;
+        Ok(Backed::Archive(BackupReport { url: self.url.clone(), archive: format!("{}/{host}/", self.spec), create, mounts: set.mounts.clone() }))
+    }
+
+    fn check(&self, layout: Option<&Layout>, pick: &Pick, _opts: &CheckOptions) -> Result<BackupUsed> {
+        self.refuse_choice(pick)?;
+        let src = dest_dir(&self.spec, &super::host_dir_name(super::descriptor(layout)?));
+        Cmd::new("rsync").arg("--list-only").arg(&src).output().with_context(|| format!("the rsync backup {src} is not reachable; nothing was written"))?;
+        Ok(BackupUsed::at(&self.url, pick))
+    }
+
+    fn restore(&self, layout: Option<&Layout>, pick: &Pick, target: &Path, _progress: bool) -> Result<Restored> {
+        self.refuse_choice(pick)?;
+        Ok(Restored::Files(restore(&self.spec, &super::host_dir_name(super::descriptor(layout)?), target)?))
+    }
+
+    fn list(&self, layout: Option<&Layout>) -> Result<Vec<String>> {
+        let src = dest_dir(&self.spec, &super::host_dir_name(super::descriptor(layout)?));
+        Cmd::new("rsync").arg("--list-only").arg(&src).output().with_context(|| format!("listing the rsync backup {src}"))?;
+        Ok(vec![src])
+    }
+
+    fn keep(&self, _layout: Option<&Layout>) -> Result<Vec<String>> {
+        // One tree per host, updated in place: nothing older to delete.
+        Ok(Vec::new())
+    }
+
+    fn rescue_needs(&self) -> Needs {
+        Location::Rsync(self.spec.clone()).rescue_needs(&self.url)
+    }
+
+    fn image_parts(&self) -> Result<ImageParts> {
+        Ok(ImageParts::default())
+    }
+
+    fn settings(&self) -> Option<Settings> {
+        None
+    }
+}
 
 /// rsync exit code 24: "some files vanished before they could be transferred".
 const VANISHED: i32 = 24;
@@ -19,7 +104,7 @@ fn dest_dir(spec: &str, host: &str) -> String {
 }
 
 /// Copy the mounts under `root` to `spec/host/`, one filesystem each.
-pub fn backup(root: &Path, mounts: &[String], patterns: &[String], exclude_paths: &[PathBuf], spec: &str, host: &str) -> Result<CreateReport> {
+fn backup(root: &Path, mounts: &[String], patterns: &[String], exclude_paths: &[PathBuf], spec: &str, host: &str) -> Result<CreateReport> {
     if !crate::cmd::have_program("rsync") {
         anyhow::bail!("the rsync method needs rsync: apt-get install rsync");
     }
@@ -64,7 +149,7 @@ pub fn backup(root: &Path, mounts: &[String], patterns: &[String], exclude_paths
 }
 
 /// Copy `spec/host/` back into the target root.
-pub fn restore(spec: &str, host: &str, target: &Path) -> Result<ExtractReport> {
+fn restore(spec: &str, host: &str, target: &Path) -> Result<ExtractReport> {
     std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
     let src = dest_dir(spec, host);
     let out = Cmd::new("rsync")

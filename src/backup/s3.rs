@@ -368,7 +368,7 @@ impl Store {
 
     /// Complete backups of `host`, newest first: archives whose record exists.
     pub fn list(&self, host: &str) -> Result<Vec<StoredBackup>> {
-        let prefix = self.url.key(host, super::BACKUP_PREFIX);
+        let prefix = self.url.key(host, super::archives::BACKUP_PREFIX);
         let mut objects = Vec::new();
         let mut token = None;
         loop {
@@ -382,7 +382,7 @@ impl Store {
         }
         let mut v: Vec<StoredBackup> = objects
             .iter()
-            .filter(|(k, _)| super::is_archive_name(k))
+            .filter(|(k, _)| super::archives::is_archive_name(k))
             .filter(|(k, _)| objects.iter().any(|(r, _)| r.strip_suffix(RECORD_SUFFIX) == Some(k)))
             .map(|(k, size)| StoredBackup { name: k.rsplit('/').next().unwrap_or(k).to_string(), key: k.clone(), size: *size })
             .collect();
@@ -534,58 +534,165 @@ pub fn credentials(cfg: &S3Config, access: Access, timeout: u64) -> Result<(Cred
 
 /// A store for `url` with the credential `access` needs, checked: the
 /// endpoint answers, the credential is accepted, the bucket exists.
-pub fn connect(url: &S3Url, cfg: &crate::config::BackupConfig, access: Access) -> Result<Store> {
+pub fn connect(url: &S3Url, cfg: &crate::backup::BackupConfig, access: Access) -> Result<Store> {
     let (creds, from) = credentials(&cfg.s3, access, cfg.timeout)?;
     let store = Store::new(url.clone(), &cfg.s3, &creds, Duration::from_secs(cfg.timeout))?;
     store.check().with_context(|| format!("the S3 credential came from {from}"))?;
     Ok(store)
 }
 
-/// Back up `sources` as `name` in `host`'s directory: archive straight into
-/// a multipart upload, then write the record, then apply `keep`. Returns the
-/// object's URL and what was archived.
-pub fn backup(
-    url: &S3Url,
-    cfg: &crate::config::BackupConfig,
-    host: &str,
-    name: &str,
-    sources: &[crate::archive::Source],
-    copts: &crate::archive::CreateOptions,
-) -> Result<(String, crate::archive::CreateReport)> {
-    let started = time::OffsetDateTime::now_utc();
-    let store = connect(url, cfg, Access::Write)?;
-    let key = url.key(host, name);
-    let upload = store.upload(&key)?;
-    let clock = std::time::Instant::now();
-    // On an error the upload is dropped inside create, which aborts it.
-    let (upload, mut report) = crate::archive::create(sources, upload, copts)
-        .with_context(|| format!("backing up to s3://{}/{key}: the upload was aborted and nothing was stored", url.bucket))?;
-    let size = upload.finish()?;
-    let record = serde_json::json!({
-        "archive": name,
-        "bytes": size,
-        "created": started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        "files": report.files,
-        "data-bytes": report.bytes,
-    });
-    store.put_small(&format!("{key}{RECORD_SUFFIX}"), record.to_string().into_bytes())?;
-    tracing::info!("stored s3://{}/{key} ({}, {} files, {:.1} s)", url.bucket, crate::util::human_bytes(size), report.files, clock.elapsed().as_secs_f64());
-    let pruned = store.prune(host, cfg.keep, started)?;
-    for (old, until) in &pruned.locked {
-        report.notes.push(format!("backup.keep: {old} is kept, its Object Lock retention runs until {until}"));
-    }
-    Ok((format!("s3://{}/{key}", url.bucket), report))
+/// The S3 method: rescue's archives as objects under `s3://BUCKET/PREFIX/HOST/`.
+pub struct S3Backend {
+    url: String,
+    bucket: S3Url,
+    cfg: crate::backup::BackupConfig,
 }
 
-/// The backup of `host` to restore (named, or the newest), with a reader
-/// of its archive and its size. Every check happens before any disk is
-/// touched: endpoint, credential, bucket, the object and its record.
-pub fn open_backup(url: &S3Url, cfg: &crate::config::BackupConfig, host: &str, name: Option<&str>) -> Result<(StoredBackup, ObjectReader)> {
-    let store = connect(url, cfg, Access::Read)?;
-    let backup = store.find(host, name)?;
-    store.read_record(&backup).with_context(|| format!("the backup {} has no readable record: restore another one with --archive NAME", backup.name))?;
-    let reader = store.open(&backup.key)?;
-    Ok((backup, reader))
+impl S3Backend {
+    pub fn new(url: &str, bucket: S3Url, cfg: crate::backup::BackupConfig) -> S3Backend {
+        S3Backend { url: url.to_string(), bucket, cfg }
+    }
+
+    /// The backup `pick` names (or the newest) of the host `layout`
+    /// describes, after checking endpoint, credential, bucket, the object
+    /// and its record; with the store to read it from.
+    fn find(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick) -> Result<(Store, StoredBackup)> {
+        pick.no_jobs("rescue's archives in object storage")?;
+        let host = super::host_dir_name(super::descriptor(layout)?);
+        let store = connect(&self.bucket, &self.cfg, Access::Read)?;
+        let backup = store.find(&host, pick.archive.as_deref())?;
+        store.read_record(&backup).with_context(|| format!("the backup {} has no readable record: restore another one with --archive NAME", backup.name))?;
+        Ok((store, backup))
+    }
+}
+
+impl super::Backend for S3Backend {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    fn follows_the_descriptor(&self) -> bool {
+        true
+    }
+
+    fn local_disk(&self) -> Option<String> {
+        None
+    }
+
+    fn inside_the_iso(&self) -> bool {
+        false
+    }
+
+    /// Archive straight into a multipart upload, then write the record.
+    fn backup(&self, set: &super::BackupSet) -> Result<super::Backed> {
+        let layout = set.recorded()?;
+        let host = super::host_dir_name(layout);
+        let store = connect(&self.bucket, &self.cfg, Access::Write)?;
+        let job = super::archives::archive_job(set, layout, &self.cfg, None);
+        let key = self.bucket.key(&host, &job.name);
+        let started = time::OffsetDateTime::now_utc();
+        let clock = std::time::Instant::now();
+        let upload = store.upload(&key)?;
+        // On an error the upload is dropped inside create, which aborts it.
+        let (upload, create) = crate::archive::create(&job.sources, upload, &job.copts)
+            .with_context(|| format!("backing up to s3://{}/{key}: the upload was aborted and nothing was stored", self.bucket.bucket))?;
+        let size = upload.finish()?;
+        let record = serde_json::json!({
+            "archive": job.name,
+            "bytes": size,
+            "created": started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "files": create.files,
+            "data-bytes": create.bytes,
+        });
+        store.put_small(&format!("{key}{RECORD_SUFFIX}"), record.to_string().into_bytes())?;
+        tracing::info!(
+            "stored s3://{}/{key} ({}, {} files, {:.1} s)",
+            self.bucket.bucket,
+            crate::util::human_bytes(size),
+            create.files,
+            clock.elapsed().as_secs_f64()
+        );
+        let archive = format!("s3://{}/{key}", self.bucket.bucket);
+        Ok(super::Backed::Archive(super::BackupReport { url: self.url.clone(), archive, create, mounts: set.mounts.clone() }))
+    }
+
+    fn check(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick, opts: &super::CheckOptions) -> Result<super::BackupUsed> {
+        let (store, found) = self.find(layout, pick).context("the S3 backup cannot be restored; nothing was written")?;
+        let mut used = super::BackupUsed::at(&self.url, &super::Pick { archive: Some(found.name.clone()), ..super::Pick::default() });
+        used.archive = Some(found.name.clone());
+        used.archive_bytes = Some(found.size);
+        used.unread = !opts.verify;
+        if opts.verify {
+            tracing::info!("verifying s3://{}/{} ({}) before touching any disk", self.bucket.bucket, found.key, crate::util::human_bytes(found.size));
+            let reader = store.open(&found.key)?;
+            let r = super::archives::verify_stream(reader, Some(found.size), opts.progress).map_err(|e| {
+                anyhow::anyhow!(format!("the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME", found.key))
+            })?;
+            used.verified = true;
+            used.data_bytes = Some(r.0);
+            used.files = r.1;
+            used.listing = Some(super::archives::root_relative(r.2));
+        }
+        Ok(used)
+    }
+
+    /// Stream the object into the extractor: no temporary copy.
+    fn restore(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick, target: &Path, progress: bool) -> Result<super::Restored> {
+        let (store, found) = self.find(layout, pick)?;
+        let what = format!("s3://{}/{}", self.bucket.bucket, found.key);
+        tracing::info!("restoring {what} into {}", target.display());
+        let reader = store.open(&found.key)?;
+        let eopts = crate::archive::ExtractOptions { target: target.to_path_buf(), progress, total_bytes: Some(found.size), keep_manifest: false };
+        let r = crate::archive::extract(reader, &eopts).with_context(|| format!("restoring {what} into {}", target.display()))?;
+        Ok(super::Restored::Files(r))
+    }
+
+    fn list(&self, layout: Option<&crate::layout::Layout>) -> Result<Vec<String>> {
+        let host = super::host_dir_name(super::descriptor(layout)?);
+        let store = connect(&self.bucket, &self.cfg, Access::Read)?;
+        Ok(store.list(&host)?.into_iter().map(|b| b.name).collect())
+    }
+
+    /// Delete what `keep` no longer keeps, except backups Object Lock still
+    /// protects (reported, never tried); abort uploads killed runs left.
+    fn keep(&self, layout: Option<&crate::layout::Layout>) -> Result<Vec<String>> {
+        let host = super::host_dir_name(super::descriptor(layout)?);
+        let store = connect(&self.bucket, &self.cfg, Access::Write)?;
+        // Uploads started before the newest backup belong to runs that are
+        // gone (this run's upload is complete by now).
+        let newest = store.list(&host)?.first().and_then(|b| stamp_of(&b.name));
+        let report = store.prune(&host, self.cfg.keep, newest.unwrap_or_else(|| time::OffsetDateTime::now_utc() - time::Duration::minutes(1)))?;
+        Ok(report.deleted)
+    }
+
+    fn rescue_needs(&self) -> crate::needs::Needs {
+        crate::needs::Needs::default()
+    }
+
+    /// The read-only key, only when `image-credentials-file` names one;
+    /// never the write key.
+    fn image_parts(&self) -> Result<super::ImageParts> {
+        let mut parts = super::ImageParts::default();
+        if let Some(read_key) = &self.cfg.s3.image_credentials_file {
+            let text =
+                std::fs::read(read_key).with_context(|| format!("reading backup.s3.image-credentials-file {} for the rescue image", read_key.display()))?;
+            let creds = Credentials::from_toml(&String::from_utf8_lossy(&text), &read_key.display().to_string())?;
+            parts.files.push((PathBuf::from(IMAGE_CREDENTIALS_PATH), text, 0o600));
+            parts.secrets.push(format!("the read-only S3 key {} ({IMAGE_CREDENTIALS_PATH})", creds.access_key_id));
+        }
+        Ok(parts)
+    }
+
+    fn settings(&self) -> Option<super::Settings> {
+        None
+    }
+}
+
+/// When the backup `backup-YYYYMMDD-HHMMSS.tar...` was started (UTC).
+fn stamp_of(name: &str) -> Option<time::OffsetDateTime> {
+    let stamp = name.strip_prefix(super::archives::BACKUP_PREFIX)?.get(..15)?;
+    let format = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    time::PrimitiveDateTime::parse(stamp, &format).ok().map(|t| t.assume_utc())
 }
 
 /// Parts of at most this many bytes are uploading while the next one fills.
@@ -742,6 +849,13 @@ mod tests {
         let e = format!("{:#}", S3Url::parse("s3://AKIA:secret@backups/x").unwrap_err());
         assert!(e.contains("never go into the URL"), "{e}");
         assert!(S3Url::parse("s3:///x").is_err());
+    }
+
+    #[test]
+    fn backup_names_carry_their_start_time() {
+        let t = stamp_of("backup-20261202-013544.tar.zst").unwrap();
+        assert_eq!(t.unix_timestamp(), 1_796_175_344);
+        assert!(stamp_of("backup-now.tar.zst").is_none());
     }
 
     #[test]

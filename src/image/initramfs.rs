@@ -15,7 +15,7 @@ use super::tree::{Entry, Source, Tree};
 use crate::cmd::{find_program, shell_quote};
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::needs::{self, Data, Missing, Needs, Runs};
+use crate::needs::{self, Missing, Needs, Runs};
 
 const INIT: &str = include_str!("init.sh");
 const UDHCPC_SCRIPT: &str = include_str!("udhcpc.sh");
@@ -189,7 +189,9 @@ pub struct Built {
 /// settings. Nothing is written yet but scratch files in `work`.
 pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<Built> {
     let cfg = &inp.config.image;
-    let needs = needs::recovery(inp.layout, inp.config, &Data::of(inp.layout, inp.config));
+    // The backup method the image restores with: what it needs to reach the backup.
+    let backend = crate::backup::configured(&inp.config.backup, None, crate::backup::recorded_url(inp.layout)).ok().flatten();
+    let needs = needs::recovery(inp.layout, &inp.config.image, backend.as_ref().map(|b| b.rescue_needs()).unwrap_or_default());
     let mut tree = Tree::new();
     // The usrmerge (or not) shape of the host, so paths resolve like there.
     for d in ["/bin", "/sbin", "/lib", "/lib64"] {
@@ -210,8 +212,11 @@ pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<
 
     // Programs: every one recovery and the rescue system need, the handy ones the host has.
     let ssh = !cfg.ssh_authorized_keys.is_empty();
-    // A backup server restores through the file daemon and bconsole.
-    let bserver = crate::bserver::image::image_parts(inp.config)?;
+    // What else the backup method needs in the image (a director: the file daemon's config, the console password).
+    let parts = match &backend {
+        Some(b) => b.image_parts()?,
+        None => crate::backup::ImageParts::default(),
+    };
     let udevd =
         ["/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd"].iter().map(PathBuf::from).find(|p| p.is_file()).with_context(|| {
             "systemd-udevd is not installed on this system; the rescue system needs it for /dev/disk/by-*: apt-get install udev".to_string()
@@ -375,13 +380,6 @@ pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<
     let (config_text, removed, config_secrets) = sanitized_config(inp.config)?;
     manifest.config_removed = removed;
     tree.add_bytes(Path::new(IMAGE_CONFIG), config_text, 0o600)?;
-    // The read-only S3 key, only when one is configured; never the write key.
-    if let Some(read_key) = &inp.config.backup.s3.image_credentials_file {
-        let text = std::fs::read_to_string(read_key)
-            .with_context(|| format!("reading backup.s3.image-credentials-file {} for the rescue image", read_key.display()))?;
-        crate::backup::s3::Credentials::from_toml(&text, &read_key.display().to_string())?;
-        tree.add_bytes(Path::new(crate::backup::s3::IMAGE_CREDENTIALS_PATH), text, 0o600)?;
-    }
     let hostname = if inp.layout.host.hostname.is_empty() { "unknown".to_string() } else { inp.layout.host.hostname.clone() };
     let env = [
         ("RESCUE_VERSION", env!("CARGO_PKG_VERSION").to_string()),
@@ -407,7 +405,7 @@ pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<
         ),
         ("UDEVD", udevd.display().to_string()),
     ];
-    let env = env.into_iter().chain(bserver.iter().flat_map(|b| b.env.iter().cloned()));
+    let env = env.into_iter().chain(parts.env.iter().cloned());
     let env_text: String = env.map(|(k, v)| format!("{k}={}\n", shell_quote(&v))).collect();
     tree.add_bytes(Path::new("/etc/rescue/image.env"), env_text, 0o644)?;
     tree.add_bytes(Path::new("/init"), INIT, 0o755)?;
@@ -476,21 +474,19 @@ pub fn build_tree(inp: &Inputs, work: &Path, manifest: &mut Manifest) -> Result<
             0o644,
         )?;
     }
-    if let Some(b) = &bserver {
-        for p in &b.host_paths {
-            tree.add_host_path(p)?;
-        }
-        for d in &b.dirs {
-            tree.mkdir_p(d)?;
-        }
-        for (path, data, mode) in &b.files {
-            tree.add_bytes(path, data.clone(), *mode)?;
-        }
+    for p in &parts.host_paths {
+        tree.add_host_path(p)?;
+    }
+    for d in &parts.dirs {
+        tree.mkdir_p(d)?;
+    }
+    for (path, data, mode) in &parts.files {
+        tree.add_bytes(path, data.clone(), *mode)?;
     }
     for f in &cfg.extra_files {
         tree.add_host_path(f).with_context(|| format!("adding extra-files entry {}", f.display()))?;
     }
-    let mut secrets = bserver.map(|b| b.secrets).unwrap_or_default();
+    let mut secrets = parts.secrets;
     secrets.extend(config_secrets.into_iter().map(|s| format!("{IMAGE_CONFIG}: {s}")));
     Ok(Built { tree, needs, modules: index, secrets })
 }
@@ -651,7 +647,7 @@ mod tests {
     #[test]
     fn a_password_in_the_mount_options_is_a_secret_of_the_image() {
         let mut c = Config::default();
-        c.backup.mount_options = Some(crate::config::MountOptions::new("username=alice,password=hunter2,vers=3.0"));
+        c.backup.mount_options = Some(crate::backup::config::MountOptions::new("username=alice,password=hunter2,vers=3.0"));
         let (text, removed, kept) = sanitized_config(&c).unwrap();
         assert!(!text.contains("hunter2") && !text.contains("password") && text.contains("username=alice,vers=3.0"), "{text}");
         assert_eq!(removed, vec!["backup.mount-options (password)"]);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::archive::{self, Compression, CreateOptions, ExtractOptions, Source};
 use crate::backup::{self, Location};
-use crate::cli::Ctx;
+use crate::context::Ctx;
 use crate::util::human_bytes;
 
 pub const EXAMPLES: &str = "\

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::Ctx;
+use crate::context::Ctx;
 use crate::error::{EXIT_CHANGED, EXIT_OK};
 use crate::layout::diff::{self, Difference};
 use crate::layout::recovery::{backup_gaps, BackupGap, MountScope};
@@ -51,7 +51,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let scope = MountScope::new(&ctx.config.capture.exclude_mounts);
     let differences = diff::compare_in(&saved, &current.layout, &scope);
-    let gaps = if ctx.config.backup.method.is_server() { Vec::new() } else { backup_gaps(&current.layout, &scope) };
+    let backend = crate::backup::configured(&ctx.config.backup, None, crate::backup::recorded_url(&saved))?;
+    let gaps = if backend.is_some_and(|b| !b.follows_the_descriptor()) { Vec::new() } else { backup_gaps(&current.layout, &scope) };
     if ctx.json {
         let r = Report { changed: !differences.is_empty(), saved: path.display().to_string(), differences: &differences, backup_gaps: &gaps };
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::Ctx;
+use crate::context::Ctx;
 use crate::drill::disks::Bus;
 use crate::drill::qemu::{Accel, Network};
 use crate::drill::{self, result};

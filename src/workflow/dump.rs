@@ -5,8 +5,8 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::Ctx;
 use crate::cmd::find_program;
+use crate::context::Ctx;
 use crate::needs::{self, Runs};
 
 pub const EXAMPLES: &str = "Examples:\n  rescue dump\n  rescue --json dump | jq .tools";
@@ -34,7 +34,7 @@ struct Dump<'a> {
     config_file: String,
     config_file_found: bool,
     config: &'a crate::config::Config,
-    backup_server: Option<crate::bserver::ServerSummary>,
+    backup_server: Option<crate::backup::Settings>,
     firmware: &'static str,
     /// The UEFI boot chain `mkrescue` would give the media (image.secure-boot), or why none.
     secure_boot: String,
@@ -68,7 +68,7 @@ fn tools(config: &crate::config::Config) -> Vec<ToolSeen> {
     };
     let mut v: Vec<ToolSeen> = CAPTURE_TOOLS.iter().map(|(p, why)| seen(p, why.to_string(), crate::cmd::package_for(p))).collect();
     let Ok(layout) = crate::layout::Layout::load(&config.layout_path()) else { return v };
-    let needs = needs::recovery(&layout, config, &needs::Data::of(&layout, config));
+    let needs = needs::recovery(&layout, &config.image, crate::backup::rescue_needs_of(&config.backup, &layout));
     for p in needs.programs.iter().filter(|p| p.runs != Runs::Optional) {
         let place = if p.runs == Runs::Target { "recovery, in the recovered system" } else { "recovery" };
         v.push(seen(&p.name, format!("{place}: {}", p.why), p.package));
@@ -99,7 +99,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
         config_file: ctx.config_path.display().to_string(),
         config_file_found: ctx.config_path.exists(),
         config: &ctx.config,
-        backup_server: crate::bserver::summary(&ctx.config),
+        backup_server: crate::backup::configured(&ctx.config.backup, None, None).ok().flatten().and_then(|b| b.settings()),
         firmware: if std::path::Path::new("/sys/firmware/efi").exists() { "uefi" } else { "bios" },
         secure_boot: secure_boot_chain(&ctx.config.image),
         disks,
@@ -115,7 +115,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<i32> {
         println!("  {line}");
     }
     if let Some(b) = &d.backup_server {
-        println!("backup server ({}): director {}, client {}, password {}", b.method.product(), b.director, b.client, b.password);
+        println!("{b}");
     }
     println!("firmware: {}", d.firmware);
     println!("UEFI boot chain of the rescue media: {}", d.secure_boot);

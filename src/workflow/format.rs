@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::cli::Ctx;
 use crate::cmd::Cmd;
+use crate::context::Ctx;
 use crate::error::input_error;
 use crate::image::disk;
 

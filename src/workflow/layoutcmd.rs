@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 
-use crate::cli::Ctx;
+use crate::context::Ctx;
 use crate::layout::Layout;
 use crate::util::human_bytes;
 

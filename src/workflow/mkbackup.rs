@@ -13,10 +13,8 @@ use serde::Serialize;
 
 use super::mkrescue::{self, ImageArgs};
 use super::savelayout::{capture_excluding, CaptureArgs};
-use crate::backup::{self, BackupOptions, BackupReport};
-use crate::cli::Ctx;
-use crate::layout::recovery::backed_up_mounts;
-use crate::layout::BackupRecord;
+use crate::backup::{self, Backed, Backend, BackupSet};
+use crate::context::Ctx;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -47,7 +45,7 @@ pub struct Args {
 #[serde(rename_all = "kebab-case")]
 struct Summary {
     layout: PathBuf,
-    backup: BackupReport,
+    backup: Backed,
     outputs: Vec<crate::image::manifest::OutputFile>,
     manifest: PathBuf,
     /// Seconds for savelayout, backup, mkrescue, and in all.
@@ -64,42 +62,18 @@ fn step(quiet: bool, n: usize, what: &str) -> Instant {
 }
 
 /// Refuse before any work when the backup could not be made or not be found again.
-fn check_destination(ctx: &Ctx, a: &Args) -> Result<()> {
-    if ctx.config.backup.method.is_server() {
-        if a.url.is_some() {
-            crate::bail_input!(
-                "--url names a destination for rescue's archives; with backup.method = \"{}\" the director's jobs hold the data",
-                ctx.config.backup.method.product().to_ascii_lowercase()
-            );
-        }
-        return Ok(());
-    }
-    let Some(url) = a.url.clone().or_else(|| ctx.config.backup.url.clone()) else {
-        crate::bail_input!("no backup destination: set backup.url in the config (e.g. \"iso:///backup\" or \"nfs://nas/backups\") or pass --url");
-    };
-    if let backup::Location::Iso { .. } = backup::Location::parse(&url)? {
+fn check_destination(ctx: &Ctx, a: &Args, backend: &dyn Backend) -> Result<()> {
+    if backend.inside_the_iso() {
         let iso = if a.image.output.is_empty() {
             ctx.config.image.output.contains(&crate::image::config::OutputKind::Iso)
         } else {
             a.image.output.iter().any(|o| matches!(o, mkrescue::OutputArg::Iso))
         };
         if !iso {
-            crate::bail_input!("the backup goes into the rescue ISO ({url}), but no ISO is built: add iso to --output or to [image] output");
+            crate::bail_input!("the backup goes into the rescue ISO ({}), but no ISO is built: add iso to --output or to [image] output", backend.describe());
         }
     }
     Ok(())
-}
-
-/// The disk behind a `usb://` destination, when it is present.
-fn backup_usb_disk(ctx: &Ctx, a: &Args) -> Option<String> {
-    let url = a.url.clone().or_else(|| ctx.config.backup.url.clone())?;
-    match backup::Location::parse(&url).ok()? {
-        backup::Location::Usb { device, label, .. } => {
-            let dev = device.or_else(|| label.map(|l| PathBuf::from(format!("/dev/disk/by-label/{l}"))))?;
-            crate::util::disk_of_device(&dev)
-        }
-        _ => None,
-    }
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -107,11 +81,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let quiet = ctx.verbosity < 0;
     let mut seconds = Vec::new();
     let layout_path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
-    check_destination(ctx, &a)?;
+    let backend = backup::open(&ctx.config.backup, a.url.as_deref())?;
+    check_destination(ctx, &a, backend.as_ref())?;
 
     let t = step(quiet, 1, "savelayout: record the storage layout");
     // The USB disk the backup goes to is not part of the system to recover.
-    let backup_disk = backup_usb_disk(ctx, &a);
+    let backup_disk = backend.local_disk();
     if let Some(d) = &backup_disk {
         tracing::info!("leaving the backup disk {d} out of the layout");
     }
@@ -124,49 +99,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     tracing::info!("layout saved to {}", layout_path.display());
     seconds.push(("savelayout".to_string(), t.elapsed().as_secs_f64()));
 
-    if ctx.config.backup.method.is_server() {
-        // The director's job holds the data: run it (or check its age), then build the image.
-        let t = step(quiet, 2, "backup: the backup server's job");
-        let code = super::mkbackuponly::run_server(ctx)?;
-        seconds.push(("backup".to_string(), t.elapsed().as_secs_f64()));
-        let t = step(quiet, 3, "mkrescue: build the rescue image");
-        let (m, output_dir) = mkrescue::build(&ctx.config, &a.image, layout_path.clone())?;
-        seconds.push(("mkrescue".to_string(), t.elapsed().as_secs_f64()));
-        let manifest = crate::image::manifest::manifest_path(&output_dir, &m.hostname);
-        tracing::info!(
-            "mkbackup done in {:.1} s: layout {}, {} job, rescue image in {} (manifest {})",
-            started.elapsed().as_secs_f64(),
-            layout_path.display(),
-            ctx.config.backup.method.product(),
-            output_dir.display(),
-            manifest.display()
-        );
-        return Ok(code);
+    let t = step(quiet, 2, &format!("backup: to {}", backend.describe()));
+    let root = PathBuf::from(a.capture.root(&ctx.config));
+    let r = backup::run(backend.as_ref(), &BackupSet::new(Some(&layout), &ctx.config, &root, !quiet))?;
+    let code = r.print();
+    // The descriptor notes where the backup went, so that recover finds it.
+    let mut config = ctx.config.clone();
+    if let Some(record) = r.record(&layout) {
+        // The image's config points where this backup went, also with --url.
+        config.backup.url = Some(record.url.clone());
+        layout.backup = Some(record);
+        layout.save(&layout_path).with_context(|| format!("recording the backup in {}", layout_path.display()))?;
     }
-    let t = step(quiet, 2, "backup: archive the recorded filesystems");
-    let opts = BackupOptions { root: PathBuf::from(a.capture.root(&ctx.config)), url: a.url.clone(), progress: !quiet };
-    let r = backup::run_backup(&layout, &ctx.config, &opts)?;
-    let code = backup::print_create_report(&r.create, std::path::Path::new(&r.archive));
-    let archive = if r.archive.ends_with('/') {
-        String::new()
-    } else {
-        std::path::Path::new(&r.archive).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-    };
-    layout.backup = Some(BackupRecord {
-        url: r.url.clone(),
-        archive,
-        created: crate::util::now_rfc3339(),
-        data_bytes: r.create.bytes,
-        files: r.create.files,
-        mounts: backed_up_mounts(&layout, &r.mounts),
-    });
-    layout.save(&layout_path).with_context(|| format!("recording the backup in {}", layout_path.display()))?;
     seconds.push(("backup".to_string(), t.elapsed().as_secs_f64()));
 
     let t = step(quiet, 3, "mkrescue: build the rescue image");
-    // The image's config points where this backup went, also with --url.
-    let mut config = ctx.config.clone();
-    config.backup.url = Some(r.url.clone());
     let (m, output_dir) = mkrescue::build(&config, &a.image, layout_path.clone())?;
     seconds.push(("mkrescue".to_string(), t.elapsed().as_secs_f64()));
     let manifest = crate::image::manifest::manifest_path(&output_dir, &m.hostname);
@@ -177,7 +124,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else if !quiet {
         println!("descriptor  {}", layout_path.display());
-        println!("backup      {} ({} files, {})", r.archive, r.create.files, crate::util::human_bytes(r.create.bytes));
+        println!("backup      {}", r.line());
         for o in &m.outputs {
             println!("{:<11} {} ({})", o.kind, o.path, crate::util::human_bytes(o.bytes));
         }

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use super::savelayout::{recapture, CaptureArgs};
-use crate::cli::Ctx;
 use crate::config::Config;
+use crate::context::Ctx;
 use crate::error::{input_error, EXIT_CHANGED, EXIT_OK};
 use crate::image::config::{NetworkMode, OutputKind, StaticNet};
 use crate::image::manifest::{manifest_path, Manifest};
@@ -163,11 +163,12 @@ fn record_layout(ctx: &Ctx, capture: &CaptureArgs) -> Result<Recorded> {
     let pending = saved.with_extension("toml.new");
     cap.layout.save(&pending)?;
     tracing::info!("layout recorded in {} (saved as {} once the image is built)", pending.display(), saved.display());
-    let gaps = if ctx.config.backup.method.is_server() {
-        tracing::info!("the data is held by the {} director's jobs: not checked against the layout", ctx.config.backup.method.product());
-        Vec::new()
-    } else {
-        backup_gaps(&cap.layout, &MountScope::new(&ctx.config.capture.exclude_mounts))
+    let gaps = match crate::backup::configured(&ctx.config.backup, None, crate::backup::recorded_url(&cap.layout))? {
+        Some(b) if !b.follows_the_descriptor() => {
+            tracing::info!("the data is held by the {}: not checked against the layout", b.describe());
+            Vec::new()
+        }
+        _ => backup_gaps(&cap.layout, &MountScope::new(&ctx.config.capture.exclude_mounts)),
     };
     Ok(Recorded { pending, saved, gaps })
 }

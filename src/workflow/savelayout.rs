@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::cli::Ctx;
+use crate::context::Ctx;
 use crate::layout::Layout;
 use crate::probe::source::{Fixture, Live, Recorder, SystemView};
 use crate::probe::{capture, Capture, CaptureOptions};

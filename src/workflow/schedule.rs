@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::cli::Ctx;
 use crate::cmd::{shell_quote, Cmd};
+use crate::context::Ctx;
 
 pub const EXAMPLES: &str = "\
 Examples:

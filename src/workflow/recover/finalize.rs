@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn programs_are_looked_up_in_the_target() {
         let layout = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
-        let needs = crate::needs::recovery(&layout, &crate::config::Config::default(), &crate::needs::Data::Unknown);
+        let needs = crate::needs::recovery(&layout, &crate::image::config::ImageConfig::default(), Needs::default());
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("usr/sbin")).unwrap();
         std::fs::write(d.path().join("usr/sbin/grub-install"), "").unwrap();
@@ -168,7 +168,7 @@ mod tests {
             notes: Vec::new(),
             operations: Vec::new(),
         };
-        let needs = crate::needs::recovery(&layout, &crate::config::Config::default(), &crate::needs::Data::Unknown);
+        let needs = crate::needs::recovery(&layout, &crate::image::config::ImageConfig::default(), Needs::default());
         let e = run(&layout, &needs, &plan, &plan.target_root, &Options { force_initramfs: false }).err().unwrap();
         let msg = format!("{e:#}");
         assert!(msg.contains("grub-install") && msg.contains("grub-pc") && msg.contains("No bootloader or initramfs step was run"), "{msg}");

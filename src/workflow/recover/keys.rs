@@ -10,67 +10,15 @@
 //! nobody at the console: only the stick plugged in.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use crate::apply::LuksKey;
-use crate::backup::location::{self, Location};
+use crate::backup::location;
+use crate::config::LuksKeySource;
 use crate::error::input_error;
-
-/// Where the key of one LUKS volume comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum LuksKeySource {
-    /// A key file in the rescue system.
-    File(PathBuf),
-    /// A file on a removable disk: `url` as written, `location` parsed.
-    Usb { url: String, location: Location },
-}
-
-impl LuksKeySource {
-    pub fn parse(s: &str) -> Result<LuksKeySource> {
-        let bad = |why: &str| input_error(format!("bad LUKS key source {s:?}: {why}"));
-        if let Some(rest) = s.strip_prefix("usb://") {
-            let location = Location::parse_usb(rest).map_err(bad)?;
-            if matches!(&location, Location::Usb { path, .. } if path.trim_matches('/').is_empty()) {
-                return Err(bad("it names the USB disk but no file on it; write usb://LABEL/path/to/keyfile"));
-            }
-            return Ok(LuksKeySource::Usb { url: s.to_string(), location });
-        }
-        if let Some((scheme, _)) = s.split_once("://") {
-            return Err(bad(&format!("unknown scheme {scheme}:// (a key is a file path or usb://LABEL/path)")));
-        }
-        if s.is_empty() {
-            return Err(bad("empty"));
-        }
-        Ok(LuksKeySource::File(PathBuf::from(s)))
-    }
-}
-
-impl fmt::Display for LuksKeySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LuksKeySource::File(p) => write!(f, "{}", p.display()),
-            LuksKeySource::Usb { url, .. } => f.write_str(url),
-        }
-    }
-}
-
-impl TryFrom<String> for LuksKeySource {
-    type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        LuksKeySource::parse(&s).map_err(|e| format!("{e:#}"))
-    }
-}
-
-impl From<LuksKeySource> for String {
-    fn from(k: LuksKeySource) -> String {
-        k.to_string()
-    }
-}
 
 /// The keys, ready for [`crate::apply::ApplyOptions`].
 #[derive(Default)]
@@ -139,6 +87,7 @@ fn list(v: &[String]) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::backup::Location;
 
     #[test]
     fn parses_files_and_usb_sticks() {

@@ -7,7 +7,6 @@
 //! confirmed. `--plan` only shows the plan; `--layout-only` stops after the
 //! storage phase with the tree mounted; `--umount` tears that down.
 
-mod data;
 mod finalize;
 mod keys;
 mod report;
@@ -21,15 +20,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::apply::{self, ApplyOptions};
-use crate::cli::Ctx;
+use crate::backup::{self, CheckOptions, Pick};
+use crate::config::LuksKeySource;
+use crate::context::Ctx;
 use crate::error::input_error;
 use crate::inventory::Inventory;
 use crate::layout::Layout;
 use crate::plan::{self, MatchReason, Plan, PlanOptions, ResizePolicy};
 use crate::target::TargetRoot;
 
-pub use data::{restore_data, DataSource};
-pub use keys::LuksKeySource;
 pub use report::{PhaseTime, Report};
 
 pub const EXAMPLES: &str = "\
@@ -350,7 +349,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
     let mut phases = report::Phases::new(quiet);
 
     let result = (|| -> Result<()> {
-        let (layout, needs, source, keys) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
+        let (layout, needs, source, used, keys) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
             let layout = Layout::load(layout_path).map_err(|e| {
                 if layout_path.exists() {
                     e
@@ -363,19 +362,20 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
                 }
             })?;
             rep.host = layout.host.hostname.clone();
-            let selection = crate::bserver::Selection { jobid: a.restore_jobid, before: a.restore_before.clone() };
-            let source = DataSource::resolve_with(&ctx.config, &layout, a.url.as_deref(), a.archive.clone(), selection)?;
-            let needs = verify::needs_of(&layout, &ctx.config, &source);
+            let pick = Pick { archive: a.archive.clone(), jobid: a.restore_jobid, before: a.restore_before.clone() };
+            let source = backup::for_recovery(&ctx.config.backup, a.url.as_deref(), &layout)?;
+            let needs = verify::needs_of(&layout, &ctx.config, source.as_ref());
             let tools = verify::check_tools(&needs)?;
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
             // Before the long archive check: a missing key stick is found in seconds.
             let keys = read_luks_keys(ctx, a, &layout, interactive)?;
-            let mut used = data::check_source(&source, &layout, &ctx.config, progress)?;
+            let opts = CheckOptions { verify: ctx.config.recover.verify_archive, progress };
+            let mut used = source.check(Some(&layout), &pick, &opts)?;
             if let Some(paths) = used.listing.take() {
                 verify::check_target(&needs, &layout, |p| paths.contains(p))?;
             }
             rep.backup = Some(used.clone());
-            Ok((layout, needs, source.with_archive(&used), keys))
+            Ok((layout, needs, source, used, keys))
         })?;
 
         let the_plan = phases.run(&mut rep, "plan", "map disks, show the plan", |rep| {
@@ -398,15 +398,16 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
 
         phases.run(&mut rep, "restore", "the data", |rep| {
             let from = rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default())).unwrap_or_default();
-            let unchecked = matches!(source, DataSource::Archive { .. }) && !ctx.config.recover.verify_archive;
-            let r = restore_data(&source, &layout, &ctx.config, target_root.path(), progress).with_context(|| {
+            let unchecked = used.unread;
+            let restored = source.restore(Some(&layout), &used.pick, target_root.path(), progress).with_context(|| {
                 let why = if unchecked { " (recover.verify-archive = false: it was not read before the disks were rewritten)" } else { "" };
                 format!("the data could not be restored from {from}{why}")
             })?;
+            let r = restored.files();
             rep.restored = Some(report::Restored { entries: r.entries, bytes: r.bytes });
             rep.warnings.extend(r.refused.iter().map(|s| format!("restore: refused member {s}")));
             rep.warnings.extend(r.warnings.iter().map(|s| format!("restore: {s}")));
-            if !r.manifest_checked && !matches!(source, DataSource::BackupServer { .. }) {
+            if !r.manifest_checked {
                 rep.warnings.push("restore: the archive has no manifest; file checksums were not checked".into());
             }
             if !r.damaged.is_empty() {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::data::BackupUsed;
+use crate::backup::BackupUsed;
 use crate::cmd::WarningMark;
 use crate::plan::DiskAssignment;
 use crate::util::human_bytes;

@@ -8,24 +8,16 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::data::DataSource;
+use crate::backup::Backend;
 use crate::cmd::find_in_path;
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::needs::{self, Data, Missing, Needs, Now};
+use crate::needs::{self, Missing, Needs, Now};
 use crate::plan::Plan;
 
-/// Where recovery's data comes from, in the terms of `needs`.
-fn data_of(source: &DataSource, config: &Config) -> Data {
-    match source {
-        DataSource::Archive { url, .. } | DataSource::Rsync { url } => Data::Url(url.clone()),
-        DataSource::BackupServer { .. } => Data::Server(config.backup.method),
-    }
-}
-
 /// What recovering `layout` from `source` needs.
-pub fn needs_of(layout: &Layout, config: &Config, source: &DataSource) -> Needs {
-    needs::recovery(layout, config, &data_of(source, config))
+pub fn needs_of(layout: &Layout, config: &Config, source: &dyn Backend) -> Needs {
+    needs::recovery(layout, &config.image, source.rescue_needs())
 }
 
 /// Fail, naming each missing program, its Debian package and why it is
@@ -82,21 +74,52 @@ mod tests {
     fn the_source_decides_the_transport_programs() {
         let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/uefi-lvm-xfs.toml")).unwrap();
         let c = Config::default();
-        let names = |s: DataSource| needs_of(&l, &c, &s).programs.into_iter().map(|p| p.name).collect::<Vec<_>>();
-        assert!(names(DataSource::Archive { url: "nfs://nas/b".into(), archive: None }).contains(&"mount.nfs".into()));
-        assert!(names(DataSource::Archive { url: "cifs://nas/b/c".into(), archive: None }).contains(&"mount.cifs".into()));
-        assert!(names(DataSource::Rsync { url: "h:/srv/b".into() }).contains(&"rsync".into()));
-        let local = names(DataSource::Archive { url: "file:///b".into(), archive: None });
+        let names = |url: &str| {
+            let source = crate::backup::open(&c.backup, Some(url)).unwrap();
+            needs_of(&l, &c, source.as_ref()).programs.into_iter().map(|p| p.name).collect::<Vec<_>>()
+        };
+        assert!(names("nfs://nas/b").contains(&"mount.nfs".into()));
+        assert!(names("cifs://nas/b/c").contains(&"mount.cifs".into()));
+        assert!(names("h:/srv/b").contains(&"rsync".into()));
+        let local = names("file:///b");
         assert!(!local.contains(&"mount.nfs".into()) && !local.contains(&"rsync".into()), "{local:?}");
     }
 
     #[test]
     fn a_backup_without_grub_stops_in_verify() {
         let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
-        let n = needs_of(&l, &Config::default(), &DataSource::Archive { url: "file:///b".into(), archive: None });
+        let c = Config::default();
+        let n = needs_of(&l, &c, crate::backup::open(&c.backup, Some("file:///b")).unwrap().as_ref());
         let e = check_target(&n, &l, |p| p == "usr/sbin/grub-install").unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("/usr/lib/grub/i386-pc") && msg.contains("grub-pc-bin") && msg.contains("Nothing was written"), "{msg}");
         check_target(&n, &l, |p| ["usr/sbin/grub-install", "usr/lib/grub/i386-pc"].contains(&p)).unwrap();
+    }
+
+    #[test]
+    fn the_checked_archive_lists_the_bootloader_files_of_the_recovered_root() {
+        let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/grub/i386-pc")).unwrap();
+        std::fs::write(root.join("usr/sbin/grub-install"), "#!/bin/sh\n").unwrap();
+        let file = d.path().join("dest").join(crate::backup::host_dir_name(&l)).join("backup-20261201-000000.tar.zst");
+        let sources = [crate::archive::Source { path: root.clone(), name: Vec::new() }];
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
+        let c = Config::default();
+        let source = crate::backup::open(&c.backup, Some(&format!("file://{}", d.path().join("dest").display()))).unwrap();
+        let needs = needs_of(&l, &c, source.as_ref());
+        let opts = crate::backup::CheckOptions { verify: true, progress: false };
+        let used = source.check(Some(&l), &crate::backup::Pick::default(), &opts).unwrap();
+        assert!(used.verified && !used.unread, "{used:?}");
+        assert_eq!(used.pick.archive.as_deref(), Some("backup-20261201-000000.tar.zst"), "the restore takes the archive checked");
+        let listing = used.listing.unwrap();
+        check_target(&needs, &l, |p| listing.contains(p)).unwrap();
+        std::fs::remove_dir(root.join("usr/lib/grub/i386-pc")).unwrap();
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
+        let listing = source.check(Some(&l), &crate::backup::Pick::default(), &opts).unwrap().listing.unwrap();
+        let e = check_target(&needs, &l, |p| listing.contains(p)).unwrap_err();
+        assert!(format!("{e:#}").contains("grub-pc-bin"), "{e:#}");
     }
 }

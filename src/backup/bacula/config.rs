@@ -1,36 +1,25 @@
-//! The `backup.method` switch and the `[backup.server]` section: how
-//! `rescue` reaches a Bacula or Bareos director. Documented key by key in
+//! The `[backup.server]` section: how `rescue` reaches a Bacula or Bareos
+//! director. Documented key by key in
 //! docs/config.md and docs/bareos.md.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Where the files of this system are backed up and restored from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Which director: Bacula, or its fork Bareos (other program names, a JSON API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum BackupMethod {
-    /// `rescue`'s own archives at `backup.url` (tar, zstd) or an rsync tree.
-    #[default]
-    Archive,
-    /// A Bacula director runs the backups; `rescue` asks it through bconsole.
+pub enum Director {
     Bacula,
-    /// A Bareos director (Bacula's fork: other program names, a JSON API).
     Bareos,
 }
 
-impl BackupMethod {
-    /// Whether a backup server (director) holds the data.
-    pub fn is_server(self) -> bool {
-        matches!(self, BackupMethod::Bacula | BackupMethod::Bareos)
-    }
-
+impl Director {
     /// The product name, for messages.
     pub fn product(self) -> &'static str {
         match self {
-            BackupMethod::Archive => "archive",
-            BackupMethod::Bacula => "Bacula",
-            BackupMethod::Bareos => "Bareos",
+            Director::Bacula => "Bacula",
+            Director::Bareos => "Bareos",
         }
     }
 }
@@ -130,6 +119,7 @@ impl Default for ServerConfig {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::backup::config::BackupMethod;
     use crate::config::Config;
 
     #[test]

@@ -1,9 +1,12 @@
-//! Backup servers: a Bacula or Bareos director holds this system's files.
-//! `rescue` drives it through `bconsole` ([`console`]): checks the last
-//! backup against the RPO or runs the backup job ([`mkbackup`]), and
-//! restores into the recreated target root ([`restore`]), following the job
-//! to its end and checking its status and file count. The rescue image
-//! gets the file daemon and bconsole ([`image`]). Set-up: docs/bareos.md.
+//! The director method: a Bacula or Bareos director holds this system's
+//! files, behind [`DirectorBackend`]. `rescue` drives it through `bconsole`
+//! ([`console`]): checks the last backup against the RPO or runs the backup
+//! job ([`mkbackup`]), and restores into the recreated target root
+//! ([`restore`]), following the job to its end and checking its status and
+//! file count. The rescue image gets the file daemon and bconsole
+//! ([`image`]). Every function here takes the `[backup.server]` section
+//! ([`ServerConfig`]) and which director it is, never the whole config.
+//! Set-up: docs/bareos.md.
 
 pub mod config;
 pub mod console;
@@ -13,25 +16,130 @@ pub mod parse;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-pub use config::{BackupMethod, MkbackupMode, ServerConfig};
+pub use config::{Director, MkbackupMode, ServerConfig};
 pub use console::{AuthRefused, Console, DirectorUnreachable};
 pub use parse::JobInfo;
 
-use crate::config::Config;
+use super::{Backed, Backend, BackupConfig, BackupMethod, BackupSet, BackupUsed, CheckOptions, ImageParts, Pick, Restored, Settings};
 use crate::error::input_error;
+use crate::layout::Layout;
+use crate::needs::{Needs, Runs, When};
 use crate::util::human_bytes;
 use console::arg_quote;
 
-/// Which backup a restore takes. Default: the most recent one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Selection {
-    /// Exactly this job (`--restore-jobid`).
-    pub jobid: Option<u64>,
-    /// The most recent backup before this date, `YYYY-MM-DD[ HH:MM[:SS]]` (`--restore-before`).
-    pub before: Option<String>,
+/// A Bacula or Bareos director, as the [`Backend`] of `backup.method = "bacula"`/`"bareos"`.
+pub struct DirectorBackend {
+    cfg: ServerConfig,
+    director: Director,
+}
+
+impl DirectorBackend {
+    pub fn new(cfg: &BackupConfig) -> DirectorBackend {
+        let director = if cfg.method == BackupMethod::Bareos { Director::Bareos } else { Director::Bacula };
+        DirectorBackend { cfg: cfg.server.clone(), director }
+    }
+
+    /// The director restores what it holds: an archive file means nothing to it.
+    fn refuse_archive(&self, pick: &Pick) -> Result<()> {
+        if pick.archive.is_some() {
+            crate::bail_input!(
+                "--archive names one of rescue's own archive files; with backup.method = \"{}\" the director restores the data \
+                 (choose the backup with --restore-jobid or --restore-before)",
+                self.director.product().to_ascii_lowercase()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Backend for DirectorBackend {
+    fn describe(&self) -> String {
+        format!("{} director {}, client {}", self.director.product(), director_address(&self.cfg), client_name(&self.cfg))
+    }
+
+    fn follows_the_descriptor(&self) -> bool {
+        false
+    }
+
+    fn local_disk(&self) -> Option<String> {
+        None
+    }
+
+    fn inside_the_iso(&self) -> bool {
+        false
+    }
+
+    fn backup(&self, _set: &BackupSet) -> Result<Backed> {
+        Ok(Backed::Job(Box::new(mkbackup(&self.cfg, self.director)?)))
+    }
+
+    fn check(&self, _layout: Option<&Layout>, pick: &Pick, _opts: &CheckOptions) -> Result<BackupUsed> {
+        self.refuse_archive(pick)?;
+        // The director answers, accepts the console and holds a backup of this client.
+        let pf = preflight(&self.cfg, self.director, pick).context("the backup server cannot restore this client; nothing was written")?;
+        let job = pf.backup.as_ref();
+        tracing::info!("director {} ({}) holds {} of {}", pf.director, pf.greeting, backup_held(job), pf.client);
+        let mut used = BackupUsed::at(&format!("{} director {}, client {}", self.director.product(), pf.director, pf.client), pick);
+        used.archive = job.map(|j| format!("job {} ({}, ended {})", j.jobid, j.level_name(), j.end_time));
+        used.archive_bytes = job.map(|j| j.bytes);
+        used.files = job.map(|j| j.files);
+        used.director = Some(pf);
+        Ok(used)
+    }
+
+    fn restore(&self, _layout: Option<&Layout>, pick: &Pick, target: &Path, _progress: bool) -> Result<Restored> {
+        self.refuse_archive(pick)?;
+        Ok(Restored::Job(Box::new(restore(&self.cfg, self.director, target, pick)?)))
+    }
+
+    fn list(&self, _layout: Option<&Layout>) -> Result<Vec<String>> {
+        let console = Console::open(&self.cfg, self.director)?;
+        let client = client_name(&self.cfg);
+        let mut jobs: Vec<JobInfo> =
+            console.jobs(&format!("llist jobs client={}", arg_quote(&client)?))?.into_iter().filter(|j| j.job_type == "B" && j.succeeded()).collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse((j.end_epoch.unwrap_or(0), j.jobid)));
+        Ok(jobs.iter().map(|j| format!("job {} ({}, {} files, ended {})", j.jobid, j.level_name(), j.files, j.end_time)).collect())
+    }
+
+    fn keep(&self, _layout: Option<&Layout>) -> Result<Vec<String>> {
+        // The director's own retention (its pools' volume and job retention) applies.
+        Ok(Vec::new())
+    }
+
+    fn rescue_needs(&self) -> Needs {
+        let mut n = Needs::default();
+        let why = format!("the {} director restores through them", self.director.product());
+        let fd = image::file_daemon(self.director);
+        n.program(fd, Runs::Recover, When::Always, format!("the {} file daemon: {why}", self.director.product()));
+        let bconsole = self.cfg.bconsole.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "bconsole".into());
+        n.program(&bconsole, Runs::Recover, When::Always, format!("the console: {why}"));
+        n.program("timeout", Runs::Recover, When::Always, "to bound each console session with the director");
+        n
+    }
+
+    fn image_parts(&self) -> Result<ImageParts> {
+        image::image_parts(&self.cfg, self.director)
+    }
+
+    fn settings(&self) -> Option<Settings> {
+        let s = summary(&self.cfg, self.director);
+        Some(Settings {
+            what: format!("backup server ({})", self.director.product()),
+            values: vec![("director".into(), s.director), ("client".into(), s.client), ("password".into(), s.password)],
+        })
+    }
+}
+
+/// The backup the preflight found, for the log: absent when the director
+/// picks it itself (`--restore-before`).
+fn backup_held(job: Option<&JobInfo>) -> String {
+    match job {
+        Some(j) => format!("backup job {} ({}, {} files, ended {})", j.jobid, j.level_name(), j.files, j.end_time),
+        None => "backups before the --restore-before date (the director picks them)".to_string(),
+    }
 }
 
 /// What a restore through the director did.
@@ -62,6 +170,57 @@ pub struct MkbackupReport {
     pub rpo_hours: u64,
 }
 
+impl MkbackupReport {
+    /// Log the job (run, or checked against the RPO); the exit code (1: the job ended with warnings).
+    pub fn print(&self) -> i32 {
+        let age = self.age_hours.map(|a| format!(", {a:.1} h old (RPO {} h)", self.rpo_hours)).unwrap_or_default();
+        let what = match self.mode {
+            MkbackupMode::Run => "backup job",
+            MkbackupMode::Check => "last good backup",
+        };
+        let j = &self.job;
+        tracing::info!(
+            "{what} of {} on {}: job {} ({}, {}), {} files, {}, ended {}{age}",
+            self.client,
+            self.director,
+            j.jobid,
+            j.name,
+            j.level_name(),
+            j.files,
+            human_bytes(j.bytes),
+            j.end_time
+        );
+        if j.status == "W" {
+            crate::error::EXIT_CHANGED
+        } else {
+            crate::error::EXIT_OK
+        }
+    }
+}
+
+impl RestoreReport {
+    /// Log the restore; the exit code (1: the job reported warnings).
+    pub fn print(&self) -> i32 {
+        tracing::info!(
+            "restored {} files ({}) of {} into {} with job {} in {:.0} s",
+            self.job.files,
+            human_bytes(self.job.bytes),
+            self.client,
+            self.target,
+            self.job.jobid,
+            self.seconds
+        );
+        for w in &self.warnings {
+            tracing::warn!("{w}");
+        }
+        if self.warnings.is_empty() {
+            crate::error::EXIT_OK
+        } else {
+            crate::error::EXIT_CHANGED
+        }
+    }
+}
+
 /// A restore job ended badly: the director's own lines say why.
 #[derive(Debug, thiserror::Error)]
 #[error("the {product} {what} job {jobid} ended with status {status} ({status_name}) after {files} files{}", if problems.is_empty() { String::new() } else { format!("; the director says:\n  {}", problems.join("\n  ")) })]
@@ -79,35 +238,30 @@ pub struct JobFailed {
 /// itself never, only whether the file holds one.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerSummary {
-    pub method: BackupMethod,
+    pub method: Director,
     pub director: String,
     pub client: String,
     pub password: String,
 }
 
-pub fn summary(config: &Config) -> Option<ServerSummary> {
-    let method = config.backup.method;
-    if !method.is_server() {
-        return None;
-    }
-    let cfg = &config.backup.server;
+/// `address:port (name)` of the director.
+fn director_address(cfg: &ServerConfig) -> String {
+    format!(
+        "{}:{}{}",
+        cfg.address.as_deref().unwrap_or("(backup.server.address not set)"),
+        cfg.port,
+        cfg.director_name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+    )
+}
+
+pub fn summary(cfg: &ServerConfig, method: Director) -> ServerSummary {
     let pw = &cfg.password_file;
     let password = match std::fs::read_to_string(pw) {
         Ok(t) if !t.trim().is_empty() => format!("******** (from {})", pw.display()),
         Ok(_) => format!("EMPTY ({} holds no password)", pw.display()),
         Err(e) => format!("MISSING ({}: {e})", pw.display()),
     };
-    Some(ServerSummary {
-        method,
-        director: format!(
-            "{}:{}{}",
-            cfg.address.as_deref().unwrap_or("(backup.server.address not set)"),
-            cfg.port,
-            cfg.director_name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
-        ),
-        client: client_name(cfg),
-        password,
-    })
+    ServerSummary { method, director: director_address(cfg), client: client_name(cfg), password }
 }
 
 /// This system's client name on the director.
@@ -229,9 +383,8 @@ fn queue(console: &Console, command: &str, what: &str) -> Result<(u64, String)> 
 /// `mkbackup` with a backup server: run the client's backup job and wait
 /// for it (mode run), or check that the newest good backup is younger than
 /// the RPO (mode check).
-pub fn mkbackup(config: &Config) -> Result<MkbackupReport> {
-    let cfg = &config.backup.server;
-    let console = Console::open(cfg, config.backup.method)?;
+pub fn mkbackup(cfg: &ServerConfig, director: Director) -> Result<MkbackupReport> {
+    let console = Console::open(cfg, director)?;
     let client = client_name(cfg);
     let product = console.method().product();
     let job = match cfg.mkbackup_mode {
@@ -285,7 +438,7 @@ fn rpo_missed(age_hours: f64, rpo_hours: u64) -> bool {
 }
 
 /// What a restore would take, found without changing anything.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Preflight {
     pub director: String,
     /// The director's greeting (name and version).
@@ -298,9 +451,8 @@ pub struct Preflight {
 /// Check before anything is destroyed that a restore can work: the director
 /// answers, accepts the console, and holds a backup of this client (the
 /// named job, when one is). `recover` calls this before wiping disks.
-pub fn preflight(config: &Config, sel: &Selection) -> Result<Preflight> {
-    let cfg = &config.backup.server;
-    let console = Console::open(cfg, config.backup.method)?;
+pub fn preflight(cfg: &ServerConfig, director: Director, sel: &Pick) -> Result<Preflight> {
+    let console = Console::open(cfg, director)?;
     let greeting = console.hello()?;
     let client = client_name(cfg);
     let backup = match (sel.jobid, &sel.before) {
@@ -327,7 +479,7 @@ pub fn preflight(config: &Config, sel: &Selection) -> Result<Preflight> {
 }
 
 /// The restore command for a selection.
-pub fn restore_command(cfg: &ServerConfig, client: &str, target: &Path, sel: &Selection) -> Result<String> {
+pub fn restore_command(cfg: &ServerConfig, client: &str, target: &Path, sel: &Pick) -> Result<String> {
     let where_ = target.to_str().ok_or_else(|| input_error(format!("the target {} is not UTF-8", target.display())))?;
     let mut c = String::from("restore");
     if let Some(id) = sel.jobid {
@@ -363,13 +515,12 @@ pub fn restore_command(cfg: &ServerConfig, client: &str, target: &Path, sel: &Se
 /// check its status and file count. Every failure is an error carrying the
 /// director's own message: unreachable, authentication refused, no backup,
 /// job in error, fewer files than expected.
-pub fn restore(config: &Config, target_root: &Path, sel: &Selection) -> Result<RestoreReport> {
-    let cfg = &config.backup.server;
+pub fn restore(cfg: &ServerConfig, director: Director, target_root: &Path, sel: &Pick) -> Result<RestoreReport> {
     if !target_root.is_dir() {
         return Err(input_error(format!("the target root {} does not exist: create and mount the filesystems there first", target_root.display())));
     }
     let started = Instant::now();
-    let console = Console::open(cfg, config.backup.method)?;
+    let console = Console::open(cfg, director)?;
     let product = console.method().product();
     let client = client_name(cfg);
     let command = restore_command(cfg, &client, target_root, sel)?;
@@ -430,18 +581,18 @@ mod tests {
         let cfg = ServerConfig { fileset: Some("Linux All".into()), restore_job: Some("RestoreFiles".into()), ..Default::default() };
         let t = Path::new("/mnt/local");
         assert_eq!(
-            restore_command(&cfg, "web1-fd", t, &Selection::default()).unwrap(),
+            restore_command(&cfg, "web1-fd", t, &Pick::default()).unwrap(),
             "restore client=web1-fd fileset=\"Linux All\" where=/mnt/local restorejob=RestoreFiles replace=always select current all done yes"
         );
         assert_eq!(
-            restore_command(&cfg, "web1-fd", t, &Selection { jobid: Some(42), before: None }).unwrap(),
+            restore_command(&cfg, "web1-fd", t, &Pick { jobid: Some(42), ..Default::default() }).unwrap(),
             "restore jobid=42 client=web1-fd where=/mnt/local restorejob=RestoreFiles replace=always all done yes"
         );
-        assert!(restore_command(&cfg, "web1-fd", t, &Selection { jobid: None, before: Some("2026-01-02".into()) })
+        assert!(restore_command(&cfg, "web1-fd", t, &Pick { before: Some("2026-01-02".into()), ..Default::default() })
             .unwrap()
             .ends_with("before=\"2026-01-02 00:00:00\" select all done yes"));
-        assert!(restore_command(&cfg, "web1-fd", t, &Selection { jobid: None, before: Some("last week".into()) }).is_err());
-        assert!(restore_command(&cfg, "web1-fd", t, &Selection { jobid: Some(1), before: Some("2026-01-02".into()) }).is_err());
+        assert!(restore_command(&cfg, "web1-fd", t, &Pick { before: Some("last week".into()), ..Default::default() }).is_err());
+        assert!(restore_command(&cfg, "web1-fd", t, &Pick { jobid: Some(1), before: Some("2026-01-02".into()), ..Default::default() }).is_err());
     }
 
     /// A stand-in for Bareos' bconsole: answers in `.api 2` JSON like Bareos
@@ -489,9 +640,7 @@ done
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "secret\n").unwrap();
-        let mut config = Config::default();
-        config.backup.method = BackupMethod::Bareos;
-        config.backup.server = ServerConfig {
+        let mut cfg = ServerConfig {
             address: Some("127.0.0.1".into()),
             port: listener.local_addr().unwrap().port(),
             password_file: pw,
@@ -505,24 +654,51 @@ done
         };
         let target = dir.path().join("target");
         std::fs::create_dir(&target).unwrap();
-        let r = restore(&config, &target, &Selection::default()).unwrap();
+        let r = restore(&cfg, Director::Bareos, &target, &Pick::default()).unwrap();
         assert_eq!((r.job.jobid, r.job.files, r.expected_files), (42, 1234, 1234));
-        let m = mkbackup(&config).unwrap();
+        let m = mkbackup(&cfg, Director::Bareos).unwrap();
         assert_eq!((m.job.jobid, m.job.level_name()), (7, "incremental"));
         assert!(m.age_hours.unwrap() > 0.9 && m.age_hours.unwrap() < 1.1);
-        config.backup.server.rpo_hours = 0;
-        assert!(format!("{:#}", mkbackup(&config).unwrap_err()).contains("older than backup.server.rpo-hours = 0"));
+        cfg.rpo_hours = 0;
+        assert!(format!("{:#}", mkbackup(&cfg, Director::Bareos).unwrap_err()).contains("older than backup.server.rpo-hours = 0"));
         // A fatal error: the Bareos job log (JSON) is the message.
-        config.backup.server.bconsole = Some(fake_bareos(dir.path(), "f"));
-        let e = format!("{:#}", restore(&config, &target, &Selection::default()).unwrap_err());
+        cfg.bconsole = Some(fake_bareos(dir.path(), "f"));
+        let e = format!("{:#}", restore(&cfg, Director::Bareos, &target, &Pick::default()).unwrap_err());
         assert!(e.contains("Bareos restore job 42 ended with status f (fatal error)"), "{e}");
         assert!(e.contains("Fatal error: Bareos cannot write on disk: /mnt/local/etc: ERR=Read-only file system"), "{e}");
         // Terminated with warnings (Bareos' W) succeeds, the warnings reported.
-        config.backup.server.bconsole = Some(fake_bareos(dir.path(), "W"));
-        let r = restore(&config, &target, &Selection::default()).unwrap();
+        cfg.bconsole = Some(fake_bareos(dir.path(), "W"));
+        let r = restore(&cfg, Director::Bareos, &target, &Pick::default()).unwrap();
         assert_eq!(r.job.status, "W");
         assert!(r.warnings.iter().any(|w| w.contains("ERR=Read-only file system")), "{:?}", r.warnings);
         drop(listener);
+    }
+
+    #[test]
+    fn the_log_names_the_backup_job_not_an_option() {
+        let j = JobInfo { jobid: 7, level: "F".into(), files: 18635, end_time: "2026-11-26 14:09:33".into(), ..Default::default() };
+        assert_eq!(backup_held(Some(&j)), "backup job 7 (full, 18635 files, ended 2026-11-26 14:09:33)");
+        assert!(backup_held(None).contains("--restore-before"));
+    }
+
+    #[test]
+    fn the_backend_shows_the_director_never_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let mut cfg = BackupConfig { method: BackupMethod::Bareos, ..Default::default() };
+        cfg.server = ServerConfig { address: Some("dir.example".into()), password_file: pw, client: Some("web1-fd".into()), ..Default::default() };
+        let b = DirectorBackend::new(&cfg);
+        assert_eq!(b.describe(), "Bareos director dir.example:9101, client web1-fd");
+        assert!(!b.follows_the_descriptor());
+        let shown = b.settings().unwrap();
+        let text = shown.to_string();
+        assert!(text.starts_with("backup server (Bareos): director dir.example:9101") && text.contains("password ******** (from"), "{text}");
+        let json = serde_json::to_value(&shown).unwrap();
+        assert_eq!(json["client"], "web1-fd");
+        assert!(!text.contains("s3cret") && !json.to_string().contains("s3cret"));
+        let names: Vec<String> = b.rescue_needs().programs.into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["bareos-fd", "bconsole", "timeout"]);
     }
 
     #[test]

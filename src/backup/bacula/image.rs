@@ -1,32 +1,17 @@
 //! What a rescue image needs to be restored by a backup server: the file
 //! daemon (the director connects to it to write the files), bconsole (to
 //! ask for the restore), the daemon's config and the console password.
-//! `image::initramfs` adds these when `backup.method` is bacula or bareos
-//! (the programs themselves come from `needs::recovery`);
+//! The director backend hands these to `image::initramfs` through
+//! `Backend::image_parts` (the programs themselves through `Backend::rescue_needs`);
 //! the rescue init starts the daemon from `RESCUE_FD*` in image.env.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::config::{BackupMethod, DEFAULT_PASSWORD_FILE};
-use crate::config::Config;
+use super::config::{Director, ServerConfig, DEFAULT_PASSWORD_FILE};
+use crate::backup::ImageParts;
 use crate::error::input_error;
-
-/// Files and settings for the image.
-#[derive(Debug, Default)]
-pub struct ImageParts {
-    /// Host files or directories copied to the same path.
-    pub host_paths: Vec<PathBuf>,
-    /// Empty directories the daemon needs (its working directory).
-    pub dirs: Vec<PathBuf>,
-    /// Generated files: path in the image, content, mode.
-    pub files: Vec<(PathBuf, Vec<u8>, u32)>,
-    /// `KEY=value` lines for /etc/rescue/image.env.
-    pub env: Vec<(&'static str, String)>,
-    /// Secrets that go in on purpose (listed in the manifest).
-    pub secrets: Vec<String>,
-}
 
 /// The names and places that differ between Bacula and Bareos.
 struct Flavour {
@@ -39,25 +24,27 @@ struct Flavour {
     dirs: &'static str,
 }
 
-fn flavour(method: BackupMethod) -> Option<Flavour> {
+fn flavour(method: Director) -> Flavour {
     match method {
-        BackupMethod::Archive => None,
-        BackupMethod::Bacula => {
-            Some(Flavour { fd: "bacula-fd", configs: &[("/etc/bacula/bacula-fd.conf", "/etc/bacula/bacula-fd.conf")], dirs: "/var/lib/bacula /run/bacula" })
+        Director::Bacula => {
+            Flavour { fd: "bacula-fd", configs: &[("/etc/bacula/bacula-fd.conf", "/etc/bacula/bacula-fd.conf")], dirs: "/var/lib/bacula /run/bacula" }
         }
-        BackupMethod::Bareos => Some(Flavour {
+        Director::Bareos => Flavour {
             fd: "bareos-fd",
             configs: &[("/etc/bareos/bareos-fd.conf", "/etc/bareos/bareos-fd.conf"), ("/etc/bareos/bareos-fd.d", "/etc/bareos")],
             dirs: "/var/lib/bareos /run/bareos",
-        }),
+        },
     }
 }
 
-/// What to add to the image for the configured backup method (None for archives).
-pub fn image_parts(config: &Config) -> Result<Option<ImageParts>> {
-    let method = config.backup.method;
-    let Some(fl) = flavour(method) else { return Ok(None) };
-    let cfg = &config.backup.server;
+/// The file daemon's program name.
+pub fn file_daemon(method: Director) -> &'static str {
+    flavour(method).fd
+}
+
+/// What to add to the image for the director `method` of `cfg`.
+pub fn image_parts(cfg: &ServerConfig, method: Director) -> Result<ImageParts> {
+    let fl = flavour(method);
     let (fd_config, fd_arg) = match &cfg.fd_config {
         // A configured `.d` directory is found by the daemon through its parent.
         Some(p) if p.is_dir() && p.extension().is_some_and(|e| e == "d") => (p.clone(), p.parent().unwrap_or(Path::new("/")).to_path_buf()),
@@ -95,7 +82,7 @@ pub fn image_parts(config: &Config) -> Result<Option<ImageParts>> {
     parts.env.push(("RESCUE_FD_DIRS", fl.dirs.to_string()));
     // /run is a fresh tmpfs at boot (the init makes those); the rest is made here too.
     parts.dirs.extend(fl.dirs.split(' ').filter(|d| !d.starts_with("/run")).map(PathBuf::from));
-    Ok(Some(parts))
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -104,32 +91,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn archive_method_adds_nothing() {
-        assert!(image_parts(&Config::default()).unwrap().is_none());
-    }
-
-    #[test]
     fn bacula_parts_name_the_daemon_and_the_password() {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "s3cret\n").unwrap();
         let fdconf = dir.path().join("bacula-fd.conf");
         std::fs::write(&fdconf, "FileDaemon { Name = x-fd }\n").unwrap();
-        let mut c = Config::default();
-        c.backup.method = BackupMethod::Bacula;
-        c.backup.server.password_file = pw;
-        c.backup.server.fd_config = Some(fdconf.clone());
-        let p = image_parts(&c).unwrap().unwrap();
+        let mut c = ServerConfig { password_file: pw, fd_config: Some(fdconf.clone()), ..Default::default() };
+        let p = image_parts(&c, Director::Bacula).unwrap();
         assert_eq!(p.files[0].0, PathBuf::from(DEFAULT_PASSWORD_FILE));
         assert_eq!(p.files[0].2, 0o600);
         assert!(p.env.iter().any(|(k, v)| *k == "RESCUE_FD_CONF" && v == &fdconf.display().to_string()));
-        c.backup.method = BackupMethod::Bareos;
-        assert!(image_parts(&c).unwrap().unwrap().env.iter().any(|(k, v)| *k == "RESCUE_FD" && v.ends_with("/bareos-fd")));
+        assert!(image_parts(&c, Director::Bareos).unwrap().env.iter().any(|(k, v)| *k == "RESCUE_FD" && v.ends_with("/bareos-fd")));
         // Bareos' config directory: copied whole, `-c` gets its parent.
         let d = dir.path().join("bareos/bareos-fd.d");
         std::fs::create_dir_all(d.join("client")).unwrap();
-        c.backup.server.fd_config = Some(d.clone());
-        let p = image_parts(&c).unwrap().unwrap();
+        c.fd_config = Some(d.clone());
+        let p = image_parts(&c, Director::Bareos).unwrap();
         assert_eq!(p.host_paths, vec![d]);
         assert!(p.env.iter().any(|(k, v)| *k == "RESCUE_FD_CONF" && v == &dir.path().join("bareos").display().to_string()));
         assert!(p.env.iter().any(|(k, v)| *k == "RESCUE_FD" && v.ends_with("/bareos-fd")));

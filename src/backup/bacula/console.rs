@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::config::{BackupMethod, ServerConfig};
+use super::config::{Director, ServerConfig};
 use super::parse::{self, JobInfo, Record};
 use crate::cmd::{find_program, Cmd};
 use crate::error::input_error;
@@ -38,7 +38,7 @@ pub struct AuthRefused {
 
 /// A console session factory for one director.
 pub struct Console {
-    method: BackupMethod,
+    method: Director,
     bconsole: PathBuf,
     address: String,
     port: u16,
@@ -66,11 +66,11 @@ pub fn arg_quote(s: &str) -> Result<String> {
 
 /// The bconsole program for the method: the configured one, or Bacula's
 /// (`/usr/sbin/bconsole`) / Bareos' (`/usr/bin/bconsole`) found in PATH.
-pub fn bconsole_program(cfg: &ServerConfig, method: BackupMethod) -> Result<PathBuf> {
+pub fn bconsole_program(cfg: &ServerConfig, method: Director) -> Result<PathBuf> {
     if let Some(p) = &cfg.bconsole {
         return if p.is_file() { Ok(p.clone()) } else { Err(input_error(format!("backup.server.bconsole = {} does not exist", p.display()))) };
     }
-    let package = if method == BackupMethod::Bareos { "bareos-bconsole" } else { "bacula-console" };
+    let package = if method == Director::Bareos { "bareos-bconsole" } else { "bacula-console" };
     find_program("bconsole").ok_or_else(|| anyhow!(crate::cmd::ToolMissing { program: "bconsole".into(), package: Some(package.into()) }))
 }
 
@@ -97,10 +97,7 @@ fn read_password(path: &Path) -> Result<String> {
 impl Console {
     /// Prepare a console for the configured director; checks the settings
     /// and that something listens at the address, but does not log in yet.
-    pub fn open(cfg: &ServerConfig, method: BackupMethod) -> Result<Console> {
-        if !method.is_server() {
-            return Err(input_error("backup.method is \"archive\": there is no backup server to talk to (set method = \"bacula\" or \"bareos\")"));
-        }
+    pub fn open(cfg: &ServerConfig, method: Director) -> Result<Console> {
         let address = cfg
             .address
             .clone()
@@ -139,7 +136,7 @@ impl Console {
         Ok(console)
     }
 
-    pub fn method(&self) -> BackupMethod {
+    pub fn method(&self) -> Director {
         self.method
     }
 
@@ -224,7 +221,7 @@ impl Console {
     /// Job records of a `list`-like command (`llist jobs client=X`,
     /// `llist jobid=N`): Bareos answers in JSON (`.api 2`), Bacula in text.
     pub fn jobs(&self, command: &str) -> Result<Vec<JobInfo>> {
-        let records: Vec<Record> = if self.method == BackupMethod::Bareos {
+        let records: Vec<Record> = if self.method == Director::Bareos {
             let out = self.run(&[".api 2".into(), command.into()], 0)?;
             parse::json_records(&out, "jobs")
         } else {
@@ -236,7 +233,7 @@ impl Console {
     /// The error and termination lines of a job's log.
     pub fn job_problems(&self, jobid: u64) -> Vec<String> {
         let cmd = format!("llist joblog jobid={jobid}");
-        let out = if self.method == BackupMethod::Bareos { self.run(&[".api 2".into(), cmd], 0) } else { self.run(&[cmd], 0) };
+        let out = if self.method == Director::Bareos { self.run(&[".api 2".into(), cmd], 0) } else { self.run(&[cmd], 0) };
         out.map(|o| parse::joblog_problems(&o)).unwrap_or_default()
     }
 }
@@ -259,11 +256,11 @@ mod tests {
     fn missing_password_file_and_address_are_input_errors() {
         let mut cfg = ServerConfig { address: Some("127.0.0.1".into()), bconsole: Some("/bin/true".into()), ..Default::default() };
         cfg.password_file = "/nonexistent/pw".into();
-        let e = Console::open(&cfg, BackupMethod::Bacula).err().unwrap();
+        let e = Console::open(&cfg, Director::Bacula).err().unwrap();
         assert!(format!("{e:#}").contains("/nonexistent/pw"), "{e:#}");
         assert_eq!(crate::error::exit_code_for(&e), 2);
         cfg.address = None;
-        let e = Console::open(&cfg, BackupMethod::Bacula).err().unwrap();
+        let e = Console::open(&cfg, Director::Bacula).err().unwrap();
         assert!(format!("{e:#}").contains("backup.server.address"), "{e:#}");
     }
 }
