@@ -27,86 +27,21 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectLockMode};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::input_error;
 
-/// The default place of the write credential (mkbackup).
-pub const DEFAULT_CREDENTIALS_FILE: &str = "/etc/rescue/s3-credentials.toml";
+pub mod config;
+
+pub use config::{LockMode, S3Config};
+
 /// Where the rescue image keeps the read-only credential
 /// (`image-credentials-file`, copied in only when configured).
 pub const IMAGE_CREDENTIALS_PATH: &str = "/etc/rescue/s3-read-credentials.toml";
 /// Suffix of the record object written after the archive is complete.
 pub const RECORD_SUFFIX: &str = ".done";
-
-/// `[backup.s3]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct S3Config {
-    /// The service URL (`https://s3.example.com`, `http://10.0.2.2:7480`); unset: AWS.
-    pub endpoint: Option<String>,
-    pub region: String,
-    /// Path-style addressing (`ENDPOINT/BUCKET/KEY`), which Ceph RGW and MinIO
-    /// need unless wildcard DNS is set up; off: `BUCKET.ENDPOINT/KEY`.
-    pub path_style: bool,
-    /// The write credential mkbackup uses (TOML: `access-key-id`,
-    /// `secret-access-key`, optional `session-token`). Never goes into the image.
-    pub credentials_file: PathBuf,
-    /// A read-only credential (same format) copied into the rescue image for
-    /// `recover`. Unset: the image holds no credential and `recover` reads
-    /// `recover-key-from`.
-    pub image_credentials_file: Option<PathBuf>,
-    /// Where `recover` finds the read-only credential when the image holds
-    /// none: a file in the rescue system or `usb://LABEL/path` on a stick.
-    /// (Not named "credentials": it is no secret and must reach the image's
-    /// config, which drops secret-looking keys.)
-    pub recover_key_from: Option<String>,
-    /// Days each backup is kept immutable with S3 Object Lock (0: no lock).
-    /// The bucket must have been created with Object Lock enabled.
-    pub object_lock_days: u32,
-    pub object_lock_mode: LockMode,
-    /// Size of the upload parts in MiB (5 to 1024); memory use is about three
-    /// parts. Parts double in size every 1000 parts, so any archive fits
-    /// in S3's 10000 parts.
-    pub part_size_mib: u32,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        S3Config {
-            endpoint: None,
-            region: "us-east-1".into(),
-            path_style: false,
-            credentials_file: DEFAULT_CREDENTIALS_FILE.into(),
-            image_credentials_file: None,
-            recover_key_from: None,
-            object_lock_days: 0,
-            object_lock_mode: LockMode::Compliance,
-            part_size_mib: 16,
-        }
-    }
-}
-
-/// The Object Lock retention mode: `compliance` (nobody can shorten or
-/// remove it, not even the root account) or `governance` (a user with the
-/// bypass permission can).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LockMode {
-    Compliance,
-    Governance,
-}
-
-impl LockMode {
-    fn sdk(self) -> ObjectLockMode {
-        match self {
-            LockMode::Compliance => ObjectLockMode::Compliance,
-            LockMode::Governance => ObjectLockMode::Governance,
-        }
-    }
-}
 
 /// `s3://BUCKET/PREFIX`: the bucket and the key prefix (no slashes around it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -528,6 +463,12 @@ pub fn credentials(cfg: &S3Config, access: Access, timeout: u64) -> Result<(Cred
             }
             return Ok((Credentials::load(Path::new(src))?, src.clone()));
         }
+        let creds = Credentials::load(&cfg.credentials_file).context(
+            "no S3 key to restore with: the rescue image holds none (set backup.s3.image-credentials-file to a read-only key and run \
+             mkrescue), backup.s3.recover-key-from is not set (a file, or usb://LABEL/path on a stick), and backup.s3.credentials-file \
+             cannot be read",
+        )?;
+        return Ok((creds, cfg.credentials_file.display().to_string()));
     }
     Ok((Credentials::load(&cfg.credentials_file)?, cfg.credentials_file.display().to_string()))
 }
@@ -699,10 +640,11 @@ fn stamp_of(name: &str) -> Option<time::OffsetDateTime> {
 const INFLIGHT_PARTS: usize = 2;
 
 /// Part `n` (0-based) of an upload with base part size `base`: it doubles
-/// every 1000 parts, so 10000 parts hold any archive while small ones keep
-/// small parts.
+/// every 1000 parts up to 64 times the base (and S3's 5 GiB), so S3's 10000
+/// parts reach its largest object (5 TiB) from the default 16 MiB, while
+/// small archives keep small parts.
 fn part_size(base: usize, n: usize) -> usize {
-    base << (n / 1000).min(5)
+    (base << (n / 1000).min(6)).min(5 << 30)
 }
 
 type PartResult = std::result::Result<CompletedPart, SdkError<aws_sdk_s3::operation::upload_part::UploadPartError, aws_sdk_s3::config::http::HttpResponse>>;
@@ -859,13 +801,14 @@ mod tests {
     }
 
     #[test]
-    fn parts_grow_so_any_archive_fits_in_10000() {
+    fn parts_grow_to_reach_the_largest_s3_object() {
         let base = 16 << 20;
         assert_eq!(part_size(base, 0), base);
         assert_eq!(part_size(base, 999), base);
         assert_eq!(part_size(base, 1000), 2 * base);
         let total: u64 = (0..10_000).map(|n| part_size(base, n) as u64).sum();
-        assert!(total > 10 << 40, "{total}");
+        assert!(total > 9 << 39, "{total}: less than S3's largest object (5 TiB)");
+        assert_eq!(part_size(1 << 30, 9999), 5 << 30, "S3 parts are at most 5 GiB");
     }
 
     #[test]
