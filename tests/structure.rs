@@ -401,6 +401,38 @@ fn no_chain_of_imports_leads_from_a_file_back_to_itself() {
     }
 }
 
+/// The workflows ask `backup::Backend` and never which method it is: no
+/// workflow names `backup.method` or reaches into a method's module.
+#[test]
+fn the_workflows_never_branch_on_the_backup_method() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let tree = Tree::read(&src);
+    let methods = [src.join("backup/archives.rs"), src.join("backup/rsync.rs"), src.join("backup/bacula")];
+    let mut found = Vec::new();
+    for (file, refs) in tree.refs.iter().filter(|(f, _)| f.starts_with(src.join("workflow"))) {
+        for r in refs {
+            if let Some(target) = tree.resolve(r, 0).filter(|t| methods.iter().any(|m| t.starts_with(m))) {
+                found.push(format!("{} uses {} ({})", file.display(), r.join("::"), target.display()));
+            }
+        }
+        let t = without_tests(tokens(&std::fs::read_to_string(file).expect("read source")));
+        for w in t.windows(3) {
+            let named = |i: usize, s: &str| w[i] == Tok::Ident(s.into());
+            let asked = if named(0, "BackupMethod") {
+                "BackupMethod"
+            } else if named(0, "is_server") {
+                "is_server()"
+            } else if named(0, "backup") && w[1] == Tok::Punct('.') && named(2, "method") {
+                "backup.method"
+            } else {
+                continue;
+            };
+            found.push(format!("{} asks which backup method it is ({asked})", file.display()));
+        }
+    }
+    assert!(found.is_empty(), "a workflow forks on the backup method instead of asking backup::Backend:\n  {}", found.join("\n  "));
+}
+
 #[test]
 fn the_reader_sees_uses_code_paths_super_and_reexports() {
     let t = without_tests(tokens(

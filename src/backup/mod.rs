@@ -189,24 +189,25 @@ pub struct BackupSet<'a> {
 }
 
 impl<'a> BackupSet<'a> {
-    /// The mounts `layout` records (minus `capture.exclude-mounts`), under `root`.
-    pub fn new(layout: Option<&'a Layout>, config: &crate::config::Config, root: &Path, progress: bool) -> BackupSet<'a> {
-        let mounts = layout.map(|l| backup_mounts(l, &config.capture.exclude_mounts)).unwrap_or_default();
+    /// The mounts `layout` records (minus `exclude_mounts`: `capture.exclude-mounts`),
+    /// under `root`, without rescue's log in `log_dir`.
+    pub fn new(layout: Option<&'a Layout>, cfg: &BackupConfig, exclude_mounts: &[String], log_dir: &Path, root: &Path, progress: bool) -> BackupSet<'a> {
+        let mounts = layout.map(|l| backup_mounts(l, exclude_mounts)).unwrap_or_default();
         let mut exclude_paths: Vec<PathBuf> = layout.iter().flat_map(|l| &l.excluded).map(|e| under_root(root, &e.path)).collect();
-        exclude_paths.extend(config.capture.exclude_mounts.iter().map(|e| under_root(root, e)));
+        exclude_paths.extend(exclude_mounts.iter().map(|e| under_root(root, e)));
         // Our own log grows while we read it (every command is logged): archiving it
         // would only ever be a "file changed" warning. The recovered system gets its
         // recovery log in the same directory.
         if root == Path::new("/") {
-            exclude_paths.push(config.log_dir.join(crate::logging::LOG_FILE));
+            exclude_paths.push(log_dir.join(crate::logging::LOG_FILE));
         }
         BackupSet {
             layout,
             root: root.to_path_buf(),
             mounts,
             exclude_paths,
-            patterns: config.backup.exclude.clone(),
-            log_file: under_root(root, &config.log_dir.join(crate::logging::LOG_FILE).to_string_lossy()),
+            patterns: cfg.exclude.clone(),
+            log_file: under_root(root, &log_dir.join(crate::logging::LOG_FILE).to_string_lossy()),
             progress,
         }
     }

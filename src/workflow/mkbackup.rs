@@ -101,7 +101,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 
     let t = step(quiet, 2, &format!("backup: to {}", backend.describe()));
     let root = PathBuf::from(a.capture.root(&ctx.config));
-    let r = backup::run(backend.as_ref(), &BackupSet::new(Some(&layout), &ctx.config, &root, !quiet))?;
+    let c = &ctx.config;
+    let r = backup::run(backend.as_ref(), &BackupSet::new(Some(&layout), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &root, !quiet))?;
     let code = r.print();
     // The descriptor notes where the backup went, so that recover finds it.
     let mut config = ctx.config.clone();

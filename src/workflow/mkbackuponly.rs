@@ -36,7 +36,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
     // The methods that read the recorded filesystems need the descriptor; the backend says so when it is missing.
     let layout = if path.exists() { Some(Layout::load(&path)?) } else { None };
-    let r = backup::run(backend.as_ref(), &BackupSet::new(layout.as_ref(), &ctx.config, &a.root, ctx.verbosity >= 0))?;
+    let c = &ctx.config;
+    let r = backup::run(backend.as_ref(), &BackupSet::new(layout.as_ref(), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &a.root, ctx.verbosity >= 0))?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }

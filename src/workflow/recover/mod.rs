@@ -2,7 +2,7 @@
 //!
 //! A full recovery runs in phases, each timed and logged (see
 //! docs/recover.md): verify (descriptor, tools, backup) → plan (map disks,
-//! show, confirm) → storage (`apply`) → restore (`restore_data`) →
+//! show, confirm) → storage (`apply`) → restore (`backup::Backend::restore`) →
 //! finalize (`boot`) → report. Nothing is written before the plan is
 //! confirmed. `--plan` only shows the plan; `--layout-only` stops after the
 //! storage phase with the tree mounted; `--umount` tears that down.
