@@ -19,6 +19,9 @@ PKGS=(
   dpkg-dev fakeroot lintian
   # backup server tests (tests/bacula.rs): a real Bacula director, storage and file daemon
   bacula-director bacula-director-sqlite3 bacula-sd bacula-fd bacula-console sqlite3
+  # S3 tests (tests/s3.rs, tests/s3/ceph-rgw.sh): a real single-node Ceph with its
+  # RADOS Gateway; awscli creates the Object Lock bucket, s3cmd is the benchmark peer
+  ceph-mon ceph-mgr ceph-osd radosgw awscli s3cmd curl uuid-runtime
   # transient mounts checklayout must ignore (tests/refresh_loop.rs)
   squashfs-tools fuse2fs
   # misc

@@ -16,7 +16,7 @@ use crate::needs::Needs;
 use crate::util::human_bytes;
 
 /// File names of backups: `backup-YYYYMMDD-HHMMSS.tar.zst` in the host's directory.
-const BACKUP_PREFIX: &str = "backup-";
+pub(super) const BACKUP_PREFIX: &str = "backup-";
 
 /// rescue's archives at one destination.
 pub struct Archives {
@@ -65,43 +65,9 @@ impl Backend for Archives {
         let opened = Opened::open(&self.location, &self.cfg, true)?;
         let dir = opened.dir().join(super::host_dir_name(layout));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating the backup directory {}", dir.display()))?;
-        let mut exclude_paths = set.exclude_paths.clone();
-        // Never back up the backup, nor our own log: it grows while being read,
-        // which would make every backup "completed with warnings".
-        exclude_paths.push(opened.dir().to_path_buf());
-        exclude_paths.push(set.log_file.clone());
-        // A mount below another is archived as its own source, never twice
-        // (on the live system one-file-system already stops there).
-        exclude_paths.extend(set.mounts.iter().filter(|m| m.as_str() != "/").map(|m| super::under_root(&set.root, m)));
-        let sources: Vec<Source> =
-            set.mounts.iter().map(|m| Source { path: super::under_root(&set.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() }).collect();
-        // The data to back up, for the ETA and the space check: known when
-        // every source is a mount point (a whole filesystem), as on a live system.
-        let expected = expected_bytes(layout, &set.mounts, |m| {
-            let p = super::under_root(&set.root, m);
-            if p.exists() && crate::util::is_mount_root(&p) {
-                used_bytes(&p)
-            } else {
-                None
-            }
-        });
-        let stamp = time::OffsetDateTime::now_utc()
-            .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
-            .unwrap_or_else(|_| "now".into());
-        let compression = self.cfg.compress;
-        let name = format!("{BACKUP_PREFIX}{stamp}.{}", compression.extension());
-        let dest = dir.join(&name);
-        let copts = CreateOptions {
-            compression,
-            level: self.cfg.level,
-            excludes: set.patterns.clone(),
-            exclude_paths,
-            one_file_system: true,
-            progress: set.progress,
-            expected_bytes: expected,
-            ..CreateOptions::default()
-        };
-        let create = write_archive_file(&sources, &dest, &copts)?;
+        let job = archive_job(set, layout, &self.cfg, Some(opened.dir()));
+        let dest = dir.join(&job.name);
+        let create = write_archive_file(&job.sources, &dest, &job.copts)?;
         Ok(Backed::Archive(BackupReport { url: self.url.clone(), archive: dest.display().to_string(), create, mounts: set.mounts.clone() }))
     }
 
@@ -185,6 +151,60 @@ impl Backend for Archives {
     }
 }
 
+/// One archive to make of `set`: its sources, file name and options.
+pub(super) struct ArchiveJob {
+    pub sources: Vec<Source>,
+    pub name: String,
+    pub copts: CreateOptions,
+}
+
+/// The archive of `set` as every archive destination makes it; `backup_dir`
+/// (where the backup goes, when it is a local directory) is never archived.
+pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, backup_dir: Option<&Path>) -> ArchiveJob {
+    let mut exclude_paths = set.exclude_paths.clone();
+    // Never back up the backup, nor our own log: it grows while being read,
+    // which would make every backup "completed with warnings".
+    exclude_paths.extend(backup_dir.map(Path::to_path_buf));
+    exclude_paths.push(set.log_file.clone());
+    // A mount below another is archived as its own source, never twice
+    // (on the live system one-file-system already stops there).
+    exclude_paths.extend(set.mounts.iter().filter(|m| m.as_str() != "/").map(|m| super::under_root(&set.root, m)));
+    let sources: Vec<Source> =
+        set.mounts.iter().map(|m| Source { path: super::under_root(&set.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() }).collect();
+    // The data to back up, for the ETA and the space check: known when
+    // every source is a mount point (a whole filesystem), as on a live system.
+    let expected = expected_bytes(layout, &set.mounts, |m| {
+        let p = super::under_root(&set.root, m);
+        if p.exists() && crate::util::is_mount_root(&p) {
+            used_bytes(&p)
+        } else {
+            None
+        }
+    });
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .unwrap_or_else(|_| "now".into());
+    let compression = cfg.compress;
+    let name = format!("{BACKUP_PREFIX}{stamp}.{}", compression.extension());
+    let copts = CreateOptions {
+        compression,
+        level: cfg.level,
+        excludes: set.patterns.clone(),
+        exclude_paths,
+        one_file_system: true,
+        progress: set.progress,
+        expected_bytes: expected,
+        ..CreateOptions::default()
+    };
+    ArchiveJob { sources, name, copts }
+}
+
+/// Whether the last component of `name` is a backup archive's name.
+pub(super) fn is_archive_name(name: &str) -> bool {
+    let name = name.rsplit('/').next().unwrap_or(name);
+    name.starts_with(BACKUP_PREFIX) && [".tar", ".tar.zst", ".tar.gz"].iter().any(|s| name.ends_with(s))
+}
+
 /// The file names of `paths`.
 fn names(paths: &[PathBuf]) -> Vec<String> {
     paths.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect()
@@ -226,7 +246,7 @@ pub fn list_backups(dir: &Path) -> Result<Vec<PathBuf>> {
     for de in rd {
         let de = de?;
         let name = de.file_name().to_string_lossy().into_owned();
-        if name.starts_with(BACKUP_PREFIX) && [".tar", ".tar.zst", ".tar.gz"].iter().any(|s| name.ends_with(s)) {
+        if is_archive_name(&name) {
             v.push(de.path());
         }
     }
@@ -412,6 +432,11 @@ fn list_names(mut names: Vec<String>) -> String {
 fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
+    verify_stream(f, total, progress)
+}
+
+/// [`verify_archive`] of an archive read from `f` (`total` bytes long, if known).
+pub(super) fn verify_stream<R: std::io::Read + Send + 'static>(f: R, total: Option<u64>, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = crate::archive::CountingReader { inner: f, count: count.clone() };
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -449,7 +474,7 @@ fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, Hash
 /// Archive member names as paths relative to the recovered root: the root
 /// filesystem's tree is stored as `.` (`./usr/sbin/x` or `usr/sbin/x`), the
 /// others under their mount point (`boot/grub`).
-fn root_relative(members: HashSet<Vec<u8>>) -> HashSet<String> {
+pub(super) fn root_relative(members: HashSet<Vec<u8>>) -> HashSet<String> {
     members
         .into_iter()
         .map(|m| {

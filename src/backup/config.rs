@@ -57,6 +57,8 @@ pub struct BackupConfig {
     pub iso_dir: PathBuf,
     /// The director, for method `bacula` or `bareos` (docs/bareos.md).
     pub server: crate::backup::bacula::config::ServerConfig,
+    /// Object storage, for `url = "s3://BUCKET/PREFIX"` (docs/archive.md).
+    pub s3: crate::backup::s3::config::S3Config,
 }
 
 impl Default for BackupConfig {
@@ -73,6 +75,7 @@ impl Default for BackupConfig {
             timeout: 10,
             iso_dir: "/var/lib/rescue/iso".into(),
             server: crate::backup::bacula::config::ServerConfig::default(),
+            s3: crate::backup::s3::config::S3Config::default(),
         }
     }
 }

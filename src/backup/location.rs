@@ -40,6 +40,8 @@ pub enum Location {
     },
     /// The rsync method: `rsync://host/module/path` or `host:/path`, kept as written.
     Rsync(String),
+    /// S3 object storage: `s3://BUCKET/PREFIX` ([`crate::backup::s3`]).
+    S3(crate::backup::s3::S3Url),
 }
 
 impl Location {
@@ -72,11 +74,14 @@ impl Location {
         if let Some(rest) = s.strip_prefix("iso://") {
             return Ok(Location::Iso { path: rest.trim_start_matches('/').to_string() });
         }
+        if let Some(u) = crate::backup::s3::S3Url::parse(s)? {
+            return Ok(Location::S3(u));
+        }
         if s.starts_with("rsync://") {
             return Ok(Location::Rsync(s.trim_end_matches('/').to_string()));
         }
         if let Some(scheme) = s.split_once("://").map(|p| p.0) {
-            return Err(bad(&format!("unknown scheme {scheme}:// (use file, nfs, cifs, usb, iso, rsync)")));
+            return Err(bad(&format!("unknown scheme {scheme}:// (use file, nfs, cifs, usb, iso, rsync, s3)")));
         }
         if !s.starts_with('/') && !s.starts_with('.') {
             if let Some((host, path)) = s.split_once(':') {
@@ -139,6 +144,8 @@ impl Location {
                 n.program("timeout", Runs::Recover, When::Always, "to give up on a medium that does not answer");
             }
             Location::Rsync(_) => n.program("rsync", Runs::Recover, When::Always, format!("to restore from {url}")),
+            // rescue's own S3 client: only the network, which the image always has.
+            Location::S3(_) => {}
         }
         n
     }
@@ -150,6 +157,7 @@ impl Location {
             Location::Nfs { path, .. } | Location::Cifs { path, .. } => path.clone(),
             Location::Usb { path, .. } | Location::Iso { path } => path.clone(),
             Location::Rsync(s) => s.clone(),
+            Location::S3(u) => u.to_string(),
         }
     }
 }
@@ -303,6 +311,9 @@ impl Opened {
             Location::Rsync(s) => {
                 crate::bail_input!("{s} is an rsync destination: it holds a file tree, not an archive file (use it as backup.url for mkbackuponly/restoreonly)")
             }
+            Location::S3(u) => {
+                crate::bail_input!("{u} is object storage: it holds objects, not files (use it as backup.url for mkbackup, restoreonly and recover)")
+            }
         };
         if for_write {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {} on the backup destination", dir.display()))?;
@@ -338,6 +349,7 @@ impl Opened {
             }
             Location::Iso { path } => format!("iso:///{path}"),
             Location::Rsync(s) => s.clone(),
+            Location::S3(u) => u.to_string(),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! - [`archives`]: rescue's own archives (pax tar + zstd) at a destination
 //!   URL (`file://`, `nfs://`, `cifs://`, `usb://`, `iso://`; [`location`]);
 //! - [`rsync`]: a file tree on an rsync server or over ssh;
-//! - [`bacula`]: a Bacula or Bareos director holds the data and restores it.
+//! - [`bacula`]: a Bacula or Bareos director holds the data and restores it;
+//! - [`s3`]: rescue's archives as objects in S3-compatible storage (`s3://`).
 //!
 //! Every operation takes the layout descriptor when there is one: it names
 //! the host (the per-host directory of archives) and the filesystems to back
@@ -20,6 +21,7 @@ pub mod bacula;
 pub mod config;
 pub mod location;
 pub mod rsync;
+pub mod s3;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -93,6 +95,7 @@ pub fn configured(cfg: &BackupConfig, url: Option<&str>, recorded: Option<&str>)
             let Some(url) = url.or(cfg.url.as_deref()).or(recorded.filter(|u| !u.is_empty())) else { return Ok(None) };
             Ok(Some(match Location::parse(url)? {
                 Location::Rsync(spec) => Box::new(rsync::RsyncBackend::new(url, &spec)) as Box<dyn Backend>,
+                Location::S3(bucket) => Box::new(s3::S3Backend::new(url, bucket, cfg.clone())),
                 loc => Box::new(archives::Archives::new(url, loc, cfg.clone())),
             }))
         }

@@ -91,7 +91,7 @@ pub struct Prepared {
 pub fn network_for(url: &str) -> Result<Network> {
     Ok(match Location::parse(url)? {
         Location::Iso { .. } => Network::None,
-        Location::Nfs { .. } | Location::Cifs { .. } | Location::Rsync(_) => Network::User,
+        Location::Nfs { .. } | Location::Cifs { .. } | Location::Rsync(_) | Location::S3(_) => Network::User,
         Location::Usb { .. } => {
             return Err(input_error(format!(
                 "the backup is on a USB disk ({url}), which the drill VM does not have; drill a copy of it instead \
