@@ -81,6 +81,8 @@ pub struct BackupConfig {
     pub iso_dir: PathBuf,
     /// The director, for method `bacula` or `bareos` (docs/bareos.md).
     pub server: crate::bserver::ServerConfig,
+    /// `[backup.encrypt]`: encrypt archives (age) to these recipients.
+    pub encrypt: crate::archive::age::EncryptConfig,
 }
 
 impl Default for BackupConfig {
@@ -97,6 +99,7 @@ impl Default for BackupConfig {
             timeout: 10,
             iso_dir: "/var/lib/rescue/iso".into(),
             server: crate::bserver::ServerConfig::default(),
+            encrypt: crate::archive::age::EncryptConfig::default(),
         }
     }
 }
@@ -117,6 +120,9 @@ pub struct RecoverConfig {
     pub luks_keys: BTreeMap<String, crate::workflow::recover::LuksKeySource>,
     /// Read the whole backup archive and check it against its manifest before any disk is touched.
     pub verify_archive: bool,
+    /// The age identity that decrypts encrypted backups: a file in the rescue
+    /// system or `usb://LABEL/path`; without it, it is asked for on the terminal.
+    pub age_identity: Option<crate::workflow::recover::LuksKeySource>,
 }
 
 impl Default for RecoverConfig {
@@ -127,6 +133,7 @@ impl Default for RecoverConfig {
             unattended_proceed: false,
             luks_keys: BTreeMap::new(),
             verify_archive: true,
+            age_identity: None,
         }
     }
 }

@@ -177,7 +177,9 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
         .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
         .unwrap_or_else(|_| "now".into());
     let compression = config.backup.compress;
-    let name = format!("{BACKUP_PREFIX}{stamp}.{}", compression.extension());
+    let encrypt = config.backup.encrypt.load()?;
+    let sealed = if encrypt.is_some() { archive::age::SUFFIX } else { "" };
+    let name = format!("{BACKUP_PREFIX}{stamp}.{}{sealed}", compression.extension());
     let dest = dir.join(&name);
     let copts = CreateOptions {
         compression,
@@ -187,6 +189,7 @@ pub fn run_backup(layout: &Layout, config: &Config, opts: &BackupOptions) -> Res
         one_file_system: true,
         progress: opts.progress,
         expected_bytes: expected,
+        encrypt,
         ..CreateOptions::default()
     };
     let create = write_archive_file(&sources, &dest, &copts)?;
@@ -218,7 +221,8 @@ pub fn list_backups(dir: &Path) -> Result<Vec<PathBuf>> {
     for de in rd {
         let de = de?;
         let name = de.file_name().to_string_lossy().into_owned();
-        if name.starts_with(BACKUP_PREFIX) && [".tar", ".tar.zst", ".tar.gz"].iter().any(|s| name.ends_with(s)) {
+        let plain = name.strip_suffix(archive::age::SUFFIX).unwrap_or(&name);
+        if plain.starts_with(BACKUP_PREFIX) && [".tar", ".tar.zst", ".tar.gz"].iter().any(|s| plain.ends_with(s)) {
             v.push(de.path());
         }
     }
@@ -353,8 +357,9 @@ pub struct RestoreOptions {
     pub progress: bool,
 }
 
-/// Restore the newest backup of the host `layout` describes into the target root.
-pub fn restore(layout: &Layout, config: &Config, opts: &RestoreOptions) -> Result<ExtractReport> {
+/// Restore the newest backup of the host `layout` describes into the target
+/// root. An encrypted archive is opened with the identity `keys` gives.
+pub fn restore(layout: &Layout, config: &Config, opts: &RestoreOptions, keys: &dyn archive::age::IdentitySource) -> Result<ExtractReport> {
     let url = destination_url(&config.backup, opts.url.as_deref())?;
     let loc = Location::parse(&url)?;
     let host = host_dir_name(layout);
@@ -374,6 +379,7 @@ pub fn restore(layout: &Layout, config: &Config, opts: &RestoreOptions) -> Resul
     let f = std::fs::File::open(&file).with_context(|| format!("opening the backup {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
     let eopts = ExtractOptions { target: opts.target.clone(), progress: opts.progress, total_bytes: total, keep_manifest: false };
+    let f = archive::age::open(f, &file, keys)?;
     archive::extract(f, &eopts).with_context(|| format!("restoring {} into {}", file.display(), opts.target.display()))
 }
 

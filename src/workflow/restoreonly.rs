@@ -1,6 +1,7 @@
 //! `rescue restoreonly`: restore the newest backup into a target root that
 //! is already partitioned, formatted and mounted (default /mnt/local).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -9,6 +10,7 @@ use crate::backup::{self, RestoreOptions};
 use crate::cli::Ctx;
 use crate::layout::Layout;
 use crate::target::TargetRoot;
+use crate::workflow::recover::LuksKeySource;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -33,6 +35,10 @@ pub struct Args {
     /// A specific backup file in the host's directory (default: the newest).
     #[arg(long, value_name = "NAME")]
     pub archive: Option<String>,
+    /// The age identity of an encrypted backup: a file, or `usb://LABEL/path` (a file on a USB stick).
+    /// Default: `recover.age-identity`; without either it is asked for on the terminal.
+    #[arg(long, value_name = "FILE", value_parser = LuksKeySource::parse_arg)]
+    pub age_identity: Option<LuksKeySource>,
     /// Backup server (backup.method bacula/bareos): restore exactly this job.
     #[arg(long, value_name = "JOBID", conflicts_with = "restore_before")]
     pub restore_jobid: Option<u64>,
@@ -63,7 +69,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         crate::bail_input!("the target root {} does not exist: create and mount the filesystems there first", target.display());
     }
     let opts = RestoreOptions { target: target.clone(), url: a.url, archive: a.archive, progress: ctx.verbosity >= 0 };
-    let r = backup::restore(&layout, &ctx.config, &opts)?;
+    let interactive = !ctx.json && std::io::stdin().is_terminal();
+    let key = crate::workflow::recover::age_key(ctx, a.age_identity, interactive);
+    let r = backup::restore(&layout, &ctx.config, &opts, &key)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }

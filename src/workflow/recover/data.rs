@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::archive::age::IdentitySource;
 use crate::archive::ExtractReport;
 use crate::backup::{self, Location, Opened, RestoreOptions};
 use crate::config::Config;
@@ -141,7 +142,9 @@ impl DataSource {
 /// Verify phase: the backup is reachable and its archive is there and
 /// (with `recover.verify-archive`, the default) reads to its end with every
 /// file matching the manifest. Writes nothing anywhere.
-pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progress: bool) -> Result<BackupUsed> {
+/// An encrypted archive is opened with the identity `keys` gives: a wrong
+/// or missing one fails here.
+pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, keys: &dyn IdentitySource, progress: bool) -> Result<BackupUsed> {
     match source {
         DataSource::Archive { url, archive } => {
             let loc = Location::parse(url)?;
@@ -168,7 +171,11 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
             };
             if config.recover.verify_archive {
                 tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(size));
-                let r = verify_archive(&file, progress).map_err(|e| {
+                let r = verify_archive(&file, keys, progress).map_err(|e| {
+                    if crate::error::exit_code_for(&e) == crate::error::EXIT_INPUT {
+                        // A missing or wrong age identity: the archive may well be fine.
+                        return e.context(format!("the backup archive {} cannot be opened; nothing was written", file.display()));
+                    }
                     anyhow::anyhow!(format!(
                         "the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME \
                          or --url, or repair the backup location",
@@ -182,6 +189,7 @@ pub fn check_source(source: &DataSource, layout: &Layout, config: &Config, progr
             } else {
                 // At least the start must be an archive we can read.
                 let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+                let f = crate::archive::age::open(f, &file, keys)?;
                 let mut out = Vec::new();
                 crate::archive::list(std::io::Read::take(f, 1 << 20), &mut out).ok();
                 if out.is_empty() {
@@ -278,11 +286,11 @@ fn list_names(mut names: Vec<String>) -> String {
 
 /// Read the whole archive and check it against its manifest; the file data
 /// bytes, the number of files the manifest lists, and the members' paths.
-fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
+fn verify_archive(file: &Path, keys: &dyn IdentitySource, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = crate::archive::CountingReader { inner: f, count: count.clone() };
+    let reader = crate::archive::age::open(crate::archive::CountingReader { inner: f, count: count.clone() }, file, keys)?;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The verification reads at disk speed; a line now and then says it is alive.
     let ticker = progress.then(|| {
@@ -345,15 +353,15 @@ fn summary_files(summary: &str) -> Option<u64> {
 
 /// Restore phase: the data into the recreated, mounted tree. The dispatch
 /// point for every kind of source.
-pub fn restore_data(source: &DataSource, layout: &Layout, config: &Config, target: &Path, progress: bool) -> Result<ExtractReport> {
+pub fn restore_data(source: &DataSource, layout: &Layout, config: &Config, target: &Path, keys: &dyn IdentitySource, progress: bool) -> Result<ExtractReport> {
     match source {
         DataSource::Archive { url, archive } => {
             let opts = RestoreOptions { target: target.to_path_buf(), url: Some(url.clone()), archive: archive.clone(), progress };
-            backup::restore(layout, config, &opts)
+            backup::restore(layout, config, &opts, keys)
         }
         DataSource::Rsync { url } => {
             let opts = RestoreOptions { target: target.to_path_buf(), url: Some(url.clone()), archive: None, progress };
-            backup::restore(layout, config, &opts)
+            backup::restore(layout, config, &opts, keys)
         }
         DataSource::BackupServer { selection } => {
             // An error carries the director's own message; recovery stops before the bootloader.
@@ -429,7 +437,7 @@ mod tests {
         let file = d.path().join("backup.tar.zst");
         let sources = [crate::archive::Source { path: root.clone(), name: Vec::new() }];
         crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
-        let listing = root_relative(verify_archive(&file, false).unwrap().2);
+        let listing = root_relative(verify_archive(&file, &crate::archive::age::NoIdentity, false).unwrap().2);
         assert!(listing.contains("usr/sbin/grub-install") && listing.contains("usr/lib/grub/i386-pc"), "{listing:?}");
         let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
         let source = DataSource::Archive { url: "file:///b".into(), archive: None };
@@ -437,9 +445,60 @@ mod tests {
         super::super::verify::check_target(&needs, &l, |p| listing.contains(p)).unwrap();
         std::fs::remove_dir(root.join("usr/lib/grub/i386-pc")).unwrap();
         crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions::default()).unwrap();
-        let listing = root_relative(verify_archive(&file, false).unwrap().2);
+        let listing = root_relative(verify_archive(&file, &crate::archive::age::NoIdentity, false).unwrap().2);
         let e = super::super::verify::check_target(&needs, &l, |p| listing.contains(p)).unwrap_err();
         assert!(format!("{e:#}").contains("grub-pc-bin"), "{e:#}");
+    }
+
+    #[test]
+    fn an_encrypted_backup_is_checked_with_its_identity_before_any_disk_is_touched() {
+        use crate::archive::age::{EncryptConfig, NoIdentity};
+        use crate::workflow::recover::{AgeKey, LuksKeySource};
+        use age::secrecy::ExposeSecret;
+        let d = tempfile::tempdir().unwrap();
+        let l = layout(None);
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/hostname"), "web1\n").unwrap();
+        let id = age::x25519::Identity::generate();
+        let encrypt = EncryptConfig { recipients: vec![id.to_public().to_string()], passphrase_file: None }.load().unwrap();
+        let host_dir = d.path().join("b").join(backup::host_dir_name(&l));
+        let file = host_dir.join("backup-20261202-000000.tar.zst.age");
+        let sources = [crate::archive::Source { path: root, name: Vec::new() }];
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions { encrypt, ..Default::default() }).unwrap();
+        let key_file = d.path().join("key.txt");
+        std::fs::write(&key_file, id.to_string().expose_secret()).unwrap();
+        let wrong_file = d.path().join("wrong.txt");
+        std::fs::write(&wrong_file, age::x25519::Identity::generate().to_string().expose_secret()).unwrap();
+
+        let url = format!("file://{}", d.path().join("b").display());
+        let source = DataSource::Archive { url, archive: None };
+        let c = Config::default();
+        let key = |p: &Path| AgeKey::new(Some(LuksKeySource::File(p.to_path_buf())), false, std::time::Duration::ZERO, 1);
+        let used = check_source(&source, &l, &c, &key(&key_file), false).unwrap();
+        assert!(used.verified && used.archive.as_deref() == Some("backup-20261202-000000.tar.zst.age"), "{used:?}");
+        assert!(used.listing.unwrap().contains("etc/hostname"));
+        for (keys, says) in [
+            (key(&wrong_file), "does not open"),
+            (key(&d.path().join("absent")), "cannot be read"),
+            (AgeKey::new(None, false, std::time::Duration::ZERO, 1), "nobody to ask"),
+        ] {
+            let e = check_source(&source, &l, &c, &keys, false).unwrap_err();
+            let m = format!("{e:#}");
+            assert!(m.contains(says) && m.contains("nothing was written"), "{m}");
+            assert_eq!(crate::error::exit_code_for(&e), 2, "{m}");
+        }
+        let e = check_source(&source, &l, &c, &NoIdentity, false).unwrap_err();
+        assert!(format!("{e:#}").contains("--age-identity"), "{e:#}");
+
+        // One flipped byte in the payload: damaged, named as such.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+        let e = check_source(&source, &l, &c, &key(&key_file), false).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(m.contains("is damaged") && m.contains("fails age's authentication") && m.contains("Nothing was written"), "{m}");
     }
 
     #[test]
