@@ -8,6 +8,7 @@
 //! - `create`: walking sources and writing an archive
 //! - `extract`: reading an archive: extract, list, verify
 //! - `gz`: parallel gzip compression
+//! - `incremental`: GNU tar's dumpdirs on extraction (deletions, renames)
 //! - `age`: encryption (the age format) around the compressed stream
 
 pub mod age;
@@ -15,6 +16,7 @@ pub mod create;
 pub mod extract;
 pub mod format;
 pub mod gz;
+pub mod incremental;
 pub mod progress;
 mod subvol;
 

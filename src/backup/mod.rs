@@ -378,7 +378,7 @@ pub fn restore(layout: &Layout, config: &Config, opts: &RestoreOptions, keys: &d
     tracing::info!("restoring {} into {}", file.display(), opts.target.display());
     let f = std::fs::File::open(&file).with_context(|| format!("opening the backup {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
-    let eopts = ExtractOptions { target: opts.target.clone(), progress: opts.progress, total_bytes: total, keep_manifest: false };
+    let eopts = ExtractOptions { target: opts.target.clone(), progress: opts.progress, total_bytes: total, keep_manifest: false, incremental: false };
     let f = archive::age::open(f, &file, keys)?;
     archive::extract(f, &eopts).with_context(|| format!("restoring {} into {}", file.display(), opts.target.display()))
 }

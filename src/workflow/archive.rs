@@ -76,6 +76,10 @@ pub struct ExtractArgs {
     /// Directory to restore into (created if missing).
     #[arg(long, short = 'C', value_name = "DIR")]
     pub target: PathBuf,
+    /// Apply GNU tar incremental records (like `tar -x --listed-incremental=/dev/null`): extract the archives
+    /// of a chain in order, and names deleted or renamed since the previous one are removed from DIR.
+    #[arg(long)]
+    pub incremental: bool,
     #[command(flatten)]
     pub key: KeyArg,
 }
@@ -187,7 +191,7 @@ fn create(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
 
 fn extract(ctx: &Ctx, a: ExtractArgs) -> Result<i32> {
     let (loc, file, total) = open_input(ctx, &a.archive, a.key)?;
-    let opts = ExtractOptions { target: a.target.clone(), progress: ctx.verbosity >= 0, total_bytes: total, keep_manifest: false };
+    let opts = ExtractOptions { target: a.target.clone(), progress: ctx.verbosity >= 0, total_bytes: total, keep_manifest: false, incremental: a.incremental };
     let r = archive::extract(file, &opts).with_context(|| format!("extracting {} into {}", loc.display(), a.target.display()))?;
     Ok(backup::print_extract_report(&r, &a.target))
 }
