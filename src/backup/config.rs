@@ -57,6 +57,8 @@ pub struct BackupConfig {
     pub iso_dir: PathBuf,
     /// The director, for method `bacula` or `bareos` (docs/bareos.md).
     pub server: crate::backup::bacula::config::ServerConfig,
+    /// `[backup.encrypt]`: encrypt archives (age) to these recipients.
+    pub encrypt: crate::archive::age::EncryptConfig,
 }
 
 impl Default for BackupConfig {
@@ -73,6 +75,7 @@ impl Default for BackupConfig {
             timeout: 10,
             iso_dir: "/var/lib/rescue/iso".into(),
             server: crate::backup::bacula::config::ServerConfig::default(),
+            encrypt: crate::archive::age::EncryptConfig::default(),
         }
     }
 }
