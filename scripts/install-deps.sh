@@ -9,6 +9,8 @@ PKGS=(
   parted gdisk efibootmgr kmod
   # archive and transport, and the baselines we compare against
   tar gzip pigz zstd rsync acl attr nfs-common cifs-utils
+  # the manual restore of encrypted archives (tests/archive_age.rs)
+  age
   # rescue image
   cpio xorriso isolinux pxelinux syslinux-common grub-pc-bin grub-efi-amd64-bin grub-common busybox-static openssh-server openssh-client
   # Secure Boot: Debian's signed shim and GRUB, sbsign for own keys (tests/secure_boot.rs)

@@ -76,6 +76,9 @@ pub struct RecoverConfig {
     pub luks_keys: BTreeMap<String, LuksKeySource>,
     /// Read the whole backup archive and check it against its manifest before any disk is touched.
     pub verify_archive: bool,
+    /// The age identity that decrypts encrypted backups: a file in the rescue
+    /// system or `usb://LABEL/path`; without it, it is asked for on the terminal.
+    pub age_identity: Option<LuksKeySource>,
 }
 
 impl Default for RecoverConfig {
@@ -86,6 +89,7 @@ impl Default for RecoverConfig {
             unattended_proceed: false,
             luks_keys: BTreeMap::new(),
             verify_archive: true,
+            age_identity: None,
         }
     }
 }
@@ -138,6 +142,13 @@ impl LuksKeySource {
             return Err(bad("empty"));
         }
         Ok(LuksKeySource::File(PathBuf::from(s)))
+    }
+}
+
+impl LuksKeySource {
+    /// For clap: the same parse, its error as a sentence.
+    pub fn parse_arg(s: &str) -> std::result::Result<LuksKeySource, String> {
+        LuksKeySource::parse(s).map_err(|e| format!("{e:#}"))
     }
 }
 

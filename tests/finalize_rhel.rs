@@ -229,7 +229,7 @@ fn labelled_archive(dir: &Path) -> PathBuf {
 }
 
 fn extract(archive: &Path, target: &Path) -> rescue::archive::ExtractReport {
-    let opts = rescue::archive::ExtractOptions { target: target.to_path_buf(), progress: false, total_bytes: None, keep_manifest: false };
+    let opts = rescue::archive::ExtractOptions { target: target.to_path_buf(), progress: false, total_bytes: None, keep_manifest: false, incremental: false };
     rescue::archive::extract(std::fs::File::open(archive).unwrap(), &opts).unwrap()
 }
 

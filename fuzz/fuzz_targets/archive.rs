@@ -11,9 +11,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = verify(std::io::Cursor::new(data.to_vec()));
     let Ok(dir) = tempfile::tempdir() else { return };
     let target = dir.path().join("target");
-    let opts = ExtractOptions { target: target.clone(), progress: false, total_bytes: None, keep_manifest: true };
+    // Beside the target: an incremental record (dumpdir) must never remove it.
+    let _ = std::fs::write(dir.path().join("sentinel"), b"x");
+    let opts = ExtractOptions { target: target.clone(), progress: false, total_bytes: None, keep_manifest: true, incremental: true };
     let _ = extract(std::io::Cursor::new(data.to_vec()), &opts);
     // Nothing beside the target: extraction never leaves it.
     let names: Vec<_> = std::fs::read_dir(dir.path()).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
-    assert!(names.len() <= 1, "extraction wrote outside its target: {names:?}");
+    assert!(names.len() <= 2, "extraction wrote outside its target: {names:?}");
+    assert!(dir.path().join("sentinel").exists(), "extraction removed a file beside its target");
 });

@@ -88,6 +88,8 @@ pub struct CreateOptions {
     pub progress: bool,
     /// Expected bytes, for the ETA.
     pub expected_bytes: Option<u64>,
+    /// Encrypt the compressed stream (age) to these keys.
+    pub encrypt: Option<super::age::EncryptTo>,
 }
 
 impl Default for CreateOptions {
@@ -102,6 +104,7 @@ impl Default for CreateOptions {
             one_file_system: false,
             progress: false,
             expected_bytes: None,
+            encrypt: None,
         }
     }
 }
@@ -191,6 +194,7 @@ pub fn create<W: Write + Send>(sources: &[Source], out: W, opts: &CreateOptions)
         std::fs::symlink_metadata(&s.path).with_context(|| format!("cannot archive {}", s.path.display()))?;
     }
     let excludes = Excludes::new(&opts.excludes, &opts.exclude_paths)?;
+    let out = super::age::MaybeEncrypted::new(out, opts.encrypt.as_ref())?;
     let sink = Sink::new(out, opts.compression, opts.level, opts.threads)?;
     let mut w = BufWriter::with_capacity(256 * 1024, sink);
     let cancel = AtomicBool::new(false);
@@ -210,6 +214,7 @@ pub fn create<W: Write + Send>(sources: &[Source], out: W, opts: &CreateOptions)
     })?;
     let sink = w.into_inner().map_err(|e| e.into_error()).context("writing the archive")?;
     let out = sink.finish().context("finishing the compressed archive stream")?;
+    let out = out.finish().context("finishing the encrypted archive stream")?;
     Ok((out, report))
 }
 

@@ -37,6 +37,10 @@ pub struct ExtractOptions {
     pub total_bytes: Option<u64>,
     /// Keep the manifest member as a file in the target (off: it is checked, not written).
     pub keep_manifest: bool,
+    /// Apply the dumpdirs of an incremental archive (GNU tar's format):
+    /// names a directory no longer held are removed, renames are applied.
+    /// The archives of a chain are extracted in order with this on.
+    pub incremental: bool,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -83,7 +87,7 @@ fn lossy(p: &[u8]) -> String {
 }
 
 /// Clean a member name into a relative path. `Err(reason)` refuses it.
-fn clean_path(raw: &[u8], made_relative: &mut bool) -> std::result::Result<PathBuf, &'static str> {
+pub(super) fn clean_path(raw: &[u8], made_relative: &mut bool) -> std::result::Result<PathBuf, &'static str> {
     if raw.contains(&0) {
         return Err("its name contains a NUL byte, which no Linux file name can hold");
     }
@@ -124,13 +128,13 @@ fn points_outside(rel: &Path, target: &[u8]) -> bool {
 }
 
 /// How a directory beneath the target is opened: never through a symlink.
-fn dir_flags() -> OFlags {
+pub(super) fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
 /// Open the directory `name` in `dir`, never through a symlink; with
 /// `create`, make it (mode 0755) when missing.
-fn open_below(dir: BorrowedFd, name: &OsStr, create: bool) -> io::Result<OwnedFd> {
+pub(super) fn open_below(dir: BorrowedFd, name: &OsStr, create: bool) -> io::Result<OwnedFd> {
     match rustix::fs::openat(dir, name, dir_flags(), Mode::empty()) {
         Ok(d) => Ok(d),
         Err(rustix::io::Errno::NOENT) if create => {
@@ -198,6 +202,8 @@ struct Extractor {
     open: Vec<(OsString, OwnedFd)>,
     /// Directories whose metadata is applied at the end.
     dirs: Vec<(PathBuf, EntryMeta)>,
+    /// Apply dumpdirs (`ExtractOptions::incremental`).
+    incremental: bool,
     report: ExtractReport,
     hashes: HashMap<Vec<u8>, (u64, u128)>,
 }
@@ -284,7 +290,8 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
     let root = rustix::fs::open(&opts.target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening the target directory {}", opts.target.display()))?;
     let report = ExtractReport { selinux_labels: Some(SelinuxLabels::default()), ..ExtractReport::default() };
-    let mut x = Extractor { root, root_path: opts.target.clone(), open: Vec::new(), dirs: Vec::new(), report, hashes: HashMap::new() };
+    let mut x =
+        Extractor { root, root_path: opts.target.clone(), open: Vec::new(), dirs: Vec::new(), incremental: opts.incremental, report, hashes: HashMap::new() };
     let mut tar = TarReader::new(stream);
     let mut progress = Progress::new("restoring", opts.total_bytes, opts.progress);
     let mut buf = vec![0u8; 1 << 20];
@@ -378,6 +385,8 @@ fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta,
     if rel.as_os_str().is_empty() {
         // The archive's root (".") : the target directory itself.
         if m.kind == Kind::Dir {
+            let root = x.root.try_clone().context("opening the target directory again")?;
+            apply_dumpdir(x, &m, root.as_fd(), &rel);
             x.dirs.push((rel, m));
         }
         return Ok(());
@@ -394,6 +403,21 @@ fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta,
             x.warn(format!("member {} not restored: {e:#}", lossy(&m.path)));
             Ok(())
         }
+    }
+}
+
+/// Apply a directory member's dumpdir (incremental extraction only); what
+/// cannot be applied is a warning naming the directory.
+fn apply_dumpdir(x: &mut Extractor, m: &EntryMeta, dir: BorrowedFd, rel: &Path) {
+    let Some(raw) = m.dumpdir.as_deref().filter(|_| x.incremental) else { return };
+    let applied = super::incremental::parse(raw).and_then(|d| super::incremental::apply(x.root.as_fd(), dir, &d));
+    match applied {
+        Ok(warnings) => {
+            for w in warnings {
+                x.warn(format!("in {}: {w}", x.show(rel)));
+            }
+        }
+        Err(e) => x.warn(format!("the incremental record of {} was not applied: {e:#}", x.show(rel))),
     }
 }
 
@@ -424,6 +448,10 @@ fn place_in<R: Read>(
                     rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io::Error::from)?;
                 }
                 Err(_) => rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io::Error::from)?,
+            }
+            if x.incremental && m.dumpdir.is_some() {
+                let this = open_below(dir, name, false)?;
+                apply_dumpdir(x, m, this.as_fd(), rel);
             }
             x.dirs.push((rel.to_path_buf(), m.clone()));
         }

@@ -84,6 +84,9 @@ pub struct EntryMeta {
     pub acl_default: Option<String>,
     /// Data regions (offset, length) of a sparse file; `None` for a dense one.
     pub sparse: Option<Vec<(u64, u64)>>,
+    /// A directory's names in GNU tar's incremental format (`GNU.dumpdir`,
+    /// or the data of a type 'D' member); see `incremental`.
+    pub dumpdir: Option<Vec<u8>>,
 }
 
 impl EntryMeta {
@@ -104,6 +107,7 @@ impl EntryMeta {
             acl_access: None,
             acl_default: None,
             sparse: None,
+            dumpdir: None,
         }
     }
 
@@ -505,7 +509,7 @@ impl<R: Read> TarReader<R> {
                 b'2' => Kind::Symlink,
                 b'3' => Kind::Char,
                 b'4' => Kind::Block,
-                b'5' => Kind::Dir,
+                b'5' | b'D' => Kind::Dir,
                 b'6' => Kind::Fifo,
                 other => bail!("unsupported tar member type '{}' at byte {at}{}", other as char, self.after_last()),
             };
@@ -560,6 +564,7 @@ impl<R: Read> TarReader<R> {
                     b"GNU.sparse.major" => sparse_major = Some(v),
                     b"GNU.sparse.name" => sparse_name = Some(v),
                     b"GNU.sparse.realsize" => realsize = Some(parse_dec(&v)?),
+                    b"GNU.dumpdir" => m.dumpdir = Some(v),
                     _ if k.starts_with(b"SCHILY.xattr.") => m.xattrs.push((k[13..].to_vec(), v)),
                     _ => {}
                 }
@@ -571,6 +576,11 @@ impl<R: Read> TarReader<R> {
                 let map = self.read_sparse_map().map_err(|e| e.context(format!("reading the sparse map of member {}", String::from_utf8_lossy(&m.path))))?;
                 m.size = self.check_sparse_map(&map, realsize).map_err(|e| e.context(format!("member {}", String::from_utf8_lossy(&m.path))))?;
                 m.sparse = Some(map);
+            }
+            if typeflag == b'D' {
+                // GNU format: the dumpdir is the member's data.
+                m.dumpdir = Some(self.read_whole_data(&mut extended_left)?);
+                m.size = 0;
             }
             // Strip a trailing slash from directory names.
             while m.path.len() > 1 && m.path.ends_with(b"/") {

@@ -8,11 +8,15 @@
 //! - `create`: walking sources and writing an archive
 //! - `extract`: reading an archive: extract, list, verify
 //! - `gz`: parallel gzip compression
+//! - `incremental`: GNU tar's dumpdirs on extraction (deletions, renames)
+//! - `age`: encryption (the age format) around the compressed stream
 
+pub mod age;
 pub mod create;
 pub mod extract;
 pub mod format;
 pub mod gz;
+pub mod incremental;
 pub mod progress;
 mod subvol;
 
@@ -187,6 +191,14 @@ impl Read for ThreadedReader {
 /// compression, and decompress on a separate thread.
 pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedReader, Compression)> {
     let mut br = BufReader::with_capacity(1 << 20, input);
+    if age::is_encrypted(br.fill_buf()?) {
+        // Callers decrypt with `age::open` first; this one was handed the raw file.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the archive is encrypted (age): give the identity with --age-identity FILE, or decrypt it by hand with \
+             `age -d -i KEYFILE ARCHIVE | zstd -d | tar -x`",
+        ));
+    }
     let kind = detect(br.fill_buf()?);
     let mut dec: Box<dyn Read + Send> = match kind {
         Compression::Zstd => {

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{Backed, Backend, BackupConfig, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Opened, Pick, Restored, Settings};
+use super::{
+    Backed, Backend, BackupConfig, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Opened, Pick, RestoreOptions, Restored, Settings,
+};
+use crate::archive::age::IdentitySource;
 use crate::archive::{self, CreateOptions, CreateReport, ExtractOptions, Source};
 use crate::error::input_error;
 use crate::layout::Layout;
@@ -65,7 +68,7 @@ impl Backend for Archives {
         let opened = Opened::open(&self.location, &self.cfg, true)?;
         let dir = opened.dir().join(super::host_dir_name(layout));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating the backup directory {}", dir.display()))?;
-        let job = archive_job(set, layout, &self.cfg, Some(opened.dir()));
+        let job = archive_job(set, layout, &self.cfg, Some(opened.dir()))?;
         let dest = dir.join(&job.name);
         let create = write_archive_file(&job.sources, &dest, &job.copts)?;
         Ok(Backed::Archive(BackupReport { url: self.url.clone(), archive: dest.display().to_string(), create, mounts: set.mounts.clone() }))
@@ -91,7 +94,11 @@ impl Backend for Archives {
         used.unread = !opts.verify;
         if opts.verify {
             tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(size));
-            let r = verify_archive(&file, opts.progress).map_err(|e| {
+            let r = verify_archive(&file, opts.keys, opts.progress).map_err(|e| {
+                if crate::error::exit_code_for(&e) == crate::error::EXIT_INPUT {
+                    // A missing or wrong age identity: the archive may well be fine.
+                    return e.context(format!("the backup archive {} cannot be opened; nothing was written", file.display()));
+                }
                 anyhow::anyhow!(format!(
                     "the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME \
                      or --url, or repair the backup location",
@@ -105,6 +112,7 @@ impl Backend for Archives {
         } else {
             // At least the start must be an archive we can read.
             let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let f = archive::age::open(f, &file, opts.keys)?;
             let mut out = Vec::new();
             crate::archive::list(std::io::Read::take(f, 1 << 20), &mut out).ok();
             if out.is_empty() {
@@ -114,14 +122,15 @@ impl Backend for Archives {
         Ok(used)
     }
 
-    fn restore(&self, layout: Option<&Layout>, pick: &Pick, target: &Path, progress: bool) -> Result<Restored> {
+    fn restore(&self, layout: Option<&Layout>, pick: &Pick, target: &Path, opts: &RestoreOptions) -> Result<Restored> {
         let layout = super::descriptor(layout)?;
         let opened = Opened::open(&self.location, &self.cfg, false)?;
         let file = self.find(&opened, layout, pick)?;
         tracing::info!("restoring {} into {}", file.display(), target.display());
         let f = std::fs::File::open(&file).with_context(|| format!("opening the backup {}", file.display()))?;
         let total = f.metadata().ok().map(|m| m.len());
-        let eopts = ExtractOptions { target: target.to_path_buf(), progress, total_bytes: total, keep_manifest: false };
+        let eopts = ExtractOptions { target: target.to_path_buf(), progress: opts.progress, total_bytes: total, keep_manifest: false, incremental: false };
+        let f = archive::age::open(f, &file, opts.keys)?;
         let r = archive::extract(f, &eopts).with_context(|| format!("restoring {} into {}", file.display(), target.display()))?;
         Ok(Restored::Files(r))
     }
@@ -160,7 +169,7 @@ pub(super) struct ArchiveJob {
 
 /// The archive of `set` as every archive destination makes it; `backup_dir`
 /// (where the backup goes, when it is a local directory) is never archived.
-pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, backup_dir: Option<&Path>) -> ArchiveJob {
+pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, backup_dir: Option<&Path>) -> Result<ArchiveJob> {
     let mut exclude_paths = set.exclude_paths.clone();
     // Never back up the backup, nor our own log: it grows while being read,
     // which would make every backup "completed with warnings".
@@ -185,7 +194,9 @@ pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, 
         .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
         .unwrap_or_else(|_| "now".into());
     let compression = cfg.compress;
-    let name = format!("{BACKUP_PREFIX}{stamp}.{}", compression.extension());
+    let encrypt = cfg.encrypt.load()?;
+    let sealed = if encrypt.is_some() { archive::age::SUFFIX } else { "" };
+    let name = format!("{BACKUP_PREFIX}{stamp}.{}{sealed}", compression.extension());
     let copts = CreateOptions {
         compression,
         level: cfg.level,
@@ -194,14 +205,16 @@ pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, 
         one_file_system: true,
         progress: set.progress,
         expected_bytes: expected,
+        encrypt,
         ..CreateOptions::default()
     };
-    ArchiveJob { sources, name, copts }
+    Ok(ArchiveJob { sources, name, copts })
 }
 
 /// Whether the last component of `name` is a backup archive's name.
 pub(super) fn is_archive_name(name: &str) -> bool {
     let name = name.rsplit('/').next().unwrap_or(name);
+    let name = name.strip_suffix(archive::age::SUFFIX).unwrap_or(name);
     name.starts_with(BACKUP_PREFIX) && [".tar", ".tar.zst", ".tar.gz"].iter().any(|s| name.ends_with(s))
 }
 
@@ -429,16 +442,22 @@ fn list_names(mut names: Vec<String>) -> String {
 
 /// Read the whole archive and check it against its manifest; the file data
 /// bytes, the number of files the manifest lists, and the members' paths.
-fn verify_archive(file: &Path, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
+fn verify_archive(file: &Path, keys: &dyn IdentitySource, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().ok().map(|m| m.len());
-    verify_stream(f, total, progress)
+    verify_stream(f, total, file, keys, progress)
 }
 
 /// [`verify_archive`] of an archive read from `f` (`total` bytes long, if known).
-pub(super) fn verify_stream<R: std::io::Read + Send + 'static>(f: R, total: Option<u64>, progress: bool) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
+pub(super) fn verify_stream<R: std::io::Read + Send + 'static>(
+    f: R,
+    total: Option<u64>,
+    file: &Path,
+    keys: &dyn IdentitySource,
+    progress: bool,
+) -> Result<(u64, Option<u64>, HashSet<Vec<u8>>)> {
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = crate::archive::CountingReader { inner: f, count: count.clone() };
+    let reader = archive::age::open(crate::archive::CountingReader { inner: f, count: count.clone() }, file, keys)?;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The verification reads at disk speed; a line now and then says it is alive.
     let ticker = progress.then(|| {
@@ -544,7 +563,7 @@ mod tests {
         let file = d.path().join("backup.tar.zst");
         let sources = [Source { path: root.clone(), name: Vec::new() }];
         write_archive_file(&sources, &file, &CreateOptions::default()).unwrap();
-        let listing = root_relative(verify_archive(&file, false).unwrap().2);
+        let listing = root_relative(verify_archive(&file, &crate::archive::age::NoIdentity, false).unwrap().2);
         assert!(listing.contains("usr/sbin/grub-install") && listing.contains("usr/sbin"), "{listing:?}");
     }
 }

@@ -59,6 +59,8 @@ pub struct BackupConfig {
     pub server: crate::backup::bacula::config::ServerConfig,
     /// Object storage, for `url = "s3://BUCKET/PREFIX"` (docs/archive.md).
     pub s3: crate::backup::s3::config::S3Config,
+    /// `[backup.encrypt]`: encrypt archives (age) to these recipients.
+    pub encrypt: crate::archive::age::EncryptConfig,
 }
 
 impl Default for BackupConfig {
@@ -76,6 +78,7 @@ impl Default for BackupConfig {
             iso_dir: "/var/lib/rescue/iso".into(),
             server: crate::backup::bacula::config::ServerConfig::default(),
             s3: crate::backup::s3::config::S3Config::default(),
+            encrypt: crate::archive::age::EncryptConfig::default(),
         }
     }
 }

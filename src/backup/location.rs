@@ -227,6 +227,7 @@ pub struct Opened {
 }
 
 fn is_archive_name(p: &str) -> bool {
+    let p = p.strip_suffix(crate::archive::age::SUFFIX).unwrap_or(p);
     [".tar", ".tar.zst", ".tar.gz", ".tzst", ".tgz", ".tar.zstd"].iter().any(|s| p.ends_with(s))
 }
 
@@ -335,7 +336,7 @@ impl Opened {
     pub fn file_path(&self) -> Result<PathBuf> {
         match &self.file {
             Some(f) => Ok(self.dir.join(f)),
-            None => crate::bail_input!("{} does not name an archive file: end it with .tar.zst, .tar.gz or .tar", self.display()),
+            None => crate::bail_input!("{} does not name an archive file: end it with .tar.zst, .tar.gz or .tar (and .age when encrypted)", self.display()),
         }
     }
 

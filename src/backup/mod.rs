@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::archive::age::IdentitySource;
 use crate::archive::{CreateReport, ExtractReport};
 use crate::layout::{BackupRecord, Layout};
 use crate::needs::Needs;
@@ -62,7 +63,7 @@ pub trait Backend {
     fn check(&self, layout: Option<&Layout>, pick: &Pick, opts: &CheckOptions) -> Result<BackupUsed>;
     /// Restore the backup `pick` names (the newest by default) into the
     /// mounted target root.
-    fn restore(&self, layout: Option<&Layout>, pick: &Pick, target: &Path, progress: bool) -> Result<Restored>;
+    fn restore(&self, layout: Option<&Layout>, pick: &Pick, target: &Path, opts: &RestoreOptions) -> Result<Restored>;
     /// The backups of the host `layout` describes, newest first.
     fn list(&self, layout: Option<&Layout>) -> Result<Vec<String>>;
     /// Retention: delete what `backup.keep` no longer keeps; what was deleted.
@@ -163,11 +164,21 @@ impl Pick {
 }
 
 /// Options of the verify phase.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckOptions {
+#[derive(Clone, Copy)]
+pub struct CheckOptions<'a> {
     /// Read the whole backup and check it against its manifest (`recover.verify-archive`).
     pub verify: bool,
     pub progress: bool,
+    /// Opens an encrypted (age) archive: a wrong or missing identity fails the check.
+    pub keys: &'a dyn IdentitySource,
+}
+
+/// Options of one restore.
+#[derive(Clone, Copy)]
+pub struct RestoreOptions<'a> {
+    pub progress: bool,
+    /// Opens an encrypted (age) archive.
+    pub keys: &'a dyn IdentitySource,
 }
 
 /// What one backup run backs up: the recorded mounts, found under `root`.
@@ -625,13 +636,18 @@ mod tests {
         let mut c = Config::default();
         let d = tempfile::tempdir().unwrap();
         let url = format!("file://{}", d.path().display());
-        let opts = CheckOptions { verify: false, progress: false };
+        let opts = CheckOptions { verify: false, progress: false, keys: &crate::archive::age::NoIdentity };
         let job = Pick { jobid: Some(7), ..Default::default() };
         let e = open(&c.backup, Some(&url)).unwrap().check(Some(&l), &job, &opts).err().unwrap();
         assert!(format!("{e:#}").contains("--restore-jobid"), "{e:#}");
         let e = open(&c.backup, Some("h:/srv/b"))
             .unwrap()
-            .restore(Some(&l), &Pick { archive: Some("x".into()), ..Default::default() }, d.path(), false)
+            .restore(
+                Some(&l),
+                &Pick { archive: Some("x".into()), ..Default::default() },
+                d.path(),
+                &RestoreOptions { progress: false, keys: &crate::archive::age::NoIdentity },
+            )
             .err()
             .unwrap();
         assert!(format!("{e:#}").contains("rsync destination"), "{e:#}");

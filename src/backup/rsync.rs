@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{Backed, Backend, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Pick, Restored, Settings};
+use super::{Backed, Backend, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Pick, RestoreOptions, Restored, Settings};
 use crate::archive::{CreateReport, ExtractReport};
 use crate::cmd::Cmd;
 use crate::layout::Layout;
@@ -65,7 +65,7 @@ impl Backend for RsyncBackend {
         Ok(BackupUsed::at(&self.url, pick))
     }
 
-    fn restore(&self, layout: Option<&Layout>, pick: &Pick, target: &Path, _progress: bool) -> Result<Restored> {
+    fn restore(&self, layout: Option<&Layout>, pick: &Pick, target: &Path, _opts: &RestoreOptions) -> Result<Restored> {
         self.refuse_choice(pick)?;
         Ok(Restored::Files(restore(&self.spec, &super::host_dir_name(super::descriptor(layout)?), target)?))
     }

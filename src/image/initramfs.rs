@@ -161,8 +161,14 @@ pub fn looks_secret(path: &Path, head: &[u8]) -> Option<&'static str> {
     if text.starts_with("-----BEGIN") && text.lines().next().is_some_and(|l| l.contains("PRIVATE KEY")) {
         return Some("a private key");
     }
+    // age-keygen writes two comment lines first; the key line follows.
+    if head.windows(AGE_KEY.len()).any(|w| w.eq_ignore_ascii_case(AGE_KEY)) {
+        return Some("an age identity (the key that decrypts the backups)");
+    }
     None
 }
+
+const AGE_KEY: &[u8] = b"AGE-SECRET-KEY-1";
 
 /// Build the initramfs into `out` (zstd-compressed cpio, mode 0600) and
 /// return what went in. The tree is checked against what recovery needs
@@ -634,6 +640,9 @@ mod tests {
         assert!(looks_secret(Path::new("/x/key.pem"), b"-----BEGIN RSA PRIVATE KEY-----\nMII").is_some());
         assert!(looks_secret(Path::new("/x/k"), b"-----BEGIN OPENSSH PRIVATE KEY-----\n").is_some());
         assert!(looks_secret(Path::new("/x/cert.pem"), b"-----BEGIN CERTIFICATE-----\n").is_none());
+        let age = b"# created: 2026-12-02T01:00:00Z\n# public key: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\nAGE-SECRET-KEY-1QQ";
+        assert!(looks_secret(Path::new("/etc/rescue/backup-key.txt"), age).unwrap().contains("age identity"));
+        assert!(looks_secret(Path::new("/etc/rescue/recipients.txt"), b"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\n").is_none());
         // A binary that merely mentions the words is not a key.
         assert!(looks_secret(Path::new("/usr/bin/ssh-keygen"), b"\x7fELF....PRIVATE KEY").is_none());
     }

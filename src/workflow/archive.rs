@@ -1,12 +1,14 @@
 //! `rescue archive create|extract|list|verify`: the archive engine on its
 //! own, for any directory trees, to any destination URL.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
 use crate::archive::{self, Compression, CreateOptions, ExtractOptions, Source};
 use crate::backup::{self, Location};
+use crate::config::LuksKeySource;
 use crate::context::Ctx;
 use crate::util::human_bytes;
 
@@ -18,7 +20,10 @@ Examples:
   rescue archive list /srv/backup/host.tar.zst
   rescue archive verify /srv/backup/host.tar.zst
   rescue archive extract /srv/backup/host.tar.zst --target /mnt/local
-Without rescue: tar --zstd -xpf host.tar.zst --xattrs --xattrs-include='*' --acls --numeric-owner";
+  rescue archive create /etc -o /tmp/etc.tar.zst.age --age-recipient age1...
+  rescue archive verify /tmp/etc.tar.zst.age --age-identity /root/backup-key.txt
+Without rescue: tar --zstd -xpf host.tar.zst --xattrs --xattrs-include='*' --acls --numeric-owner
+Encrypted:      age -d -i KEYFILE host.tar.zst.age | zstd -d | tar -xpf - --xattrs --xattrs-include='*' --acls --numeric-owner";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ArchiveCommand {
@@ -53,6 +58,9 @@ pub struct CreateArgs {
     /// Glob pattern to leave out; with a `/` it matches the whole path, without it the file name. Repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// Encrypt to this age recipient (`age1...`; repeatable). Default: backup.encrypt from the config.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub age_recipient: Vec<String>,
     /// Change to DIR first: SOURCES are relative to it and stored as given (like tar -C).
     #[arg(short = 'C', long = "directory", value_name = "DIR")]
     pub directory: Option<PathBuf>,
@@ -68,12 +76,28 @@ pub struct ExtractArgs {
     /// Directory to restore into (created if missing).
     #[arg(long, short = 'C', value_name = "DIR")]
     pub target: PathBuf,
+    /// Apply GNU tar incremental records (like `tar -x --listed-incremental=/dev/null`): extract the archives
+    /// of a chain in order, and names deleted or renamed since the previous one are removed from DIR.
+    #[arg(long)]
+    pub incremental: bool,
+    #[command(flatten)]
+    pub key: KeyArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeyArg {
+    /// The age identity of an encrypted archive: a file, or `usb://LABEL/path`.
+    /// Default: `recover.age-identity`; without either it is asked for on the terminal.
+    #[arg(long, value_name = "FILE", value_parser = LuksKeySource::parse_arg)]
+    pub age_identity: Option<LuksKeySource>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct SourceArg {
     /// Archive file or URL.
     pub archive: String,
+    #[command(flatten)]
+    pub key: KeyArg,
 }
 
 pub fn run(ctx: &Ctx, c: ArchiveCommand) -> Result<i32> {
@@ -81,14 +105,14 @@ pub fn run(ctx: &Ctx, c: ArchiveCommand) -> Result<i32> {
         ArchiveCommand::Create(a) => create(ctx, a),
         ArchiveCommand::Extract(a) => extract(ctx, a),
         ArchiveCommand::List(a) => {
-            let (loc, file) = open_input(ctx, &a.archive)?;
+            let (loc, file, _) = open_input(ctx, &a.archive, a.key)?;
             let stdout = std::io::stdout();
             let n = archive::list(file, &mut stdout.lock()).with_context(|| format!("listing {}", loc.display()))?;
             tracing::debug!("{n} members");
             Ok(0)
         }
         ArchiveCommand::Verify(a) => {
-            let (loc, file) = open_input(ctx, &a.archive)?;
+            let (loc, file, _) = open_input(ctx, &a.archive, a.key)?;
             let r = archive::verify(file).with_context(|| format!("verifying {}", loc.display()))?;
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -118,12 +142,17 @@ pub fn run(ctx: &Ctx, c: ArchiveCommand) -> Result<i32> {
     }
 }
 
-fn open_input(ctx: &Ctx, spec: &str) -> Result<(backup::Opened, std::fs::File)> {
+/// The archive at `spec`, decrypted when it is an age file; its compressed size.
+fn open_input(ctx: &Ctx, spec: &str, key: KeyArg) -> Result<(backup::Opened, Box<dyn std::io::Read + Send>, Option<u64>)> {
     let loc = Location::parse(spec)?;
     let opened = backup::Opened::open(&loc, &ctx.config.backup, false)?;
     let path = opened.file_path()?;
     let f = std::fs::File::open(&path).with_context(|| format!("opening the archive {}", path.display()))?;
-    Ok((opened, f))
+    let size = f.metadata().ok().map(|m| m.len());
+    let interactive = !ctx.json && std::io::stdin().is_terminal();
+    let keys = crate::workflow::recover::age_key(ctx, key.age_identity, interactive);
+    let f = archive::age::open(f, &path, &keys)?;
+    Ok((opened, f, size))
 }
 
 fn create(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
@@ -139,6 +168,11 @@ fn create(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
         level: a.level.or(cfg.level),
         excludes,
         exclude_paths: vec![dest.clone()],
+        encrypt: if a.age_recipient.is_empty() {
+            cfg.encrypt.load()?
+        } else {
+            archive::age::EncryptConfig { recipients: a.age_recipient.clone(), passphrase_file: None }.load()?
+        },
         one_file_system: a.one_file_system || cfg.one_file_system,
         progress: ctx.verbosity >= 0,
         ..CreateOptions::default()
@@ -156,9 +190,8 @@ fn create(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
 }
 
 fn extract(ctx: &Ctx, a: ExtractArgs) -> Result<i32> {
-    let (loc, file) = open_input(ctx, &a.archive)?;
-    let total = file.metadata().ok().map(|m| m.len());
-    let opts = ExtractOptions { target: a.target.clone(), progress: ctx.verbosity >= 0, total_bytes: total, keep_manifest: false };
+    let (loc, file, total) = open_input(ctx, &a.archive, a.key)?;
+    let opts = ExtractOptions { target: a.target.clone(), progress: ctx.verbosity >= 0, total_bytes: total, keep_manifest: false, incremental: a.incremental };
     let r = archive::extract(file, &opts).with_context(|| format!("extracting {} into {}", loc.display(), a.target.display()))?;
     Ok(backup::print_extract_report(&r, &a.target))
 }

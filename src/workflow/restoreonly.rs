@@ -1,11 +1,13 @@
 //! `rescue restoreonly`: restore the newest backup into a target root that
 //! is already partitioned, formatted and mounted (default /mnt/local).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::backup::{self, CheckOptions, Pick};
+use crate::backup::{self, CheckOptions, Pick, RestoreOptions};
+use crate::config::LuksKeySource;
 use crate::context::Ctx;
 use crate::layout::Layout;
 use crate::target::TargetRoot;
@@ -33,6 +35,10 @@ pub struct Args {
     /// A specific backup file in the host's directory (default: the newest).
     #[arg(long, value_name = "NAME")]
     pub archive: Option<String>,
+    /// The age identity of an encrypted backup: a file, or `usb://LABEL/path` (a file on a USB stick).
+    /// Default: `recover.age-identity`; without either it is asked for on the terminal.
+    #[arg(long, value_name = "FILE", value_parser = LuksKeySource::parse_arg)]
+    pub age_identity: Option<LuksKeySource>,
     /// Backup server (backup.method bacula/bareos): restore exactly this job.
     #[arg(long, value_name = "JOBID", conflicts_with = "restore_before")]
     pub restore_jobid: Option<u64>,
@@ -51,8 +57,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     // The descriptor names the host whose backup to restore; the backend says so when it needs it.
     let layout = if path.exists() { Some(Layout::load(&path)?) } else { None };
     let pick = Pick { archive: a.archive, jobid: a.restore_jobid, before: a.restore_before };
+    let interactive = !ctx.json && std::io::stdin().is_terminal();
+    let keys = crate::workflow::recover::age_key(ctx, a.age_identity, interactive);
     if a.check {
-        let used = backend.check(layout.as_ref(), &pick, &CheckOptions { verify: true, progress: ctx.verbosity >= 0 && !ctx.json })?;
+        let used = backend.check(layout.as_ref(), &pick, &CheckOptions { verify: true, progress: ctx.verbosity >= 0 && !ctx.json, keys: &keys })?;
         if ctx.json {
             println!("{}", serde_json::to_string_pretty(&used)?);
         }
@@ -65,7 +73,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if !target.is_dir() {
         crate::bail_input!("the target root {} does not exist: create and mount the filesystems there first", target.display());
     }
-    let r = backend.restore(layout.as_ref(), &pick, &target, ctx.verbosity >= 0)?;
+    let r = backend.restore(layout.as_ref(), &pick, &target, &RestoreOptions { progress: ctx.verbosity >= 0, keys: &keys })?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }

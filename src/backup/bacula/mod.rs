@@ -23,7 +23,7 @@ pub use config::{Director, MkbackupMode, ServerConfig};
 pub use console::{AuthRefused, Console, DirectorUnreachable};
 pub use parse::JobInfo;
 
-use super::{Backed, Backend, BackupConfig, BackupMethod, BackupSet, BackupUsed, CheckOptions, ImageParts, Pick, Restored, Settings};
+use super::{Backed, Backend, BackupConfig, BackupMethod, BackupSet, BackupUsed, CheckOptions, ImageParts, Pick, RestoreOptions, Restored, Settings};
 use crate::error::input_error;
 use crate::layout::Layout;
 use crate::needs::{Needs, Runs, When};
@@ -90,7 +90,7 @@ impl Backend for DirectorBackend {
         Ok(used)
     }
 
-    fn restore(&self, _layout: Option<&Layout>, pick: &Pick, target: &Path, _progress: bool) -> Result<Restored> {
+    fn restore(&self, _layout: Option<&Layout>, pick: &Pick, target: &Path, _opts: &RestoreOptions) -> Result<Restored> {
         self.refuse_archive(pick)?;
         Ok(Restored::Job(Box::new(restore(&self.cfg, self.director, target, pick)?)))
     }

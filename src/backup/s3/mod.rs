@@ -529,7 +529,7 @@ impl super::Backend for S3Backend {
         let layout = set.recorded()?;
         let host = super::host_dir_name(layout);
         let store = connect(&self.bucket, &self.cfg, Access::Write)?;
-        let job = super::archives::archive_job(set, layout, &self.cfg, None);
+        let job = super::archives::archive_job(set, layout, &self.cfg, None)?;
         let key = self.bucket.key(&host, &job.name);
         let started = time::OffsetDateTime::now_utc();
         let clock = std::time::Instant::now();
@@ -566,7 +566,7 @@ impl super::Backend for S3Backend {
         if opts.verify {
             tracing::info!("verifying s3://{}/{} ({}) before touching any disk", self.bucket.bucket, found.key, crate::util::human_bytes(found.size));
             let reader = store.open(&found.key)?;
-            let r = super::archives::verify_stream(reader, Some(found.size), opts.progress).map_err(|e| {
+            let r = super::archives::verify_stream(reader, Some(found.size), Path::new(&found.key), opts.keys, opts.progress).map_err(|e| {
                 anyhow::anyhow!(format!("the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME", found.key))
             })?;
             used.verified = true;
@@ -578,12 +578,18 @@ impl super::Backend for S3Backend {
     }
 
     /// Stream the object into the extractor: no temporary copy.
-    fn restore(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick, target: &Path, progress: bool) -> Result<super::Restored> {
+    fn restore(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick, target: &Path, opts: &super::RestoreOptions) -> Result<super::Restored> {
         let (store, found) = self.find(layout, pick)?;
         let what = format!("s3://{}/{}", self.bucket.bucket, found.key);
         tracing::info!("restoring {what} into {}", target.display());
-        let reader = store.open(&found.key)?;
-        let eopts = crate::archive::ExtractOptions { target: target.to_path_buf(), progress, total_bytes: Some(found.size), keep_manifest: false };
+        let reader = crate::archive::age::open(store.open(&found.key)?, Path::new(&found.key), opts.keys)?;
+        let eopts = crate::archive::ExtractOptions {
+            target: target.to_path_buf(),
+            progress: opts.progress,
+            total_bytes: Some(found.size),
+            keep_manifest: false,
+            incremental: false,
+        };
         let r = crate::archive::extract(reader, &eopts).with_context(|| format!("restoring {what} into {}", target.display()))?;
         Ok(super::Restored::Files(r))
     }

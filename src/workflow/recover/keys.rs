@@ -10,12 +10,14 @@
 //! nobody at the console: only the stick plugged in.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use crate::apply::LuksKey;
+use crate::archive::age::{Identity, IdentitySource};
 use crate::backup::location;
 use crate::config::LuksKeySource;
 use crate::error::input_error;
@@ -73,6 +75,96 @@ pub fn read_keys(sources: &BTreeMap<String, LuksKeySource>, volumes: &[String], 
         }
     }
     Ok(out)
+}
+
+/// The age identity that opens encrypted backups. It is read from its
+/// source (a file, or a USB stick like a LUKS key), or asked for on the
+/// terminal, only when an encrypted archive is met, and then kept for the
+/// restore. It is never logged, and never passed to another program.
+pub struct AgeKey {
+    source: Option<LuksKeySource>,
+    can_ask: bool,
+    wait: Duration,
+    mount_timeout: u64,
+    got: Mutex<Option<(Arc<Identity>, Option<PathBuf>)>>,
+}
+
+impl AgeKey {
+    pub fn new(source: Option<LuksKeySource>, can_ask: bool, wait: Duration, mount_timeout: u64) -> AgeKey {
+        AgeKey { source, can_ask, wait, mount_timeout, got: Mutex::new(None) }
+    }
+
+    /// The device the identity was read from (a USB stick): never a recovery target.
+    pub fn device(&self) -> Option<PathBuf> {
+        self.got.lock().ok().and_then(|g| g.as_ref().and_then(|(_, d)| d.clone()))
+    }
+
+    fn read(&self, archive: &Path) -> Result<(Identity, Option<PathBuf>)> {
+        let nothing = "nothing was written";
+        match &self.source {
+            Some(LuksKeySource::File(p)) => {
+                let text = std::fs::read(p).map_err(|e| {
+                    input_error(format!(
+                        "the age identity file {} cannot be read ({e}); {nothing}. Copy it into the rescue system, or give its place \
+                         with --age-identity FILE (usb://LABEL/path for a USB stick)",
+                        p.display()
+                    ))
+                })?;
+                Ok((Identity::parse(&text, &p.display().to_string())?, None))
+            }
+            Some(LuksKeySource::Usb { url, location }) => {
+                let (bytes, dev) = location::read_usb_file(location, self.wait, self.mount_timeout)
+                    .with_context(|| format!("reading the age identity from {url}; {nothing}"))?;
+                tracing::info!("the age identity was read from {url} ({})", dev.display());
+                Ok((Identity::parse(&bytes, url)?, Some(dev)))
+            }
+            None if self.can_ask => {
+                let answer =
+                    read_hidden(&format!("{} is encrypted. Paste its age identity (AGE-SECRET-KEY-1...) or type its passphrase: ", archive.display()))?;
+                Ok((Identity::parse(answer.as_bytes(), "typed on the terminal")?, None))
+            }
+            None => Err(input_error(format!(
+                "the backup {} is encrypted (age) and no identity is given, with nobody to ask (unattended, or no terminal); \
+                 {nothing}. Set `age-identity = \"usb://LABEL/path/key.txt\"` under [recover] in the rescue image's config (a file \
+                 on a USB stick with that filesystem label), or pass --age-identity FILE",
+                archive.display()
+            ))),
+        }
+    }
+}
+
+impl IdentitySource for AgeKey {
+    fn identity_for(&self, archive: &Path) -> Result<Arc<Identity>> {
+        let mut got = self.got.lock().map_err(|_| anyhow::anyhow!("the age identity holder was poisoned by a failed thread"))?;
+        if let Some((id, _)) = got.as_ref() {
+            return Ok(id.clone());
+        }
+        let (id, dev) = self.read(archive)?;
+        let id = Arc::new(id);
+        *got = Some((id.clone(), dev));
+        Ok(id)
+    }
+}
+
+/// Read one line from the terminal with echo off (a passphrase, a key).
+pub fn read_hidden(prompt: &str) -> Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin();
+    let old = tcgetattr(&stdin).context("reading the terminal settings")?;
+    let mut quiet = old.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    // Echo off before the prompt shows: a key typed as soon as the
+    // prompt appears must not reach the screen.
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turning off echo")?;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut s = String::new();
+    let r = stdin.lock().read_line(&mut s).context("reading the answer from the terminal");
+    let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
+    eprintln!();
+    r?;
+    Ok(s.trim().to_string())
 }
 
 fn list(v: &[String]) -> String {

@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::apply::{self, ApplyOptions};
-use crate::backup::{self, CheckOptions, Pick};
+use crate::backup::{self, CheckOptions, Pick, RestoreOptions};
 use crate::config::LuksKeySource;
 use crate::context::Ctx;
 use crate::error::input_error;
@@ -29,6 +29,7 @@ use crate::layout::Layout;
 use crate::plan::{self, MatchReason, Plan, PlanOptions, ResizePolicy};
 use crate::target::TargetRoot;
 
+pub use keys::AgeKey;
 pub use report::{PhaseTime, Report};
 
 pub const EXAMPLES: &str = "\
@@ -75,6 +76,10 @@ pub struct Args {
     /// file on a USB stick found by its filesystem label, e.g. `cryptroot=usb://KEYS/cryptroot.key`.
     #[arg(long = "luks-key", value_name = "NAME=FILE")]
     pub luks_keys: Vec<String>,
+    /// The age identity of an encrypted backup: a file, or `usb://LABEL/path` (a file on a USB stick).
+    /// Default: `recover.age-identity`; without either it is asked for on the terminal.
+    #[arg(long, value_name = "FILE", value_parser = LuksKeySource::parse_arg)]
+    pub age_identity: Option<LuksKeySource>,
     /// Unmount the tree under the target root and close LUKS/LVM/MD of the descriptor.
     #[arg(long)]
     pub umount: bool,
@@ -214,6 +219,13 @@ fn read_luks_keys(ctx: &Ctx, a: &Args, layout: &Layout, interactive: bool) -> Re
     let volumes: Vec<String> = layout.luks.iter().map(|l| l.name.clone()).collect();
     let wait = std::time::Duration::from_secs(ctx.config.backup.timeout);
     keys::read_keys(&sources, &volumes, interactive, wait, ctx.config.backup.timeout * 3)
+}
+
+/// The age identity of encrypted backups (`--age-identity`, else
+/// `recover.age-identity`), read when an encrypted archive is met.
+pub(crate) fn age_key(ctx: &Ctx, flag: Option<LuksKeySource>, interactive: bool) -> AgeKey {
+    let source = flag.or_else(|| ctx.config.recover.age_identity.clone());
+    AgeKey::new(source, interactive, std::time::Duration::from_secs(ctx.config.backup.timeout), ctx.config.backup.timeout * 3)
 }
 
 /// Map the disks (asking when interactive and ambiguous) and compute the plan. No side effects.
@@ -380,6 +392,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
     let mut rep = Report::new(layout_path, target_root.path(), unattended);
     let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
     let mut phases = report::Phases::new(quiet);
+    let age_key = age_key(ctx, a.age_identity.clone(), interactive);
 
     let result = (|| -> Result<()> {
         let (layout, needs, source, used, keys) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
@@ -402,7 +415,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
             // Before the long archive check: a missing key stick is found in seconds.
             let keys = read_luks_keys(ctx, a, &layout, interactive)?;
-            let opts = CheckOptions { verify: ctx.config.recover.verify_archive, progress };
+            let opts = CheckOptions { verify: ctx.config.recover.verify_archive, progress, keys: &age_key };
             let mut used = source.check(Some(&layout), &pick, &opts)?;
             if let Some(paths) = used.listing.take() {
                 verify::check_target(&needs, &layout, |p| paths.contains(p))?;
@@ -413,6 +426,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
 
         let the_plan = phases.run(&mut rep, "plan", "map disks, show the plan", |rep| {
             let mut protect: Vec<(PathBuf, &str)> = keys.devices.iter().map(|d| (d.clone(), "holds a LUKS key")).collect();
+            protect.extend(age_key.device().map(|d| (d, "holds the age identity")));
             if let Some(dev) = rep.backup.as_ref().and_then(|b| b.device.clone()) {
                 protect.push((dev, "holds the backup"));
             }
@@ -434,7 +448,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
         phases.run(&mut rep, "restore", "the data", |rep| {
             let from = rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default())).unwrap_or_default();
             let unchecked = used.unread;
-            let restored = source.restore(Some(&layout), &used.pick, target_root.path(), progress).with_context(|| {
+            let restored = source.restore(Some(&layout), &used.pick, target_root.path(), &RestoreOptions { progress, keys: &age_key }).with_context(|| {
                 let why = if unchecked { " (recover.verify-archive = false: it was not read before the disks were rewritten)" } else { "" };
                 format!("the data could not be restored from {from}{why}")
             })?;
@@ -548,25 +562,9 @@ fn confirm(disks: &[String]) -> Result<bool> {
 
 /// Ask for a LUKS passphrase twice, without echo.
 fn ask_passphrase(name: &str) -> Result<Vec<u8>> {
-    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
-    let stdin = std::io::stdin();
-    let old = tcgetattr(&stdin).context("reading the terminal settings")?;
-    let mut quiet = old.clone();
-    quiet.local_flags.remove(LocalFlags::ECHO);
-    let read = |prompt: &str| -> Result<String> {
-        // Echo off before the prompt shows: a key typed as soon as the
-        // prompt appears must not reach the screen.
-        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turning off echo")?;
-        eprint!("{prompt}");
-        let _ = std::io::stderr().flush();
-        let r = read_line();
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
-        eprintln!();
-        r
-    };
     loop {
-        let a = read(&format!("Passphrase for the new LUKS volume {name}: "))?;
-        let b = read("Again: ")?;
+        let a = keys::read_hidden(&format!("Passphrase for the new LUKS volume {name}: "))?;
+        let b = keys::read_hidden("Again: ")?;
         if a.is_empty() {
             eprintln!("An empty passphrase is not allowed.");
         } else if a != b {

@@ -110,7 +110,7 @@ mod tests {
         let c = Config::default();
         let source = crate::backup::open(&c.backup, Some(&format!("file://{}", d.path().join("dest").display()))).unwrap();
         let needs = needs_of(&l, &c, source.as_ref());
-        let opts = crate::backup::CheckOptions { verify: true, progress: false };
+        let opts = crate::backup::CheckOptions { verify: true, progress: false, keys: &crate::archive::age::NoIdentity };
         let used = source.check(Some(&l), &crate::backup::Pick::default(), &opts).unwrap();
         assert!(used.verified && !used.unread, "{used:?}");
         assert_eq!(used.pick.archive.as_deref(), Some("backup-20261201-000000.tar.zst"), "the restore takes the archive checked");
@@ -121,5 +121,58 @@ mod tests {
         let listing = source.check(Some(&l), &crate::backup::Pick::default(), &opts).unwrap().listing.unwrap();
         let e = check_target(&needs, &l, |p| listing.contains(p)).unwrap_err();
         assert!(format!("{e:#}").contains("grub-pc-bin"), "{e:#}");
+    }
+
+    #[test]
+    fn an_encrypted_backup_is_checked_with_its_identity_before_any_disk_is_touched() {
+        use crate::archive::age::{EncryptConfig, NoIdentity};
+        use crate::backup::{CheckOptions, Pick};
+        use crate::config::LuksKeySource;
+        use crate::workflow::recover::AgeKey;
+        use age::secrecy::ExposeSecret;
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/hostname"), "web1\n").unwrap();
+        let id = age::x25519::Identity::generate();
+        let encrypt = EncryptConfig { recipients: vec![id.to_public().to_string()], passphrase_file: None }.load().unwrap();
+        let file = d.path().join("b").join(crate::backup::host_dir_name(&l)).join("backup-20261202-000000.tar.zst.age");
+        let sources = [crate::archive::Source { path: root, name: Vec::new() }];
+        crate::backup::write_archive_file(&sources, &file, &crate::archive::CreateOptions { encrypt, ..Default::default() }).unwrap();
+        let key_file = d.path().join("key.txt");
+        std::fs::write(&key_file, id.to_string().expose_secret()).unwrap();
+        let wrong_file = d.path().join("wrong.txt");
+        std::fs::write(&wrong_file, age::x25519::Identity::generate().to_string().expose_secret()).unwrap();
+
+        let c = Config::default();
+        let source = crate::backup::open(&c.backup, Some(&format!("file://{}", d.path().join("b").display()))).unwrap();
+        let check =
+            |keys: &dyn crate::archive::age::IdentitySource| source.check(Some(&l), &Pick::default(), &CheckOptions { verify: true, progress: false, keys });
+        let key = |p: &Path| AgeKey::new(Some(LuksKeySource::File(p.to_path_buf())), false, std::time::Duration::ZERO, 1);
+        let used = check(&key(&key_file)).unwrap();
+        assert!(used.verified && used.pick.archive.as_deref() == Some("backup-20261202-000000.tar.zst.age"), "{used:?}");
+        assert!(used.listing.unwrap().contains("etc/hostname"));
+        for (keys, says) in [
+            (key(&wrong_file), "does not open"),
+            (key(&d.path().join("absent")), "cannot be read"),
+            (AgeKey::new(None, false, std::time::Duration::ZERO, 1), "nobody to ask"),
+        ] {
+            let e = check(&keys).unwrap_err();
+            let m = format!("{e:#}");
+            assert!(m.contains(says) && m.contains("nothing was written"), "{m}");
+            assert_eq!(crate::error::exit_code_for(&e), 2, "{m}");
+        }
+        let e = check(&NoIdentity).unwrap_err();
+        assert!(format!("{e:#}").contains("--age-identity"), "{e:#}");
+
+        // One flipped byte in the payload: damaged, named as such.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+        let e = check(&key(&key_file)).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(m.contains("is damaged") && m.contains("fails age's authentication") && m.contains("Nothing was written"), "{m}");
     }
 }
