@@ -72,15 +72,20 @@ net_map() { awk -v n="$1" '$1 == n { print $2; exit }' /run/rescue-net.map; }
 net_recorded() {
   : > /run/rescue-net.map
   [ -f /etc/rescue/recorded-net ] || echo "RESCUE-NET no recorded network in the image: DHCP on every interface"
+  # Which NIC here plays which recorded one: recover's own rules (MAC, PCI
+  # address, driver order, bond members, [network-mapping]), so that other
+  # hardware gets its recorded network too.
+  if [ -f /etc/rescue/recorded-net ] &&
+     ! rescue --config /etc/rescue/rescue.toml layout nics /etc/rescue/layout.toml > /run/rescue-net.map 2> /run/rescue-net.err; then
+    sed 's/^/RESCUE-NET /' /run/rescue-net.err
+    : > /run/rescue-net.map
+  fi
   [ -f /etc/rescue/recorded-net ] && while read -r kind name a b; do
     case "$kind" in
       nic)
-        for dev in /sys/class/net/*; do
-          [ "$(cat "$dev/address" 2>/dev/null)" = "$a" ] || continue
-          echo "$name ${dev##*/}" >> /run/rescue-net.map
-          echo "RESCUE-NET nic $name is ${dev##*/} ($a)"
-        done
-        [ -n "$(net_map "$name")" ] || echo "RESCUE-NET nic $name ($a) is not in this machine" ;;
+        p=$(net_map "$name")
+        if [ -n "$p" ]; then echo "RESCUE-NET nic $name is $p ($(cat "/sys/class/net/$p/address" 2>/dev/null), recorded $a)"
+        else echo "RESCUE-NET nic $name ($a) is not in this machine"; fi ;;
       bond|bridge)
         found=""
         for m in $(echo "$b" | tr , ' '); do p=$(net_map "$m"); [ -n "$p" ] && found="$found $p"; done
