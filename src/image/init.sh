@@ -92,7 +92,13 @@ net_recorded() {
         if [ -z "$found" ]; then echo "RESCUE-NET $kind $name not made: none of $b is here"; continue; fi
         if [ "$kind" = bond ]; then
           modprobe -q bonding 2>/dev/null
-          ip link add "$name" type bond mode "$a" || continue
+          # Loading bonding makes a bond0 of its own (max_bonds=1): take it over.
+          if ! ip link add "$name" type bond mode "$a" 2>/dev/null; then
+            if ! { [ -d "/sys/class/net/$name/bonding" ] && ip link set "$name" down && ip link set "$name" type bond mode "$a"; }; then
+              echo "RESCUE-NET bond $name not made: ip link add $name type bond mode $a failed"
+              continue
+            fi
+          fi
         else
           modprobe -q bridge 2>/dev/null
           ip link add "$name" type bridge || continue

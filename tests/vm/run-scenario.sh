@@ -380,6 +380,7 @@ ip link add link eth0 name eth0.42 type vlan id 42
 ip link set eth0.42 up
 ip addr add 198.51.100.2/24 dev eth0.42
 sysctl -w net.ipv4.ip_forward=1
+set +x
 until [ -e /job/stop ]; do sleep 1; done
 SRV
       ip netns exec "$ns" "$here/run-guest.sh" --no-rescue --mem 1024 --smp 1 --timeout "$(awk -v s="$scale" 'BEGIN { printf "%d", 7200 * s }')" \
