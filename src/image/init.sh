@@ -91,19 +91,24 @@ net_recorded() {
         for m in $(echo "$b" | tr , ' '); do p=$(net_map "$m"); [ -n "$p" ] && found="$found $p"; done
         if [ -z "$found" ]; then echo "RESCUE-NET $kind $name not made: none of $b is here"; continue; fi
         if [ "$kind" = bond ]; then
+          # Through sysfs: the shell's ip may be busybox's, which cannot set a bond's
+          # mode; loading bonding makes a bond0 of its own (max_bonds=1): take it over.
           modprobe -q bonding 2>/dev/null
-          # Loading bonding makes a bond0 of its own (max_bonds=1): take it over.
-          if ! ip link add "$name" type bond mode "$a" 2>/dev/null; then
-            if ! { [ -d "/sys/class/net/$name/bonding" ] && ip link set "$name" down && ip link set "$name" type bond mode "$a"; }; then
-              echo "RESCUE-NET bond $name not made: ip link add $name type bond mode $a failed"
-              continue
-            fi
+          [ -d "/sys/class/net/$name/bonding" ] || echo "+$name" > /sys/class/net/bonding_masters
+          ip link set "$name" down
+          if ! echo "$a" > "/sys/class/net/$name/bonding/mode"; then
+            echo "RESCUE-NET bond $name not made: cannot set mode $a in /sys/class/net/$name/bonding/mode"
+            continue
           fi
         else
           modprobe -q bridge 2>/dev/null
           ip link add "$name" type bridge || continue
         fi
-        for p in $found; do ip link set "$p" down; ip link set "$p" master "$name"; ip link set "$p" up; done
+        for p in $found; do
+          ip link set "$p" down
+          if [ "$kind" = bond ]; then echo "+$p" > "/sys/class/net/$name/bonding/slaves"; else ip link set "$p" master "$name"; fi
+          ip link set "$p" up
+        done
         ip link set "$name" up
         echo "$name $name" >> /run/rescue-net.map
         echo "RESCUE-NET $kind $name up with$found" ;;
