@@ -27,7 +27,7 @@ PKGS=(
   # transient mounts checklayout must ignore (tests/refresh_loop.rs)
   squashfs-tools fuse2fs
   # misc
-  jq file procps hyperfine time binutils syslinux
+  jq file procps hyperfine time binutils syslinux curl
   # fuzzing (scripts/fuzz.sh): libFuzzer is C++
   g++
 )

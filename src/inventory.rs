@@ -61,6 +61,12 @@ pub struct PresentNic {
     pub predicted_name: Option<String>,
 }
 
+/// The present NICs from a JSON list (a saved inventory; tests).
+pub fn read_nics_file(f: &Path) -> Result<Vec<PresentNic>> {
+    let text = std::fs::read_to_string(f).with_context(|| format!("reading the NIC inventory {}", f.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing the NIC inventory {}", f.display()))
+}
+
 /// The NICs of this machine: `ip -j -d link` and sysfs read as capture reads
 /// them, and the name udev's predictable naming (`udevadm test-builtin
 /// net_id`: onboard, else slot, else path) gives each.

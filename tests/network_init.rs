@@ -50,6 +50,10 @@ fn the_recorded_network_comes_up_on_the_nics_found_by_mac() {
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::write(dir.join("bin/udhcpc"), format!("#!/bin/sh\necho \"$2\" >> {}/dhcp-asked\nexit 1\n", dir.display())).unwrap();
     std::fs::set_permissions(dir.join("bin/udhcpc"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The NIC mapping is `rescue layout nics` (plan::nics tests its rules): here
+    // it found ens3 and not ens4, and init must build on what it says.
+    std::fs::write(dir.join("bin/rescue"), "#!/bin/sh\necho 'ens3 v0'\n").unwrap();
+    std::fs::set_permissions(dir.join("bin/rescue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // The rescue system's awk is busybox's (and /etc, where the host's awk link lives, is a tmpfs here).
     std::os::unix::fs::symlink(rescue::cmd::find_program("busybox").unwrap(), dir.join("bin/awk")).unwrap();
     let script = format!(
@@ -75,7 +79,7 @@ fn the_recorded_network_comes_up_on_the_nics_found_by_mac() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     for line in [
-        "RESCUE-NET nic ens3 is v0 (52:54:00:12:34:01)",
+        "RESCUE-NET nic ens3 is v0 (52:54:00:12:34:01, recorded 52:54:00:12:34:01)",
         "RESCUE-NET nic ens4 (52:54:00:12:34:02) is not in this machine",
         "RESCUE-NET bridge br0 up with v0",
         "RESCUE-NET br0 198.51.100.7/24 recorded",

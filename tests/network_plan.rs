@@ -126,3 +126,34 @@ fn an_ambiguous_nic_stops_and_map_nic_decides() {
     assert!(out.contains("ens3 (52:54:00:12:34:01) -> enp3s0 (52:54:00:ab:cd:03), named enp3s0 in the recovered system: mapped explicitly"), "{out}");
     assert!(out.contains("ens4 (52:54:00:12:34:02) -> enp1s0"), "{out}");
 }
+
+/// `n` e1000e NICs eth0.. in slots 5.. with the scenario target's MACs, listed last first.
+fn e1000e_nics(n: usize) -> serde_json::Value {
+    (0..n)
+        .rev()
+        .map(|i| serde_json::json!({ "name": format!("eth{i}"), "mac": format!("52:54:00:19:02:0{}", i + 1), "driver": "e1000e", "pci-path": format!("0000:00:0{}.0", i + 5) }))
+        .collect()
+}
+
+/// `rescue layout nics`, which the rescue init maps NICs with: the VM scenario's
+/// target (e1000e NICs with other MACs in other slots) gets the bond members,
+/// and an ambiguity fails with what to name in `[network-mapping]`.
+#[test]
+fn layout_nics_maps_the_bond_members_onto_other_nics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = layout_with_network(tmp.path());
+    let nics = |n: usize| {
+        let inv = write_json(tmp.path(), &format!("nics{n}.json"), e1000e_nics(n));
+        rescue(tmp.path(), &["layout", "nics", layout.to_str().unwrap(), "--nic-inventory", &inv])
+    };
+    let o = nics(2);
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ens3 eth0\nens4 eth1\n", "{out}");
+
+    // Three NICs for a bond of two: which two?
+    let o = nics(3);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && o.stdout.is_empty(), "{err}");
+    assert!(err.contains("cannot map the NICs recorded in") && err.contains("[network-mapping]"), "{err}");
+}

@@ -75,6 +75,11 @@ fn run_all(scenarios: &[&str]) {
         let tables = Path::new("/usr/share/bacula-director/make_sqlite3_tables");
         assert!(tables.exists(), "{} is missing: apt-get install bacula-director-sqlite3 (or scripts/install-deps.sh)", tables.display());
     }
+    if scenarios.iter().any(|s| s.contains("bond-vlan")) {
+        // The namespace pings and fetches from the recovered system.
+        require("busybox", "busybox-static");
+        require("curl", "curl");
+    }
     let results: Vec<Result<String, String>> = scenarios.iter().map(|s| run(s)).collect();
     for r in results.iter().flatten() {
         eprintln!("{r}");
@@ -95,8 +100,10 @@ const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];
 /// ext4 system onto a larger SATA disk and onto a smaller NVMe disk, the ext4
 /// system restored by a Bacula director on the host, an MBR disk with logical
 /// partitions and an ext2 /boot, the UEFI system onto a disk with 4096-byte
-/// sectors (its FAT32 ESP grown to stay FAT32), and scenarios 1 and 2 with a
-/// Debian 13 (trixie) source whose own tools build the rescue image.
+/// sectors (its FAT32 ESP grown to stay FAT32), scenarios 1 and 2 with a
+/// Debian 13 (trixie) source whose own tools build the rescue image, and a
+/// bond with a VLAN and a static address backed up to NFS and recovered onto
+/// other NICs, in a network namespace (issue 19).
 const FULL: &[&str] = &[
     "bios-md-raid1",
     "luks2-lvm",
@@ -108,6 +115,7 @@ const FULL: &[&str] = &[
     "uefi-lvm-xfs-to-4kn",
     "trixie-bios-ext4",
     "trixie-uefi-lvm-xfs",
+    "bios-ext4-bond-vlan-nfs",
 ];
 
 /// Scenarios 1 and 2 always; 3 to 6 and bios-ext4-bacula too with RESCUE_FULL_TESTS=1

@@ -72,27 +72,43 @@ net_map() { awk -v n="$1" '$1 == n { print $2; exit }' /run/rescue-net.map; }
 net_recorded() {
   : > /run/rescue-net.map
   [ -f /etc/rescue/recorded-net ] || echo "RESCUE-NET no recorded network in the image: DHCP on every interface"
+  # Which NIC here plays which recorded one: recover's own rules (MAC, PCI
+  # address, driver order, bond members, [network-mapping]), so that other
+  # hardware gets its recorded network too.
+  if [ -f /etc/rescue/recorded-net ] &&
+     ! rescue --config /etc/rescue/rescue.toml layout nics /etc/rescue/layout.toml > /run/rescue-net.map 2> /run/rescue-net.err; then
+    sed 's/^/RESCUE-NET /' /run/rescue-net.err
+    : > /run/rescue-net.map
+  fi
   [ -f /etc/rescue/recorded-net ] && while read -r kind name a b; do
     case "$kind" in
       nic)
-        for dev in /sys/class/net/*; do
-          [ "$(cat "$dev/address" 2>/dev/null)" = "$a" ] || continue
-          echo "$name ${dev##*/}" >> /run/rescue-net.map
-          echo "RESCUE-NET nic $name is ${dev##*/} ($a)"
-        done
-        [ -n "$(net_map "$name")" ] || echo "RESCUE-NET nic $name ($a) is not in this machine" ;;
+        p=$(net_map "$name")
+        if [ -n "$p" ]; then echo "RESCUE-NET nic $name is $p ($(cat "/sys/class/net/$p/address" 2>/dev/null), recorded $a)"
+        else echo "RESCUE-NET nic $name ($a) is not in this machine"; fi ;;
       bond|bridge)
         found=""
         for m in $(echo "$b" | tr , ' '); do p=$(net_map "$m"); [ -n "$p" ] && found="$found $p"; done
         if [ -z "$found" ]; then echo "RESCUE-NET $kind $name not made: none of $b is here"; continue; fi
         if [ "$kind" = bond ]; then
+          # Through sysfs: the shell's ip may be busybox's, which cannot set a bond's
+          # mode; loading bonding makes a bond0 of its own (max_bonds=1): take it over.
           modprobe -q bonding 2>/dev/null
-          ip link add "$name" type bond mode "$a" || continue
+          [ -d "/sys/class/net/$name/bonding" ] || echo "+$name" > /sys/class/net/bonding_masters
+          ip link set "$name" down
+          if ! echo "$a" > "/sys/class/net/$name/bonding/mode"; then
+            echo "RESCUE-NET bond $name not made: cannot set mode $a in /sys/class/net/$name/bonding/mode"
+            continue
+          fi
         else
           modprobe -q bridge 2>/dev/null
           ip link add "$name" type bridge || continue
         fi
-        for p in $found; do ip link set "$p" down; ip link set "$p" master "$name"; ip link set "$p" up; done
+        for p in $found; do
+          ip link set "$p" down
+          if [ "$kind" = bond ]; then echo "+$p" > "/sys/class/net/$name/bonding/slaves"; else ip link set "$p" master "$name"; fi
+          ip link set "$p" up
+        done
         ip link set "$name" up
         echo "$name $name" >> /run/rescue-net.map
         echo "RESCUE-NET $kind $name up with$found" ;;

@@ -22,6 +22,17 @@ pub enum LayoutCommand {
         after_long_help = "Examples:\n  rescue layout show /var/lib/rescue/layout.toml\n  rescue --json layout show layout.toml | jq '.partition[].uuid'"
     )]
     Show { file: PathBuf },
+    /// Map the descriptor's recorded NICs onto this machine's as recover does
+    /// (`[network-mapping]`, MAC, PCI address, driver order, bond members) and
+    /// print `RECORDED PRESENT` a line. The rescue init brings the recorded
+    /// network up on these.
+    #[command(after_long_help = "Examples:\n  rescue layout nics /etc/rescue/layout.toml\n  rescue --json layout nics layout.toml")]
+    Nics {
+        file: PathBuf,
+        /// Read the present NICs from a JSON list instead of `ip` and sysfs (tests).
+        #[arg(long, value_name = "FILE", hide = true)]
+        nic_inventory: Option<PathBuf>,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: LayoutCommand) -> Result<i32> {
@@ -51,7 +62,32 @@ pub fn run(ctx: &Ctx, cmd: LayoutCommand) -> Result<i32> {
             }
             Ok(0)
         }
+        LayoutCommand::Nics { file, nic_inventory } => {
+            let layout = Layout::load(&file)?;
+            let Some(net) = layout.network.as_ref() else { return Ok(0) };
+            let present = match &nic_inventory {
+                Some(f) => crate::inventory::read_nics_file(f)?,
+                None => crate::inventory::read_nics_live()?,
+            };
+            let nics = crate::plan::nics::map_nics(net, &present, &ctx.config.network_mapping).map_err(|p| {
+                anyhow::anyhow!(
+                    "cannot map the NICs recorded in {} onto this machine's:\n{p}\nName the pairs in [network-mapping] of the config (OLD = \"NEW\")",
+                    file.display()
+                )
+            })?;
+            if ctx.json {
+                println!("{}", serde_json::to_string_pretty(&nics)?);
+            } else {
+                print!("{}", nic_lines(&nics));
+            }
+            Ok(0)
+        }
     }
+}
+
+/// `RECORDED PRESENT` a line: what the rescue init reads.
+fn nic_lines(nics: &crate::plan::NicPlan) -> String {
+    nics.assignments.iter().map(|a| format!("{} {}\n", a.recorded, a.present)).collect()
 }
 
 fn valid_count(files: &[PathBuf]) -> usize {

@@ -20,13 +20,14 @@
 #   --mem MB (2048)  --smp N (2)    guest size
 #   --append ARGS                   extra kernel command-line arguments
 #   --debian-initrd                 boot Debian's own initrd instead of the small one
+#   --qemu-arg ARG                  one more qemu argument (repeatable; e.g. a NIC)
 # Environment: RESCUE_TEST_CACHE (cache dir), TMPDIR (qemu snapshot overlay).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "run-guest: ERROR: $*" >&2; exit 2; }
 
 disks=() uefi=0 rescue="" no_rescue=0 timeout_s=${RESCUE_VM_TIMEOUT:-900} mem=2048 smp=2
-disk_dir="" vars="" append="" initrd=initrd-fast.img
+disk_dir="" vars="" append="" initrd=initrd-fast.img extra=()
 while (($#)); do
   case "$1" in
     --disk) disks+=("new:$2"); shift 2 ;;
@@ -41,6 +42,7 @@ while (($#)); do
     --smp) smp=$2; shift 2 ;;
     --append) append=$2; shift 2 ;;
     --debian-initrd) initrd=initrd.img; shift ;;
+    --qemu-arg) extra+=("$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) break ;;
@@ -115,6 +117,7 @@ if ((uefi)); then
          -drive "if=pflash,format=raw,unit=1,file=$vars")
 fi
 
+args+=("${extra[@]}")
 echo "qemu-system-x86_64 ${args[*]}" >"$job/out/qemu-cmdline"
 t0=$(date +%s.%N)
 since() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }

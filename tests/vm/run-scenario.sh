@@ -17,7 +17,9 @@
 #             btrfs-subvol (5) | bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller (6) |
 #             bios-mbr-logical (MBR, logical partitions, ext2 /boot, xfs /var by LABEL) |
 #             bios-ext4-bacula (restore from a Bacula director on the host) |
-#             uefi-lvm-xfs-to-4kn (scenario 2's system onto a disk with 4096-byte sectors)
+#             uefi-lvm-xfs-to-4kn (scenario 2's system onto a disk with 4096-byte sectors) |
+#             bios-ext4-bond-vlan-nfs (issue 19: a bond and a VLAN with a static address,
+#             backup on NFS, recovered onto other NICs; in a network namespace)
 #             Each may carry a Debian suite as prefix: trixie-bios-ext4 is
 #             scenario 1 with a Debian 13 source (its own kernel, GRUB and
 #             tools build the rescue image); without one the source is bookworm.
@@ -70,8 +72,15 @@ scale=${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}
 # data; scenario_host_start/scenario_host_stop: functions run on the host before
 # the source phase and at exit (daemons the guests talk to); recover_stick: the
 # label of a small USB stick attached at recovery only, holding what the
-# function recover_stick_files DIR writes; recover_conf: more [recover] keys.
+# function recover_stick_files DIR writes; recover_conf: more [recover] keys;
+# target_nic: qemu network arguments for the recovery and the recovered
+# system's boot (default: nic at recovery, none after); qemu_ns: a command
+# prefix qemu runs under (ip netns exec NS); recover_expect: lines the
+# recovery's console must show; verify_probe: a function run in the background
+# while the recovered system boots, which writes PASS or why it failed to
+# W/probe-result.
 usb_label="" targets=() check="" packages="" net=none nic=() source_setup="" recover_stick="" recover_conf="" secure_boot=0
+target_nic=() qemu_ns=() recover_expect=()
 backup_iso='[backup]
 url = "iso:///backup"
 '
@@ -269,7 +278,153 @@ RES
     }
     # shellcheck disable=SC2317 # called by the EXIT trap
     scenario_host_stop() { "$here/../bacula/daemons.sh" stop "$W/bacula"; } ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, uefi-lvm-xfs-to-4kn; each may be prefixed with trixie-)" ;;
+  bios-ext4-bond-vlan-nfs)
+    # Issue 19. Everything runs in a network namespace made here (removed at
+    # exit): a bridge with tap devices, documentation addresses, no DHCP, no
+    # route out. The host kernel has no VLAN or bond link types: the bridge
+    # carries the tagged frames, the guests tag them. The source has a bond
+    # (active-backup) of two virtio NICs, VLAN 42 on it and 198.51.100.10/24
+    # (ifupdown), and a web service; its backup goes to an NFS server in a
+    # small guest on VLAN 42 (198.51.100.2), which also routes between the
+    # VLAN and the namespace's untagged 192.0.2.0/24 (the namespace cannot tag).
+    # The target has e1000e NICs with other MACs: the rescue system must bring
+    # the recorded bond, VLAN and address up on them (no DHCP exists) and
+    # restore over NFS; the recovered system must come up on 198.51.100.10,
+    # which the namespace pings and whose service it reaches.
+    kind=bios-ext4 data_dirs="/srv/rescue-data" packages="nfs-common ifupdown ifenslave" net=recorded
+    ns=rescue-sc-$$
+    qemu_ns=(ip netns exec "$ns")
+    tap() { echo -netdev "tap,id=$1,ifname=$1,script=no,downscript=no" -device "$2,netdev=$1,mac=$3"; }
+    # shellcheck disable=SC2207 # words of qemu arguments
+    nic=($(tap tsrc0 virtio-net-pci 52:54:00:19:01:01) $(tap tsrc1 virtio-net-pci 52:54:00:19:01:02))
+    # shellcheck disable=SC2207
+    target_nic=($(tap ttgt0 e1000e 52:54:00:19:02:01) $(tap ttgt1 e1000e 52:54:00:19:02:02))
+    config='[backup]
+url = "nfs://198.51.100.2/srv/backup"
+'
+    recover_expect=("RESCUE-NET bond bond0 up with" "RESCUE-NET vlan bond0.42 id 42 on bond0" "RESCUE-NET bond0.42 198.51.100.10/24 recorded")
+    source_setup='cat >/etc/network/interfaces <<"NET"
+auto lo
+iface lo inet loopback
+
+auto bond0
+iface bond0 inet manual
+    bond-slaves eth0 eth1
+    bond-mode active-backup
+    bond-miimon 100
+    bond-primary eth0
+
+auto bond0.42
+iface bond0.42 inet static
+    address 198.51.100.10/24
+    gateway 198.51.100.2
+NET
+mkdir -p /srv/www
+echo "hello from rescue-src" >/srv/www/hello.txt
+cat >/etc/systemd/system/scenario-web.service <<"UNIT"
+[Unit]
+Description=The scenario web service (busybox httpd on port 80)
+[Service]
+ExecStart=/bin/busybox httpd -f -p 80 -h /srv/www
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable --now scenario-web.service
+systemctl restart networking
+ip -d -br addr
+# The NFS server guest boots at the same time (its network comes up last).
+for i in $(seq 1800); do busybox ping -c 1 -W 1 198.51.100.2 >/dev/null && break; sleep 1; done
+busybox ping -c 1 -W 2 198.51.100.2 || { echo "the NFS server 198.51.100.2 is not reachable over bond0.42"; exit 1; }'
+    check='for i in $(seq 90); do ip -4 -o addr show dev bond0.42 2>/dev/null | grep -q " 198.51.100.10/24 " && break; sleep 1; done
+ip -4 -o addr show dev bond0.42 | grep -q " 198.51.100.10/24 " || { ip -br addr; echo "bond0.42 did not come up with 198.51.100.10/24"; exit 1; }
+for m in $(cat /sys/class/net/bond0/bonding/slaves); do
+  drv=$(basename "$(readlink -f "/sys/class/net/$m/device/driver")")
+  [ "$drv" = e1000e ] || { echo "bond0 member $m has driver $drv, not e1000e"; exit 1; }
+done
+[ "$(wc -w </sys/class/net/bond0/bonding/slaves)" = 2 ] || { cat /sys/class/net/bond0/bonding/slaves; echo "bond0 does not have two members"; exit 1; }
+# The host pings this system and fetches from its service: wait until both arrived.
+snmp() { awk -v p="$1:" -v f="$2" '"'"'$1 == p { if (!h) { for (i = 2; i <= NF; i++) if ($i == f) c = i; h = 1 } else print $c }'"'"' /proc/net/snmp; }
+echos=$(snmp Icmp InEchos) opens=$(snmp Tcp PassiveOpens)
+echo "RESCUE-NETCHECK ready bond0 $(cat /sys/class/net/bond0/bonding/slaves)" >/dev/ttyS0
+for i in $(seq 300); do
+  [ "$(snmp Icmp InEchos)" -gt "$echos" ] && [ "$(snmp Tcp PassiveOpens)" -gt "$opens" ] && break
+  sleep 1
+done
+[ "$(snmp Icmp InEchos)" -gt "$echos" ] || { echo "no ping arrived from the namespace"; exit 1; }
+[ "$(snmp Tcp PassiveOpens)" -gt "$opens" ] || { echo "no connection to the service arrived from the namespace"; exit 1; }
+echo "198.51.100.10/24 on bond0.42 over $(cat /sys/class/net/bond0/bonding/slaves) (e1000e): pinged and served"'
+    scenario_host_start() {
+      command -v busybox >/dev/null || die "busybox is missing: apt-get install busybox-static"
+      command -v curl >/dev/null || die "curl is missing: apt-get install curl"
+      ip netns add "$ns" || fail network "cannot create the network namespace $ns" /dev/null
+      ip -n "$ns" link set lo up
+      ip -n "$ns" link add br0 type bridge
+      local t
+      for t in tsrv0 tsrc0 tsrc1 ttgt0 ttgt1; do
+        ip -n "$ns" tuntap add dev "$t" mode tap
+        ip -n "$ns" link set "$t" master br0 up
+      done
+      ip -n "$ns" link set br0 up
+      ip -n "$ns" addr add 192.0.2.1/24 dev br0
+      ip -n "$ns" route add 198.51.100.0/24 via 192.0.2.2
+      # The NFS server guest: the cached test guest, nfs-kernel-server installed at boot.
+      "$here/build-guest.sh" >/dev/null || fail nfs-server "building the test guest failed (see above)" /dev/null
+      srv=$W/nfs-server
+      rm -rf "$srv"; mkdir -p "$srv"
+      "$here/fetch-debs.sh" "$srv/debs" nfs-kernel-server >/dev/null || fail nfs-server "fetching nfs-kernel-server failed (see above)" /dev/null
+      cp "$here/source/install-debs" "$srv/"
+      cat >"$srv/run.sh" <<'SRV'
+set -euxo pipefail
+/job/install-debs /job/debs
+mkdir -p /srv/backup
+echo "/srv/backup 198.51.100.0/24(rw,no_root_squash,no_subtree_check,insecure)" >/etc/exports
+systemctl restart nfs-server
+exportfs -rav
+# The network last: who reaches 198.51.100.2 finds the export ready.
+modprobe 8021q
+ip link set eth0 up
+ip addr add 192.0.2.2/24 dev eth0
+ip link add link eth0 name eth0.42 type vlan id 42
+ip link set eth0.42 up
+ip addr add 198.51.100.2/24 dev eth0.42
+sysctl -w net.ipv4.ip_forward=1
+set +x
+until [ -e /job/stop ]; do sleep 1; done
+SRV
+      ip netns exec "$ns" "$here/run-guest.sh" --no-rescue --mem 1024 --smp 1 --timeout "$(awk -v s="$scale" 'BEGIN { printf "%d", 7200 * s }')" \
+        --qemu-arg -netdev --qemu-arg "tap,id=n0,ifname=tsrv0,script=no,downscript=no" \
+        --qemu-arg -device --qemu-arg "virtio-net-pci,netdev=n0,mac=52:54:00:19:00:02" "$srv" >"$W/nfs-server.log" 2>&1 &
+      srv_pid=$!
+      # The source boots meanwhile and waits for the server (source_setup).
+      log "network namespace $ns: bridge br0 192.0.2.1/24; NFS server guest 192.0.2.2 and 198.51.100.2 (VLAN 42) booting (log $W/nfs-server.log)"
+    }
+    # shellcheck disable=SC2317 # called by the EXIT trap
+    scenario_host_stop() {
+      if [ -n "${srv_pid:-}" ]; then
+        touch "$srv/stop"
+        local i
+        for ((i = 0; i < 60; i++)); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 1; done
+        kill "$srv_pid" 2>/dev/null || true
+        wait "$srv_pid" 2>/dev/null || true
+      fi
+      if ip netns list | grep -qw "$ns"; then
+        local p
+        for p in $(ip netns pids "$ns"); do kill "$p" 2>/dev/null || true; done
+        ip netns del "$ns"
+      fi
+    }
+    # shellcheck disable=SC2317 # run in the background during the verify phase
+    verify_probe() {
+      until grep -aq "RESCUE-NETCHECK ready" "$W/verify.serial.log" 2>/dev/null; do sleep 1; done
+      local why=""
+      ip netns exec "$ns" busybox ping -c 3 -W 5 198.51.100.10 >"$W/probe.log" 2>&1 || why="the namespace cannot ping 198.51.100.10"
+      if [ -z "$why" ]; then
+        got=$(ip netns exec "$ns" curl -sS --max-time 20 http://198.51.100.10/hello.txt 2>>"$W/probe.log") || true
+        [ "$got" = "hello from rescue-src" ] || why="the service on 198.51.100.10:80 answered '$got', not 'hello from rescue-src'"
+      fi
+      echo "${why:-PASS}" >"$W/probe-result"
+    } ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, uefi-lvm-xfs-to-4kn, bios-ext4-bond-vlan-nfs; each may be prefixed with trixie-)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
@@ -382,7 +537,7 @@ qemu() {
               -no-reboot -serial "file:$serial")
   echo "qemu-system-x86_64 ${base[*]} $*" >"$W/$name.qemu-cmdline"
   timeout --kill-after=10 "$(awk -v a="$limit" -v s="$scale" 'BEGIN { printf "%d", a * s }')" \
-    qemu-system-x86_64 "${base[@]}" "$@" >"$W/$name.qemu.log" 2>&1 &
+    "${qemu_ns[@]}" qemu-system-x86_64 "${base[@]}" "$@" >"$W/$name.qemu.log" 2>&1 &
   qpid=$!
   wait "$qpid" || rc=$?
   qpid=""
@@ -527,7 +682,8 @@ if [ "$fw" = uefi ]; then
 fi
 t=$(now)
 mark_time recover-ok "$t" "$W/recover.serial.log" "$mark_ok" & mpid=$!
-rc=0; qemu recover 1800 "${tgt_args[@]}" "${usb_args[@]}" "${stick_args[@]}" "${nic[@]}" \
+if ((${#target_nic[@]} == 0)); then recover_nic=("${nic[@]}"); else recover_nic=("${target_nic[@]}"); fi
+rc=0; qemu recover 1800 "${tgt_args[@]}" "${usb_args[@]}" "${stick_args[@]}" "${recover_nic[@]}" \
   -drive "file=$iso,format=raw,if=none,id=cd,media=cdrom,readonly=on" -device ide-cd,drive=cd,bus=ide.1 || rc=$?
 record recover-boot-and-restore "$(secs "$t")"
 kill "$mpid" 2>/dev/null || true
@@ -559,6 +715,9 @@ if ! grep -qF "$mark_ok" "$serial.txt"; then
   fail recover "no $mark_ok on the console (qemu status $rc)" "$serial.txt"
 fi
 grep -qF "$mark_end" "$serial.txt" || fail recover "the recovery finished but the rescue system did not power off" "$serial.txt"
+for line in "${recover_expect[@]}"; do
+  grep -qF "$line" "$serial.txt" || fail recover "the recovery's console does not show '$line'" "$serial.txt"
+done
 
 # --- 3. the recovered disk(s) boot alone --------------------------------------
 ver_args=("${tgt_disks[@]}")
@@ -569,9 +728,13 @@ if [ "$fw" = uefi ]; then
 fi
 t=$(now)
 mark_time verify-pass "$t" "$W/verify.serial.log" "RESCUE-SCENARIO-VERIFY PASS" & mpid=$!
-rc=0; qemu verify 900 "${ver_args[@]}" || rc=$?
+ppid=""
+rm -f "$W/probe-result"
+if declare -F verify_probe >/dev/null; then verify_probe & ppid=$!; fi
+rc=0; qemu verify 900 "${ver_args[@]}" "${target_nic[@]}" || rc=$?
 record verify-boot "$(secs "$t")"
 kill "$mpid" 2>/dev/null || true
+if [ -n "$ppid" ]; then kill "$ppid" 2>/dev/null || true; fi
 serial="$W/verify.serial.log"
 tr '\r' '\n' <"$serial" | grep -av '^\s*$' >"$serial.txt" || true
 if ! grep -q 'RESCUE-SCENARIO-VERIFY PASS' "$serial.txt"; then
@@ -580,6 +743,9 @@ if ! grep -q 'RESCUE-SCENARIO-VERIFY PASS' "$serial.txt"; then
   fi
   ((rc != 124)) || fail verify "timed out: the recovered system did not boot to the scenario unit" "$serial.txt"
   fail verify "the recovered system did not report (qemu status $rc): did GRUB or the kernel start?" "$serial.txt"
+fi
+if [ -n "$ppid" ]; then
+  [ "$(cat "$W/probe-result" 2>/dev/null)" = PASS ] || fail verify "the host's probe of the recovered system: $(cat "$W/probe-result" 2>/dev/null || echo 'it never saw RESCUE-NETCHECK ready')" "$serial.txt"
 fi
 echo PASS >"$W/result"
 log "$scenario PASSED; times (s):"

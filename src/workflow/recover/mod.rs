@@ -283,10 +283,7 @@ fn make_plan(ctx: &Ctx, a: &Args, layout: &Layout, target_root: &TargetRoot, int
 fn map_nics(ctx: &Ctx, a: &Args, layout: &Layout, the_plan: &mut Plan) -> Result<()> {
     let Some(net) = layout.network.as_ref().filter(|n| n.nics().next().is_some()) else { return Ok(()) };
     let present = match &a.nic_inventory {
-        Some(f) => {
-            let text = std::fs::read_to_string(f).with_context(|| format!("reading the NIC inventory {}", f.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("parsing the NIC inventory {}", f.display()))?
-        }
+        Some(f) => crate::inventory::read_nics_file(f)?,
         None => match crate::inventory::read_nics_live() {
             Ok(p) => p,
             Err(e) => {
