@@ -94,7 +94,7 @@ pub enum Command {
     #[command(after_long_help = "Example:\n  rescue manpages /usr/local/share/man/man8")]
     Manpages { dir: PathBuf },
     /// Write the Debian package's files besides the executable (scripts/build-deb.sh).
-    #[command(hide = true)]
+    #[command(hide = true, after_long_help = "Example:\n  rescue package-tree target/deb/tree")]
     PackageTree(workflow::package::Args),
 }
 

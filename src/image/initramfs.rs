@@ -84,6 +84,12 @@ fn is_secret_key(key: &str) -> bool {
 pub fn sanitized_config(config: &Config) -> Result<(String, Vec<String>, Vec<String>)> {
     let mut value = toml::Value::try_from(config).context("turning the config into TOML")?;
     let (mut removed, mut kept) = (Vec::new(), Vec::new());
+    // `[backup.s3]` means nothing unless the backup goes to object storage;
+    // its defaults (a credentials-file path) would only be reported as removed.
+    let uses_s3 = config.backup.url.as_deref().is_some_and(|u| u.starts_with("s3://"));
+    if let (false, Some(backup)) = (uses_s3, value.get_mut("backup").and_then(|b| b.as_table_mut())) {
+        backup.remove("s3");
+    }
     // Mount options serialize masked; the image gets them without their
     // secret options, or whole when include-secrets says so.
     if let (Some(o), Some(backup)) = (&config.backup.mount_options, value.get_mut("backup").and_then(|b| b.as_table_mut())) {
