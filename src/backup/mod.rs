@@ -51,10 +51,14 @@ pub trait Backend {
     fn follows_the_descriptor(&self) -> bool;
     /// The local disk that holds the backup (a USB disk): it is left out of
     /// the captured layout and never recovered onto.
-    fn local_disk(&self) -> Option<String>;
+    fn local_disk(&self) -> Option<String> {
+        None
+    }
     /// Whether the backup travels inside the rescue ISO (`iso://`), which
     /// must then be built.
-    fn inside_the_iso(&self) -> bool;
+    fn inside_the_iso(&self) -> bool {
+        false
+    }
     /// Back up `set`. Retention ([`Backend::keep`]) is applied by [`run`].
     fn backup(&self, set: &BackupSet) -> Result<Backed>;
     /// Verify phase: the backup `pick` names can be restored (reachable,

@@ -41,14 +41,6 @@ impl Backend for RsyncBackend {
         true
     }
 
-    fn local_disk(&self) -> Option<String> {
-        None
-    }
-
-    fn inside_the_iso(&self) -> bool {
-        false
-    }
-
     fn backup(&self, set: &BackupSet) -> Result<Backed> {
         let layout = set.recorded()?;
         let mut sources = set.mounts.clone();

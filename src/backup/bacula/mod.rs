@@ -64,14 +64,6 @@ impl Backend for DirectorBackend {
         false
     }
 
-    fn local_disk(&self) -> Option<String> {
-        None
-    }
-
-    fn inside_the_iso(&self) -> bool {
-        false
-    }
-
     fn backup(&self, _set: &BackupSet) -> Result<Backed> {
         Ok(Backed::Job(Box::new(mkbackup(&self.cfg, self.director)?)))
     }

@@ -516,14 +516,6 @@ impl super::Backend for S3Backend {
         true
     }
 
-    fn local_disk(&self) -> Option<String> {
-        None
-    }
-
-    fn inside_the_iso(&self) -> bool {
-        false
-    }
-
     /// Archive straight into a multipart upload, then write the record.
     fn backup(&self, set: &super::BackupSet) -> Result<super::Backed> {
         let layout = set.recorded()?;
