@@ -27,6 +27,7 @@ fn the_recorded_network_comes_up_on_the_nics_found_by_mac() {
                 kind: InterfaceKind::Bridge,
                 members: vec!["ens3".into(), "ens4".into()],
                 addresses: vec!["198.51.100.7/24".into(), "2001:db8:51::7/64".into()],
+                mtu: Some(1400),
                 ..Default::default()
             },
         ],
@@ -70,6 +71,7 @@ fn the_recorded_network_comes_up_on_the_nics_found_by_mac() {
          set +e\n\
          net_recorded\n\
          echo '== addr'; ip -j addr show dev br0\n\
+         echo; echo '== link'; ip -o link show dev br0\n\
          echo; echo '== master'; cat /sys/class/net/v0/master/uevent | grep INTERFACE\n\
          echo '== route'; ip route show; ip -6 route show default\n\
          echo '== dns'; cat /etc/resolv.conf\n",
@@ -82,6 +84,7 @@ fn the_recorded_network_comes_up_on_the_nics_found_by_mac() {
         "RESCUE-NET nic ens3 is v0 (52:54:00:12:34:01, recorded 52:54:00:12:34:01)",
         "RESCUE-NET nic ens4 (52:54:00:12:34:02) is not in this machine",
         "RESCUE-NET bridge br0 up with v0",
+        "RESCUE-NET mtu br0 1400",
         "RESCUE-NET br0 198.51.100.7/24 recorded",
         "RESCUE-NET br0 2001:db8:51::7/64 recorded",
         "RESCUE-NET route default via 198.51.100.1 dev br0",
@@ -94,6 +97,7 @@ fn the_recorded_network_comes_up_on_the_nics_found_by_mac() {
     ] {
         assert!(text.lines().any(|l| l.trim() == line || l.starts_with(line)), "missing {line:?} in:\n{text}");
     }
+    assert!(text.lines().any(|l| l.contains(": br0:") && l.contains(" mtu 1400 ")), "the recorded MTU is on br0:\n{text}");
     assert!(text.contains("\"local\":\"198.51.100.7\"") && text.contains("\"local\":\"2001:db8:51::7\""), "{text}");
     assert_eq!(std::fs::read_to_string(dir.join("dhcp-asked")).unwrap(), "v1\n", "DHCP only on the interface the recorded setup left unused");
 }

@@ -121,6 +121,9 @@ net_recorded() {
         ip link set "$name" up
         echo "$name $name" >> /run/rescue-net.map
         echo "RESCUE-NET vlan $name id $b on $p" ;;
+      mtu)
+        p=$(net_map "$name"); [ -n "$p" ] || continue
+        ip link set dev "$p" mtu "$a" && echo "RESCUE-NET mtu $p $a" ;;
       addr)
         p=$(net_map "$name"); [ -n "$p" ] || continue
         ip link set "$p" up

@@ -7,6 +7,7 @@
 //! bond NAME MODE MEMBERS  members comma-separated
 //! bridge NAME - MEMBERS
 //! vlan NAME PARENT ID
+//! mtu NAME BYTES          after the interface exists, before its addresses
 //! addr NAME ADDRESS/PREFIX
 //! dhcp NAME
 //! route TO VIA|- DEV      (route6 for IPv6)
@@ -55,6 +56,10 @@ pub fn recorded_net(net: &Network) -> String {
                     s += &format!("vlan {} {p} {id}\n", i.name);
                 }
             }
+        }
+        // A VLAN's MTU cannot exceed its parent's: the parent's line came first.
+        if let Some(mtu) = i.mtu {
+            s += &format!("mtu {} {mtu}\n", i.name);
         }
     }
     for i in &net.interfaces {
