@@ -87,21 +87,23 @@ mod tests {
 
     #[test]
     fn a_vlan_on_a_bond_comes_after_both_nics_and_the_bond() {
-        let fx = crate::probe::source::Fixture::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/network/bond-vlan.json")).unwrap();
+        let fx =
+            crate::probe::source::Fixture::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/network/bond-vlan-vm.json")).unwrap();
         let mut net = crate::probe::network::capture_network(&fx, "/").unwrap();
         // Listed parent-last in the descriptor: the lines still come in order.
         net.interfaces.reverse();
         assert_eq!(
             recorded_net(&net),
-            "nic ens4 52:54:00:12:34:02\n\
-             nic ens3 52:54:00:12:34:01\n\
-             bond bond0 active-backup ens3,ens4\n\
-             vlan bond0.100 bond0 100\n\
-             addr bond0.100 192.0.2.10/24\n\
-             addr bond0.100 2001:db8::10/64\n\
-             route default 192.0.2.1 bond0.100\n\
-             route6 default 2001:db8::1 bond0.100\n\
-             dns 192.0.2.53\n"
+            "nic eth1 52:54:00:19:01:02\n\
+             nic eth0 52:54:00:19:01:01\n\
+             bond bond0 active-backup eth0,eth1\n\
+             vlan bond0.42 bond0 42\n\
+             mtu bond0.42 1400\n\
+             addr bond0.42 198.51.100.10/24\n\
+             addr bond0.42 2001:db8:42::10/64\n\
+             route default 198.51.100.1 bond0.42\n\
+             route6 default 2001:db8:42::1 bond0.42\n\
+             dns 198.51.100.53\n"
         );
     }
 
@@ -109,7 +111,8 @@ mod tests {
     fn the_image_carries_ip_and_the_modules_of_the_recorded_kinds() {
         use crate::image::config::NetworkMode;
         use crate::needs::{recovery, Needs, Runs};
-        let fx = crate::probe::source::Fixture::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/network/bond-vlan.json")).unwrap();
+        let fx =
+            crate::probe::source::Fixture::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/network/bond-vlan-vm.json")).unwrap();
         let mut layout = crate::layout::Layout::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
         layout.network = Some(crate::probe::network::capture_network(&fx, "/").unwrap());
         let mut config = crate::config::Config::default();

@@ -310,19 +310,31 @@ mod tests {
 
     #[test]
     fn a_vlan_on_a_bond_of_two_nics() {
-        let net = capture_network(&fixture("bond-vlan.json"), "/").unwrap();
+        // Recorded in the test guest (tests/vm/record-network.sh).
+        let net = capture_network(&fixture("bond-vlan-vm.json"), "/").unwrap();
+        let names: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "eth1", "bond0", "bond0.42"]);
         let get = |n: &str| net.interface(n).unwrap();
         let bond = get("bond0");
         assert_eq!((bond.kind, bond.bond_mode.as_deref()), (InterfaceKind::Bond, Some("active-backup")));
-        assert_eq!(bond.members, ["ens3", "ens4"]);
+        assert_eq!(bond.members, ["eth0", "eth1"]);
+        assert!(bond.addresses.is_empty() && bond.mtu.is_none());
         // The members' own MACs, not the bond's (which both show as `address`).
-        assert_eq!(get("ens3").mac.as_deref(), Some("52:54:00:12:34:01"));
-        assert_eq!(get("ens4").mac.as_deref(), Some("52:54:00:12:34:02"));
-        let vlan = get("bond0.100");
-        assert_eq!((vlan.kind, vlan.vlan_id, vlan.parent.as_deref()), (InterfaceKind::Vlan, Some(100), Some("bond0")));
-        assert_eq!(vlan.addresses, ["192.0.2.10/24", "2001:db8::10/64"]);
-        assert_eq!(net.nameservers, ["192.0.2.53"]);
-        assert_eq!(net.search, ["example.net"]);
+        assert_eq!(get("eth0").mac.as_deref(), Some("52:54:00:19:01:01"));
+        assert_eq!(get("eth1").mac.as_deref(), Some("52:54:00:19:01:02"));
+        assert_eq!((get("eth1").driver.as_deref(), get("eth1").pci_path.as_deref()), (Some("virtio_net"), Some("0000:00:06.0")));
+        let vlan = get("bond0.42");
+        assert_eq!((vlan.kind, vlan.vlan_id, vlan.parent.as_deref()), (InterfaceKind::Vlan, Some(42), Some("bond0")));
+        assert_eq!(vlan.mtu, Some(1400));
+        assert_eq!(vlan.addresses, ["198.51.100.10/24", "2001:db8:42::10/64"]);
+        let r: Vec<(&str, Option<&str>, Option<&str>, bool)> = net.routes.iter().map(|r| (r.to.as_str(), r.via.as_deref(), r.dev.as_deref(), r.ipv6)).collect();
+        assert_eq!(
+            r,
+            [("default", Some("198.51.100.1"), Some("bond0.42"), false), ("default", Some("2001:db8:42::1"), Some("bond0.42"), true)],
+            "no kernel, link-local or router-advertised routes"
+        );
+        assert_eq!(net.nameservers, ["198.51.100.53"]);
+        assert_eq!(net.search, ["example.org"]);
         assert_eq!(net.configured_by, [ConfigTool::Ifupdown]);
         assert!(crate::layout::network::check(&net).is_empty(), "{:?}", crate::layout::network::check(&net));
     }
@@ -332,11 +344,11 @@ mod tests {
         use crate::layout::Layout;
         let mut l = Layout::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();
         assert!(l.network.is_none(), "a descriptor without [network] loads");
-        l.network = Some(capture_network(&fixture("bond-vlan.json"), "/").unwrap());
+        l.network = Some(capture_network(&fixture("bond-vlan-vm.json"), "/").unwrap());
         let text = l.to_toml().unwrap();
         assert!(text.contains("[[network.interface]]") && text.contains("configured-by = [\"ifupdown\"]"), "{text}");
         assert_eq!(Layout::from_toml(&text).unwrap(), l);
-        let bad = text.replacen("members = [\"ens3\", \"ens4\"]", "members = [\"ens3\", \"ens9\"]", 1);
+        let bad = text.replacen("members = [\"eth0\", \"eth1\"]", "members = [\"eth0\", \"ens9\"]", 1);
         let e = format!("{:#}", Layout::from_toml(&bad).unwrap_err());
         let line = bad.lines().position(|x| x.contains("ens9")).unwrap() + 1;
         assert!(e.contains("`ens9`, which is not a [[network.interface]]"), "{e}");

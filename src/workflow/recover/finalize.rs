@@ -210,66 +210,88 @@ mod tests {
         assert_eq!(std::fs::read_to_string(d.path().join("etc/fstab")).unwrap(), "/dev/vda2 / ext4 defaults 0 1\n");
     }
 
-    /// The restored tree of the VM scenario's source (a Debian server with an
-    /// ifupdown bond of two virtio NICs and a VLAN on it) recovered onto a
-    /// machine whose e1000e NICs sit in the same slots.
+    /// A Debian server with an ifupdown bond of two virtio NICs and a VLAN on
+    /// it (recorded in the test guest: tests/vm/record-network.sh) recovered
+    /// onto a machine whose e1000e NICs sit in the same slots.
     #[test]
     fn the_network_config_of_a_restored_tree_follows_the_nics() {
         use crate::layout::network::Network;
         use crate::probe::source::Fixture;
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/network");
-        let fx = Fixture::load(&dir.join("bond-vlan.json")).unwrap();
-        let net: Network = crate::probe::network::capture_network(&fx, "/").unwrap();
+        let fx = Fixture::load(&dir.join("bond-vlan-vm.json")).unwrap();
+        let recorded: Network = crate::probe::network::capture_network(&fx, "/").unwrap();
+        let interfaces = match &fx.files["/etc/network/interfaces"] {
+            crate::probe::source::Answer::Ok(t) => t.clone(),
+            other => panic!("{other:?}"),
+        };
+        // The guest used kernel names (net.ifnames=0), which stay kernel names on
+        // new NICs; the same server with predictable names (ens5, ens6) must get
+        // the new machine's names.
+        let predictable = |t: &str| t.replace("eth0", "ens5").replace("eth1", "ens6");
+        let net: Network = toml::from_str(&predictable(&toml::to_string(&recorded).unwrap())).unwrap();
+        let interfaces_kernel_names = interfaces.clone();
+        let interfaces = predictable(&interfaces);
         let present = [
             crate::inventory::PresentNic {
-                name: "enp0s3".into(),
+                name: "enp0s5".into(),
                 mac: "52:54:00:ab:cd:01".into(),
                 driver: Some("e1000e".into()),
-                pci_path: Some("0000:00:03.0".into()),
-                predicted_name: Some("enp0s3".into()),
+                pci_path: Some("0000:00:05.0".into()),
+                predicted_name: Some("enp0s5".into()),
             },
             crate::inventory::PresentNic {
-                name: "enp0s4".into(),
+                name: "enp0s6".into(),
                 mac: "52:54:00:ab:cd:02".into(),
                 driver: Some("e1000e".into()),
-                pci_path: Some("0000:00:04.0".into()),
-                predicted_name: Some("enp0s4".into()),
+                pci_path: Some("0000:00:06.0".into()),
+                predicted_name: Some("enp0s6".into()),
             },
         ];
         let nics = crate::plan::nics::map_nics(&net, &present, &Default::default()).unwrap();
 
         let d = tempfile::tempdir().unwrap();
-        let interfaces = match &fx.files["/etc/network/interfaces"] {
-            crate::probe::source::Answer::Ok(t) => t.clone(),
-            other => panic!("{other:?}"),
-        };
         std::fs::create_dir_all(d.path().join("etc/network/interfaces.d")).unwrap();
         std::fs::write(d.path().join("etc/network/interfaces"), &interfaces).unwrap();
         std::fs::create_dir_all(d.path().join("etc/udev/rules.d")).unwrap();
-        let rules = "SUBSYSTEM==\"net\", ACTION==\"add\", ATTR{address}==\"52:54:00:12:34:01\", NAME=\"ens3\"\n";
+        let rules = "SUBSYSTEM==\"net\", ACTION==\"add\", ATTR{address}==\"52:54:00:19:01:01\", NAME=\"ens5\"\n";
         std::fs::write(d.path().join("etc/udev/rules.d/70-persistent-net.rules"), rules).unwrap();
         std::fs::create_dir_all(d.path().join("etc/systemd/network")).unwrap();
-        let odd = "[Match]\nName=ens4\n\n[Link]\nDescription=second port, was ens4\n";
-        std::fs::write(d.path().join("etc/systemd/network/10-ens4.link"), odd).unwrap();
+        let odd = "[Match]\nName=ens6\n\n[Link]\nDescription=second port, was ens6\n";
+        std::fs::write(d.path().join("etc/systemd/network/10-ens6.link"), odd).unwrap();
         let root = TargetRoot::new(d.path()).unwrap();
 
         let (done, left) = rewrite_network(&root, &nics).unwrap();
         let got = std::fs::read_to_string(d.path().join("etc/network/interfaces")).unwrap();
-        assert_eq!(got, interfaces.replace("bond-slaves ens3 ens4", "bond-slaves enp0s3 enp0s4").replace("bond-primary ens3", "bond-primary enp0s3"));
+        assert_eq!(got, interfaces.replace("bond-slaves ens5 ens6", "bond-slaves enp0s5 enp0s6").replace("bond-primary ens5", "bond-primary enp0s5"));
         let rules_now = std::fs::read_to_string(d.path().join("etc/udev/rules.d/70-persistent-net.rules")).unwrap();
-        assert_eq!(rules_now, rules.replace("52:54:00:12:34:01", "52:54:00:ab:cd:01").replace("\"ens3\"", "\"enp0s3\""));
-        assert_eq!(std::fs::read_to_string(d.path().join("etc/systemd/network/10-ens4.link")).unwrap(), odd, "left as it was");
+        assert_eq!(rules_now, rules.replace("52:54:00:19:01:01", "52:54:00:ab:cd:01").replace("\"ens5\"", "\"enp0s5\""));
+        assert_eq!(std::fs::read_to_string(d.path().join("etc/systemd/network/10-ens6.link")).unwrap(), odd, "left as it was");
         assert_eq!(done.len(), 2, "{done:?}");
-        assert!(done[0].starts_with("rewrite /etc/network/interfaces for this machine's NICs: ens3 -> enp0s3; ens4 -> enp0s4"), "{done:?}");
+        assert!(done[0].starts_with("rewrite /etc/network/interfaces for this machine's NICs: ens5 -> enp0s5; ens6 -> enp0s6"), "{done:?}");
         assert_eq!(left.len(), 1, "{left:?}");
-        assert!(left[0].starts_with("network config /etc/systemd/network/10-ens4.link left as it was: line 5"), "{left:?}");
+        assert!(left[0].starts_with("network config /etc/systemd/network/10-ens6.link left as it was: line 5"), "{left:?}");
 
         // The same NICs: nothing to do.
         let same = [
-            crate::inventory::PresentNic { name: "ens3".into(), mac: "52:54:00:12:34:01".into(), ..Default::default() },
-            crate::inventory::PresentNic { name: "ens4".into(), mac: "52:54:00:12:34:02".into(), ..Default::default() },
+            crate::inventory::PresentNic { name: "ens5".into(), mac: "52:54:00:19:01:01".into(), ..Default::default() },
+            crate::inventory::PresentNic { name: "ens6".into(), mac: "52:54:00:19:01:02".into(), ..Default::default() },
         ];
         let nics = crate::plan::nics::map_nics(&net, &same, &Default::default()).unwrap();
         assert_eq!(rewrite_network(&root, &nics).unwrap(), (vec![], vec![]));
+
+        // As recorded (kernel names): the names stay, only the MAC in the udev rule follows.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/network")).unwrap();
+        std::fs::write(d.path().join("etc/network/interfaces"), &interfaces_kernel_names).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/udev/rules.d")).unwrap();
+        let rules = rules.replace("\"ens5\"", "\"eth0\"");
+        std::fs::write(d.path().join("etc/udev/rules.d/70-persistent-net.rules"), &rules).unwrap();
+        let root = TargetRoot::new(d.path()).unwrap();
+        let nics = crate::plan::nics::map_nics(&recorded, &present, &Default::default()).unwrap();
+        let (done, left) = rewrite_network(&root, &nics).unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join("etc/network/interfaces")).unwrap(), interfaces_kernel_names);
+        let rules_now = std::fs::read_to_string(d.path().join("etc/udev/rules.d/70-persistent-net.rules")).unwrap();
+        assert_eq!(rules_now, rules.replace("52:54:00:19:01:01", "52:54:00:ab:cd:01"));
+        assert!(left.is_empty() && done.len() == 1, "{done:?} {left:?}");
     }
 }
