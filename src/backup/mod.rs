@@ -22,6 +22,7 @@ pub mod config;
 pub mod location;
 pub mod rsync;
 pub mod s3;
+pub mod selfserved;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -299,6 +300,14 @@ impl Backed {
         }
     }
 
+    /// Where this backup is now: the archive file (or rsync target), or the director's job.
+    pub fn location(&self) -> String {
+        match self {
+            Backed::Archive(r) => r.archive.clone(),
+            Backed::Job(r) => format!("job {} on the director {}", r.job.jobid, r.director),
+        }
+    }
+
     /// One line for a summary: what holds the backup now.
     pub fn line(&self) -> String {
         match self {
@@ -517,7 +526,8 @@ pub fn host_dir_name(layout: &Layout) -> String {
     }
 }
 
-/// Print the end-of-run summary of a create; the exit code (1 = completed with warnings).
+/// Print the end-of-run summary of a create; the exit code (1 = completed
+/// with warnings, 4 = files changed while read).
 pub fn print_create_report(r: &CreateReport, dest: &Path) -> i32 {
     tracing::info!(
         "archived {} files, {} directories, {} symlinks, {} hard links, {} special files, {} of data into {}",
@@ -539,7 +549,16 @@ pub fn print_create_report(r: &CreateReport, dest: &Path) -> i32 {
         tracing::warn!("{w}");
     }
     tracing::warn!("completed with {} warnings (listed above); the archive is complete otherwise", r.warnings.len());
-    crate::error::EXIT_CHANGED
+    if r.changed.is_empty() {
+        return crate::error::EXIT_CHANGED;
+    }
+    tracing::warn!(
+        "{} files changed while they were read ({}); their copies may be inconsistent: stop or quiesce their \
+         writers in a pre-backup hook ([hooks] in the config)",
+        r.changed.len(),
+        r.changed.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+    );
+    crate::error::EXIT_CHANGED_WHILE_READ
 }
 
 /// Print the summary of an extract; the exit code (1 = completed with warnings).
