@@ -53,11 +53,32 @@ impl Default for HooksConfig {
 }
 
 /// One hook: a shell command line, or a table with the command and its own timeout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Hook {
     Command(String),
     Table(HookTable),
+}
+
+/// Either form, with an error that names both (serde's untagged enums only
+/// say that nothing matched).
+impl<'de> Deserialize<'de> for Hook {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Hook, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = Hook;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a shell command line (a string) or a table { command = \"...\", timeout = SECONDS }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Hook, E> {
+                Ok(Hook::Command(v.to_string()))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> std::result::Result<Hook, M::Error> {
+                HookTable::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(Hook::Table)
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,7 +292,10 @@ mod tests {
         assert_eq!(c.hooks.post_recover.as_ref().unwrap().timeout(c.hooks.timeout), 5);
         assert_eq!(c.hooks.post_recover.as_ref().unwrap().command(), "systemctl enable bacula-director");
         assert!(Config::from_toml("[hooks]\npre-bakup = \"x\"\n").is_err(), "a misspelt hook is refused");
-        assert!(Config::from_toml("[hooks.pre-backup]\ncommand = \"x\"\ntimout = 3\n").is_err());
+        let e = Config::from_toml("[hooks.pre-backup]\ncommand = \"x\"\ntimout = 3\n").unwrap_err();
+        assert!(format!("{e:#}").contains("timout"), "{e:#}");
+        let e = Config::from_toml("[hooks]\npost-backup = 5\n").unwrap_err();
+        assert!(format!("{e:#}").contains("a shell command line (a string) or a table"), "{e:#}");
         // Each phase has its own key.
         for p in Phase::ALL {
             let c = Config::from_toml(&format!("[hooks]\n{} = \"true\"\n", p.name())).unwrap();

@@ -123,6 +123,9 @@ pub struct CreateReport {
     /// Members (archive names) whose file changed while it was read: archived
     /// as read, maybe inconsistent. Also listed in the manifest (`changed - - NAME`).
     pub changed: Vec<String>,
+    /// Mounts read from a read-only snapshot (`backup.snapshot`), whose files cannot change.
+    #[serde(rename = "from-snapshots", skip_serializing_if = "Vec::is_empty")]
+    pub from_snapshots: Vec<String>,
     /// Things skipped on purpose (sockets, excluded mounts).
     pub notes: Vec<String>,
 }

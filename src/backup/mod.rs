@@ -23,6 +23,7 @@ pub mod location;
 pub mod rsync;
 pub mod s3;
 pub mod selfserved;
+pub mod snapshot;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -251,6 +252,8 @@ pub fn descriptor(layout: Option<&Layout>) -> Result<&Layout> {
 /// What a backup run made.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
+// One per backup run: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Backed {
     /// rescue read the recorded mounts itself into an archive (or a tree).
     Archive(BackupReport),
@@ -542,6 +545,9 @@ pub fn print_create_report(r: &CreateReport, dest: &Path) -> i32 {
     for n in &r.notes {
         tracing::debug!("note: {n}");
     }
+    if !r.from_snapshots.is_empty() {
+        tracing::info!("read from read-only snapshots: {}", r.from_snapshots.join(", "));
+    }
     if r.warnings.is_empty() {
         return crate::error::EXIT_OK;
     }
@@ -553,8 +559,8 @@ pub fn print_create_report(r: &CreateReport, dest: &Path) -> i32 {
         return crate::error::EXIT_CHANGED;
     }
     tracing::warn!(
-        "{} files changed while they were read ({}); their copies may be inconsistent: stop or quiesce their \
-         writers in a pre-backup hook ([hooks] in the config)",
+        "{} files changed while they were read ({}); their copies may be inconsistent: read them from a \
+         snapshot (backup.snapshot = \"auto\", btrfs) or quiesce their writers in a pre-backup hook ([hooks] in the config)",
         r.changed.len(),
         r.changed.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
     );
