@@ -314,7 +314,11 @@ impl Backed {
     /// One line for a summary: what holds the backup now.
     pub fn line(&self) -> String {
         match self {
-            Backed::Archive(r) => format!("{} ({} files, {})", r.archive, r.create.files, human_bytes(r.create.bytes)),
+            Backed::Archive(r) => {
+                let snaps =
+                    if r.create.from_snapshots.is_empty() { String::new() } else { format!(", {} read from snapshots", r.create.from_snapshots.join(" ")) };
+                format!("{} ({} files, {}{snaps})", r.archive, r.create.files, human_bytes(r.create.bytes))
+            }
             Backed::Job(r) => format!("job {} on the director {} ({} files, {})", r.job.jobid, r.director, r.job.files, human_bytes(r.job.bytes)),
         }
     }
