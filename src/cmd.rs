@@ -145,6 +145,14 @@ impl Cmd {
         Ok(CmdOutput { stdout: out.stdout, stderr: out.stderr, code })
     }
 
+    /// Run the command and capture its output whatever its exit status (a
+    /// user's hook, whose failure the caller judges); fails only when it
+    /// cannot be started. `code` is `None` when a signal killed it.
+    pub fn output_any_status(&self) -> Result<CmdOutput> {
+        let out = self.spawn_and_wait()?;
+        Ok(CmdOutput { code: out.status.code(), stdout: out.stdout, stderr: out.stderr })
+    }
+
     /// Run and return stdout as a string.
     pub fn read(&self) -> Result<String> {
         self.output()?.stdout_str().with_context(|| format!("reading the output of `{}`", self.display()))
@@ -382,6 +390,7 @@ pub const PROGRAM_PACKAGES: &[(&[&str], &str)] = &[
     (&["sh"], "dash"),
     (&["systemctl"], "systemd"),
     (&["ip"], "iproute2"),
+    (&["hostname"], "hostname"),
     (&["syslinux"], "syslinux"),
     (&["sbsign"], "sbsigntool"),
     (&["objcopy"], "binutils"),

@@ -24,6 +24,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub backup: crate::backup::config::BackupConfig,
     pub recover: RecoverConfig,
+    /// Commands run around a backup and a recovery (docs/config.md `[hooks]`).
+    pub hooks: crate::hooks::HooksConfig,
     /// The rescue image `rescue mkrescue` builds (docs/image.md).
     pub image: crate::image::config::ImageConfig,
     /// Recorded disk (block id in the descriptor) to the device to recover it onto.
@@ -40,6 +42,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             backup: crate::backup::config::BackupConfig::default(),
             recover: RecoverConfig::default(),
+            hooks: crate::hooks::HooksConfig::default(),
             image: crate::image::config::ImageConfig::default(),
             mapping: BTreeMap::new(),
             network_mapping: BTreeMap::new(),

@@ -9,11 +9,15 @@
 //! | 1 | "changed" / "check failed" / "completed with warnings", where a command has that meaning |
 //! | 2 | usage or input error (bad flag, malformed descriptor or config, disk too small) |
 //! | 3 | runtime failure (a tool failed, a device vanished, I/O error) |
+//! | 4 | a backup or archive was written, but some files changed while they were read (named in its manifest and the report) |
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_CHANGED: i32 = 1;
 pub const EXIT_INPUT: i32 = 2;
 pub const EXIT_FAILURE: i32 = 3;
+/// The backup is written and usable, but files changed while read: their
+/// copies may be inconsistent (use snapshots or hooks). Wins over 1.
+pub const EXIT_CHANGED_WHILE_READ: i32 = 4;
 
 /// The user gave us something we cannot use: a bad descriptor, config,
 /// argument, or a disk that cannot hold the layout. Exit code 2.

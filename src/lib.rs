@@ -13,6 +13,7 @@ pub mod config;
 pub mod context;
 pub mod drill;
 pub mod error;
+pub mod hooks;
 pub mod image;
 pub mod inventory;
 pub mod layout;

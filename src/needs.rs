@@ -159,6 +159,8 @@ pub fn recovery(layout: &Layout, image: &ImageConfig, source: Needs) -> Needs {
     n.files.extend(source.files);
     n.modules.extend(source.modules);
     finalize(&mut n, layout);
+    // The `[hooks]` of a recovery run under it (crate::hooks), in the rescue system.
+    n.program("timeout", Runs::Recover, When::Always, "to stop a recovery hook ([hooks]) that runs too long");
     recorded_network(&mut n, layout, image);
     n.dedup();
     n

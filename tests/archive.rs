@@ -484,7 +484,7 @@ fn path_traversal_members_are_neutralised() {
 }
 
 #[test]
-fn file_growing_during_backup_is_a_warning() {
+fn file_growing_during_backup_is_named_in_the_manifest_with_exit_code_4() {
     require(TOOLS);
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
@@ -515,12 +515,13 @@ fn file_growing_during_backup_is_a_warning() {
     for w in writers {
         w.join().unwrap();
     }
-    assert_eq!(out.status.code(), Some(1), "completed with warnings");
+    assert_eq!(out.status.code(), Some(4), "written, but files changed while read: {}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("growing.log"), "{err}");
     assert!(err.contains("grew while being read") || err.contains("changed while being read"), "{err}");
     assert!(err.contains("small.log grew while being read"), "{err}");
     assert!(err.contains("completed with 2 warnings"), "{err}");
+    assert!(err.contains("2 files changed while they were read"), "{err}");
     // The archive is complete and consistent.
     let mut c = rescue();
     c.args(["archive", "verify"]).arg(&archive);
@@ -530,6 +531,11 @@ fn file_growing_during_backup_is_a_warning() {
     assert_eq!(std::fs::read(gnu.join("steady")).unwrap(), b"steady");
     assert!(std::fs::metadata(gnu.join("growing.log")).unwrap().len() >= 8 << 20);
     assert!(std::fs::metadata(gnu.join("small.log")).unwrap().len() >= 100_000);
+    // The manifest names both; a steady file is not named.
+    let manifest = std::fs::read_to_string(gnu.join(format::MANIFEST_NAME)).unwrap();
+    let mut changed = format::manifest_changed(&manifest);
+    changed.sort();
+    assert_eq!(changed, vec![b"growing.log".to_vec(), b"small.log".to_vec()], "{manifest}");
 }
 
 #[test]

@@ -27,8 +27,23 @@ use common::recovery::*;
 use common::*;
 use rescue::layout::{BootloaderKind, Layout};
 
-const TOOLS: &[&str] =
-    &["sfdisk", "blkid", "partx", "wipefs", "blockdev", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkswap", "mount", "umount", "lsblk", "dumpe2fs", "xfs_info"];
+const TOOLS: &[&str] = &[
+    "sfdisk",
+    "blkid",
+    "partx",
+    "wipefs",
+    "blockdev",
+    "mkfs.ext4",
+    "mkfs.xfs",
+    "mkfs.vfat",
+    "mkswap",
+    "mount",
+    "umount",
+    "lsblk",
+    "dumpe2fs",
+    "xfs_info",
+    "busybox",
+];
 
 /// Path → what it is: kind, mode, owner, size and content checksum (files), target (links).
 fn tree_manifest(root: &Path) -> BTreeMap<String, String> {
@@ -73,6 +88,9 @@ fn populate(root: &Path) {
     std::fs::write(root.join("srv/data/small.txt"), "small\n").unwrap();
     std::fs::create_dir_all(root.join("boot")).unwrap();
     std::fs::create_dir_all(root.join("var/log")).unwrap();
+    // A shell in the recovered system, for the post-recover hook run in its chroot.
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(rescue::cmd::find_program("busybox").unwrap(), root.join("bin/sh")).unwrap();
 }
 
 const IDENTITY: &[&str] = &["TYPE", "UUID", "LABEL", "PARTUUID", "PARTLABEL", "PART_ENTRY_TYPE"];
@@ -240,7 +258,14 @@ fn recover_end_to_end_on_loop_disks() {
 
     // Unattended and allowed by the config: recovers over the recovered disk.
     let cfg2 = dir.join("unattended.toml");
-    std::fs::write(&cfg2, format!("{cfg_text}[recover]\nunattended-proceed = true\n")).unwrap();
+    // With hooks: pre-recover in this (rescue) system, post-recover in the recovered one (shell builtins only: busybox as sh).
+    let pre_log = dir.join("pre-recover.log");
+    let hooks = format!(
+        "[hooks]\npre-recover = 'echo \"$RESCUE_PHASE $RESCUE_TARGET_ROOT\" > {}'\n\
+         post-recover = 'echo \"$RESCUE_PHASE $RESCUE_TARGET_ROOT\" > /post-recover.txt; [ -d /proc/self ] && echo proc >> /post-recover.txt; echo said hello'\n",
+        pre_log.display()
+    );
+    std::fs::write(&cfg2, format!("{cfg_text}[recover]\nunattended-proceed = true\n{hooks}")).unwrap();
     let started = Instant::now();
     let o = run(&cfg2, &["recover", "--unattended", "--layout", layout_file.to_str().unwrap(), "--map", &map, "--target-root", target.to_str().unwrap()], &[]);
     assert!(o.status.success(), "unattended recover: {}", text(&o));
@@ -251,8 +276,20 @@ fn recover_end_to_end_on_loop_disks() {
     assert!(mounted_under(&target).is_empty());
     dst.mount(&dst.part(2), &check, Some("ro"));
     dst.mount(&dst.part(3), &check.join("srv"), Some("ro"));
+    assert_eq!(std::fs::read_to_string(&pre_log).unwrap(), format!("pre-recover {}\n", target.display()));
+    assert_eq!(
+        std::fs::read_to_string(check.join("post-recover.txt")).unwrap(),
+        format!("post-recover {}\nproc\n", target.display()),
+        "run in the chroot, /proc bound"
+    );
+    assert!(err.contains("hook post-recover: ok") && err.contains("| said hello"), "the report shows the hook and its output: {err}");
     let mut again = tree_manifest(&check);
     again.remove("etc/fstab");
+    again.remove("post-recover.txt");
+    // The hook's chroot made the mount points of /dev, /proc, /sys and /run (every real system has them).
+    for d in ["dev", "proc", "sys", "run"] {
+        again.remove(d);
+    }
     assert_eq!(again, expected);
     dst.umount_all();
 }

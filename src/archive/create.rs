@@ -120,6 +120,12 @@ pub struct CreateReport {
     pub bytes: u64,
     /// Problems that did not stop the archive (changed, vanished, unreadable files).
     pub warnings: Vec<String>,
+    /// Members (archive names) whose file changed while it was read: archived
+    /// as read, maybe inconsistent. Also listed in the manifest (`changed - - NAME`).
+    pub changed: Vec<String>,
+    /// Mounts read from a read-only snapshot (`backup.snapshot`), whose files cannot change.
+    #[serde(rename = "from-snapshots", skip_serializing_if = "Vec::is_empty")]
+    pub from_snapshots: Vec<String>,
     /// Things skipped on purpose (sockets, excluded mounts).
     pub notes: Vec<String>,
 }
@@ -147,6 +153,8 @@ struct Prepared {
     acl_access: Option<String>,
     acl_default: Option<String>,
     warning: Option<String>,
+    /// The file changed while it was read (the warning says how).
+    changed: bool,
     skip: bool,
 }
 
@@ -410,7 +418,7 @@ fn changed(a: &Metadata, b: &Metadata) -> bool {
 }
 
 fn prepare(item: Item) -> Prepared {
-    let mut p = Prepared { data: None, hash: None, xattrs: Vec::new(), acl_access: None, acl_default: None, warning: None, skip: false, item };
+    let mut p = Prepared { data: None, hash: None, xattrs: Vec::new(), acl_access: None, acl_default: None, warning: None, changed: false, skip: false, item };
     if p.item.hardlink_to.is_none() {
         read_xattrs(&mut p);
     }
@@ -426,9 +434,11 @@ fn prepare(item: Item) -> Prepared {
                         let mut one = [0u8; 1];
                         if data.len() as u64 == len && matches!(f.read(&mut one), Ok(1)) {
                             p.warning = Some(format!("{} grew while being read: archived its first {len} bytes", p.item.fs_path.display()));
+                            p.changed = true;
                         } else if let Ok(after) = f.metadata() {
                             if changed(&p.item.meta, &after) || data.len() as u64 != len {
                                 p.warning = Some(format!("{} changed while being read (archived as read: {} bytes)", p.item.fs_path.display(), data.len()));
+                                p.changed = true;
                             }
                         }
                         p.hash = Some(xxh3_128(&data));
@@ -510,6 +520,8 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
     manifest.write_all(format::MANIFEST_HEADER.as_bytes())?;
     let mut progress = Progress::new("archiving", opts.expected_bytes, opts.progress);
     let mut buf = vec![0u8; CHUNK];
+    // Members whose file changed while read: listed at the manifest's end.
+    let mut changed_names: Vec<Vec<u8>> = Vec::new();
     for slot in slots {
         let p = match slot {
             Slot::Entry(rx) => match rx.recv() {
@@ -531,6 +543,9 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
         if let Some(wn) = &p.warning {
             tracing::debug!("warning: {wn}");
             report.warnings.push(wn.clone());
+        }
+        if p.changed {
+            changed_names.push(p.item.name.clone());
         }
         let data_len = p.data.as_ref().map(|d| d.len() as u64);
         if p.item.route == Route::Small {
@@ -641,6 +656,9 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
         format::write_padding(w, e.stored_size()).context("writing the archive")?;
         let grew = e.sparse.is_none() && !short && matches!(f.read(&mut buf[..1]), Ok(1));
         let after = f.metadata().ok();
+        if short || grew || after.as_ref().is_some_and(|a| changed(&p.item.meta, a)) {
+            changed_names.push(p.item.name.clone());
+        }
         if short {
             report.warnings.push(format!("{} shrank while being read: archived with zeros after the end ({} bytes recorded)", p.item.fs_path.display(), size));
         } else if grew {
@@ -656,6 +674,10 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
     }
     progress.finish();
     // The manifest, as the last member.
+    for name in &changed_names {
+        manifest.write_all(format::manifest_changed_line(name).as_bytes())?;
+    }
+    report.changed = changed_names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
     writeln!(
         manifest,
         "end files={} dirs={} symlinks={} hardlinks={} specials={} bytes={}",

@@ -902,6 +902,20 @@ pub fn manifest_line(kind: Kind, size: u64, hash: Option<u128>, path: &[u8]) -> 
     }
 }
 
+/// The manifest line naming a member whose file changed while it was read.
+/// It has the four fields of an entry line, so a reader that does not know
+/// it takes it for an entry of a kind it does not check.
+pub fn manifest_changed_line(path: &[u8]) -> String {
+    format!("{CHANGED_PREFIX}{}\n", escape_path(path))
+}
+
+const CHANGED_PREFIX: &str = "changed - - ";
+
+/// The members a manifest names as changed while they were read.
+pub fn manifest_changed(text: &str) -> Vec<Vec<u8>> {
+    text.lines().filter_map(|l| l.strip_prefix(CHANGED_PREFIX)).map(unescape_path).collect()
+}
+
 pub const MANIFEST_HEADER: &str = "rescue-archive-manifest 1 (kind size xxh3-128 path)\n";
 
 /// A parsed manifest line.
@@ -926,6 +940,9 @@ pub fn parse_manifest(text: &str) -> Result<(Vec<ManifestEntry>, Option<String>)
             summary = Some(s.to_string());
             continue;
         }
+        if l.starts_with(CHANGED_PREFIX) {
+            continue;
+        }
         let f: Vec<&str> = l.splitn(4, ' ').collect();
         if f.len() != 4 {
             bail!("bad manifest line {l:?}");
@@ -944,6 +961,17 @@ pub fn parse_manifest(text: &str) -> Result<(Vec<ManifestEntry>, Option<String>)
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_members_are_named_in_the_manifest_apart_from_its_entries() {
+        let text = format!("{MANIFEST_HEADER}{}{}end files=1", manifest_line(Kind::File, 3, Some(7), b"var/log/a b"), manifest_changed_line(b"var/log/a b"));
+        let (entries, summary) = parse_manifest(&text).unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(summary.as_deref(), Some("files=1"));
+        assert_eq!(manifest_changed(&text), vec![b"var/log/a b".to_vec()]);
+        // A reader that does not know the line sees four fields, as in an entry.
+        assert_eq!(manifest_changed_line(b"x").split(' ').count(), 4);
+    }
 
     #[test]
     fn pax_record_length_counts_itself() {

@@ -70,7 +70,7 @@ impl Backend for Archives {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating the backup directory {}", dir.display()))?;
         let job = archive_job(set, layout, &self.cfg, Some(opened.dir()))?;
         let dest = dir.join(&job.name);
-        let create = write_archive_file(&job.sources, &dest, &job.copts)?;
+        let create = job.report(write_archive_file(&job.sources, &dest, &job.copts)?);
         Ok(Backed::Archive(BackupReport { url: self.url.clone(), archive: dest.display().to_string(), create, mounts: set.mounts.clone() }))
     }
 
@@ -165,6 +165,17 @@ pub(super) struct ArchiveJob {
     pub sources: Vec<Source>,
     pub name: String,
     pub copts: CreateOptions,
+    /// The snapshots some sources are read from: removed when the job is dropped.
+    pub snapshots: super::snapshot::Snapshots,
+}
+
+impl ArchiveJob {
+    /// `r`, the report of this job's archive, saying which mounts came from a snapshot.
+    pub fn report(&self, mut r: CreateReport) -> CreateReport {
+        r.from_snapshots = self.snapshots.mounts();
+        r.notes.extend(self.snapshots.live.iter().map(|l| format!("read live: {l}")));
+        r
+    }
 }
 
 /// The archive of `set` as every archive destination makes it; `backup_dir`
@@ -178,8 +189,25 @@ pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, 
     // A mount below another is archived as its own source, never twice
     // (on the live system one-file-system already stops there).
     exclude_paths.extend(set.mounts.iter().filter(|m| m.as_str() != "/").map(|m| super::under_root(&set.root, m)));
-    let sources: Vec<Source> =
-        set.mounts.iter().map(|m| Source { path: super::under_root(&set.root, m), name: m.trim_start_matches('/').as_bytes().to_vec() }).collect();
+    let snapshots = super::snapshot::Snapshots::take(cfg.snapshot, &set.root, &set.mounts)?;
+    // A snapshot is read in place of its mount: what is left out below the
+    // mount is left out below the snapshot too, and so is the snapshot's own
+    // (empty) directory.
+    for m in snapshots.mounts() {
+        let (live, Some(snap)) = (super::under_root(&set.root, &m), snapshots.read_from(&m)) else { continue };
+        let below: Vec<PathBuf> =
+            exclude_paths.iter().filter_map(|p| p.strip_prefix(&live).ok()).filter(|r| !r.as_os_str().is_empty()).map(|r| snap.join(r)).collect();
+        exclude_paths.extend(below);
+        exclude_paths.push(snap.join(super::snapshot::SNAPSHOT_DIR));
+    }
+    let sources: Vec<Source> = set
+        .mounts
+        .iter()
+        .map(|m| Source {
+            path: snapshots.read_from(m).map(Path::to_path_buf).unwrap_or_else(|| super::under_root(&set.root, m)),
+            name: m.trim_start_matches('/').as_bytes().to_vec(),
+        })
+        .collect();
     // The data to back up, for the ETA and the space check: known when
     // every source is a mount point (a whole filesystem), as on a live system.
     let expected = expected_bytes(layout, &set.mounts, |m| {
@@ -208,7 +236,7 @@ pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, 
         encrypt,
         ..CreateOptions::default()
     };
-    Ok(ArchiveJob { sources, name, copts })
+    Ok(ArchiveJob { sources, name, copts, snapshots })
 }
 
 /// Whether the last component of `name` is a backup archive's name.

@@ -61,6 +61,8 @@ pub struct BackupConfig {
     pub s3: crate::backup::s3::config::S3Config,
     /// `[backup.encrypt]`: encrypt archives (age) to these recipients.
     pub encrypt: crate::archive::age::EncryptConfig,
+    /// `auto`: read btrfs subvolumes from a read-only snapshot (docs/config.md).
+    pub snapshot: crate::backup::snapshot::SnapshotMode,
 }
 
 impl Default for BackupConfig {
@@ -78,6 +80,7 @@ impl Default for BackupConfig {
             iso_dir: "/var/lib/rescue/iso".into(),
             server: crate::backup::bacula::config::ServerConfig::default(),
             s3: crate::backup::s3::config::S3Config::default(),
+            snapshot: crate::backup::snapshot::SnapshotMode::Off,
             encrypt: crate::archive::age::EncryptConfig::default(),
         }
     }

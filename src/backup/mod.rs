@@ -22,6 +22,8 @@ pub mod config;
 pub mod location;
 pub mod rsync;
 pub mod s3;
+pub mod selfserved;
+pub mod snapshot;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -250,6 +252,8 @@ pub fn descriptor(layout: Option<&Layout>) -> Result<&Layout> {
 /// What a backup run made.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
+// One per backup run: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Backed {
     /// rescue read the recorded mounts itself into an archive (or a tree).
     Archive(BackupReport),
@@ -299,10 +303,22 @@ impl Backed {
         }
     }
 
+    /// Where this backup is now: the archive file (or rsync target), or the director's job.
+    pub fn location(&self) -> String {
+        match self {
+            Backed::Archive(r) => r.archive.clone(),
+            Backed::Job(r) => format!("job {} on the director {}", r.job.jobid, r.director),
+        }
+    }
+
     /// One line for a summary: what holds the backup now.
     pub fn line(&self) -> String {
         match self {
-            Backed::Archive(r) => format!("{} ({} files, {})", r.archive, r.create.files, human_bytes(r.create.bytes)),
+            Backed::Archive(r) => {
+                let snaps =
+                    if r.create.from_snapshots.is_empty() { String::new() } else { format!(", {} read from snapshots", r.create.from_snapshots.join(" ")) };
+                format!("{} ({} files, {}{snaps})", r.archive, r.create.files, human_bytes(r.create.bytes))
+            }
             Backed::Job(r) => format!("job {} on the director {} ({} files, {})", r.job.jobid, r.director, r.job.files, human_bytes(r.job.bytes)),
         }
     }
@@ -517,7 +533,8 @@ pub fn host_dir_name(layout: &Layout) -> String {
     }
 }
 
-/// Print the end-of-run summary of a create; the exit code (1 = completed with warnings).
+/// Print the end-of-run summary of a create; the exit code (1 = completed
+/// with warnings, 4 = files changed while read).
 pub fn print_create_report(r: &CreateReport, dest: &Path) -> i32 {
     tracing::info!(
         "archived {} files, {} directories, {} symlinks, {} hard links, {} special files, {} of data into {}",
@@ -532,6 +549,9 @@ pub fn print_create_report(r: &CreateReport, dest: &Path) -> i32 {
     for n in &r.notes {
         tracing::debug!("note: {n}");
     }
+    if !r.from_snapshots.is_empty() {
+        tracing::info!("read from read-only snapshots: {}", r.from_snapshots.join(", "));
+    }
     if r.warnings.is_empty() {
         return crate::error::EXIT_OK;
     }
@@ -539,7 +559,16 @@ pub fn print_create_report(r: &CreateReport, dest: &Path) -> i32 {
         tracing::warn!("{w}");
     }
     tracing::warn!("completed with {} warnings (listed above); the archive is complete otherwise", r.warnings.len());
-    crate::error::EXIT_CHANGED
+    if r.changed.is_empty() {
+        return crate::error::EXIT_CHANGED;
+    }
+    tracing::warn!(
+        "{} files changed while they were read ({}); their copies may be inconsistent: read them from a \
+         snapshot (backup.snapshot = \"auto\", btrfs) or quiesce their writers in a pre-backup hook ([hooks] in the config)",
+        r.changed.len(),
+        r.changed.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+    );
+    crate::error::EXIT_CHANGED_WHILE_READ
 }
 
 /// Print the summary of an extract; the exit code (1 = completed with warnings).

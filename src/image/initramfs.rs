@@ -664,6 +664,18 @@ mod tests {
     }
 
     #[test]
+    fn the_recovery_hooks_travel_into_the_image() {
+        let c = Config::from_toml(
+            "[hooks]\ntimeout = 30\npre-recover = \"ip link set eth1 up\"\n[hooks.post-recover]\ncommand = \"systemctl enable bacula-dir\"\ntimeout = 9\n",
+        )
+        .unwrap();
+        let (text, removed, _) = sanitized_config(&c).unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        let back: Config = toml::from_str(text.split_once('\n').unwrap().1).unwrap();
+        assert_eq!(back.hooks, c.hooks, "{text}");
+    }
+
+    #[test]
     fn a_password_in_the_mount_options_is_a_secret_of_the_image() {
         let mut c = Config::default();
         c.backup.mount_options = Some(crate::backup::config::MountOptions::new("username=alice,password=hunter2,vers=3.0"));

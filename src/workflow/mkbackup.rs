@@ -5,7 +5,7 @@
 //! location. With `backup.url = "iso:///backup"` the archive goes into the
 //! ISO itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -15,6 +15,7 @@ use super::mkrescue::{self, ImageArgs};
 use super::savelayout::{capture_excluding, CaptureArgs};
 use crate::backup::{self, Backed, Backend, BackupSet};
 use crate::context::Ctx;
+use crate::layout::Layout;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -46,6 +47,9 @@ pub struct Args {
 struct Summary {
     layout: PathBuf,
     backup: Backed,
+    /// The pre-backup and post-backup hooks that ran, with their output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hooks: Vec<crate::hooks::HookRun>,
     outputs: Vec<crate::image::manifest::OutputFile>,
     manifest: PathBuf,
     /// Seconds for savelayout, backup, mkrescue, and in all.
@@ -76,14 +80,8 @@ fn check_destination(ctx: &Ctx, a: &Args, backend: &dyn Backend) -> Result<()> {
     Ok(())
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let started = Instant::now();
-    let quiet = ctx.verbosity < 0;
-    let mut seconds = Vec::new();
-    let layout_path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
-    let backend = backup::open(&ctx.config.backup, a.url.as_deref())?;
-    check_destination(ctx, &a, backend.as_ref())?;
-
+/// Step 1: record the storage layout (without the backup's own disk) and save it.
+fn savelayout_step(ctx: &Ctx, a: &Args, layout_path: &Path, backend: &dyn Backend, quiet: bool, seconds: &mut Vec<(String, f64)>) -> Result<Layout> {
     let t = step(quiet, 1, "savelayout: record the storage layout");
     // The USB disk the backup goes to is not part of the system to recover.
     let backup_disk = backend.local_disk();
@@ -91,19 +89,44 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         tracing::info!("leaving the backup disk {d} out of the layout");
     }
     let cap = capture_excluding(ctx, &a.capture, backup_disk.as_slice())?;
-    let mut layout = cap.layout;
-    layout.save(&layout_path)?;
+    let layout = cap.layout;
+    layout.save(layout_path)?;
     if !cap.warnings.is_empty() {
         tracing::warn!("{} warning(s) during capture; the descriptor is usable but incomplete where they say", cap.warnings.len());
     }
     tracing::info!("layout saved to {}", layout_path.display());
     seconds.push(("savelayout".to_string(), t.elapsed().as_secs_f64()));
+    Ok(layout)
+}
 
-    let t = step(quiet, 2, &format!("backup: to {}", backend.describe()));
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let started = Instant::now();
+    let quiet = ctx.verbosity < 0;
+    let mut seconds = Vec::new();
+    let layout_path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
+    let backend = backup::open(&ctx.config.backup, a.url.as_deref())?;
+    check_destination(ctx, &a, backend.as_ref())?;
+    if let Some(w) = backup::selfserved::warning_for(&backend.describe()) {
+        tracing::warn!("{w}");
+    }
+
     let root = PathBuf::from(a.capture.root(&ctx.config));
-    let c = &ctx.config;
-    let r = backup::run(backend.as_ref(), &BackupSet::new(Some(&layout), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &root, !quiet))?;
-    let code = r.print();
+    let (backed, hooks) = super::mkbackuponly::between_backup_hooks(
+        &ctx.config.hooks,
+        &root,
+        &backend.describe(),
+        || {
+            let layout = savelayout_step(ctx, &a, &layout_path, backend.as_ref(), quiet, &mut seconds)?;
+            let t = step(quiet, 2, &format!("backup: to {}", backend.describe()));
+            let c = &ctx.config;
+            let r = backup::run(backend.as_ref(), &BackupSet::new(Some(&layout), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &root, !quiet))?;
+            seconds.push(("backup".to_string(), t.elapsed().as_secs_f64()));
+            Ok((layout, r))
+        },
+        |(_, r)| r,
+    )?;
+    let (mut layout, r) = backed?;
+    let code = super::mkbackuponly::code_with_hooks(r.print(), &hooks);
     // The descriptor notes where the backup went, so that recover finds it.
     let mut config = ctx.config.clone();
     if let Some(record) = r.record(&layout) {
@@ -112,7 +135,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         layout.backup = Some(record);
         layout.save(&layout_path).with_context(|| format!("recording the backup in {}", layout_path.display()))?;
     }
-    seconds.push(("backup".to_string(), t.elapsed().as_secs_f64()));
 
     let t = step(quiet, 3, "mkrescue: build the rescue image");
     let (m, output_dir) = mkrescue::build(&config, &a.image, layout_path.clone())?;
@@ -121,11 +143,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let total = started.elapsed().as_secs_f64();
 
     if ctx.json {
-        let s = Summary { layout: layout_path, backup: r, outputs: m.outputs.clone(), manifest, seconds, total_seconds: total };
+        let s = Summary { layout: layout_path, backup: r, hooks, outputs: m.outputs.clone(), manifest, seconds, total_seconds: total };
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else if !quiet {
         println!("descriptor  {}", layout_path.display());
         println!("backup      {}", r.line());
+        for h in &hooks {
+            let how = if h.ok() { "ok".to_string() } else { h.failure() };
+            println!("{:<11} {how} ({:.1} s)", format!("{} hook", h.phase), h.seconds);
+        }
         for o in &m.outputs {
             println!("{:<11} {} ({})", o.kind, o.path, crate::util::human_bytes(o.bytes));
         }

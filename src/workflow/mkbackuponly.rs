@@ -1,12 +1,14 @@
 //! `rescue mkbackuponly`: back up the filesystems recorded in the saved
 //! descriptor to the configured destination, without making a rescue image.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use serde::Serialize;
 
-use crate::backup::{self, BackupSet};
+use crate::backup::{self, Backed, BackupSet};
 use crate::context::Ctx;
+use crate::hooks::{self, HookRun, HooksConfig, Phase};
 use crate::layout::Layout;
 
 pub const EXAMPLES: &str = "\
@@ -34,12 +36,64 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let backend = backup::open(&ctx.config.backup, a.url.as_deref())?;
     let path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
-    // The methods that read the recorded filesystems need the descriptor; the backend says so when it is missing.
-    let layout = if path.exists() { Some(Layout::load(&path)?) } else { None };
     let c = &ctx.config;
-    let r = backup::run(backend.as_ref(), &BackupSet::new(layout.as_ref(), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &a.root, ctx.verbosity >= 0))?;
+    let (r, hooks) = between_backup_hooks(
+        &c.hooks,
+        &a.root,
+        &backend.describe(),
+        || {
+            // The methods that read the recorded filesystems need the descriptor; the backend says so when it is missing.
+            let layout = if path.exists() { Some(Layout::load(&path)?) } else { None };
+            backup::run(backend.as_ref(), &BackupSet::new(layout.as_ref(), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &a.root, ctx.verbosity >= 0))
+        },
+        |b| b,
+    )?;
+    let r = r?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        println!("{}", serde_json::to_string_pretty(&WithHooks { backup: &r, hooks: &hooks })?);
     }
-    Ok(r.print())
+    Ok(code_with_hooks(r.print(), &hooks))
+}
+
+/// A backup's JSON report with the hooks that ran around it.
+#[derive(Serialize)]
+struct WithHooks<'a> {
+    #[serde(flatten)]
+    backup: &'a Backed,
+    #[serde(skip_serializing_if = "<[HookRun]>::is_empty")]
+    hooks: &'a [HookRun],
+}
+
+/// Run `backup` between the pre-backup and post-backup hooks of `cfg`
+/// (`root`: what is backed up, `destination`: where to). A failing
+/// pre-backup hook stops everything before `backup` runs (the error);
+/// post-backup runs after `backup` whatever its result, and is told it.
+/// Returns the backup's own result and the hooks that ran.
+/// `backed` finds the backup in what `backup` returns.
+pub(super) fn between_backup_hooks<T>(
+    cfg: &HooksConfig,
+    root: &Path,
+    destination: &str,
+    backup: impl FnOnce() -> Result<T>,
+    backed: impl Fn(&T) -> &Backed,
+) -> Result<(Result<T>, Vec<HookRun>)> {
+    let mut ran = Vec::new();
+    ran.extend(hooks::run(cfg, Phase::PreBackup, &hooks::backup_env(root, Some(destination.to_string()), None))?);
+    let r = backup();
+    let archive = r.as_ref().map(|t| backed(t).location()).unwrap_or_else(|_| destination.to_string());
+    match hooks::run(cfg, Phase::PostBackup, &hooks::backup_env(root, Some(archive), Some(r.is_ok()))) {
+        Ok(h) => ran.extend(h),
+        Err(e) => tracing::warn!("the post-backup hook could not run: {e:#}"),
+    }
+    Ok((r, ran))
+}
+
+/// The exit code of a backup: a post-backup hook that failed makes a clean
+/// run "completed with warnings" (1).
+pub(super) fn code_with_hooks(code: i32, hooks: &[HookRun]) -> i32 {
+    if code == crate::error::EXIT_OK && hooks.iter().any(|h| !h.ok()) {
+        crate::error::EXIT_CHANGED
+    } else {
+        code
+    }
 }

@@ -104,7 +104,7 @@ pub const SUGGESTS: &[&str] = &[
 
 /// Packages a program of [`crate::cmd::PROGRAM_PACKAGES`] comes from that
 /// need no relation: Essential or always there where rescue runs.
-pub const ALWAYS_THERE: &[&str] = &["coreutils", "dash", "tar", "systemd", "initramfs-tools"];
+pub const ALWAYS_THERE: &[&str] = &["coreutils", "dash", "hostname", "tar", "systemd", "initramfs-tools"];
 
 /// Packages outside Debian (no relation can name them usefully).
 pub const NOT_IN_DEBIAN: &[&str] = &["bareos-filedaemon"];

@@ -529,6 +529,7 @@ impl super::Backend for S3Backend {
         // On an error the upload is dropped inside create, which aborts it.
         let (upload, create) = crate::archive::create(&job.sources, upload, &job.copts)
             .with_context(|| format!("backing up to s3://{}/{key}: the upload was aborted and nothing was stored", self.bucket.bucket))?;
+        let create = job.report(create);
         let size = upload.finish()?;
         let record = serde_json::json!({
             "archive": job.name,

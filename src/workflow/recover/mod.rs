@@ -24,6 +24,7 @@ use crate::backup::{self, CheckOptions, Pick, RestoreOptions};
 use crate::config::LuksKeySource;
 use crate::context::Ctx;
 use crate::error::input_error;
+use crate::hooks::{self, HookEnv, Phase};
 use crate::inventory::Inventory;
 use crate::layout::Layout;
 use crate::plan::{self, MatchReason, Plan, PlanOptions, ResizePolicy};
@@ -407,6 +408,9 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             rep.host = layout.host.hostname.clone();
             let pick = Pick { archive: a.archive.clone(), jobid: a.restore_jobid, before: a.restore_before.clone() };
             let source = backup::for_recovery(&ctx.config.backup, a.url.as_deref(), &layout)?;
+            // Before the backup's storage is reached and any disk touched: a failure stops here.
+            let env = HookEnv { target_root: target_root.path().to_path_buf(), archive: Some(source.describe()), ..Default::default() };
+            rep.hooks.extend(hooks::run(&ctx.config.hooks, Phase::PreRecover, &env)?);
             let needs = verify::needs_of(&layout, &ctx.config, source.as_ref());
             let tools = verify::check_tools(&needs)?;
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
@@ -443,7 +447,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
 
         let mut selinux_labels_restored = false;
         phases.run(&mut rep, "restore", "the data", |rep| {
-            let from = rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default())).unwrap_or_default();
+            let from = backup_name(rep).unwrap_or_default();
             let unchecked = used.unread;
             let restored = source.restore(Some(&layout), &used.pick, target_root.path(), &RestoreOptions { progress, keys: &age_key }).with_context(|| {
                 let why = if unchecked { " (recover.verify-archive = false: it was not read before the disks were rewritten)" } else { "" };
@@ -473,6 +477,26 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             let done = finalize::run(&layout, &needs, &the_plan, target_root, &opts)?;
             rep.warnings.extend(done.warnings);
             rep.finalize = done.steps;
+            // In the recovered system, now complete; its failure is a warning (the system is recovered).
+            let env = HookEnv {
+                target_root: target_root.path().to_path_buf(),
+                archive: backup_name(rep),
+                result: None,
+                chroot: Some(target_root.path().to_path_buf()),
+            };
+            let _binds = match ctx.config.hooks.post_recover {
+                Some(_) => Some(
+                    crate::boot::ChrootMounts::new(target_root.path())
+                        .context("binding /dev, /proc, /sys and /run into the recovered system for the post-recover hook")?,
+                ),
+                None => None,
+            };
+            if let Some(h) = hooks::run(&ctx.config.hooks, Phase::PostRecover, &env)? {
+                if !h.ok() {
+                    rep.warnings.push(h.failure());
+                }
+                rep.hooks.push(h);
+            }
             Ok(())
         })?;
         Ok(())
@@ -524,6 +548,11 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             Err(if crate::error::exit_code_for(&e) == crate::error::EXIT_INPUT { input_error(msg) } else { anyhow::anyhow!(msg) })
         }
     }
+}
+
+/// The backup the verify phase found: its URL and archive.
+fn backup_name(rep: &Report) -> Option<String> {
+    rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default()))
 }
 
 fn read_line() -> Result<String> {

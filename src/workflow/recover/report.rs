@@ -68,6 +68,9 @@ pub struct Report {
     pub restored: Option<Restored>,
     /// Finalize steps that ran.
     pub finalize: Vec<String>,
+    /// The pre-recover and post-recover hooks that ran, with their output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::HookRun>,
     pub warnings: Vec<String>,
     /// `ok` or `failed`.
     pub result: String,
@@ -95,6 +98,7 @@ impl Report {
             backup: None,
             restored: None,
             finalize: Vec::new(),
+            hooks: Vec::new(),
             warnings: Vec::new(),
             result: "running".into(),
             failed_phase: None,
@@ -144,6 +148,13 @@ impl Report {
         s += &format!("  {:<9} {:>8.1} s\n", "total", self.total_seconds);
         for step in &self.finalize {
             s += &format!("  finalize: {step}\n");
+        }
+        for h in &self.hooks {
+            let how = if h.ok() { format!("ok in {:.1} s", h.seconds) } else { h.failure() };
+            s += &format!("  hook {}: {how}\n", h.phase);
+            for line in h.output.lines() {
+                s += &format!("    | {line}\n");
+            }
         }
         s += &warnings_text(&self.warnings);
         if let Some(l) = &self.log {
