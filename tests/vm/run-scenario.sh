@@ -608,12 +608,13 @@ lsblk -o NAME,TYPE,FSTYPE,LABEL,SIZE,MOUNTPOINTS
 if [ -f /job/prepare.sh ]; then bash /job/prepare.sh; fi
 sync
 start=\$(date +%s)
-# Exit code 1 = completed with warnings (a file changed while being read): the
-# archive is complete; recorded in times as mkbackup-exit.
+# Exit code 1 = completed with warnings, 4 = completed but a file changed while
+# being read (a live system's logs): the archive is complete either way;
+# recorded in times as mkbackup-exit.
 rc=0; $mkbackup_cmd || rc=\$?
 echo "mkbackup-seconds \$(( \$(date +%s) - start ))" >/job/out/mkbackup-seconds
 echo "mkbackup-exit \$rc" >>/job/out/mkbackup-seconds
-[ "\$rc" -le 1 ]
+[ "\$rc" -le 1 ] || [ "\$rc" = 4 ]
 ls -l /job/out
 JOB
 out_args=()
