@@ -678,6 +678,26 @@ mod tests {
     }
 
     #[test]
+    fn the_record_of_a_backup_names_its_level_chain_and_parent() {
+        let l = layout(None);
+        let report = |link| BackupReport {
+            url: "file:///b".into(),
+            archive: "/b/h/backup-2.tar.zst".into(),
+            create: CreateReport::default(),
+            mounts: vec!["/".into()],
+            link,
+        };
+        let link = chain::Link { level: 2, chain: "backup-0.tar.zst".into(), parent: Some("backup-1.tar.zst".into()) };
+        let r = Backed::Archive(report(Some(link))).record(&l).unwrap();
+        assert_eq!((r.archive.as_str(), r.level, r.chain.as_str(), r.parent.as_str()), ("backup-2.tar.zst", 2, "backup-0.tar.zst", "backup-1.tar.zst"));
+        let text = toml::to_string(&r).unwrap();
+        assert!(text.contains("level = 2") && text.contains("parent = \"backup-1.tar.zst\""), "{text}");
+        let plain = Backed::Archive(report(None)).record(&l).unwrap();
+        assert_eq!((plain.level, plain.chain.as_str()), (0, ""));
+        assert!(!toml::to_string(&plain).unwrap().contains("level"), "a full backup outside a chain records as before");
+    }
+
+    #[test]
     fn encryption_with_the_rsync_method_is_refused() {
         let mut c = Config::default();
         c.backup.encrypt.recipients = vec!["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into()];
