@@ -1,5 +1,6 @@
 #!/bin/bash
-# Encryption cost and GNU-format incremental chains, in one run:
+# Encryption cost and incremental chains (rescue's mkbackuponly --level and
+# GNU tar --listed-incremental, both in GNU tar's format), in one run:
 #   bench/crypt.sh TREE [RESCUE]
 # TREE is copied once (the incremental part changes files in the copy).
 # RESCUE defaults to target/release/rescue. Prints one line per command:
@@ -15,6 +16,11 @@ R() { "$rescue" --config "$cfg" -q "$@"; }
 age-keygen -o "$work/key.txt" 2>/dev/null
 recipient=$(age-keygen -y "$work/key.txt")
 cp -a "$tree" "$work/src"
+# mkbackuponly backs up the mounts of a descriptor: the test fixture's / and /boot.
+mkdir -p "$work/src/boot"
+layout=$(dirname "$0")/../tests/fixtures/archive/layout.toml
+B() { "$rescue" --config "$cfg" -q mkbackuponly --layout "$layout" --root "$work/src" --url "file://$work/dest" "$@"; }
+newest() { ls -t "$work"/dest/testhost/backup-*.tar.zst | head -1; }
 cat -- $(find "$work/src" -type f) > /dev/null 2>&1 || true   # warm the page cache
 
 t() { # name output command...
@@ -37,11 +43,16 @@ rm -rf "$work"/x1 "$work"/x2 "$work"/x3
 echo "== incremental (GNU tar format), 1 % of the files changed"
 T="tar --format=posix --sparse --xattrs --xattrs-include=* --acls --numeric-owner"
 t "tar --listed-incremental level 0 | zstd" "$work/l0.tar.zst" sh -c "$T --listed-incremental=$work/snar -C $work/src -cf - . | zstd -q -T0 -3 > $work/l0.tar.zst"
+t "rescue mkbackuponly --level full" - B --level full
+echo "  -> $(stat -c %s "$(newest)") bytes"
+sleep 1
 # 1 % of the regular files by count: every 100th gets 4 KiB appended.
 find "$work/src" -type f | awk 'NR % 100 == 0' | while read -r f; do head -c 4096 /dev/urandom >> "$f"; done
 changed=$(find "$work/src" -type f | awk 'NR % 100 == 0' | wc -l)
 echo "changed files: $changed of $(find "$work/src" -type f | wc -l)"
 t "tar --listed-incremental level 1 | zstd" "$work/l1.tar.zst" sh -c "$T --listed-incremental=$work/snar -C $work/src -cf - . | zstd -q -T0 -3 > $work/l1.tar.zst"
+t "rescue mkbackuponly --level incremental" - B --level incremental
+echo "  -> $(stat -c %s "$(newest)") bytes"
 t "rescue create zstd (full, after the change)" "$work/full2.tar.zst" R archive create -C "$work/src" . -o "$work/full2.tar.zst"
 fresh "$work/y"
 t "rescue extract --incremental level 0" - R archive extract --incremental "$work/l0.tar.zst" --target "$work/y"

@@ -151,3 +151,44 @@ fn schedule_writes_timer_or_cron_under_root() {
     rescue(&["--config", "/dev/null", "schedule", "--root", other.path().to_str().unwrap(), "--method", "cron"]);
     assert!(!other.path().join("etc").exists());
 }
+
+#[test]
+fn an_age_identity_named_in_the_config_never_goes_into_the_image() {
+    require("age-keygen", "age");
+    let k = kernel_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("backup-key.txt");
+    let made = Command::new("age-keygen").arg("-o").arg(&key).output().unwrap();
+    assert!(made.status.success());
+    let text = std::fs::read_to_string(&key).unwrap();
+    let secret = text.lines().find(|l| l.starts_with("AGE-SECRET-KEY-1")).unwrap().to_string();
+    let public = String::from_utf8(Command::new("age-keygen").arg("-y").arg(&key).output().unwrap().stdout).unwrap();
+    // The recovery reads the identity from this file: the image must hold the path, never the key.
+    let cfg = dir.path().join("rescue.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[backup]\nurl = \"file:///srv/backups\"\n[backup.encrypt]\nrecipients = [\"{}\"]\n[recover]\nage-identity = \"{}\"\n",
+            public.trim(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = mkrescue_cmd(&cfg, &k, &dir.path().join("out"), "pxe").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = extract_initrd(&dir.path().join("out/rescue-imgtest-pxe/initrd.img"));
+    let body = secret.trim_start_matches("AGE-SECRET-KEY-1").as_bytes().to_vec();
+    let files = walk(root.path());
+    assert!(files.len() > 100, "the image tree was not unpacked: {} files", files.len());
+    for f in files {
+        let data = std::fs::read(&f).unwrap_or_default();
+        assert!(!data.windows(body.len()).any(|w| w == body.as_slice()), "{} holds the age identity", f.display());
+    }
+    let image_cfg = std::fs::read_to_string(root.path().join("etc/rescue/rescue.toml")).unwrap();
+    assert!(image_cfg.contains("age1"), "the image's config keeps the recipient: {image_cfg}");
+    // Nor the outputs and the manifest as files.
+    for f in walk(&dir.path().join("out")) {
+        let data = std::fs::read(&f).unwrap_or_default();
+        assert!(!data.windows(body.len()).any(|w| w == body.as_slice()), "{} holds the age identity", f.display());
+    }
+}

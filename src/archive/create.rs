@@ -9,6 +9,12 @@
 //!    own worker threads compress.
 //!
 //! Files that vanish, change or cannot be read are warnings, not failures.
+//!
+//! An archive of an incremental chain ([`CreateOptions::chain`]) is the same
+//! walk with a filter: every directory carries its dumpdir (GNU tar's
+//! incremental format, see `incremental`), and entries unchanged since the
+//! previous archive of the chain are listed there but left out. The state
+//! the next incremental compares against comes back in the report.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -26,7 +32,9 @@ use anyhow::{Context, Result};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 use super::format::{self, EntryMeta, Kind};
+use super::incremental::{self, DIRECTORY, IN_ARCHIVE, UNCHANGED};
 use super::progress::Progress;
+use super::snapshot::{FileState, Snapshot};
 use super::{Compression, Sink};
 
 /// Files up to this size are read whole by the reader threads.
@@ -90,6 +98,17 @@ pub struct CreateOptions {
     pub expected_bytes: Option<u64>,
     /// Encrypt the compressed stream (age) to these keys.
     pub encrypt: Option<super::age::EncryptTo>,
+    /// An archive of an incremental chain: dumpdirs, and only what changed
+    /// since the previous state.
+    pub chain: Option<Chain>,
+}
+
+/// How an archive of a chain is made.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    /// The state after the previous archive of the chain; `None` for the
+    /// full archive that starts one (every entry is in it).
+    pub previous: Option<std::sync::Arc<Snapshot>>,
 }
 
 impl Default for CreateOptions {
@@ -105,6 +124,7 @@ impl Default for CreateOptions {
             progress: false,
             expected_bytes: None,
             encrypt: None,
+            chain: None,
         }
     }
 }
@@ -128,6 +148,11 @@ pub struct CreateReport {
     pub from_snapshots: Vec<String>,
     /// Things skipped on purpose (sockets, excluded mounts).
     pub notes: Vec<String>,
+    /// Entries left out of an incremental archive: unchanged since the previous one.
+    pub unchanged: u64,
+    /// The state the next incremental of the chain compares against (archives of a chain only).
+    #[serde(skip)]
+    pub snapshot: Option<Snapshot>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +168,8 @@ struct Item {
     meta: Metadata,
     route: Route,
     hardlink_to: Option<Vec<u8>>,
+    /// A directory's names (archives of a chain).
+    dumpdir: Option<Vec<u8>>,
 }
 
 struct Prepared {
@@ -162,6 +189,8 @@ enum Slot {
     Entry(Receiver<Prepared>),
     Warning(String),
     Note(String),
+    /// Left out of an incremental archive; its state carries over.
+    Unchanged(Vec<u8>, FileState),
     Fatal(anyhow::Error),
 }
 
@@ -212,7 +241,7 @@ pub fn create<W: Write + Send>(sources: &[Source], out: W, opts: &CreateOptions)
     let job_rx = Mutex::new(job_rx);
 
     let report = std::thread::scope(|scope| {
-        scope.spawn(|| walk(sources, opts.one_file_system, &excludes, &budget, &cancel, slot_tx, job_tx));
+        scope.spawn(|| walk(sources, opts.one_file_system, opts.chain.as_ref(), &excludes, &budget, &cancel, slot_tx, job_tx));
         for _ in 0..opts.readers.max(1) {
             scope.spawn(|| reader(&job_rx));
         }
@@ -281,6 +310,7 @@ fn join_name(parent: &[u8], child: &[u8]) -> Vec<u8> {
 fn walk(
     sources: &[Source],
     one_fs: bool,
+    chain: Option<&Chain>,
     excludes: &Excludes,
     budget: &Budget,
     cancel: &AtomicBool,
@@ -288,6 +318,7 @@ fn walk(
     jobs: SyncSender<(Item, SyncSender<Prepared>)>,
 ) {
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let previous = chain.and_then(|c| c.previous.as_deref());
     for src in sources {
         let meta = match std::fs::symlink_metadata(&src.path) {
             Ok(m) => m,
@@ -311,6 +342,13 @@ fn walk(
                 continue;
             }
             let is_dir = ft.is_dir();
+            if !is_dir && previous.is_some_and(|p| p.unchanged(&name, &meta)) {
+                let state = FileState::of(&meta);
+                if slots.send(Slot::Unchanged(name, state)).is_err() {
+                    return;
+                }
+                continue;
+            }
             let mut descend = is_dir && (!one_fs || tree_devs.contains(&meta.dev()));
             if is_dir && !descend {
                 match super::subvol::crossing(&path, &meta) {
@@ -343,53 +381,88 @@ fn walk(
             } else {
                 Route::Large
             };
+            // A directory's children are listed before it is sent: its dumpdir names them.
+            let (children, dumpdir) = if descend { list_children(&path, &name, chain.is_some(), previous, excludes, &slots) } else { (Vec::new(), None) };
             if route == Route::Small && !budget.take(meta.len(), cancel) {
                 return;
             }
             let (tx, rx) = sync_channel(1);
-            let item = Item { fs_path: path.clone(), name: name.clone(), meta, route, hardlink_to };
+            let item = Item { fs_path: path, name, meta, route, hardlink_to, dumpdir };
             if slots.send(Slot::Entry(rx)).is_err() || jobs.send((item, tx)).is_err() {
                 return;
             }
-            if descend {
-                let rd = match std::fs::read_dir(&path) {
-                    Ok(rd) => rd,
-                    Err(e) => {
-                        let _ = slots.send(Slot::Warning(format!("cannot read directory {}: {e}", path.display())));
-                        continue;
-                    }
-                };
-                let mut children = Vec::new();
-                for de in rd {
-                    let de = match de {
-                        Ok(d) => d,
-                        Err(e) => {
-                            let _ = slots.send(Slot::Warning(format!("cannot read directory {}: {e}", path.display())));
-                            break;
-                        }
+            stack.extend(children);
+        }
+    }
+}
+
+/// An entry to walk: its path on disk, its name in the archive, its lstat.
+type Child = (PathBuf, Vec<u8>, Metadata);
+
+/// The children of the directory `path` (stored as `name`) to archive,
+/// last name first (the stack pops the first); with `chain`, its dumpdir.
+/// Excluded children are listed in the dumpdir too, as what they are: a
+/// restore keeps what it finds there (a filesystem mounted below, restored
+/// from its own archive), never removes it.
+fn list_children(
+    path: &Path,
+    name: &[u8],
+    chain: bool,
+    previous: Option<&Snapshot>,
+    excludes: &Excludes,
+    slots: &SyncSender<Slot>,
+) -> (Vec<Child>, Option<Vec<u8>>) {
+    let mut children = Vec::new();
+    let mut listed = Vec::new();
+    let rd = match std::fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) => {
+            let _ = slots.send(Slot::Warning(format!("cannot read directory {}: {e}", path.display())));
+            return (children, None);
+        }
+    };
+    for de in rd {
+        let de = match de {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = slots.send(Slot::Warning(format!("cannot read directory {}: {e}", path.display())));
+                break;
+            }
+        };
+        let cpath = de.path();
+        let base = de.file_name().as_bytes().to_vec();
+        let cname = join_name(if name == b"." { b"" } else { name }, &base);
+        if excludes.excluded(&cpath) {
+            if chain {
+                let is_dir = std::fs::symlink_metadata(&cpath).is_ok_and(|m| m.is_dir());
+                listed.push((base, if is_dir { DIRECTORY } else { UNCHANGED }));
+            }
+            continue;
+        }
+        match std::fs::symlink_metadata(&cpath) {
+            Ok(m) => {
+                if chain {
+                    let flag = if m.is_dir() {
+                        DIRECTORY
+                    } else if m.file_type().is_socket() || previous.is_some_and(|p| p.unchanged(&cname, &m)) {
+                        UNCHANGED
+                    } else {
+                        IN_ARCHIVE
                     };
-                    let cpath = de.path();
-                    if excludes.excluded(&cpath) {
-                        continue;
-                    }
-                    match std::fs::symlink_metadata(&cpath) {
-                        Ok(m) => {
-                            let cname = join_name(if name == b"." { b"" } else { &name }, de.file_name().as_bytes());
-                            children.push((cpath, cname, m));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            let _ = slots.send(Slot::Warning(format!("{} vanished before it could be archived", cpath.display())));
-                        }
-                        Err(e) => {
-                            let _ = slots.send(Slot::Warning(format!("cannot stat {}: {e}", cpath.display())));
-                        }
-                    }
+                    listed.push((base, flag));
                 }
-                children.sort_by(|a, b| b.1.cmp(&a.1));
-                stack.extend(children);
+                children.push((cpath, cname, m));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let _ = slots.send(Slot::Warning(format!("{} vanished before it could be archived", cpath.display())));
+            }
+            Err(e) => {
+                let _ = slots.send(Slot::Warning(format!("cannot stat {}: {e}", cpath.display())));
             }
         }
     }
+    children.sort_by(|a, b| b.1.cmp(&a.1));
+    (children, chain.then(|| incremental::encode(listed)))
 }
 
 // ---------------------------------------------------------------- reading
@@ -506,6 +579,7 @@ fn base_meta(p: &Prepared, kind: Kind) -> EntryMeta {
     e.xattrs = p.xattrs.clone();
     e.acl_access = p.acl_access.clone();
     e.acl_default = p.acl_default.clone();
+    e.dumpdir = p.item.dumpdir.clone();
     if kind == Kind::Char || kind == Kind::Block {
         let rdev = m.rdev();
         e.dev_major = libc::major(rdev);
@@ -522,6 +596,7 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
     let mut buf = vec![0u8; CHUNK];
     // Members whose file changed while read: listed at the manifest's end.
     let mut changed_names: Vec<Vec<u8>> = Vec::new();
+    let mut snapshot = opts.chain.as_ref().map(|_| Snapshot::default());
     for slot in slots {
         let p = match slot {
             Slot::Entry(rx) => match rx.recv() {
@@ -536,6 +611,13 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
             Slot::Note(s) => {
                 tracing::debug!("{s}");
                 report.notes.push(s);
+                continue;
+            }
+            Slot::Unchanged(name, state) => {
+                if let Some(s) = snapshot.as_mut() {
+                    s.insert(name, state);
+                }
+                report.unchanged += 1;
                 continue;
             }
             Slot::Fatal(e) => return Err(e),
@@ -561,6 +643,7 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
             format::write_header(w, &e).context("writing the archive")?;
             manifest.write_all(format::manifest_line(Kind::HardLink, 0, None, &e.path).as_bytes())?;
             report.hardlinks += 1;
+            remember(&mut snapshot, &p);
             progress.add(0, 1);
             continue;
         }
@@ -596,6 +679,7 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
         if kind != Kind::File {
             format::write_header(w, &e).context("writing the archive")?;
             manifest.write_all(format::manifest_line(kind, 0, None, &e.path).as_bytes())?;
+            remember(&mut snapshot, &p);
             progress.add(0, 1);
             continue;
         }
@@ -607,6 +691,7 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
             manifest.write_all(format::manifest_line(Kind::File, len, p.hash, &e.path).as_bytes())?;
             report.files += 1;
             report.bytes += len;
+            remember(&mut snapshot, &p);
             progress.add(len, 1);
             continue;
         }
@@ -670,6 +755,7 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
         manifest.write_all(format::manifest_line(Kind::File, data_bytes, Some(hasher.digest128()), &e.path).as_bytes())?;
         report.files += 1;
         report.bytes += size;
+        remember(&mut snapshot, &p);
         progress.add(0, 1);
     }
     progress.finish();
@@ -695,7 +781,17 @@ fn write_all<W: Write>(slots: Receiver<Slot>, w: &mut W, budget: &Budget, opts: 
     format::write_padding(w, mlen)?;
     format::write_trailer(w).context("writing the archive")?;
     w.flush().context("writing the archive")?;
+    report.snapshot = snapshot;
     Ok(report)
+}
+
+/// Note an entry written into the archive in the next incremental's state.
+/// One left out (unreadable, vanished) is not noted, so the next
+/// incremental tries it again.
+fn remember(snapshot: &mut Option<Snapshot>, p: &Prepared) {
+    if let Some(s) = snapshot.as_mut().filter(|_| !p.item.meta.is_dir()) {
+        s.insert(p.item.name.clone(), FileState::of(&p.item.meta));
+    }
 }
 
 fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {

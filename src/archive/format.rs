@@ -289,6 +289,9 @@ pub fn write_header<W: Write>(w: &mut W, m: &EntryMeta) -> io::Result<()> {
     if let Some(a) = &m.acl_default {
         pax_record(&mut pax, b"SCHILY.acl.default", a.as_bytes());
     }
+    if let Some(d) = &m.dumpdir {
+        pax_record(&mut pax, b"GNU.dumpdir", d);
+    }
     if !pax.is_empty() {
         let base = m.path.rsplit(|&b| b == b'/').find(|s| !s.is_empty()).unwrap_or(b"x");
         let mut pname = b"PaxHeaders/".to_vec();

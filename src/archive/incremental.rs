@@ -1,4 +1,6 @@
-//! GNU tar's incremental format, on extraction: a directory member of an
+//! GNU tar's incremental format. On creation, [`encode`] makes a
+//! directory's dumpdir (`create` writes it as the pax record `GNU.dumpdir`
+//! when making an archive of a chain). On extraction: a directory member of an
 //! incremental archive carries a dumpdir, the names the directory held when
 //! the archive was made (pax record `GNU.dumpdir`, or the data of a type
 //! 'D' member in the GNU format). Restoring a chain (full, then each
@@ -34,6 +36,25 @@ pub struct Dumpdir {
     pub names: HashMap<Vec<u8>, u8>,
     /// Renames (from, to), paths relative to the archive's root, in order.
     pub renames: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The flag of a name in a dumpdir: `D` a directory, `Y` in this archive,
+/// `N` left out (unchanged since the previous archive of the chain).
+pub const DIRECTORY: u8 = b'D';
+pub const IN_ARCHIVE: u8 = b'Y';
+pub const UNCHANGED: u8 = b'N';
+
+/// A dumpdir of `names` (name, flag), sorted by name as GNU tar writes it.
+pub fn encode(mut names: Vec<(Vec<u8>, u8)>) -> Vec<u8> {
+    names.sort();
+    let mut out = Vec::new();
+    for (name, flag) in names {
+        out.push(flag);
+        out.extend_from_slice(&name);
+        out.push(0);
+    }
+    out.push(0);
+    out
 }
 
 /// Parse a dumpdir: records of a control letter and a name, each ended by
@@ -151,6 +172,15 @@ fn remove_tree(dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_dumpdir_parses_back() {
+        let raw = encode(vec![(b"b".to_vec(), UNCHANGED), (b"a".to_vec(), DIRECTORY), (b"c d".to_vec(), IN_ARCHIVE)]);
+        assert_eq!(raw, b"Da\0Nb\0Yc d\0\0");
+        let d = parse(&raw).unwrap();
+        assert_eq!(d.names[&b"c d".to_vec()], IN_ARCHIVE);
+        assert_eq!(parse(&encode(Vec::new())).unwrap(), Dumpdir::default());
+    }
 
     #[test]
     fn parses_gnu_dumpdirs_and_refuses_malformed_ones() {

@@ -8,7 +8,8 @@
 //! - `create`: walking sources and writing an archive
 //! - `extract`: reading an archive: extract, list, verify
 //! - `gz`: parallel gzip compression
-//! - `incremental`: GNU tar's dumpdirs on extraction (deletions, renames)
+//! - `incremental`: GNU tar's dumpdirs (written in a chain, applied on extraction: deletions, renames)
+//! - `snapshot`: the state the next incremental archive compares against
 //! - `age`: encryption (the age format) around the compressed stream
 
 pub mod age;
@@ -18,6 +19,7 @@ pub mod format;
 pub mod gz;
 pub mod incremental;
 pub mod progress;
+pub mod snapshot;
 mod subvol;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

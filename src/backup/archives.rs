@@ -1,18 +1,20 @@
 //! The archive method: rescue's own archives (pax tar + zstd, with a
 //! manifest) at a destination URL ([`Location`]: a local directory, NFS,
 //! CIFS, a USB disk, or inside the rescue ISO), one directory per host,
-//! `backup-YYYYMMDD-HHMMSS.tar.zst` in it.
+//! `backup-YYYYMMDD-HHMMSS.tar.zst` in it: full archives, or incremental
+//! chains ([`super::chain`]) restored, verified and kept whole.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::chain;
 use super::{
     Backed, Backend, BackupConfig, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Opened, Pick, RestoreOptions, Restored, Settings,
 };
 use crate::archive::age::IdentitySource;
-use crate::archive::{self, CreateOptions, CreateReport, ExtractOptions, Source};
+use crate::archive::{self, CreateOptions, CreateReport, ExtractOptions, ExtractReport, Source};
 use crate::error::input_error;
 use crate::layout::Layout;
 use crate::needs::Needs;
@@ -33,10 +35,14 @@ impl Archives {
         Archives { url: url.to_string(), location, cfg }
     }
 
-    /// The archive `pick` names in the opened destination, else the newest.
-    fn find(&self, opened: &Opened, layout: &Layout, pick: &Pick) -> Result<PathBuf> {
+    /// The chain up to the archive `pick` names in the opened destination,
+    /// else up to the newest; oldest first (a full backup alone is a chain
+    /// of one).
+    fn find(&self, opened: &Opened, layout: &Layout, pick: &Pick) -> Result<Vec<PathBuf>> {
         pick.no_jobs("rescue's archives")?;
-        find_archive(opened.dir(), &super::host_dir_name(layout), &self.url, pick.archive.as_deref())
+        let last = find_archive(opened.dir(), &super::host_dir_name(layout), &self.url, pick.archive.as_deref())?;
+        let dir = last.parent().unwrap_or(opened.dir());
+        chain::chain_to(dir, &last)
     }
 }
 
@@ -66,12 +72,31 @@ impl Backend for Archives {
     fn backup(&self, set: &BackupSet) -> Result<Backed> {
         let layout = set.recorded()?;
         let opened = Opened::open(&self.location, &self.cfg, true)?;
-        let dir = opened.dir().join(super::host_dir_name(layout));
+        let host = super::host_dir_name(layout);
+        let dir = opened.dir().join(&host);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating the backup directory {}", dir.display()))?;
-        let job = archive_job(set, layout, &self.cfg, Some(opened.dir()))?;
+        let mut job = archive_job(set, layout, &self.cfg, Some(opened.dir()))?;
         let dest = dir.join(&job.name);
-        let create = job.report(write_archive_file(&job.sources, &dest, &job.copts)?);
-        Ok(Backed::Archive(BackupReport { url: self.url.clone(), archive: dest.display().to_string(), create, mounts: set.mounts.clone() }))
+        let state = set.state_dir.as_deref().map(|d| chain::State::new(d, &self.url, &host));
+        let planned = state.as_ref().map(|s| s.plan(set.level, self.cfg.full_every, &dir, &job.name)).transpose()?;
+        if let Some(p) = &planned {
+            if p.link.level > 0 {
+                tracing::info!("incremental backup, level {} of the chain started by {}", p.link.level, p.link.chain);
+                // Its size is not the filesystems' size: no estimate, no space check from it.
+                job.copts.expected_bytes = None;
+            }
+            job.copts.chain = Some(p.chain.clone());
+            // The record goes first: an archive in place always has its own.
+            chain::write_link(&dest, &p.link)?;
+        }
+        let create = job.report(write_archive_file(&job.sources, &dest, &job.copts).inspect_err(|_| {
+            let _ = std::fs::remove_file(chain::link_path(&dest));
+        })?);
+        if let (Some(state), Some(p), Some(snapshot)) = (&state, &planned, &create.snapshot) {
+            state.save(&job.name, &p.link, snapshot)?;
+        }
+        let link = planned.map(|p| p.link);
+        Ok(Backed::Archive(BackupReport { url: self.url.clone(), archive: dest.display().to_string(), create, mounts: set.mounts.clone(), link }))
     }
 
     fn check(&self, layout: Option<&Layout>, pick: &Pick, opts: &CheckOptions) -> Result<BackupUsed> {
@@ -80,10 +105,18 @@ impl Backend for Archives {
         let url = &self.url;
         let opened =
             Opened::open(&self.location, &self.cfg, false).with_context(|| format!("the backup location {url} is not reachable; nothing was written"))?;
-        let file = self.find(&opened, layout, pick)?;
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let size =
-            std::fs::metadata(&file).map_err(|e| input_error(format!("the backup archive {} cannot be read: {e}; nothing was written", file.display())))?.len();
+        let links = self.find(&opened, layout, pick)?;
+        let Some(last) = links.last() else { crate::bail_input!("no backup to restore at {url}; nothing was written") };
+        let name = last.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if links.len() > 1 {
+            tracing::info!("{name} is the last of a chain of {} archives: checking every one", links.len());
+        }
+        let mut size = 0;
+        for file in &links {
+            size += std::fs::metadata(file)
+                .map_err(|e| input_error(format!("the backup archive {} cannot be read: {e}; nothing was written", file.display())))?
+                .len();
+        }
         if let Some(rec) = layout.backup.as_ref().filter(|r| !r.archive.is_empty() && r.archive != name) {
             tracing::info!("the descriptor records the backup {} ({}); restoring the newer {name}", rec.archive, rec.created);
         }
@@ -92,32 +125,8 @@ impl Backend for Archives {
         used.archive_bytes = Some(size);
         used.device = opened.device();
         used.unread = !opts.verify;
-        if opts.verify {
-            tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(size));
-            let r = verify_archive(&file, opts.keys, opts.progress).map_err(|e| {
-                if crate::error::exit_code_for(&e) == crate::error::EXIT_INPUT {
-                    // A missing or wrong age identity: the archive may well be fine.
-                    return e.context(format!("the backup archive {} cannot be opened; nothing was written", file.display()));
-                }
-                anyhow::anyhow!(format!(
-                    "the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME \
-                     or --url, or repair the backup location",
-                    file.display()
-                ))
-            })?;
-            used.verified = true;
-            used.data_bytes = Some(r.0);
-            used.files = r.1;
-            used.listing = Some(root_relative(r.2));
-        } else {
-            // At least the start must be an archive we can read.
-            let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-            let f = archive::age::open(f, &file, opts.keys)?;
-            let mut out = Vec::new();
-            crate::archive::list(std::io::Read::take(f, 1 << 20), &mut out).ok();
-            if out.is_empty() {
-                crate::bail_input!("the backup archive {} does not start with a readable archive member; nothing was written", file.display());
-            }
+        for file in &links {
+            check_link(file, opts, &mut used)?;
         }
         Ok(used)
     }
@@ -125,14 +134,26 @@ impl Backend for Archives {
     fn restore(&self, layout: Option<&Layout>, pick: &Pick, target: &Path, opts: &RestoreOptions) -> Result<Restored> {
         let layout = super::descriptor(layout)?;
         let opened = Opened::open(&self.location, &self.cfg, false)?;
-        let file = self.find(&opened, layout, pick)?;
-        tracing::info!("restoring {} into {}", file.display(), target.display());
-        let f = std::fs::File::open(&file).with_context(|| format!("opening the backup {}", file.display()))?;
-        let total = f.metadata().ok().map(|m| m.len());
-        let eopts = ExtractOptions { target: target.to_path_buf(), progress: opts.progress, total_bytes: total, keep_manifest: false, incremental: false };
-        let f = archive::age::open(f, &file, opts.keys)?;
-        let r = archive::extract(f, &eopts).with_context(|| format!("restoring {} into {}", file.display(), target.display()))?;
-        Ok(Restored::Files(r))
+        let links = self.find(&opened, layout, pick)?;
+        let mut total: Option<ExtractReport> = None;
+        for (i, file) in links.iter().enumerate() {
+            tracing::info!("restoring {} into {}{}", file.display(), target.display(), chain_position(i, links.len()));
+            let f = std::fs::File::open(file).with_context(|| format!("opening the backup {}", file.display()))?;
+            let bytes = f.metadata().ok().map(|m| m.len());
+            // The full archive only adds; each incremental then applies its
+            // dumpdirs (deletions, renames).
+            let eopts = ExtractOptions { target: target.to_path_buf(), progress: opts.progress, total_bytes: bytes, keep_manifest: false, incremental: i > 0 };
+            let f = archive::age::open(f, file, opts.keys)?;
+            let r = archive::extract(f, &eopts).with_context(|| format!("restoring {} into {}", file.display(), target.display()))?;
+            total = Some(match total {
+                None => r,
+                Some(mut t) => {
+                    add_link(&mut t, r);
+                    t
+                }
+            });
+        }
+        Ok(Restored::Files(total.unwrap_or_default()))
     }
 
     fn list(&self, layout: Option<&Layout>) -> Result<Vec<String>> {
@@ -158,6 +179,67 @@ impl Backend for Archives {
     fn settings(&self) -> Option<Settings> {
         None
     }
+}
+
+/// The verify phase for one archive of the chain: with `opts.verify` read
+/// it to its end against its manifest (adding to `used`'s counts and
+/// listing), else check that it starts with a readable member.
+fn check_link(file: &Path, opts: &CheckOptions, used: &mut BackupUsed) -> Result<()> {
+    if opts.verify {
+        tracing::info!("verifying {} ({}) before touching any disk", file.display(), human_bytes(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)));
+        let r = verify_archive(file, opts.keys, opts.progress).map_err(|e| {
+            if crate::error::exit_code_for(&e) == crate::error::EXIT_INPUT {
+                // A missing or wrong age identity: the archive may well be fine.
+                return e.context(format!("the backup archive {} cannot be opened; nothing was written", file.display()));
+            }
+            anyhow::anyhow!(format!(
+                "the backup archive {} is damaged: {e:#}. Nothing was written; restore another backup with --archive NAME \
+                 or --url, or repair the backup location",
+                file.display()
+            ))
+        })?;
+        used.verified = true;
+        // Across a chain: the data read and files listed by all its archives,
+        // and every path any of them holds.
+        used.data_bytes = Some(used.data_bytes.unwrap_or(0) + r.0);
+        used.files = r.1.map(|n| n + used.files.unwrap_or(0));
+        used.listing.get_or_insert_with(HashSet::new).extend(root_relative(r.2));
+    } else {
+        // At least the start must be an archive we can read.
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let f = archive::age::open(f, file, opts.keys)?;
+        let mut out = Vec::new();
+        crate::archive::list(std::io::Read::take(f, 1 << 20), &mut out).ok();
+        if out.is_empty() {
+            crate::bail_input!("the backup archive {} does not start with a readable archive member; nothing was written", file.display());
+        }
+    }
+    Ok(())
+}
+
+/// ` (link N of M)` of a chain longer than one.
+fn chain_position(i: usize, len: usize) -> String {
+    if len > 1 {
+        format!(" (link {} of {len} of the chain)", i + 1)
+    } else {
+        String::new()
+    }
+}
+
+/// Add the restore of one archive of a chain to the report of the whole.
+fn add_link(total: &mut ExtractReport, r: ExtractReport) {
+    total.entries += r.entries;
+    total.bytes += r.bytes;
+    total.refused.extend(r.refused);
+    total.made_relative += r.made_relative;
+    total.outward_symlinks += r.outward_symlinks;
+    total.warnings.extend(r.warnings);
+    total.damaged.extend(r.damaged);
+    total.manifest_checked &= r.manifest_checked;
+    total.selinux_labels = match (total.selinux_labels, r.selinux_labels) {
+        (Some(a), Some(b)) => Some(archive::SelinuxLabels { restored: a.restored + b.restored, refused: a.refused + b.refused }),
+        (a, b) => a.or(b),
+    };
 }
 
 /// One archive to make of `set`: its sources, file name and options.
@@ -296,13 +378,22 @@ pub fn list_backups(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Keep the newest `keep` backups (at least one) in `dir`, delete older ones; the deleted.
+/// Keep the newest `keep` chains (at least one; a full backup alone is a
+/// chain of one) in `dir`, delete older ones whole; the deleted.
 fn prune(dir: &Path, keep: u32) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    for old in list_backups(dir)?.into_iter().skip(keep.max(1) as usize) {
-        tracing::info!("removing old backup {} (backup.keep = {keep})", old.display());
-        std::fs::remove_file(&old).with_context(|| format!("removing old backup {}", old.display()))?;
-        removed.push(old.display().to_string());
+    for old_chain in chain::chains(&list_backups(dir)?)?.into_iter().skip(keep.max(1) as usize) {
+        for old in old_chain {
+            tracing::info!("removing old backup {} (backup.keep = {keep} chains)", old.display());
+            std::fs::remove_file(&old).with_context(|| format!("removing old backup {}", old.display()))?;
+            match std::fs::remove_file(chain::link_path(&old)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!("the chain record of the removed backup {} stays: {e}", old.display())
+                }
+                _ => {}
+            }
+            removed.push(old.display().to_string());
+        }
     }
     Ok(removed)
 }

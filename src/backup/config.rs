@@ -44,8 +44,12 @@ pub struct BackupConfig {
     pub compress: crate::archive::Compression,
     /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6).
     pub level: Option<i32>,
-    /// How many backups to keep at the destination (the newest; at least 1).
+    /// How many backups to keep at the destination (the newest; at least 1);
+    /// with incremental chains, how many chains.
     pub keep: u32,
+    /// Every N-th backup is a full one that starts a new incremental chain,
+    /// the others are incrementals (1, the default: every backup is full).
+    pub full_every: u32,
     /// `rescue archive create`: stay on the filesystem of each source (backups always do).
     pub one_file_system: bool,
     /// Extra mount options for nfs://, cifs:// and usb:// destinations (e.g. `credentials=/etc/rescue/cifs.cred`).
@@ -74,6 +78,7 @@ impl Default for BackupConfig {
             compress: crate::archive::Compression::Zstd,
             level: None,
             keep: 1,
+            full_every: 1,
             one_file_system: false,
             mount_options: None,
             timeout: 10,

@@ -18,6 +18,7 @@
 
 pub mod archives;
 pub mod bacula;
+pub mod chain;
 pub mod config;
 pub mod location;
 pub mod rsync;
@@ -101,7 +102,15 @@ pub fn configured(cfg: &BackupConfig, url: Option<&str>, recorded: Option<&str>)
         BackupMethod::Archive => {
             let Some(url) = url.or(cfg.url.as_deref()).or(recorded.filter(|u| !u.is_empty())) else { return Ok(None) };
             Ok(Some(match Location::parse(url)? {
-                Location::Rsync(spec) => Box::new(rsync::RsyncBackend::new(url, &spec)) as Box<dyn Backend>,
+                Location::Rsync(spec) => {
+                    if cfg.encrypt.load()?.is_some() {
+                        crate::bail_input!(
+                            "backup.encrypt is set, but {url} is an rsync destination: rsync copies files as they are and cannot encrypt them. \
+                             Use an archive destination (a directory, nfs://, cifs://, usb://, iso://, s3://) for encrypted backups, or remove [backup.encrypt]"
+                        );
+                    }
+                    Box::new(rsync::RsyncBackend::new(url, &spec)) as Box<dyn Backend>
+                }
                 Location::S3(bucket) => Box::new(s3::S3Backend::new(url, bucket, cfg.clone())),
                 loc => Box::new(archives::Archives::new(url, loc, cfg.clone())),
             }))
@@ -203,6 +212,11 @@ pub struct BackupSet<'a> {
     /// rescue's log under `root`: it grows while being read.
     pub log_file: PathBuf,
     pub progress: bool,
+    /// `--level`; `None` follows `backup.full-every`.
+    pub level: Option<chain::Level>,
+    /// Where the state of incremental chains is kept (`STATE_DIR`); without
+    /// it every archive is a full one outside any chain.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl<'a> BackupSet<'a> {
@@ -226,7 +240,25 @@ impl<'a> BackupSet<'a> {
             patterns: cfg.exclude.clone(),
             log_file: under_root(root, &log_dir.join(crate::logging::LOG_FILE).to_string_lossy()),
             progress,
+            level: None,
+            state_dir: None,
         }
+    }
+
+    /// Make archives of incremental chains: `level` (`--level`, else
+    /// `backup.full-every` decides), their state kept under `state_dir`.
+    pub fn with_chain(mut self, level: Option<chain::Level>, state_dir: &Path) -> BackupSet<'a> {
+        self.level = level;
+        self.state_dir = Some(state_dir.to_path_buf());
+        self
+    }
+
+    /// Refuse `--level incremental` for a method that makes only full backups.
+    pub fn full_only(&self, method: &str) -> Result<()> {
+        if self.level == Some(chain::Level::Incremental) {
+            crate::bail_input!("--level incremental makes incremental chains of rescue's archives; {method} does not make them: leave --level out");
+        }
+        Ok(())
     }
 
     /// The descriptor, and at least one mount it records to back up.
@@ -270,6 +302,9 @@ pub struct BackupReport {
     pub create: CreateReport,
     /// Mount points backed up, as recorded.
     pub mounts: Vec<String>,
+    /// Where the archive stands in its incremental chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<chain::Link>,
 }
 
 impl Backed {
@@ -289,6 +324,9 @@ impl Backed {
             data_bytes: r.create.bytes,
             files: r.create.files,
             mounts: crate::layout::recovery::backed_up_mounts(layout, &r.mounts),
+            level: r.link.as_ref().map_or(0, |l| l.level),
+            chain: r.link.as_ref().map(|l| l.chain.clone()).unwrap_or_default(),
+            parent: r.link.as_ref().and_then(|l| l.parent.clone()).unwrap_or_default(),
         })
     }
 
@@ -619,6 +657,7 @@ mod tests {
             compress = "gzip"
             level = 9
             keep = 3
+            full-every = 7
             one-file-system = true
             mount-options = "vers=4.2"
             timeout = 5
@@ -630,6 +669,8 @@ mod tests {
         assert_eq!(c.backup.compress, crate::archive::Compression::Gzip);
         assert_eq!(c.backup.level, Some(9));
         assert_eq!(c.backup.keep, 3);
+        assert_eq!(c.backup.full_every, 7);
+        assert_eq!(Config::default().backup.full_every, 1, "every backup full unless asked");
         assert!(c.backup.one_file_system);
         assert_eq!(c.backup.timeout, 5);
         assert!(Config::from_toml("[backup]\ncompress = \"lz4\"\n").is_err());
@@ -661,6 +702,38 @@ mod tests {
         assert!(for_recovery(&c.backup, None, &l).unwrap().describe().contains("Bacula director"));
         let e = for_recovery(&c.backup, Some("file:///x"), &l).err().unwrap();
         assert!(format!("{e:#}").contains("the director restores the data"), "{e:#}");
+    }
+
+    #[test]
+    fn the_record_of_a_backup_names_its_level_chain_and_parent() {
+        let l = layout(None);
+        let report = |link| BackupReport {
+            url: "file:///b".into(),
+            archive: "/b/h/backup-2.tar.zst".into(),
+            create: CreateReport::default(),
+            mounts: vec!["/".into()],
+            link,
+        };
+        let link = chain::Link { level: 2, chain: "backup-0.tar.zst".into(), parent: Some("backup-1.tar.zst".into()) };
+        let r = Backed::Archive(report(Some(link))).record(&l).unwrap();
+        assert_eq!((r.archive.as_str(), r.level, r.chain.as_str(), r.parent.as_str()), ("backup-2.tar.zst", 2, "backup-0.tar.zst", "backup-1.tar.zst"));
+        let text = toml::to_string(&r).unwrap();
+        assert!(text.contains("level = 2") && text.contains("parent = \"backup-1.tar.zst\""), "{text}");
+        let plain = Backed::Archive(report(None)).record(&l).unwrap();
+        assert_eq!((plain.level, plain.chain.as_str()), (0, ""));
+        assert!(!toml::to_string(&plain).unwrap().contains("level"), "a full backup outside a chain records as before");
+    }
+
+    #[test]
+    fn encryption_with_the_rsync_method_is_refused() {
+        let mut c = Config::default();
+        c.backup.encrypt.recipients = vec!["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into()];
+        for url in ["h:/srv/b", "rsync://h/m/b"] {
+            let e = open(&c.backup, Some(url)).err().unwrap();
+            assert_eq!(crate::error::exit_code_for(&e), 2);
+            assert!(format!("{e:#}").contains("rsync copies files as they are and cannot encrypt"), "{e:#}");
+        }
+        assert!(open(&c.backup, Some("file:///srv/b")).is_ok());
     }
 
     #[test]

@@ -43,11 +43,12 @@ impl Backend for RsyncBackend {
 
     fn backup(&self, set: &BackupSet) -> Result<Backed> {
         let layout = set.recorded()?;
+        set.full_only("the rsync method (rsync copies only what changed anyway)")?;
         let mut sources = set.mounts.clone();
         sources.extend(super::nested_subvolume_dirs(layout, &set.mounts));
         let host = super::host_dir_name(layout);
         let create = backup(&set.root, &sources, &set.patterns, &set.exclude_paths, &self.spec, &host)?;
-        Ok(Backed::Archive(BackupReport { url: self.url.clone(), archive: format!("{}/{host}/", self.spec), create, mounts: set.mounts.clone() }))
+        Ok(Backed::Archive(BackupReport { url: self.url.clone(), archive: format!("{}/{host}/", self.spec), create, mounts: set.mounts.clone(), link: None }))
     }
 
     fn check(&self, layout: Option<&Layout>, pick: &Pick, _opts: &CheckOptions) -> Result<BackupUsed> {

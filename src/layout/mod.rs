@@ -633,6 +633,19 @@ pub struct BackupRecord {
     /// later capture can tell what no backup covers (`rescue mkrescue` says so).
     #[serde(default, rename = "mount", skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<BackedUpMount>,
+    /// Its level in its incremental chain (0: a full backup).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: u32,
+    /// The full backup that starts its chain.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chain: String,
+    /// The backup it is an increment of (an incremental only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -22,6 +22,7 @@ Examples:
   rescue mkbackup                      layout, backup to backup.url, rescue ISO
   rescue mkbackup --url iso:///backup  the backup inside the ISO: one file recovers the machine
   rescue mkbackup --url nfs://nas/backups --output iso,pxe
+  rescue mkbackup --level incremental   only what changed since the last backup (a chain)
   rescue mkbackup --kernel /boot/vmlinuz-6.1.0-28-amd64 --modules-dir /lib/modules/6.1.0-28-amd64
   rescue --json mkbackup               what was made and the time of each step, as JSON
 
@@ -38,6 +39,10 @@ pub struct Args {
     /// Backup destination (default: backup.url from the config); the rescue image records it.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// `full` starts a new incremental chain, `incremental` backs up only what changed since the
+    /// previous backup of the chain (default: backup.full-every decides; 1, every backup full).
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<crate::backup::chain::Level>,
     #[command(flatten)]
     pub image: ImageArgs,
 }
@@ -119,7 +124,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             let layout = savelayout_step(ctx, &a, &layout_path, backend.as_ref(), quiet, &mut seconds)?;
             let t = step(quiet, 2, &format!("backup: to {}", backend.describe()));
             let c = &ctx.config;
-            let r = backup::run(backend.as_ref(), &BackupSet::new(Some(&layout), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &root, !quiet))?;
+            let set = BackupSet::new(Some(&layout), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &root, !quiet).with_chain(a.level, &c.state_dir);
+            let r = backup::run(backend.as_ref(), &set)?;
             seconds.push(("backup".to_string(), t.elapsed().as_secs_f64()));
             Ok((layout, r))
         },

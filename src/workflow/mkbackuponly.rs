@@ -15,6 +15,7 @@ pub const EXAMPLES: &str = "\
 Examples:
   rescue mkbackuponly                              to backup.url from the config
   rescue mkbackuponly --url nfs://nas/backups      to another destination
+  rescue mkbackuponly --level incremental          only what changed since the last backup
   rescue mkbackuponly --layout /tmp/layout.toml --root /mnt/snapshot
   With backup.method = \"bacula\" or \"bareos\": runs the client's backup job on the
   director and waits (backup.server.mkbackup-mode = \"run\"), or checks that the last
@@ -31,6 +32,10 @@ pub struct Args {
     /// Destination URL (default: backup.url from the config).
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// `full` starts a new incremental chain, `incremental` backs up only what changed since the
+    /// previous backup of the chain (default: backup.full-every decides; 1, every backup full).
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<crate::backup::chain::Level>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -44,7 +49,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         || {
             // The methods that read the recorded filesystems need the descriptor; the backend says so when it is missing.
             let layout = if path.exists() { Some(Layout::load(&path)?) } else { None };
-            backup::run(backend.as_ref(), &BackupSet::new(layout.as_ref(), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &a.root, ctx.verbosity >= 0))
+            let set = BackupSet::new(layout.as_ref(), &c.backup, &c.capture.exclude_mounts, &c.log_dir, &a.root, ctx.verbosity >= 0)
+                .with_chain(a.level, &c.state_dir);
+            backup::run(backend.as_ref(), &set)
         },
         |b| b,
     )?;

@@ -32,7 +32,8 @@ pub struct Args {
     /// Backup location (default: backup.url from the config).
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// A specific backup file in the host's directory (default: the newest).
+    /// A specific backup file in the host's directory (default: the newest); of an incremental
+    /// chain, the chain up to and including it is restored.
     #[arg(long, value_name = "NAME")]
     pub archive: Option<String>,
     /// The age identity of an encrypted backup: a file, or `usb://LABEL/path` (a file on a USB stick).

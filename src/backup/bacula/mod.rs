@@ -64,7 +64,8 @@ impl Backend for DirectorBackend {
         false
     }
 
-    fn backup(&self, _set: &BackupSet) -> Result<Backed> {
+    fn backup(&self, set: &BackupSet) -> Result<Backed> {
+        set.full_only("a director (its job's level is set on the director)")?;
         Ok(Backed::Job(Box::new(mkbackup(&self.cfg, self.director)?)))
     }
 

@@ -519,6 +519,7 @@ impl super::Backend for S3Backend {
     /// Archive straight into a multipart upload, then write the record.
     fn backup(&self, set: &super::BackupSet) -> Result<super::Backed> {
         let layout = set.recorded()?;
+        set.full_only("the S3 method")?;
         let host = super::host_dir_name(layout);
         let store = connect(&self.bucket, &self.cfg, Access::Write)?;
         let job = super::archives::archive_job(set, layout, &self.cfg, None)?;
@@ -547,7 +548,7 @@ impl super::Backend for S3Backend {
             clock.elapsed().as_secs_f64()
         );
         let archive = format!("s3://{}/{key}", self.bucket.bucket);
-        Ok(super::Backed::Archive(super::BackupReport { url: self.url.clone(), archive, create, mounts: set.mounts.clone() }))
+        Ok(super::Backed::Archive(super::BackupReport { url: self.url.clone(), archive, create, mounts: set.mounts.clone(), link: None }))
     }
 
     fn check(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick, opts: &super::CheckOptions) -> Result<super::BackupUsed> {

@@ -94,7 +94,7 @@ pub struct Args {
     /// Where the backup is. Default: backup.url from the config, else the one the descriptor records.
     #[arg(long, value_name = "URL", conflicts_with_all = ["plan", "layout_only", "umount"])]
     pub url: Option<String>,
-    /// Restore this backup file of the host (default: the newest).
+    /// Restore this backup file of the host (default: the newest); of an incremental chain, the chain up to and including it.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["plan", "layout_only", "umount"])]
     pub archive: Option<String>,
     /// Backup server (backup.method bacula/bareos): restore this job instead of the newest backup.
