@@ -11,6 +11,9 @@
 //!   would use; the next backup aborts the stale upload;
 //! - Object Lock: the server refuses to delete a locked backup, and
 //!   `backup.keep` reports it and goes on.
+//! - no read key configured: `restoreonly` at a terminal (a pty) asks for
+//!   one, the secret not echoed and in no log; with nobody to ask, the
+//!   error says what to configure.
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,6 +25,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::console::Console;
 use common::recovery::*;
 use common::*;
 
@@ -55,7 +59,10 @@ fn server() -> &'static Server {
         assert!(Path::new(AWS).exists(), "{AWS} is missing: run scripts/install-deps.sh (Debian package awscli)");
         let dir = std::env::temp_dir().join(format!("rescue-s3-{}", std::process::id()));
         let started = Instant::now();
-        let o = Command::new("bash").arg(script()).arg("start").arg(&dir).output().unwrap();
+        // RESCUE_S3_TEST_PORT: another gateway port (and monitor ports), to
+        // run beside the bios-ext4-s3 VM scenario, which takes the defaults.
+        let port = std::env::var("RESCUE_S3_TEST_PORT").unwrap_or_else(|_| "7480".into());
+        let o = Command::new("bash").arg(script()).arg("start").arg(&dir).arg(&port).output().unwrap();
         assert!(o.status.success(), "starting Ceph RGW failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         eprintln!("Ceph RGW set up in {:.0} s", started.elapsed().as_secs_f64());
         // SAFETY: registers a plain extern "C" function without arguments.
@@ -333,4 +340,59 @@ fn object_lock_refuses_deleting_a_locked_backup_and_keep_reports_it() {
     let after = s3.objects("rescue-locked", "locked/");
     assert_eq!(after.iter().filter(|(k, _)| k.ends_with(".tar.zst")).count(), 2, "{after:?}");
     assert!(after.iter().any(|(k, _)| k == &archive), "the locked backup is gone: {after:?}");
+}
+
+#[test]
+fn a_read_key_is_asked_at_the_terminal_when_none_is_configured() {
+    let s3 = server();
+    let src = Source::new(64, &[("srv/a.bin", 1 << 20)]);
+    let cfg = config(&src.dir, "s3.toml", &s3.backup_toml("rescue-plain", "typed", ""));
+    // As on a minimal system without ca-certificates: an http endpoint needs none.
+    let no_certs = src.dir.join("no-certs");
+    std::fs::create_dir_all(&no_certs).unwrap();
+    std::fs::write(no_certs.join("empty.pem"), "").unwrap();
+    let env = [("SSL_CERT_FILE", no_certs.join("empty.pem")), ("SSL_CERT_DIR", no_certs.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.to_str().unwrap())).collect();
+    let o = run(&cfg, &["mkbackuponly", "--layout", src.layout.to_str().unwrap(), "--root", src.root.to_str().unwrap()], &env);
+    assert!(o.status.success(), "mkbackuponly to S3 without CA certificates: {}", text(&o));
+    // No key in an image, no recover-key-from, an unreadable credentials-file.
+    let toml = s3.backup_toml("rescue-plain", "typed", "").replace("write.cred", "missing.cred");
+    let toml: String = toml.lines().filter(|l| !l.starts_with("recover-key-from")).map(|l| format!("{l}\n")).collect();
+    let cfg = config(&src.dir, "no-key.toml", &toml);
+    let into = src.dir.join("restored");
+    std::fs::create_dir_all(&into).unwrap();
+    let args = ["restoreonly", "--layout", src.layout.to_str().unwrap(), "--target", into.to_str().unwrap()];
+
+    // Nobody to ask (stdin is no terminal): the clear error, nothing restored.
+    let o = run(&cfg, &args, &[]);
+    assert_failed(&o, 2, &["no S3 key to restore with", "nobody to ask", "image-credentials-file", "recover-key-from"]);
+    assert_eq!(std::fs::read_dir(&into).unwrap().count(), 0, "restoreonly wrote into the target");
+
+    // At a terminal (a pty): the key id, then the secret typed.
+    let typed = |secret: &str| {
+        let mut cmd = Command::new(rescue_bin());
+        cmd.arg("--config").arg(&cfg).args(args);
+        let mut con = Console::spawn(&mut cmd);
+        con.expect("Access key id: ");
+        con.type_line(s3.var("S3_READ_KEY"));
+        con.expect("Secret access key: ");
+        con.type_line(secret);
+        con.finish()
+    };
+    // Asked once (the check and the restore share it), the secret not echoed.
+    let secret = s3.var("S3_READ_SECRET");
+    let (status, rest) = typed(secret);
+    assert!(status.success(), "restoreonly with the typed key failed:\n{rest}");
+    assert!(!rest.contains("Access key id: "), "the key was asked twice:\n{rest}");
+    assert!(!rest.contains(secret), "the secret was echoed or printed:\n{rest}");
+    assert_eq!(tree_sums(&into), tree_sums(&src.root), "the restored tree differs from the source");
+    let logs = sh(&format!("cat {}/log/* 2>/dev/null || true", src.dir.display()));
+    assert!(logs.contains(s3.var("S3_READ_KEY")), "the log does not name the key used:\n{logs}");
+    assert!(!logs.contains(secret), "the typed secret is in the log");
+
+    // A wrong secret: refused by the server, named by its key id, the secret shown nowhere.
+    let (status, rest) = typed("not-the-secret-at-all");
+    assert_eq!(status.code(), Some(2), "{rest}");
+    assert!(rest.contains("refused the access key") && rest.contains("typed on the terminal"), "{rest}");
+    assert!(!rest.contains("not-the-secret-at-all"), "the typed secret was echoed or printed:\n{rest}");
 }

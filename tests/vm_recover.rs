@@ -7,7 +7,7 @@
 //! and scenario 2 (UEFI/OVMF, GPT, ESP, LVM with XFS root and /home, backup on
 //! a USB disk found by its label). Scenarios 3 to 6 and `bios-ext4-bacula`
 //! (the rescue image restores from a Bacula director on the host through
-//! qemu's user-mode network) need RESCUE_FULL_TESTS=1 (scripts/test.sh
+//! qemu's user-mode network) and `bios-ext4-s3` (from Ceph RGW on the host) need RESCUE_FULL_TESTS=1 (scripts/test.sh
 //! --full); RESCUE_SCENARIOS="a b" runs only the named ones (times in
 //! docs/testing.md).
 //!
@@ -53,6 +53,8 @@ fn run(scenario: &str) -> Result<String, String> {
         let _ = std::fs::remove_file(base.join("job/rescue"));
         // bios-ext4-bacula: the director's volumes hold the whole system.
         let _ = std::fs::remove_dir_all(base.join("bacula/volumes"));
+        // bios-ext4-s3: the gateway's OSD file holds the backup.
+        let _ = std::fs::remove_dir_all(base.join("rgw"));
         if let Ok(dir) = std::fs::read_dir(base.join("job/out")) {
             for iso in dir.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".iso")) {
                 let _ = std::fs::remove_file(iso.path());
@@ -74,6 +76,16 @@ fn run_all(scenarios: &[&str]) {
         require("sqlite3", "sqlite3");
         let tables = Path::new("/usr/share/bacula-director/make_sqlite3_tables");
         assert!(tables.exists(), "{} is missing: apt-get install bacula-director-sqlite3 (or scripts/install-deps.sh)", tables.display());
+    }
+    if scenarios.iter().any(|s| s.ends_with("-s3")) {
+        // Ceph RGW on the host (tests/s3/ceph-rgw.sh); the host checks the ISO with these.
+        for (tool, package) in [("ceph-mon", "ceph-mon"), ("ceph-mgr", "ceph-mgr"), ("ceph-osd", "ceph-osd"), ("radosgw", "radosgw")] {
+            require(tool, package);
+        }
+        for (tool, package) in [("curl", "curl"), ("xorriso", "xorriso"), ("cpio", "cpio"), ("uuidgen", "uuid-runtime")] {
+            require(tool, package);
+        }
+        assert!(Path::new("/usr/bin/aws").exists(), "/usr/bin/aws is missing: apt-get install awscli (or scripts/install-deps.sh)");
     }
     if scenarios.iter().any(|s| s.contains("bond-vlan")) {
         // The namespace pings and fetches from the recovered system.
@@ -103,7 +115,9 @@ const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];
 /// sectors (its FAT32 ESP grown to stay FAT32), scenarios 1 and 2 with a
 /// Debian 13 (trixie) source whose own tools build the rescue image, and a
 /// bond with a VLAN and a static address backed up to NFS and recovered onto
-/// other NICs, in a network namespace (issue 19).
+/// other NICs, in a network namespace (issue 19), and the ext4 system backed
+/// up to and restored from S3 (Ceph RGW on the host), the rescue image
+/// holding only a read-only key (issue 17).
 const FULL: &[&str] = &[
     "bios-md-raid1",
     "luks2-lvm",
@@ -116,6 +130,7 @@ const FULL: &[&str] = &[
     "trixie-bios-ext4",
     "trixie-uefi-lvm-xfs",
     "bios-ext4-bond-vlan-nfs",
+    "bios-ext4-s3",
 ];
 
 /// Scenarios 1 and 2 always; 3 to 6 and bios-ext4-bacula too with RESCUE_FULL_TESTS=1

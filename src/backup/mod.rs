@@ -178,6 +178,17 @@ impl Pick {
     }
 }
 
+/// The person at the console, asked for what the configuration does not
+/// give (the S3 read key). Workflows implement it; a backend gets none when
+/// nobody can answer (unattended, no terminal) and then fails with what to
+/// configure.
+pub trait Ask {
+    /// One line, echoed.
+    fn line(&self, prompt: &str) -> Result<String>;
+    /// One line, not echoed: a secret, which never reaches a log or an error.
+    fn secret(&self, prompt: &str) -> Result<String>;
+}
+
 /// Options of the verify phase.
 #[derive(Clone, Copy)]
 pub struct CheckOptions<'a> {
@@ -186,6 +197,8 @@ pub struct CheckOptions<'a> {
     pub progress: bool,
     /// Opens an encrypted (age) archive: a wrong or missing identity fails the check.
     pub keys: &'a dyn IdentitySource,
+    /// Who to ask for a missing credential; `None`: nobody.
+    pub ask: Option<&'a dyn Ask>,
 }
 
 /// Options of one restore.
@@ -194,6 +207,8 @@ pub struct RestoreOptions<'a> {
     pub progress: bool,
     /// Opens an encrypted (age) archive.
     pub keys: &'a dyn IdentitySource,
+    /// Who to ask for a missing credential; `None`: nobody.
+    pub ask: Option<&'a dyn Ask>,
 }
 
 /// What one backup run backs up: the recorded mounts, found under `root`.
@@ -742,7 +757,7 @@ mod tests {
         let mut c = Config::default();
         let d = tempfile::tempdir().unwrap();
         let url = format!("file://{}", d.path().display());
-        let opts = CheckOptions { verify: false, progress: false, keys: &crate::archive::age::NoIdentity };
+        let opts = CheckOptions { verify: false, progress: false, keys: &crate::archive::age::NoIdentity, ask: None };
         let job = Pick { jobid: Some(7), ..Default::default() };
         let e = open(&c.backup, Some(&url)).unwrap().check(Some(&l), &job, &opts).err().unwrap();
         assert!(format!("{e:#}").contains("--restore-jobid"), "{e:#}");
@@ -752,7 +767,7 @@ mod tests {
                 Some(&l),
                 &Pick { archive: Some("x".into()), ..Default::default() },
                 d.path(),
-                &RestoreOptions { progress: false, keys: &crate::archive::age::NoIdentity },
+                &RestoreOptions { progress: false, keys: &crate::archive::age::NoIdentity, ask: None },
             )
             .err()
             .unwrap();

@@ -60,8 +60,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let pick = Pick { archive: a.archive, jobid: a.restore_jobid, before: a.restore_before };
     let interactive = !ctx.json && std::io::stdin().is_terminal();
     let keys = crate::workflow::recover::age_key(ctx, a.age_identity, interactive);
+    let terminal = interactive.then_some(&crate::workflow::recover::Terminal as &dyn backup::Ask);
     if a.check {
-        let used = backend.check(layout.as_ref(), &pick, &CheckOptions { verify: true, progress: ctx.verbosity >= 0 && !ctx.json, keys: &keys })?;
+        let used =
+            backend.check(layout.as_ref(), &pick, &CheckOptions { verify: true, progress: ctx.verbosity >= 0 && !ctx.json, keys: &keys, ask: terminal })?;
         if ctx.json {
             println!("{}", serde_json::to_string_pretty(&used)?);
         }
@@ -74,7 +76,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if !target.is_dir() {
         crate::bail_input!("the target root {} does not exist: create and mount the filesystems there first", target.display());
     }
-    let r = backend.restore(layout.as_ref(), &pick, &target, &RestoreOptions { progress: ctx.verbosity >= 0, keys: &keys })?;
+    let r = backend.restore(layout.as_ref(), &pick, &target, &RestoreOptions { progress: ctx.verbosity >= 0, keys: &keys, ask: terminal })?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }

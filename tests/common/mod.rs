@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod console;
 pub mod recovery;
 
 /// The `rescue` binary under test: the one cargo built for this run, or

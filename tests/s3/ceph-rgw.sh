@@ -4,6 +4,9 @@
 # no device-mapper, so no ceph-volume), one radosgw. Everything lives under DIR.
 #
 #   tests/s3/ceph-rgw.sh start DIR [PORT]   start (set up on first use); prints the env file
+#     PORT: the gateway's (default 7480, its monitor on 3300 and 6789); any
+#     other PORT puts the monitor on PORT+1 and PORT+2, so that two clusters
+#     (the S3 tests and the S3 VM scenario) can run at once.
 #   tests/s3/ceph-rgw.sh stop DIR           stop every daemon started from DIR
 #
 # After `start`, DIR/s3.env holds (shell syntax):
@@ -21,6 +24,7 @@ set -euo pipefail
 cmd=${1:?usage: ceph-rgw.sh start|stop DIR [PORT]}
 DIR=$(realpath -m "${2:?usage: ceph-rgw.sh start|stop DIR [PORT]}")
 PORT=${3:-7480}
+if [ "$PORT" = 7480 ]; then MON_V2=3300 MON_V1=6789; else MON_V2=$((PORT + 1)) MON_V1=$((PORT + 2)); fi
 CONF=$DIR/ceph.conf
 # Debian's awscli, not one a Python version manager put first in PATH.
 AWS=/usr/bin/aws
@@ -56,7 +60,7 @@ write_conf() {
   cat >"$CONF" <<EOF
 [global]
 fsid = $fsid
-mon host = v2:127.0.0.1:3300,v1:127.0.0.1:6789
+mon host = v2:127.0.0.1:$MON_V2,v1:127.0.0.1:$MON_V1
 public network = 127.0.0.0/8
 run dir = $DIR/run
 pid file = $DIR/run/\$name.pid
@@ -114,7 +118,7 @@ setup() {
   ceph-authtool --create-keyring "$DIR/keyring" --gen-key -n client.admin \
     --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' --cap mds 'allow *' >/dev/null
   ceph-authtool "$DIR/mon.keyring" --import-keyring "$DIR/keyring" >/dev/null
-  monmaptool --create --fsid "$fsid" --addv a '[v2:127.0.0.1:3300,v1:127.0.0.1:6789]' "$DIR/monmap" >/dev/null
+  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$MON_V2,v1:127.0.0.1:$MON_V1]" "$DIR/monmap" >/dev/null
   ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$DIR/mon.keyring"
   ceph-mon -c "$CONF" -i a
   wait_for 60 "the monitor" ceph_ -s

@@ -17,6 +17,8 @@
 #             btrfs-subvol (5) | bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller (6) |
 #             bios-mbr-logical (MBR, logical partitions, ext2 /boot, xfs /var by LABEL) |
 #             bios-ext4-bacula (restore from a Bacula director on the host) |
+#             bios-ext4-s3 (backup to and restore from Ceph RGW on the host; the
+#             image holds only a read-only key) |
 #             uefi-lvm-xfs-to-4kn (scenario 2's system onto a disk with 4096-byte sectors) |
 #             bios-ext4-bond-vlan-nfs (issue 19: a bond and a VLAN with a static address,
 #             backup on NFS, recovered onto other NICs; in a network namespace)
@@ -76,7 +78,9 @@ scale=${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}
 # target_nic: qemu network arguments for the recovery and the recovered
 # system's boot (default: nic at recovery, none after); qemu_ns: a command
 # prefix qemu runs under (ip netns exec NS); recover_expect: lines the
-# recovery's console must show; verify_probe: a function run in the background
+# recovery's console must show; image_check: a function run on the host once
+# the source phase made the ISO ($iso), which prints what it found and returns
+# non-zero to fail the scenario; verify_probe: a function run in the background
 # while the recovered system boots, which writes PASS or why it failed to
 # W/probe-result.
 usb_label="" targets=() check="" packages="" net=none nic=() source_setup="" recover_stick="" recover_conf="" secure_boot=0
@@ -278,6 +282,94 @@ RES
     }
     # shellcheck disable=SC2317 # called by the EXIT trap
     scenario_host_stop() { "$here/../bacula/daemons.sh" stop "$W/bacula"; } ;;
+  bios-ext4-s3)
+    # Issue 17: the backup goes to S3 object storage, a single-node Ceph RADOS
+    # Gateway on the host's 127.0.0.1:7480 (tests/s3/ceph-rgw.sh, state in
+    # WORKDIR/rgw, stopped at exit), which the guests reach through qemu's
+    # user-mode network at 10.0.2.2:7480. The source writes with the backup
+    # user's key; the rescue image carries only the read-only subuser's key
+    # (image-credentials-file). Once the ISO is made, the host checks it: the
+    # write key is nowhere in it, and the key it holds lists the backups but
+    # is refused writing and deleting one.
+    kind=bios-ext4 data_dirs="/srv/rescue-data" net=dhcp
+    nic=(-nic "user,model=virtio-net-pci")
+    s3_prefix=vm-$$
+    config="[backup]
+url = \"s3://rescue-plain/$s3_prefix\"
+[backup.s3]
+endpoint = \"http://10.0.2.2:7480\"
+path-style = true
+credentials-file = \"/etc/rescue/s3-write.toml\"
+image-credentials-file = \"/etc/rescue/s3-read.toml\"
+"
+    scenario_host_start() {
+      "$here/../s3/ceph-rgw.sh" start "$W/rgw" 7480 >/dev/null || fail rgw "starting Ceph RGW failed (see above; logs in $W/rgw/log)" /dev/null
+      # shellcheck source=/dev/null
+      . "$W/rgw/s3.env"
+      # Both keys reach the source through the job script (heredocs: set -x
+      # does not print them); mkrescue copies only the read-only one.
+      source_setup="ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+mkdir -p /etc/rescue
+install -m 0600 /dev/null /etc/rescue/s3-write.toml
+install -m 0600 /dev/null /etc/rescue/s3-read.toml
+cat >/etc/rescue/s3-write.toml <<'CRED'
+$(cat "$W/rgw/write.cred")
+CRED
+cat >/etc/rescue/s3-read.toml <<'CRED'
+$(cat "$W/rgw/read.cred")
+CRED"
+      log "Ceph RGW on 127.0.0.1:7480 (10.0.2.2:7480 from the guests), backups under s3://rescue-plain/$s3_prefix"
+    }
+    # shellcheck disable=SC2317 # called by the EXIT trap
+    scenario_host_stop() { "$here/../s3/ceph-rgw.sh" stop "$W/rgw"; }
+    # What the rescue ISO holds: no trace of the write secret, and a key that
+    # reads the backups but is refused writing and deleting.
+    # shellcheck disable=SC2317 # called after the source phase
+    image_check() {
+      local why="" x="$W/iso-check" aws key obj
+      rm -rf "$x"; mkdir -p "$x/root"
+      xorriso -osirrox on -indev "$iso" -extract /boot/initrd.img "$x/initrd.img" >/dev/null 2>&1 || why="cannot extract boot/initrd.img from $iso"
+      if [ -z "$why" ]; then
+        zstd -dc "$x/initrd.img" >"$x/initrd.cpio" && (cd "$x/root" && cpio -id --quiet <"$x/initrd.cpio") || why="cannot unpack the image's initramfs"
+      fi
+      if [ -z "$why" ] && grep -rqaF -- "$S3_WRITE_SECRET" "$x/root" "$x/initrd.cpio" "$iso"; then why="the write secret is in the rescue image"; fi
+      if [ -z "$why" ] && grep -rqaF -- "$S3_WRITE_KEY" "$x/root" "$iso"; then why="the write key id $S3_WRITE_KEY is in the rescue image"; fi
+      key=$x/root/etc/rescue/s3-read-credentials.toml
+      if [ -z "$why" ] && ! grep -qF "$S3_READ_KEY" "$key" 2>/dev/null; then why="the image holds no read-only key at /etc/rescue/s3-read-credentials.toml"; fi
+      if [ -z "$why" ]; then
+        aws=(env AWS_ACCESS_KEY_ID="$(sed -n 's/^access-key-id = "\(.*\)"$/\1/p' "$key")"
+             AWS_SECRET_ACCESS_KEY="$(sed -n 's/^secret-access-key = "\(.*\)"$/\1/p' "$key")"
+             AWS_DEFAULT_REGION=us-east-1 /usr/bin/aws --endpoint-url "$S3_ENDPOINT")
+        obj=$("${aws[@]}" s3api list-objects-v2 --bucket rescue-plain --prefix "$s3_prefix/" --query 'Contents[0].Key' --output text) || why="the image's key cannot list the backups"
+        case "$obj" in "$s3_prefix"/*.tar.zst*) ;; *) [ -n "$why" ] || why="no backup under s3://rescue-plain/$s3_prefix/ (listed '$obj')" ;; esac
+      fi
+      if [ -z "$why" ]; then
+        # Debian's awscli 1.x crashes parsing RGW's refusals of PUT and
+        # DELETE ("argument of type 'NoneType' is not iterable"): what counts
+        # is that no object appears and the backup is still there.
+        echo probe >"$x/probe.txt"
+        if "${aws[@]}" s3api put-object --bucket rescue-plain --key "$s3_prefix/written-by-the-image" --body "$x/probe.txt" 2>"$x/put.err"; then
+          why="the image's key could write s3://rescue-plain/$s3_prefix/written-by-the-image"
+        elif AWS_ACCESS_KEY_ID=$S3_WRITE_KEY AWS_SECRET_ACCESS_KEY=$S3_WRITE_SECRET AWS_DEFAULT_REGION=us-east-1 \
+          /usr/bin/aws --endpoint-url "$S3_ENDPOINT" s3api head-object --bucket rescue-plain --key "$s3_prefix/written-by-the-image" >/dev/null 2>&1; then
+          why="the image's key wrote s3://rescue-plain/$s3_prefix/written-by-the-image although the PUT reported a failure: $(cat "$x/put.err")"
+        fi
+      fi
+      if [ -z "$why" ]; then
+        if "${aws[@]}" s3api delete-object --bucket rescue-plain --key "$obj" 2>"$x/delete.err"; then
+          why="the image's key could delete $obj"
+        fi
+      fi
+      if [ -z "$why" ]; then
+        AWS_ACCESS_KEY_ID=$S3_WRITE_KEY AWS_SECRET_ACCESS_KEY=$S3_WRITE_SECRET AWS_DEFAULT_REGION=us-east-1 \
+          /usr/bin/aws --endpoint-url "$S3_ENDPOINT" s3api head-object --bucket rescue-plain --key "$obj" >/dev/null || why="$obj is gone after the refused delete"
+      fi
+      rm -rf "$x"
+      [ -z "$why" ] || { echo "$why"; return 1; }
+      echo "the image holds the read-only key $S3_READ_KEY only: it lists $obj, writing and deleting are refused (no object appears, the backup stays)"
+    } ;;
   bios-ext4-bond-vlan-nfs)
     # Issue 19. Everything runs in a network namespace made here (removed at
     # exit): a bridge with tap devices, documentation addresses, no DHCP, no
@@ -424,7 +516,7 @@ SRV
       fi
       echo "${why:-PASS}" >"$W/probe-result"
     } ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, uefi-lvm-xfs-to-4kn, bios-ext4-bond-vlan-nfs; each may be prefixed with trixie-)" ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, bios-ext4-s3, uefi-lvm-xfs-to-4kn, bios-ext4-bond-vlan-nfs; each may be prefixed with trixie-)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
@@ -661,6 +753,12 @@ iso=$(find "$job/out" -maxdepth 1 -name "$iso_name" | head -n1)
 [ -n "$iso" ] || fail source "$tool mkbackup wrote no $iso_name to the output directory /job/out" "$job/out/run.log"
 log "ISO $(du -h "$iso" | cut -f1): $iso"
 echo "iso-bytes $(stat -c %s "$iso")" >>"$W/times"
+if declare -F image_check >/dev/null; then
+  t=$(now)
+  image_check >"$W/image-check.log" 2>&1 || fail image-check "$(tail -n1 "$W/image-check.log")" "$W/image-check.log"
+  record image-check "$(secs "$t")"
+  log "image check: $(tail -n1 "$W/image-check.log")"
+fi
 
 # --- 2. recovery: blank disk(s) boot the ISO, unattended ------------------------
 rm -f "$W"/source*.qcow2

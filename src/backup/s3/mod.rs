@@ -183,6 +183,20 @@ impl Store {
         if let Some(e) = &cfg.endpoint {
             b = b.endpoint_url(e.clone());
         }
+        // The system's CA certificates only for https: a rescue system or a
+        // minimal install without ca-certificates talks plain http to an
+        // endpoint on its own network, and the client would stop on the
+        // empty certificate store it loads.
+        let https = cfg.endpoint.as_deref().is_none_or(|e| !e.starts_with("http://"));
+        let tls = aws_smithy_http_client::tls::TlsContext::builder()
+            .with_trust_store(aws_smithy_http_client::tls::TrustStore::empty().with_native_roots(https))
+            .build()
+            .context("setting up the S3 client's TLS")?;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc))
+            .tls_context(tls)
+            .build_https();
+        b = b.http_client(http);
         if !(5..=1024).contains(&cfg.part_size_mib) {
             crate::bail_input!("backup.s3.part-size-mib = {} is out of range: S3 parts are 5 to 1024 MiB", cfg.part_size_mib);
         }
@@ -445,8 +459,12 @@ pub enum Access {
     Read,
 }
 
+/// Where a key typed at the console came from, for messages.
+const TYPED: &str = "the key typed on the terminal";
+
 /// The credential for `access`, and where it came from (for messages).
-pub fn credentials(cfg: &S3Config, access: Access, timeout: u64) -> Result<(Credentials, String)> {
+/// A read credential found nowhere is asked of `ask`, when there is one.
+pub fn credentials(cfg: &S3Config, access: Access, timeout: u64, ask: Option<&dyn super::Ask>) -> Result<(Credentials, String)> {
     if access == Access::Read {
         let image = Path::new(IMAGE_CREDENTIALS_PATH);
         if image.exists() {
@@ -463,21 +481,44 @@ pub fn credentials(cfg: &S3Config, access: Access, timeout: u64) -> Result<(Cred
             }
             return Ok((Credentials::load(Path::new(src))?, src.clone()));
         }
-        let creds = Credentials::load(&cfg.credentials_file).context(
+        let missing = format!(
             "no S3 key to restore with: the rescue image holds none (set backup.s3.image-credentials-file to a read-only key and run \
              mkrescue), backup.s3.recover-key-from is not set (a file, or usb://LABEL/path on a stick), and backup.s3.credentials-file \
-             cannot be read",
-        )?;
-        return Ok((creds, cfg.credentials_file.display().to_string()));
+             {} cannot be read",
+            cfg.credentials_file.display()
+        );
+        return match (Credentials::load(&cfg.credentials_file), ask) {
+            (Ok(creds), _) => Ok((creds, cfg.credentials_file.display().to_string())),
+            (Err(e), None) => Err(e.context(format!("{missing}; nobody to ask (unattended, or no terminal)"))),
+            (Err(_), Some(ask)) => Ok((ask_credentials(cfg, ask, &missing)?, TYPED.to_string())),
+        };
     }
     Ok((Credentials::load(&cfg.credentials_file)?, cfg.credentials_file.display().to_string()))
+}
+
+/// Ask the person at the console for a key: the id echoed, the secret not.
+fn ask_credentials(cfg: &S3Config, ask: &dyn super::Ask, why: &str) -> Result<Credentials> {
+    let endpoint = cfg.endpoint.clone().unwrap_or_else(|| format!("AWS S3 ({})", cfg.region));
+    let id = ask.line(&format!("{why}.\nType a key that may read the backups at {endpoint} (a read-only one is enough).\nAccess key id: "))?;
+    let secret = if id.is_empty() { String::new() } else { ask.secret("Secret access key: ")? };
+    if id.is_empty() || secret.is_empty() {
+        crate::bail_input!(
+            "no S3 key was typed; nothing was written. Type an access key id and its secret, or give a read-only key with \
+             backup.s3.recover-key-from (a file, or usb://LABEL/path on a stick)"
+        );
+    }
+    Ok(Credentials { access_key_id: id, secret_access_key: secret, session_token: None })
 }
 
 /// A store for `url` with the credential `access` needs, checked: the
 /// endpoint answers, the credential is accepted, the bucket exists.
 pub fn connect(url: &S3Url, cfg: &crate::backup::BackupConfig, access: Access) -> Result<Store> {
-    let (creds, from) = credentials(&cfg.s3, access, cfg.timeout)?;
-    let store = Store::new(url.clone(), &cfg.s3, &creds, Duration::from_secs(cfg.timeout))?;
+    let (creds, from) = credentials(&cfg.s3, access, cfg.timeout, None)?;
+    checked_store(url, cfg, &creds, &from)
+}
+
+fn checked_store(url: &S3Url, cfg: &crate::backup::BackupConfig, creds: &Credentials, from: &str) -> Result<Store> {
+    let store = Store::new(url.clone(), &cfg.s3, creds, Duration::from_secs(cfg.timeout))?;
     store.check().with_context(|| format!("the S3 credential came from {from}"))?;
     Ok(store)
 }
@@ -487,20 +528,41 @@ pub struct S3Backend {
     url: String,
     bucket: S3Url,
     cfg: crate::backup::BackupConfig,
+    /// A read key typed at the console and accepted: asked once, for the
+    /// check and the restore. Never written anywhere.
+    typed: std::sync::Mutex<Option<Credentials>>,
 }
 
 impl S3Backend {
     pub fn new(url: &str, bucket: S3Url, cfg: crate::backup::BackupConfig) -> S3Backend {
-        S3Backend { url: url.to_string(), bucket, cfg }
+        S3Backend { url: url.to_string(), bucket, cfg, typed: std::sync::Mutex::new(None) }
+    }
+
+    /// A store to read from: with the key typed before, or the configured
+    /// one, or one asked of `ask`.
+    fn connect_read(&self, ask: Option<&dyn super::Ask>) -> Result<Store> {
+        let before = self.typed.lock().ok().and_then(|t| t.clone());
+        let (creds, from) = match before {
+            Some(c) => (c, TYPED.to_string()),
+            None => credentials(&self.cfg.s3, Access::Read, self.cfg.timeout, ask)?,
+        };
+        let store = checked_store(&self.bucket, &self.cfg, &creds, &from)?;
+        if from == TYPED {
+            tracing::info!("{} accepted the S3 key {} typed on the terminal", store.endpoint, creds.access_key_id);
+            if let Ok(mut t) = self.typed.lock() {
+                *t = Some(creds);
+            }
+        }
+        Ok(store)
     }
 
     /// The backup `pick` names (or the newest) of the host `layout`
     /// describes, after checking endpoint, credential, bucket, the object
     /// and its record; with the store to read it from.
-    fn find(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick) -> Result<(Store, StoredBackup)> {
+    fn find(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick, ask: Option<&dyn super::Ask>) -> Result<(Store, StoredBackup)> {
         pick.no_jobs("rescue's archives in object storage")?;
         let host = super::host_dir_name(super::descriptor(layout)?);
-        let store = connect(&self.bucket, &self.cfg, Access::Read)?;
+        let store = self.connect_read(ask)?;
         let backup = store.find(&host, pick.archive.as_deref())?;
         store.read_record(&backup).with_context(|| format!("the backup {} has no readable record: restore another one with --archive NAME", backup.name))?;
         Ok((store, backup))
@@ -552,7 +614,7 @@ impl super::Backend for S3Backend {
     }
 
     fn check(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick, opts: &super::CheckOptions) -> Result<super::BackupUsed> {
-        let (store, found) = self.find(layout, pick).context("the S3 backup cannot be restored; nothing was written")?;
+        let (store, found) = self.find(layout, pick, opts.ask).context("the S3 backup cannot be restored; nothing was written")?;
         let mut used = super::BackupUsed::at(&self.url, &super::Pick { archive: Some(found.name.clone()), ..super::Pick::default() });
         used.archive = Some(found.name.clone());
         used.archive_bytes = Some(found.size);
@@ -573,7 +635,7 @@ impl super::Backend for S3Backend {
 
     /// Stream the object into the extractor: no temporary copy.
     fn restore(&self, layout: Option<&crate::layout::Layout>, pick: &super::Pick, target: &Path, opts: &super::RestoreOptions) -> Result<super::Restored> {
-        let (store, found) = self.find(layout, pick)?;
+        let (store, found) = self.find(layout, pick, opts.ask)?;
         let what = format!("s3://{}/{}", self.bucket.bucket, found.key);
         tracing::info!("restoring {what} into {}", target.display());
         let reader = crate::archive::age::open(store.open(&found.key)?, Path::new(&found.key), opts.keys)?;

@@ -146,6 +146,31 @@ impl IdentitySource for AgeKey {
     }
 }
 
+/// The person at the console ([`crate::backup::Ask`]), for a recovery that is
+/// not unattended and has a terminal.
+pub struct Terminal;
+
+impl crate::backup::Ask for Terminal {
+    fn line(&self, prompt: &str) -> Result<String> {
+        use std::io::Write;
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        read_line()
+    }
+
+    fn secret(&self, prompt: &str) -> Result<String> {
+        read_hidden(prompt)
+    }
+}
+
+/// Read one line from the terminal, echoed.
+pub(super) fn read_line() -> Result<String> {
+    use std::io::BufRead;
+    let mut s = String::new();
+    std::io::stdin().lock().read_line(&mut s).context("reading the answer from the terminal")?;
+    Ok(s.trim().to_string())
+}
+
 /// Read one line from the terminal with echo off (a passphrase, a key).
 pub fn read_hidden(prompt: &str) -> Result<String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};

@@ -13,7 +13,7 @@ mod report;
 mod verify;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -30,7 +30,7 @@ use crate::layout::Layout;
 use crate::plan::{self, MatchReason, Plan, PlanOptions, ResizePolicy};
 use crate::target::TargetRoot;
 
-pub use keys::AgeKey;
+pub use keys::{AgeKey, Terminal};
 pub use report::{PhaseTime, Report};
 
 pub const EXAMPLES: &str = "\
@@ -391,6 +391,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
     let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
     let mut phases = report::Phases::new(quiet);
     let age_key = age_key(ctx, a.age_identity.clone(), interactive);
+    let terminal = interactive.then_some(&keys::Terminal as &dyn backup::Ask);
 
     let result = (|| -> Result<()> {
         let (layout, needs, source, used, keys) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
@@ -416,7 +417,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
             // Before the long archive check: a missing key stick is found in seconds.
             let keys = read_luks_keys(ctx, a, &layout, interactive)?;
-            let opts = CheckOptions { verify: ctx.config.recover.verify_archive, progress, keys: &age_key };
+            let opts = CheckOptions { verify: ctx.config.recover.verify_archive, progress, keys: &age_key, ask: terminal };
             let mut used = source.check(Some(&layout), &pick, &opts)?;
             if let Some(paths) = used.listing.take() {
                 verify::check_target(&needs, &layout, |p| paths.contains(p))?;
@@ -449,10 +450,12 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
         phases.run(&mut rep, "restore", "the data", |rep| {
             let from = backup_name(rep).unwrap_or_default();
             let unchecked = used.unread;
-            let restored = source.restore(Some(&layout), &used.pick, target_root.path(), &RestoreOptions { progress, keys: &age_key }).with_context(|| {
-                let why = if unchecked { " (recover.verify-archive = false: it was not read before the disks were rewritten)" } else { "" };
-                format!("the data could not be restored from {from}{why}")
-            })?;
+            let restored = source
+                .restore(Some(&layout), &used.pick, target_root.path(), &RestoreOptions { progress, keys: &age_key, ask: terminal })
+                .with_context(|| {
+                    let why = if unchecked { " (recover.verify-archive = false: it was not read before the disks were rewritten)" } else { "" };
+                    format!("the data could not be restored from {from}{why}")
+                })?;
             let r = restored.files();
             rep.restored = Some(report::Restored { entries: r.entries, bytes: r.bytes });
             selinux_labels_restored = r.selinux_labels.is_some_and(|l| l.complete());
@@ -555,12 +558,6 @@ fn backup_name(rep: &Report) -> Option<String> {
     rep.backup.as_ref().map(|b| format!("{}{}", b.url, b.archive.as_ref().map(|a| format!(" {a}")).unwrap_or_default()))
 }
 
-fn read_line() -> Result<String> {
-    let mut s = String::new();
-    std::io::stdin().lock().read_line(&mut s).context("reading the answer from the terminal")?;
-    Ok(s.trim().to_string())
-}
-
 fn ask_choice(layout: &Layout, disk: &str, candidates: &[PathBuf]) -> Result<String> {
     let size = layout.disk(disk).map(|d| crate::util::human_bytes(d.size)).unwrap_or_default();
     loop {
@@ -570,7 +567,7 @@ fn ask_choice(layout: &Layout, disk: &str, candidates: &[PathBuf]) -> Result<Str
         }
         eprint!("Number of the disk to use for {disk} (or q to stop): ");
         let _ = std::io::stderr().flush();
-        let ans = read_line()?;
+        let ans = keys::read_line()?;
         if ans == "q" || ans.is_empty() {
             return Err(input_error(format!("no disk chosen for {disk}; nothing was written")));
         }
@@ -583,7 +580,7 @@ fn ask_choice(layout: &Layout, disk: &str, candidates: &[PathBuf]) -> Result<Str
 fn confirm(disks: &[String]) -> Result<bool> {
     eprint!("This erases ALL data on {}. Type YES to continue: ", disks.join(", "));
     let _ = std::io::stderr().flush();
-    Ok(read_line()? == "YES")
+    Ok(keys::read_line()? == "YES")
 }
 
 /// Ask for a LUKS passphrase twice, without echo.

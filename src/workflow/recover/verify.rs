@@ -110,7 +110,7 @@ mod tests {
         let c = Config::default();
         let source = crate::backup::open(&c.backup, Some(&format!("file://{}", d.path().join("dest").display()))).unwrap();
         let needs = needs_of(&l, &c, source.as_ref());
-        let opts = crate::backup::CheckOptions { verify: true, progress: false, keys: &crate::archive::age::NoIdentity };
+        let opts = crate::backup::CheckOptions { verify: true, progress: false, keys: &crate::archive::age::NoIdentity, ask: None };
         let used = source.check(Some(&l), &crate::backup::Pick::default(), &opts).unwrap();
         assert!(used.verified && !used.unread, "{used:?}");
         assert_eq!(used.pick.archive.as_deref(), Some("backup-20261201-000000.tar.zst"), "the restore takes the archive checked");
@@ -147,8 +147,9 @@ mod tests {
 
         let c = Config::default();
         let source = crate::backup::open(&c.backup, Some(&format!("file://{}", d.path().join("b").display()))).unwrap();
-        let check =
-            |keys: &dyn crate::archive::age::IdentitySource| source.check(Some(&l), &Pick::default(), &CheckOptions { verify: true, progress: false, keys });
+        let check = |keys: &dyn crate::archive::age::IdentitySource| {
+            source.check(Some(&l), &Pick::default(), &CheckOptions { verify: true, progress: false, keys, ask: None })
+        };
         let key = |p: &Path| AgeKey::new(Some(LuksKeySource::File(p.to_path_buf())), false, std::time::Duration::ZERO, 1);
         let used = check(&key(&key_file)).unwrap();
         assert!(used.verified && used.pick.archive.as_deref() == Some("backup-20261202-000000.tar.zst.age"), "{used:?}");
