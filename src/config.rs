@@ -79,6 +79,10 @@ pub struct RecoverConfig {
     pub luks_keys: BTreeMap<String, LuksKeySource>,
     /// Read the whole backup archive and check it against its manifest before any disk is touched.
     pub verify_archive: bool,
+    /// When the backup is read in full before the disks are written:
+    /// `auto` (only when a target disk holds data; on blank disks the
+    /// content is checked during the restore's one pass) or `full` (always).
+    pub verify: VerifyPolicy,
     /// The age identity that decrypts encrypted backups: a file in the rescue
     /// system or `usb://LABEL/path`; without it, it is asked for on the terminal.
     pub age_identity: Option<LuksKeySource>,
@@ -92,6 +96,7 @@ impl Default for RecoverConfig {
             unattended_proceed: false,
             luks_keys: BTreeMap::new(),
             verify_archive: true,
+            verify: VerifyPolicy::Auto,
             age_identity: None,
         }
     }
@@ -116,6 +121,18 @@ impl Config {
     pub fn layout_path(&self) -> PathBuf {
         self.state_dir.join("layout.toml")
     }
+}
+
+/// When recovery reads the whole backup before writing the disks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyPolicy {
+    /// In full before writing when a target disk holds data; in the
+    /// restore's one pass when every target disk is blank.
+    #[default]
+    Auto,
+    /// Always in full before writing.
+    Full,
 }
 
 /// Where the key of one LUKS volume comes from.
@@ -204,6 +221,14 @@ mod tests {
         assert_eq!(c.mapping["sda"], "/dev/vdb");
         let c: Config = toml::from_str("[network-mapping]\nens3 = \"enp1s0\"\n\"52:54:00:12:34:02\" = \"enp2s0\"\n").unwrap();
         assert_eq!((c.network_mapping["ens3"].as_str(), c.network_mapping["52:54:00:12:34:02"].as_str()), ("enp1s0", "enp2s0"));
+    }
+
+    #[test]
+    fn the_verify_policy_is_auto_unless_full_is_asked() {
+        assert_eq!(Config::default().recover.verify, VerifyPolicy::Auto);
+        assert_eq!(Config::from_toml("[recover]\nverify = \"full\"\n").unwrap().recover.verify, VerifyPolicy::Full);
+        let e = Config::from_toml("[recover]\nverify = \"sometimes\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("auto") && format!("{e:#}").contains("full"), "{e:#}");
     }
 
     #[test]

@@ -1078,3 +1078,42 @@ fn zstd_window_is_capped_at_what_the_writer_produces() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("window"), "the error says why");
 }
+
+/// A zstd archive is a row of independent frames (a new one every 4 MiB of
+/// tar stream): `zstd` counts them and reads them as one stream, GNU tar
+/// extracts it, and our extraction (which decompresses them in parallel)
+/// gives back the same tree.
+#[test]
+fn a_zstd_archive_is_independent_frames_the_standard_tools_read() {
+    require(TOOLS);
+    let t = tempfile::tempdir().unwrap();
+    let src = small_tree(t.path());
+    // 18 MB of barely compressible data: five frames at least.
+    let noise: Vec<u8> = (0..18_000_000u64).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(src.join("big"), &noise).unwrap();
+    let archive = t.path().join("a.tar.zst");
+    assert_eq!(create(&src, &archive, &[]).status.code(), Some(0));
+    let listed = String::from_utf8(Command::new("zstd").arg("-lv").arg(&archive).output().unwrap().stdout).unwrap();
+    let frames: usize = listed.lines().find_map(|l| l.trim().strip_prefix("# Zstandard Frames:")).map(|n| n.trim().parse().unwrap()).unwrap_or(0);
+    assert!(frames >= 5, "expected one frame per 4 MiB:\n{listed}");
+    sh(&format!("zstd -q -t {}", archive.display()));
+    let gnu = t.path().join("gnu");
+    gnu_tar_extract(&archive, &gnu, "--zstd");
+    assert_same_tree(&src, &gnu, SKIP);
+    let ours = t.path().join("ours");
+    let mut c = rescue();
+    c.args(["archive", "extract"]).arg(&archive).arg("--target").arg(&ours);
+    assert_eq!(run(c).status.code(), Some(0));
+    assert_same_tree(&src, &ours, SKIP);
+    // A frame damaged in the middle: the error, and the files before it are there.
+    let mut data = std::fs::read(&archive).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x10;
+    let bad = t.path().join("bad.tar.zst");
+    std::fs::write(&bad, &data).unwrap();
+    let mut c = rescue();
+    c.args(["archive", "extract"]).arg(&bad).arg("--target").arg(t.path().join("bad"));
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frame at byte"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -16,7 +16,11 @@
 //!   zstd and gzip): stopped in restore, no boot code in the MBR or the BIOS
 //!   boot partition (the old one wiped, no new one written), no GRUB files in
 //!   the restored tree, nothing mounted, the report saying restore failed;
-//!   with the default verification a truncated archive stops in verify instead.
+//!   with the default verification a truncated archive stops in check (the
+//!   target disk holds data: the backup is read in full before writing) instead;
+//! - on a blank target disk the backup is read once: a member damaged late in
+//!   the archive stops the restore before the bootloader, and the report
+//!   names it and says the disks were blank.
 
 #![allow(clippy::unwrap_used)]
 
@@ -158,12 +162,14 @@ fn target_disk_too_small_is_refused_at_plan_time() {
     let map = format!("{}={}", s.src.name, fits.dev);
     let _u = Unmounter(vec![s.target.clone()]);
     let args = ["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap()];
-    // Read to its end, the backup shows it holds no GRUB: found before any write.
+    // Read to its end (the disk is blank: `--verify full` asks for the full
+    // read), the backup shows it holds no GRUB: found before any write.
     let before = device_sum(&fits.dev);
-    let o = run(&s.src.cfg, &args, &[]);
-    assert_failed(&o, 2, &["recovery stopped in phase verify", "grub-install", "grub-pc-bin", "Nothing was written"]);
+    let full: Vec<&str> = args.iter().copied().chain(["--verify", "full"]).collect();
+    let o = run(&s.src.cfg, &full, &[]);
+    assert_failed(&o, 2, &["recovery stopped in phase check", "grub-install", "grub-pc-bin", "Nothing was written"]);
     assert_eq!(device_sum(&fits.dev), before, "the target disk changed");
-    // Unread (verify-archive = false), it is found in finalize, before any of its steps.
+    // Unread (verify-archive = false, or the one pass on a blank disk), it is found in finalize, before any of its steps.
     let o = run(&unread, &args, &[]);
     assert_failed(&o, 3, &["recovery stopped in phase finalize", "grub-install", "No bootloader or initramfs step was run"]);
     let o = run(&s.src.cfg, &["recover", "--umount", "--target-root", s.target.to_str().unwrap()], &[]);
@@ -189,7 +195,7 @@ fn corrupt_archive_stops_before_the_bootloader_and_leaves_nothing_mounted() {
     let before = device_sum(&s.dst.dev);
     let truncated = put("truncated", &bytes[..bytes.len() * 2 / 3]);
     let o = s.recover(&s.src.cfg, &["--url", &truncated], &[]);
-    assert_failed(&o, 3, &["recovery stopped in phase verify", "is damaged", "truncated", "Nothing was written", "--archive"]);
+    assert_failed(&o, 3, &["recovery stopped in phase check", "is damaged", "truncated", "Nothing was written", "--archive"]);
     assert_eq!(device_sum(&s.dst.dev), before, "the target disk changed");
 
     // Bytes flipped in the middle, verification off: found while restoring.
@@ -245,6 +251,59 @@ fn corrupt_archive_stops_before_the_bootloader_and_leaves_nothing_mounted() {
     assert!(err.contains("damaged") || err.contains("differ from the backup"), "{err}");
     assert!(read_range(&s.dst.dev, 0, 440).iter().all(|&b| b == 0), "boot code in the MBR");
     assert!(std::fs::read(s.dst.part(1)).unwrap().iter().all(|&b| b == 0), "data in the BIOS boot partition");
+}
+
+#[test]
+fn a_member_damaged_late_in_a_one_pass_restore_stops_before_the_bootloader() {
+    let s = Setup::new(128, 3);
+    let dir = s.src.backups.parent().unwrap().to_path_buf();
+    let archive = s.src.archive();
+    let host = archive.parent().unwrap().file_name().unwrap().to_owned();
+    // Bytes flipped near the end: in the last file's data (srv/b.bin is
+    // random, stored as it is), after everything else was restored.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let late = bytes.len() * 9 / 10;
+    for b in &mut bytes[late..late + 16] {
+        *b ^= 0x5a;
+    }
+    let corrupt = dir.join("late").join(&host);
+    std::fs::create_dir_all(&corrupt).unwrap();
+    std::fs::write(corrupt.join(archive.file_name().unwrap()), bytes).unwrap();
+
+    // A blank disk (the setup's target holds an old system).
+    let blank = LoopDisk::new(&dir, "blank", 128);
+    let map = format!("{}={}", s.src.name, blank.dev);
+    let root = s.target.to_str().unwrap();
+    let o = run(&s.src.cfg, &["recover", "--plan", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", root], &[]);
+    assert!(o.status.success() && text(&o).contains("verify: one pass, content checked while restoring (all target disks are blank)"), "{}", text(&o));
+    let _u = Unmounter(vec![s.target.clone()]);
+    let url = s.url(&dir.join("late"));
+    let args = ["--json", "recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", root, "--url", &url];
+    let o = run(&s.src.cfg, &args, &[]);
+    let err = assert_failed(
+        &o,
+        3,
+        &["recovery stopped in phase restore", "checked in the restore's one pass: all target disks are blank", "no bootloader was installed"],
+    );
+    assert!(err.contains("srv/b.bin"), "the damaged member is not named: {err}");
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", text(&o)));
+    assert_eq!(rep["verify-mode"]["mode"], "one-pass", "{rep:#}");
+    let phases: Vec<(&str, bool)> = rep["phases"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap(), p["ok"] == true)).collect();
+    assert_eq!(phases, [("verify", true), ("plan", true), ("storage", true), ("restore", false)], "{rep:#}");
+    assert!(rep["error"].as_str().unwrap().contains("srv/b.bin") && rep["error"].as_str().unwrap().contains("all target disks are blank"), "{rep:#}");
+    assert!(rep["finalize"].as_array().is_none_or(|a| a.is_empty()), "{rep:#}");
+    assert!(mounted_under(&s.target).is_empty(), "left mounted: {:?}", mounted_under(&s.target));
+    assert!(read_range(&blank.dev, 0, 440).iter().all(|&b| b == 0), "boot code in the MBR");
+    assert!(std::fs::read(blank.part(1)).unwrap().iter().all(|&b| b == 0), "data in the BIOS boot partition");
+
+    // The same disk now holds data: the next attempt reads the backup in full first and writes nothing.
+    let before = device_sum(&blank.dev);
+    let o = run(&s.src.cfg, &args, &[]);
+    assert_failed(&o, 3, &["recovery stopped in phase check", "is damaged", "Nothing was written"]);
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["verify-mode"]["mode"], "full", "{rep:#}");
+    assert!(rep["verify-mode"]["why"].as_str().unwrap().starts_with(&format!("{} holds", blank.dev)), "{rep:#}");
+    assert_eq!(device_sum(&blank.dev), before, "the target disk changed");
 }
 
 #[test]
@@ -361,17 +420,17 @@ fn the_backup_medium_is_mounted_read_only_and_stays_unchanged() {
     let before = device_sum(&medium.dev);
     let url = format!("usb://{}/backups", medium.dev);
 
-    // recover reads and checks the whole archive, then stops: this test
-    // system's backup holds no GRUB for the recorded BIOS bootloader, which
-    // verify finds in the archive's file list at its end. The medium must be
-    // exactly as it was.
+    // recover reads and checks the whole archive (the target holds an old
+    // system), then stops: this test system's backup holds no GRUB for the
+    // recorded BIOS bootloader, which the check finds in the archive's file
+    // list at its end. The medium must be exactly as it was.
     let map = format!("{}={}", s.src.name, s.dst.dev);
     let o = run(
         &s.src.cfg,
-        &["recover", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap(), "--url", &url],
+        &["recover", "--yes", "--layout", s.src.layout_file.to_str().unwrap(), "--map", &map, "--target-root", s.target.to_str().unwrap(), "--url", &url],
         &[],
     );
-    assert_failed(&o, 2, &["recovery stopped in phase verify", "the backup does not hold what installing the bootloader needs", "Nothing was written"]);
+    assert_failed(&o, 2, &["recovery stopped in phase check", "the backup does not hold what installing the bootloader needs", "Nothing was written"]);
     // The mount command of the medium, as logged: read-only.
     let log = std::fs::read_to_string(dir.join("log/rescue.log")).unwrap();
     let mounts: Vec<&str> = log.lines().filter(|l| l.contains("mount -o") && l.contains(&medium.dev)).collect();

@@ -21,7 +21,7 @@ use crate::plan::fat::{self, FatFormat};
 use crate::plan::{Operation, Plan};
 use guard::{Teardown, TempMount, Undo};
 
-pub use wipe::{active_holders, deactivate_under, teardown_target, Holder};
+pub use wipe::{active_holders, deactivate_under, holds_data, teardown_target, Holder};
 
 /// A LUKS key: a file, or the key itself (read from a USB stick).
 pub enum LuksKey {

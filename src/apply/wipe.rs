@@ -188,21 +188,64 @@ pub fn wipe_disk(dev: &Path, root: &TargetRoot) -> Result<()> {
     Ok(())
 }
 
+/// What [`wipe_disk`] zeroes at each end of a disk: old boot code, stray
+/// partition table copies.
+const END_BYTES: u64 = 1 << 20;
+
+/// The offsets and lengths of the disk's ends [`zero_ends`] zeroes, for a
+/// disk of `size` bytes.
+fn end_ranges(size: u64) -> Vec<(u64, u64)> {
+    let n = END_BYTES.min(size);
+    let mut v = vec![(0, n)];
+    if size > n {
+        let tail = n.min(size - n);
+        v.push((size - tail, tail));
+    }
+    v
+}
+
 /// Zero the first and last MiB: old boot code, stray partition table copies.
 fn zero_ends(dev: &Path) -> Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).open(dev).with_context(|| format!("opening {}", dev.display()))?;
     let size = f.seek(SeekFrom::End(0))?;
-    let zeros = vec![0u8; 1 << 20];
-    let n = (zeros.len() as u64).min(size);
-    f.seek(SeekFrom::Start(0))?;
-    f.write_all(&zeros[..n as usize]).with_context(|| format!("zeroing the start of {}", dev.display()))?;
-    if size > n {
-        let tail = n.min(size - n);
-        f.seek(SeekFrom::Start(size - tail))?;
-        f.write_all(&zeros[..tail as usize]).with_context(|| format!("zeroing the end of {}", dev.display()))?;
+    let zeros = vec![0u8; END_BYTES as usize];
+    for (at, len) in end_ranges(size) {
+        f.seek(SeekFrom::Start(at))?;
+        f.write_all(&zeros[..len as usize]).with_context(|| format!("zeroing {} bytes at offset {at} of {}", len, dev.display()))?;
     }
     f.sync_all().with_context(|| format!("flushing {}", dev.display()))?;
     Ok(())
+}
+
+/// What wiping `dev` ([`wipe_disk`]) would destroy, in words (e.g. "holds
+/// a partition table (gpt)"); `None` when the disk is blank: no partition,
+/// nothing stacked on it, no signature `wipefs` would remove and nothing
+/// but zeros where [`zero_ends`] writes. The same parts [`wipe_disk`]
+/// erases, so a disk judged blank loses nothing to a recovery.
+pub fn holds_data(dev: &Path) -> Result<Option<String>> {
+    let name = kernel_name(dev)?;
+    let nodes = tree(&name);
+    if let Some(n) = nodes.iter().find(|n| n.name != name) {
+        let what = if n.partition { "a partition" } else { "a device stacked on it" };
+        return Ok(Some(format!("holds {what} (/dev/{})", n.name)));
+    }
+    let found = Cmd::new("wipefs").args(["--no-act", "--noheadings", "--output", "TYPE"]).arg(dev).read()?;
+    let kinds: Vec<&str> = found.split_whitespace().collect();
+    if !kinds.is_empty() {
+        return Ok(Some(format!("holds a partition table or filesystem signature ({})", kinds.join(", "))));
+    }
+    let mut f = std::fs::File::open(dev).with_context(|| format!("opening {} to see whether it is blank", dev.display()))?;
+    let size = f.seek(SeekFrom::End(0))?;
+    let mut buf = vec![0u8; END_BYTES as usize];
+    for (at, len) in end_ranges(size) {
+        f.seek(SeekFrom::Start(at))?;
+        std::io::Read::read_exact(&mut f, &mut buf[..len as usize]).with_context(|| format!("reading {len} bytes at offset {at} of {}", dev.display()))?;
+        if buf[..len as usize].iter().any(|&b| b != 0) {
+            let which = if at == 0 { "first" } else { "last" };
+            return Ok(Some(format!("holds data in its {which} MiB (boot code or an old partition table)")));
+        }
+    }
+    Ok(None)
 }
 
 /// Zero a whole (small) device, e.g. a BIOS boot partition.
@@ -255,6 +298,13 @@ pub fn teardown_target(root: &TargetRoot, layout: Option<&Layout>) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ends_zeroed_are_the_ends_checked() {
+        assert_eq!(end_ranges(3 << 20), [(0, 1 << 20), (2 << 20, 1 << 20)]);
+        assert_eq!(end_ranges(1536 << 10), [(0, 1 << 20), (1 << 20, 512 << 10)], "the ends overlap nothing");
+        assert_eq!(end_ranges(4096), [(0, 4096)]);
+    }
 
     #[test]
     fn a_device_mapper_device_open_beyond_its_stack_is_in_use() {

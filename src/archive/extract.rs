@@ -327,7 +327,12 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
             x.warn(format!("cannot set owner/mode/time of directory {}: {e:#}", x.show(rel)));
         }
     }
-    result?;
+    // Damage the manifest check already named says which member it hit.
+    let damaged = &x.report.damaged;
+    result.map_err(|e| match damaged.first() {
+        Some(first) => e.context(format!("{} restored files differ from the manifest (first: {first})", damaged.len())),
+        None => e,
+    })?;
     Ok(x.report)
 }
 

@@ -1,22 +1,24 @@
 //! The archive engine: a standard pax tar stream, compressed as a standard
 //! zstd or gzip stream, written fast (files read ahead by several threads,
-//! multithreaded compression) and restored safely (nothing is ever written
+//! compression in independent pieces on every core), restored fast (zstd
+//! frames decompressed on every core) and safely (nothing is ever written
 //! outside the target). Used by `rescue archive`, `mkbackup(only)`,
 //! `restoreonly` and `recover`.
 //!
 //! - `format`: tar headers, pax records, ACL text, manifest lines
 //! - `create`: walking sources and writing an archive
 //! - `extract`: reading an archive: extract, list, verify
-//! - `gz`: parallel gzip compression
+//! - `chunked`: compression in independent gzip members / zstd frames, and
+//!   parallel decompression of the zstd frames
 //! - `incremental`: GNU tar's dumpdirs (written in a chain, applied on extraction: deletions, renames)
 //! - `snapshot`: the state the next incremental archive compares against
 //! - `age`: encryption (the age format) around the compressed stream
 
 pub mod age;
+pub mod chunked;
 pub mod create;
 pub mod extract;
 pub mod format;
-pub mod gz;
 pub mod incremental;
 pub mod progress;
 pub mod snapshot;
@@ -35,7 +37,8 @@ pub use extract::{extract, list, verify, ExtractOptions, ExtractReport, SelinuxL
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
-    /// zstd (multithreaded): fast, small. `tar --zstd -xf` reads it.
+    /// zstd (independent 4 MiB frames, compressed and decompressed on every core): fast, small.
+    /// `tar --zstd -xf` reads it.
     #[default]
     Zstd,
     /// gzip (parallel members): the most widely readable. `tar -xzf` reads it.
@@ -76,8 +79,7 @@ pub fn cpus() -> usize {
 
 /// The compressor in front of the output.
 pub enum Sink<W: Write> {
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-    Gzip(gz::ParallelGzWriter<W>),
+    Chunked(chunked::ChunkWriter<W>),
     Plain(W),
 }
 
@@ -89,16 +91,13 @@ impl<W: Write> Sink<W> {
                 if !(1..=19).contains(&level) {
                     crate::bail_input!("zstd level {level} is out of range: use 1 (fastest) to 19 (smallest)");
                 }
-                let mut e = zstd::stream::write::Encoder::new(out, level)?;
-                e.include_checksum(true)?;
-                e.multithread(threads.max(1) as u32)?;
-                Sink::Zstd(e)
+                Sink::Chunked(chunked::ChunkWriter::new(out, chunked::Codec::Zstd { level }, threads))
             }
             Compression::Gzip => {
                 if !(1..=9).contains(&level) {
                     crate::bail_input!("gzip level {level} is out of range: use 1 (fastest) to 9 (smallest)");
                 }
-                Sink::Gzip(gz::ParallelGzWriter::new(out, level as u32, threads))
+                Sink::Chunked(chunked::ChunkWriter::new(out, chunked::Codec::Gzip { level: level as u32 }, threads))
             }
             Compression::None => Sink::Plain(out),
         })
@@ -106,8 +105,7 @@ impl<W: Write> Sink<W> {
 
     pub fn finish(self) -> io::Result<W> {
         match self {
-            Sink::Zstd(e) => e.finish(),
-            Sink::Gzip(g) => g.finish(),
+            Sink::Chunked(c) => c.finish(),
             Sink::Plain(mut w) => {
                 w.flush()?;
                 Ok(w)
@@ -119,22 +117,19 @@ impl<W: Write> Sink<W> {
 impl<W: Write> Write for Sink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::Zstd(e) => e.write(buf),
-            Sink::Gzip(g) => g.write(buf),
+            Sink::Chunked(c) => c.write(buf),
             Sink::Plain(w) => w.write(buf),
         }
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
-            Sink::Zstd(e) => e.write_all(buf),
-            Sink::Gzip(g) => g.write_all(buf),
+            Sink::Chunked(c) => c.write_all(buf),
             Sink::Plain(w) => w.write_all(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Sink::Zstd(e) => e.flush(),
-            Sink::Gzip(g) => g.flush(),
+            Sink::Chunked(c) => c.flush(),
             Sink::Plain(w) => w.flush(),
         }
     }
@@ -158,7 +153,6 @@ pub struct ThreadedReader {
     cur: Vec<u8>,
     pos: usize,
     done: bool,
-    _thread: std::thread::JoinHandle<()>,
 }
 
 impl Read for ThreadedReader {
@@ -190,7 +184,8 @@ impl Read for ThreadedReader {
 }
 
 /// Open a (possibly compressed) archive stream for reading: detect the
-/// compression, and decompress on a separate thread.
+/// compression, and decompress on separate threads: zstd frames of the
+/// size rescue writes on every core, any other stream on one.
 pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedReader, Compression)> {
     let mut br = BufReader::with_capacity(1 << 20, input);
     if age::is_encrypted(br.fill_buf()?) {
@@ -202,6 +197,10 @@ pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedRe
         ));
     }
     let kind = detect(br.fill_buf()?);
+    if kind == Compression::Zstd && chunked::first_frame_fits(br.fill_buf()?) {
+        let rx = chunked::parallel_zstd(br, cpus());
+        return Ok((ThreadedReader { rx, cur: Vec::new(), pos: 0, done: false }, kind));
+    }
     let mut dec: Box<dyn Read + Send> = match kind {
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(br)?;
@@ -212,7 +211,7 @@ pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedRe
         Compression::None => Box::new(br),
     };
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(8);
-    let thread = std::thread::spawn(move || loop {
+    std::thread::spawn(move || loop {
         let mut v = vec![0u8; 1 << 20];
         let mut got = 0;
         while got < v.len() {
@@ -239,7 +238,7 @@ pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedRe
             return;
         }
     });
-    Ok((ThreadedReader { rx, cur: Vec::new(), pos: 0, done: false, _thread: thread }, kind))
+    Ok((ThreadedReader { rx, cur: Vec::new(), pos: 0, done: false }, kind))
 }
 
 /// Explains the zstd decoder's one error that is a limit, not damage.
@@ -272,5 +271,37 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         self.count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn read_back(z: Vec<u8>) -> Vec<u8> {
+        let (mut r, kind) = open_stream(io::Cursor::new(z)).unwrap();
+        assert_eq!(kind, Compression::Zstd);
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        back
+    }
+
+    #[test]
+    fn streams_of_the_frame_writer_and_of_the_old_writer_both_read() {
+        let data: Vec<u8> = (0..(chunked::ZSTD_FRAME * 2 + 777) as u32).map(|i| (i % 253) as u8 ^ (i >> 16) as u8).collect();
+        let mut sink = Sink::new(Vec::new(), Compression::Zstd, None, 2).unwrap();
+        sink.write_all(&data).unwrap();
+        let framed = sink.finish().unwrap();
+        assert!(chunked::first_frame_fits(&framed), "the writer gives its frames' sizes");
+        assert_eq!(read_back(framed), data);
+        // What rescue wrote before frames: one multithreaded streaming frame.
+        let mut old = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        old.include_checksum(true).unwrap();
+        old.multithread(2).unwrap();
+        old.write_all(&data).unwrap();
+        let old = old.finish().unwrap();
+        assert!(!chunked::first_frame_fits(&old));
+        assert_eq!(read_back(old), data);
     }
 }

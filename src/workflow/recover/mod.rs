@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 
 use crate::apply::{self, ApplyOptions};
 use crate::backup::{self, CheckOptions, Pick, RestoreOptions};
-use crate::config::LuksKeySource;
+use crate::config::{LuksKeySource, VerifyPolicy};
 use crate::context::Ctx;
 use crate::error::input_error;
 use crate::hooks::{self, HookEnv, Phase};
@@ -32,6 +32,7 @@ use crate::target::TargetRoot;
 
 pub use keys::{AgeKey, Terminal};
 pub use report::{PhaseTime, Report};
+pub use verify::VerifyMode;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -88,6 +89,11 @@ pub struct Args {
     /// Absolute, normalized, not `/`.
     #[arg(long, value_name = "DIR")]
     pub target_root: Option<TargetRoot>,
+    /// When the backup is read in full before writing: `auto` (only when a target disk holds
+    /// data; on blank disks it is checked while restoring, in one pass) or `full` (always).
+    /// Default: `recover.verify` (auto).
+    #[arg(long, value_enum, value_name = "WHEN", conflicts_with_all = ["layout_only", "umount"])]
+    pub verify: Option<VerifyPolicy>,
     /// How partitions follow a disk of another size. Default: `recover.resize` (last).
     #[arg(long, value_enum)]
     pub resize: Option<ResizeArg>,
@@ -164,11 +170,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let protect: Vec<(PathBuf, &str)> = keys.devices.iter().map(|d| (d.clone(), "holds a LUKS key")).collect();
     let the_plan = make_plan(ctx, &a, &layout, &target_root, interactive, &protect)?;
     if a.plan {
-        if ctx.json {
-            println!("{}", serde_json::to_string_pretty(&the_plan)?);
-        } else {
-            print!("{the_plan}");
-        }
+        show_plan(ctx, &the_plan, Some(&verify_mode(ctx, &a, &the_plan)))?;
         return Ok(0);
     }
     if !ctx.json {
@@ -189,6 +191,32 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// When the backup's content is checked, for writing the disks of `the_plan`.
+fn verify_mode(ctx: &Ctx, a: &Args, the_plan: &Plan) -> VerifyMode {
+    let policy = a.verify.unwrap_or(ctx.config.recover.verify);
+    verify::mode(&the_plan.target_disks(), policy, ctx.config.recover.verify_archive, apply::holds_data)
+}
+
+/// Print the plan (with --json: as data), and when the backup is checked.
+fn show_plan(ctx: &Ctx, the_plan: &Plan, mode: Option<&VerifyMode>) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct Shown<'a> {
+        #[serde(flatten)]
+        plan: &'a Plan,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verify: Option<&'a VerifyMode>,
+    }
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&Shown { plan: the_plan, verify: mode })?);
+    } else {
+        print!("{the_plan}");
+        if let Some(m) = mode {
+            println!("{m}");
+        }
+    }
+    Ok(())
 }
 
 /// The descriptor of the rescue image, else the saved one.
@@ -417,11 +445,10 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             tracing::info!("descriptor {} of {} is valid; {} programs present", layout_path.display(), layout.host.hostname, tools);
             // Before the long archive check: a missing key stick is found in seconds.
             let keys = read_luks_keys(ctx, a, &layout, interactive)?;
-            let opts = CheckOptions { verify: ctx.config.recover.verify_archive, progress, keys: &age_key, ask: terminal };
-            let mut used = source.check(Some(&layout), &pick, &opts)?;
-            if let Some(paths) = used.listing.take() {
-                verify::check_target(&needs, &layout, |p| paths.contains(p))?;
-            }
+            // The archive's start (and its encryption) now; its content
+            // after the plan, in full or while restoring (`VerifyMode`).
+            let opts = CheckOptions { verify: false, progress, keys: &age_key, ask: terminal };
+            let used = source.check(Some(&layout), &pick, &opts)?;
             rep.backup = Some(used.clone());
             Ok((layout, needs, source, used, keys))
         })?;
@@ -437,27 +464,50 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             rep.nics = p.nics.assignments.clone();
             rep.warnings.extend(p.notes.iter().map(|n| format!("plan: {n}")));
             verify::check_wipe_tools(&p)?;
+            let mode = verify_mode(ctx, a, &p);
+            tracing::info!("{mode}");
             if !ctx.json {
-                print!("{p}");
+                show_plan(ctx, &p, Some(&mode))?;
             }
+            rep.verify_mode = Some(mode);
             confirm_overwrite(ctx, a, &p, unattended, interactive)?;
             Ok(p)
         })?;
+
+        let one_pass = rep.verify_mode.as_ref().is_some_and(VerifyMode::one_pass);
+        let mut used = used;
+        // Only a backup the verify phase could have read but did not (an archive) is read again.
+        if !one_pass && used.unread {
+            phases.add_one();
+            used = phases.run(&mut rep, "check", "read the whole backup against its manifest before writing", |rep| {
+                let opts = CheckOptions { verify: true, progress, keys: &age_key, ask: terminal };
+                let mut used = source.check(Some(&layout), &used.pick, &opts)?;
+                if let Some(paths) = used.listing.take() {
+                    verify::check_target(&needs, &layout, |p| paths.contains(p))?;
+                }
+                rep.backup = Some(used.clone());
+                Ok(used)
+            })?;
+        }
 
         phases.run(&mut rep, "storage", "partitions, RAID, LUKS, LVM, filesystems, mounts", |_| recreate_storage(ctx, &the_plan, keys, interactive))?;
 
         let mut selinux_labels_restored = false;
         phases.run(&mut rep, "restore", "the data", |rep| {
             let from = backup_name(rep).unwrap_or_default();
-            let unchecked = used.unread;
+            let why = match &rep.verify_mode {
+                Some(VerifyMode::OnePass { why }) => format!(" (checked in the restore's one pass: {why})"),
+                _ if used.unread => " (it was not read before the disks were rewritten)".to_string(),
+                _ => String::new(),
+            };
             let restored = source
                 .restore(Some(&layout), &used.pick, target_root.path(), &RestoreOptions { progress, keys: &age_key, ask: terminal })
-                .with_context(|| {
-                    let why = if unchecked { " (recover.verify-archive = false: it was not read before the disks were rewritten)" } else { "" };
-                    format!("the data could not be restored from {from}{why}")
-                })?;
+                .with_context(|| format!("the data could not be restored from {from}{why}"))?;
             let r = restored.files();
             rep.restored = Some(report::Restored { entries: r.entries, bytes: r.bytes });
+            if let Some(b) = rep.backup.as_mut().filter(|_| one_pass) {
+                b.verified = r.manifest_checked && r.damaged.is_empty();
+            }
             selinux_labels_restored = r.selinux_labels.is_some_and(|l| l.complete());
             rep.warnings.extend(r.refused.iter().map(|s| format!("restore: refused member {s}")));
             rep.warnings.extend(r.warnings.iter().map(|s| format!("restore: {s}")));
@@ -466,7 +516,7 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
             }
             if !r.damaged.is_empty() {
                 anyhow::bail!(
-                    "{} restored files differ from the backup's checksums (first: {}); the backup medium or this machine's \
+                    "{} restored files differ from the backup's checksums (first: {}){why}; the backup medium or this machine's \
                      disks return bad data. The bootloader was not installed",
                     r.damaged.len(),
                     r.damaged[0]

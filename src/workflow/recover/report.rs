@@ -65,6 +65,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<crate::plan::NicAssignment>,
     pub backup: Option<BackupUsed>,
+    /// When the backup's content was checked: in full before writing, or
+    /// while restoring (one pass, on blank disks); decided in plan.
+    pub verify_mode: Option<super::verify::VerifyMode>,
     pub restored: Option<Restored>,
     /// Finalize steps that ran.
     pub finalize: Vec<String>,
@@ -96,6 +99,7 @@ impl Report {
             mapping: Vec::new(),
             nics: Vec::new(),
             backup: None,
+            verify_mode: None,
             restored: None,
             finalize: Vec::new(),
             hooks: Vec::new(),
@@ -135,7 +139,8 @@ impl Report {
                 "verify" => self.backup.as_ref().map(|b| b.to_string()).unwrap_or_default(),
                 "plan" => {
                     let disks = self.mapping.iter().map(|m| format!("{} -> {}", m.recorded, m.device.display()));
-                    disks.chain(self.nics.iter().map(|n| format!("{} -> {}", n.recorded, n.new_name))).collect::<Vec<_>>().join(", ")
+                    let nics = self.nics.iter().map(|n| format!("{} -> {}", n.recorded, n.new_name));
+                    disks.chain(nics).chain(self.verify_mode.iter().map(|m| m.to_string())).collect::<Vec<_>>().join(", ")
                 }
                 "restore" => self.restored.as_ref().map(|r| format!("{} entries, {}", r.entries, human_bytes(r.bytes))).unwrap_or_default(),
                 "finalize" => format!("{} steps", self.finalize.len()),
@@ -255,21 +260,27 @@ pub struct Phases {
     done: Vec<PhaseTime>,
     current: Option<String>,
     quiet: bool,
+    /// verify, plan, storage, restore, finalize; and check when the backup
+    /// is read in full before writing.
+    count: usize,
 }
-
-const PHASE_COUNT: usize = 5;
 
 impl Phases {
     pub fn new(quiet: bool) -> Phases {
-        Phases { done: Vec::new(), current: None, quiet }
+        Phases { done: Vec::new(), current: None, quiet, count: 5 }
+    }
+
+    /// One more phase than the five of every recovery will run (check).
+    pub fn add_one(&mut self) {
+        self.count += 1;
     }
 
     pub fn run<T>(&mut self, rep: &mut Report, name: &str, what: &str, f: impl FnOnce(&mut Report) -> Result<T>) -> Result<T> {
         let n = self.done.len() + 1;
         self.current = Some(name.to_string());
-        tracing::info!("phase {n}/{PHASE_COUNT} {name}: {what}");
+        tracing::info!("phase {n}/{} {name}: {what}", self.count);
         if !self.quiet {
-            eprintln!("==> phase {n}/{PHASE_COUNT} {name}: {what}");
+            eprintln!("==> phase {n}/{} {name}: {what}", self.count);
         }
         let t = Instant::now();
         let r = f(rep);

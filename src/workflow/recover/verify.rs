@@ -1,19 +1,72 @@
 //! Verify phase: every program the storage plan, the data source and
 //! finalize will run is present, before anything is written. What is
 //! needed comes from `needs::recovery`, the answer the rescue image was
-//! built from and checked against by `mkrescue`.
+//! built from and checked against by `mkrescue`. And when the backup's
+//! content is checked ([`VerifyMode`]): in full before writing, or in the
+//! restore's one pass when every target disk is blank.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::path::Path;
 
 use anyhow::Result;
+use serde::Serialize;
 
 use crate::backup::Backend;
 use crate::cmd::find_in_path;
-use crate::config::Config;
+use crate::config::{Config, VerifyPolicy};
 use crate::layout::Layout;
 use crate::needs::{self, Missing, Needs, Now};
 use crate::plan::Plan;
+
+/// When the backup's content is checked in this recovery, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum VerifyMode {
+    /// The verify phase read the archive's start (and opened its
+    /// encryption); every member is checked against the manifest while
+    /// it is restored. A failure then destroys nothing: the disks were blank.
+    OnePass { why: String },
+    /// The whole backup is read and checked (phase `check`) before any
+    /// disk is written.
+    Full { why: String },
+}
+
+impl VerifyMode {
+    pub fn one_pass(&self) -> bool {
+        matches!(self, VerifyMode::OnePass { .. })
+    }
+}
+
+impl fmt::Display for VerifyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyMode::OnePass { why } => write!(f, "verify: one pass, content checked while restoring ({why})"),
+            VerifyMode::Full { why } => write!(f, "verify: full before writing ({why})"),
+        }
+    }
+}
+
+/// The verify mode for writing `disks`: one pass only when every one is
+/// blank (`holds_data`, what wiping it would destroy: `apply::holds_data`),
+/// unless `policy` asks for the full read. `verify_archive` off
+/// (`recover.verify-archive = false`) never reads the backup twice.
+pub fn mode(disks: &[&Path], policy: VerifyPolicy, verify_archive: bool, holds_data: impl Fn(&Path) -> Result<Option<String>>) -> VerifyMode {
+    if !verify_archive {
+        return VerifyMode::OnePass { why: "recover.verify-archive = false".into() };
+    }
+    if policy == VerifyPolicy::Full {
+        return VerifyMode::Full { why: "recover.verify = full".into() };
+    }
+    for d in disks {
+        match holds_data(d) {
+            Ok(None) => {}
+            Ok(Some(what)) => return VerifyMode::Full { why: format!("{} {what}", d.display()) },
+            Err(e) => return VerifyMode::Full { why: format!("{} could not be read to see whether it is blank: {e:#}", d.display()) },
+        }
+    }
+    VerifyMode::OnePass { why: "all target disks are blank".into() }
+}
 
 /// What recovering `layout` from `source` needs.
 pub fn needs_of(layout: &Layout, config: &Config, source: &dyn Backend) -> Needs {
@@ -69,6 +122,24 @@ fn require(missing: &[Missing]) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pass_only_when_every_target_disk_is_blank() {
+        let (a, b) = (Path::new("/dev/sdy"), Path::new("/dev/sdz"));
+        let blank = |_: &Path| Ok(None);
+        let m = mode(&[a, b], VerifyPolicy::Auto, true, blank);
+        assert!(m.one_pass() && m.to_string() == "verify: one pass, content checked while restoring (all target disks are blank)", "{m}");
+        let b_holds = |d: &Path| Ok((d == b).then(|| "holds a partition table or filesystem signature (gpt)".to_string()));
+        let m = mode(&[a, b], VerifyPolicy::Auto, true, b_holds);
+        assert_eq!(m.to_string(), "verify: full before writing (/dev/sdz holds a partition table or filesystem signature (gpt))");
+        let unreadable = |_: &Path| anyhow::bail!("permission denied");
+        let m = mode(&[a], VerifyPolicy::Auto, true, unreadable);
+        assert!(!m.one_pass() && m.to_string().contains("could not be read") && m.to_string().contains("permission denied"), "{m}");
+        assert!(!mode(&[a], VerifyPolicy::Full, true, blank).one_pass(), "recover.verify = full");
+        assert!(mode(&[a], VerifyPolicy::Full, false, b_holds).one_pass(), "verify-archive = false never reads twice");
+        let json = serde_json::to_value(mode(&[a], VerifyPolicy::Auto, true, blank)).unwrap();
+        assert_eq!(json, serde_json::json!({ "mode": "one-pass", "why": "all target disks are blank" }));
+    }
 
     #[test]
     fn the_source_decides_the_transport_programs() {
