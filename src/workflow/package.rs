@@ -104,11 +104,11 @@ pub const SUGGESTS: &[&str] = &[
 ];
 
 /// Packages a program of [`crate::cmd::PROGRAM_PACKAGES`] comes from that
-/// need no relation: Essential (`coreutils dash tar util-linux`; Debian Policy
+/// need no relation: Essential (`coreutils dash hostname tar util-linux`; Debian Policy
 /// 3.5: no unversioned relation to an Essential package, lintian's
 /// `depends-on-essential-package-without-using-version`) or always there
 /// where rescue runs.
-pub const ALWAYS_THERE: &[&str] = &["coreutils", "dash", "tar", "util-linux", "systemd", "initramfs-tools"];
+pub const ALWAYS_THERE: &[&str] = &["coreutils", "dash", "hostname", "tar", "util-linux", "systemd", "initramfs-tools"];
 
 /// Packages outside Debian (no relation can name them usefully).
 pub const NOT_IN_DEBIAN: &[&str] = &["bareos-filedaemon"];
