@@ -36,6 +36,8 @@ if ! file -L "$bin" | grep -Eq 'statically linked|static-pie linked'; then
   shlibs=$(cd "$work" && dpkg-shlibdeps -O rescue/usr/sbin/rescue | sed -n 's/^shlibs:Depends=//p')
 fi
 "$bin" package-tree "$root" --shlibs "$shlibs" >/dev/null
+# DEBIAN/md5sums: what `dpkg --verify` checks the installed files against.
+(cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum >DEBIAN/md5sums)
 mkdir -p "$out"
 deb=$out/rescue_${version}_amd64.deb
 fakeroot dpkg-deb -Zxz --build "$root" "$deb" >/dev/null

@@ -44,8 +44,9 @@ pub const CONFIG: &str = "/etc/rescue/rescue.toml";
 /// output), and what the rescue image copies from the host so that `rescue
 /// recover` has it. Without any of these, `apt install ./rescue_*.deb` on a
 /// minimal Debian would not give a working `rescue mkbackup`.
+/// (`util-linux`, which `mkbackup` needs first, is Essential: lintian refuses
+/// an unversioned relation to it, see [`ALWAYS_THERE`].)
 pub const DEPENDS: &[&str] = &[
-    "util-linux",
     "mount",
     "fdisk",
     "e2fsprogs",
@@ -103,8 +104,11 @@ pub const SUGGESTS: &[&str] = &[
 ];
 
 /// Packages a program of [`crate::cmd::PROGRAM_PACKAGES`] comes from that
-/// need no relation: Essential or always there where rescue runs.
-pub const ALWAYS_THERE: &[&str] = &["coreutils", "dash", "hostname", "tar", "systemd", "initramfs-tools"];
+/// need no relation: Essential (`coreutils dash hostname tar util-linux`; Debian Policy
+/// 3.5: no unversioned relation to an Essential package, lintian's
+/// `depends-on-essential-package-without-using-version`) or always there
+/// where rescue runs.
+pub const ALWAYS_THERE: &[&str] = &["coreutils", "dash", "hostname", "tar", "util-linux", "systemd", "initramfs-tools"];
 
 /// Packages outside Debian (no relation can name them usefully).
 pub const NOT_IN_DEBIAN: &[&str] = &["bareos-filedaemon"];
@@ -350,15 +354,21 @@ mod tests {
         );
         assert!(u[0].1.contains("/usr/sbin/rescue --config /etc/rescue/rescue.toml checklayout"), "{}", u[0].1);
         assert!(u[3].1.contains("OnCalendar=Sun 02:00") && u[3].1.contains("WantedBy=timers.target"), "{}", u[3].1);
+        // lintian: systemd-service-file-missing-documentation-key.
+        for (p, text) in u.iter().filter(|(p, _)| p.extension().is_some_and(|x| x == "service")) {
+            assert!(text.contains("\nDocumentation=man:rescue-"), "{} has no Documentation= key:\n{text}", p.display());
+        }
     }
 
     #[test]
     fn control_fields() {
         let c = control("0.1.0", "libc6 (>= 2.34), libgcc-s1 (>= 4.2)", 12345);
-        assert!(c.contains("\nDepends: libc6 (>= 2.34), libgcc-s1 (>= 4.2), util-linux, mount, fdisk,"), "{c}");
+        assert!(c.contains("\nDepends: libc6 (>= 2.34), libgcc-s1 (>= 4.2), mount, fdisk,"), "{c}");
         assert!(c.contains("\nInstalled-Size: 12345\n") && c.contains("\nRecommends: efibootmgr,"), "{c}");
         let c = control("0.1.0", "", 1);
-        assert!(c.contains("\nDepends: util-linux, "), "{c}");
+        assert!(c.contains("\nDepends: mount, "), "{c}");
+        // Essential packages are never an unversioned relation (lintian error).
+        assert!(!c.contains("util-linux"), "{c}");
         // Every continuation line of the description starts with a space.
         let desc = c.split("Description: ").nth(1).unwrap();
         assert!(desc.lines().skip(1).all(|l| l.starts_with(' ')), "{desc}");

@@ -90,8 +90,8 @@ pub fn files(rescue: &Path, config: &Path, method: Method, calendar: &str, mkbac
                 v.push((
                     "etc/systemd/system/rescue-mkbackup.service".into(),
                     format!(
-                        "# Written by `rescue schedule --install`.\n[Unit]\nDescription=Back up this system with rescue\n\n\
-                         [Service]\nType=oneshot\nExecStart={} --config {} mkbackup\n",
+                        "# Written by `rescue schedule --install`.\n[Unit]\nDescription=Back up this system with rescue\n\
+                         Documentation=man:rescue-mkbackup(8)\n\n[Service]\nType=oneshot\nExecStart={} --config {} mkbackup\n",
                         rescue.display(),
                         config.display()
                     ),

@@ -6,7 +6,9 @@ set -euo pipefail
 CACHE=${RESCUE_TEST_CACHE:-/var/cache/rescue-test}
 here=$(cd "$(dirname "$0")" && pwd)
 # The guest builder's mirror lookup (the host's own Debian archive).
-MIRROR=${RESCUE_GUEST_MIRROR:-$(sed -n '/^host_mirror()/,/^}/p' "$here/../vm/build-guest.sh" | bash -c 'source /dev/stdin; host_mirror')}
+# shellcheck source=../vm/suite-key.sh
+. "$here/../vm/suite-key.sh"
+MIRROR=${RESCUE_GUEST_MIRROR:-$(host_mirror)}
 tarball=$CACHE/package/bookworm-minbase.tar.zst
 mkdir -p "$CACHE/package"
 exec 9>"$CACHE/package/build.lock"

@@ -10,7 +10,7 @@
 #   image-IKEY/         root.img (raw ext4, no partition table, root=/dev/vda),
 #                       vmlinuz, initrd.img (Debian's), initrd-fast.img (busybox +
 #                       virtio_blk + ext4, booted by default); IKEY = KEY + hash of the
-#                       guest customisation (guest-setup.sh and guest/*)
+#                       guest customisation (guest-setup.sh, fast-initrd.sh and guest/*)
 # Prints the image directory on stdout. Safe to run concurrently (flock).
 # With --rootfs [SUITE]: only make sure the debootstrap tarball of SUITE (default
 # bookworm) exists and print its path (tests/vm/build-source.sh builds the
@@ -65,7 +65,7 @@ else
   log "WARNING: $MIRROR unreachable: reusing $tarball, which may be older than what the mirror serves"
   key=$(basename "$tarball" .tar.zst); key=${key#rootfs-}
 fi
-ikey=$( { echo "$key" "$ROOT_SIZE"; cat "$here/guest-setup.sh"; find "$here/guest" -type f | sort | xargs cat; } | sha256sum | cut -c1-16)
+ikey=$( { echo "$key" "$ROOT_SIZE"; cat "$here/guest-setup.sh" "$here/fast-initrd.sh"; find "$here/guest" -type f | sort | xargs cat; } | sha256sum | cut -c1-16)
 imgdir="$CACHE/guest/image-$ikey"
 
 if ((ROOTFS_ONLY)) && [ -e "$tarball" ]; then echo "$tarball"; exit 0; fi

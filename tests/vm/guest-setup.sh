@@ -64,16 +64,5 @@ grep -q '/ext4.ko' "$T/tmp/initrd.list"
 rm -f "$T/tmp/initrd.list"
 
 # The fast initrd (busybox + virtio_blk + ext4) that run-guest.sh boots by default.
-f=$T/tmp/fast-initrd
-mkdir -p "$f/bin" "$f/modules"
-cp "$T/usr/bin/busybox" "$f/bin/busybox"
-install -m 0755 "$G/fast-init" "$f/init"
-for m in virtio_pci virtio_blk ext4; do
-  modprobe -d "$T" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
-done | awk '!seen[$0]++' | while read -r ko; do
-  cp "$ko" "$f/modules/"; basename "$ko" >>"$f/modules.order"
-done
-grep -q '^ext4.ko$' "$f/modules.order"
-(cd "$f" && find . | cpio -o -H newc --quiet | gzip -1) >"$T/tmp/initrd-fast.img"
-rm -rf "$f"
+"$(dirname "$0")/fast-initrd.sh" "$T" "$kver" "$T/tmp/initrd-fast.img"
 rm -f "$T/etc/resolv.conf"

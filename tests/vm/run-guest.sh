@@ -20,6 +20,10 @@
 #   --mem MB (2048)  --smp N (2)    guest size
 #   --append ARGS                   extra kernel command-line arguments
 #   --debian-initrd                 boot Debian's own initrd instead of the small one
+#   --image-dir DIR                 boot DIR/vmlinuz, DIR/initrd-fast.img and DIR/root.img
+#                                   instead of the cached test guest (a tree whose
+#                                   /sbin/init runs the job the same way, e.g.
+#                                   tests/package/init; initrd: tests/vm/fast-initrd.sh)
 #   --qemu-arg ARG                  one more qemu argument (repeatable; e.g. a NIC)
 # Environment: RESCUE_TEST_CACHE (cache dir), TMPDIR (qemu snapshot overlay).
 set -euo pipefail
@@ -27,7 +31,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "run-guest: ERROR: $*" >&2; exit 2; }
 
 disks=() uefi=0 rescue="" no_rescue=0 timeout_s=${RESCUE_VM_TIMEOUT:-900} mem=2048 smp=2
-disk_dir="" vars="" append="" initrd=initrd-fast.img extra=()
+disk_dir="" vars="" append="" initrd=initrd-fast.img image_dir="" extra=()
 while (($#)); do
   case "$1" in
     --disk) disks+=("new:$2"); shift 2 ;;
@@ -42,6 +46,7 @@ while (($#)); do
     --smp) smp=$2; shift 2 ;;
     --append) append=$2; shift 2 ;;
     --debian-initrd) initrd=initrd.img; shift ;;
+    --image-dir) image_dir=$2; shift 2 ;;
     --qemu-arg) extra+=("$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
@@ -57,7 +62,12 @@ if ((uefi)); then
   [ -r /usr/share/OVMF/OVMF_CODE.fd ] || die "/usr/share/OVMF/OVMF_CODE.fd is missing: apt-get install ovmf"
 fi
 
-img=$("$here/build-guest.sh") || die "building the guest image failed (see above)"
+if [ -n "$image_dir" ]; then
+  img=$(cd "$image_dir" && pwd) || die "image directory $image_dir does not exist"
+  for f in vmlinuz "$initrd" root.img; do [ -f "$img/$f" ] || die "$img/$f is missing: --image-dir needs vmlinuz, $initrd and root.img"; done
+else
+  img=$("$here/build-guest.sh") || die "building the guest image failed (see above)"
+fi
 
 if ((!no_rescue)); then
   if [ -z "$rescue" ]; then
