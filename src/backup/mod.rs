@@ -111,7 +111,13 @@ pub fn configured(cfg: &BackupConfig, url: Option<&str>, recorded: Option<&str>)
                     }
                     Box::new(rsync::RsyncBackend::new(url, &spec)) as Box<dyn Backend>
                 }
+                #[cfg(feature = "s3")]
                 Location::S3(bucket) => Box::new(s3::S3Backend::new(url, bucket, cfg.clone())),
+                #[cfg(not(feature = "s3"))]
+                Location::S3(_) => crate::bail_input!(
+                    "{url} is object storage, but this rescue was built without S3 support (cargo feature `s3`): \
+                     use a build with the default features, or another backup.url"
+                ),
                 loc => Box::new(archives::Archives::new(url, loc, cfg.clone())),
             }))
         }

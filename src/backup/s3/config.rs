@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use aws_sdk_s3::types::ObjectLockMode;
 use serde::{Deserialize, Serialize};
 
 /// The default place of the write credential (mkbackup).
@@ -65,13 +64,4 @@ impl Default for S3Config {
 pub enum LockMode {
     Compliance,
     Governance,
-}
-
-impl LockMode {
-    pub(super) fn sdk(self) -> ObjectLockMode {
-        match self {
-            LockMode::Compliance => ObjectLockMode::Compliance,
-            LockMode::Governance => ObjectLockMode::Governance,
-        }
-    }
 }
