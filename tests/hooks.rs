@@ -41,7 +41,8 @@ fn recording(log: &Path) -> String {
 
 fn archives(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir.join("backups/testhost")) {
-        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        // The archives, not their chain records (NAME.chain).
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".chain")).collect(),
         Err(_) => Vec::new(),
     }
 }
