@@ -41,8 +41,8 @@ fn recording(log: &Path) -> String {
 
 fn archives(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir.join("backups/testhost")) {
-        // The archives, not their chain records (NAME.chain).
-        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".chain")).collect(),
+        // The archives (rescue's own test of a name), not the records beside them.
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| rescue::backup::archives::is_archive_name(n)).collect(),
         Err(_) => Vec::new(),
     }
 }

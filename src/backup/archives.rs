@@ -322,7 +322,7 @@ pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, 
 }
 
 /// Whether the last component of `name` is a backup archive's name.
-pub(super) fn is_archive_name(name: &str) -> bool {
+pub fn is_archive_name(name: &str) -> bool {
     let name = name.rsplit('/').next().unwrap_or(name);
     let name = name.strip_suffix(archive::age::SUFFIX).unwrap_or(name);
     name.starts_with(BACKUP_PREFIX) && [".tar", ".tar.zst", ".tar.gz"].iter().any(|s| name.ends_with(s))

@@ -172,8 +172,8 @@ impl BackedUp {
     /// The archive `mkbackuponly` wrote (the only one).
     pub fn archive(&self) -> PathBuf {
         let host_dir = std::fs::read_dir(&self.backups).unwrap().next().unwrap().unwrap().path();
-        // The archive, not its chain record (NAME.chain).
-        std::fs::read_dir(&host_dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_none_or(|x| x != "chain")).unwrap()
+        // The archive (rescue's own test of a name), not the records beside it.
+        std::fs::read_dir(&host_dir).unwrap().map(|e| e.unwrap().path()).find(|p| rescue::backup::archives::is_archive_name(&p.to_string_lossy())).unwrap()
     }
 
     /// A config like the source's, with more TOML appended (e.g. a `[recover]` table).
