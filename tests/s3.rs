@@ -4,7 +4,8 @@
 //! - a round trip of a filesystem tree through mkbackuponly -> S3 ->
 //!   restoreonly, the archive over 100 MiB (a multipart upload of 16 MiB
 //!   parts), every file's checksum equal, restored with the read-only key;
-//! - wrong credentials, a missing bucket and an unreachable endpoint: each a
+//! - wrong credentials, a missing bucket, an unreachable endpoint and an
+//!   object whose start is damaged (blank disks: the one-pass path): each a
 //!   clear error in recover's verify phase, the target disk byte for byte
 //!   unchanged; a read-only key cannot back up;
 //! - a backup killed mid-upload leaves no object and nothing `restoreonly`
@@ -258,6 +259,23 @@ fn wrong_credentials_missing_bucket_and_unreachable_endpoint_stop_before_any_wri
     let o = recover(&c);
     assert_failed(&o, 2, &["recovery stopped in phase verify", "cannot be reached", "backup.s3.endpoint", "nothing was written"]);
     assert_eq!(device_sum(&dst.dev), before, "the target disk changed (unreachable endpoint)");
+
+    // Both modes check the object's start in the verify phase, before any
+    // write; on blank disks (the one-pass path) that is all verify reads.
+    let objects = s3.objects("rescue-plain", "errors/");
+    let (key, _) = objects.iter().find(|(k, _)| k.ends_with(".tar.zst")).unwrap_or_else(|| panic!("no archive in {objects:?}"));
+    let garbage = src.dir.join("garbage.bin");
+    std::fs::write(&garbage, vec![0x42u8; 3 << 20]).unwrap();
+    s3.aws(&["s3api", "put-object", "--bucket", "rescue-plain", "--key", key, "--body", garbage.to_str().unwrap()]).unwrap();
+    let blank = LoopDisk::new(&src.dir, "blank", 64);
+    let blank_before = device_sum(&blank.dev);
+    for (dev, sum, what) in [(&blank.dev, blank_before, "blank"), (&dst.dev, before, "holding data")] {
+        let map = format!("{}={dev}", src.name);
+        let _u = Unmounter(vec![target.clone()]);
+        let o = run(&cfg, &["recover", "--yes", "--layout", src.layout.to_str().unwrap(), "--map", &map, "--target-root", target.to_str().unwrap()], &[]);
+        assert_failed(&o, 2, &["recovery stopped in phase verify", "does not start with a readable archive member", "nothing was written"]);
+        assert_eq!(device_sum(dev), sum, "the target disk ({what}) changed (an object with a damaged start)");
+    }
 
     // The read-only key cannot back up, and nothing is left behind.
     let c = config(&src.dir, "ro-backup.toml", &s3.backup_toml("rescue-plain", "errors-ro", "").replace("write.cred", "read.cred"));

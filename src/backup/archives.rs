@@ -205,14 +205,25 @@ fn check_link(file: &Path, opts: &CheckOptions, used: &mut BackupUsed) -> Result
         used.files = r.1.map(|n| n + used.files.unwrap_or(0));
         used.listing.get_or_insert_with(HashSet::new).extend(root_relative(r.2));
     } else {
-        // At least the start must be an archive we can read.
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let f = archive::age::open(f, file, opts.keys)?;
-        let mut out = Vec::new();
-        crate::archive::list(std::io::Read::take(f, 1 << 20), &mut out).ok();
-        if out.is_empty() {
-            crate::bail_input!("the backup archive {} does not start with a readable archive member; nothing was written", file.display());
-        }
+        check_start(f, file, opts.keys)?;
+    }
+    Ok(())
+}
+
+/// How much of an archive's start [`check_start`] reads.
+pub const START_BYTES: u64 = 1 << 20;
+
+/// The one-pass check of a backup before any write: the first
+/// [`START_BYTES`] of `input` (the whole object or only its start) decrypt
+/// with the identity given, if encrypted, and hold a readable archive member.
+pub fn check_start<R: std::io::Read + Send + 'static>(input: R, name: &Path, keys: &dyn archive::age::IdentitySource) -> Result<()> {
+    let f = archive::age::open(input, name, keys)?;
+    let mut out = Vec::new();
+    // The start may end inside a member: what was listed before that counts.
+    crate::archive::list(std::io::Read::take(f, START_BYTES), &mut out).ok();
+    if out.is_empty() {
+        crate::bail_input!("the backup archive {} does not start with a readable archive member; nothing was written", name.display());
     }
     Ok(())
 }

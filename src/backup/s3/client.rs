@@ -286,6 +286,16 @@ impl Store {
         Ok(ObjectReader { rt: self.rt.clone(), body: out.body, chunk: Default::default(), key: key.to_string() })
     }
 
+    /// A stream of the first `bytes` of the object `key` (a ranged GET).
+    pub fn open_start(&self, key: &str, bytes: u64) -> Result<ObjectReader> {
+        let range = format!("bytes=0-{}", bytes.saturating_sub(1));
+        let out = self
+            .rt
+            .block_on(self.client.get_object().bucket(&self.url.bucket).key(key).range(range).send())
+            .map_err(|e| self.explain(&format!("reading the start of {key} from bucket {}", self.url.bucket), e))?;
+        Ok(ObjectReader { rt: self.rt.clone(), body: out.body, chunk: Default::default(), key: key.to_string() })
+    }
+
     /// When the Object Lock retention of `key` ends, if it has not yet.
     pub fn locked_until(&self, key: &str) -> Result<Option<String>> {
         let out = self
@@ -536,6 +546,12 @@ impl crate::backup::Backend for S3Backend {
             used.data_bytes = Some(r.0);
             used.files = r.1;
             used.listing = Some(crate::backup::archives::root_relative(r.2));
+        } else {
+            // One pass (blank disks): the content is checked during the
+            // restore, but the object must at least open and start well.
+            let start = store.open_start(&found.key, crate::backup::archives::START_BYTES)?;
+            crate::backup::archives::check_start(start, Path::new(&found.key), opts.keys)
+                .with_context(|| format!("checking the start of s3://{}/{}", self.bucket.bucket, found.key))?;
         }
         Ok(used)
     }
