@@ -21,6 +21,7 @@ pub mod logging;
 pub mod needs;
 pub mod plan;
 pub mod probe;
+pub mod secrets;
 pub mod target;
 pub mod util;
 pub mod workflow;

@@ -150,7 +150,7 @@ fn open_input(ctx: &Ctx, spec: &str, key: KeyArg) -> Result<(backup::Opened, Box
     let f = std::fs::File::open(&path).with_context(|| format!("opening the archive {}", path.display()))?;
     let size = f.metadata().ok().map(|m| m.len());
     let interactive = !ctx.json && std::io::stdin().is_terminal();
-    let keys = crate::workflow::recover::age_key(ctx, key.age_identity, interactive);
+    let keys = crate::secrets::age_key(&ctx.config, key.age_identity, interactive);
     let f = archive::age::open(f, &path, &keys)?;
     Ok((opened, f, size))
 }

@@ -59,8 +59,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let layout = if path.exists() { Some(Layout::load(&path)?) } else { None };
     let pick = Pick { archive: a.archive, jobid: a.restore_jobid, before: a.restore_before };
     let interactive = !ctx.json && std::io::stdin().is_terminal();
-    let keys = crate::workflow::recover::age_key(ctx, a.age_identity, interactive);
-    let terminal = interactive.then_some(&crate::workflow::recover::Terminal as &dyn backup::Ask);
+    let keys = crate::secrets::age_key(&ctx.config, a.age_identity, interactive);
+    let terminal = interactive.then_some(&crate::secrets::Terminal as &dyn backup::Ask);
     if a.check {
         let used =
             backend.check(layout.as_ref(), &pick, &CheckOptions { verify: true, progress: ctx.verbosity >= 0 && !ctx.json, keys: &keys, ask: terminal })?;

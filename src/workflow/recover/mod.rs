@@ -8,7 +8,6 @@
 //! storage phase with the tree mounted; `--umount` tears that down.
 
 mod finalize;
-mod keys;
 mod report;
 mod verify;
 
@@ -28,9 +27,9 @@ use crate::hooks::{self, HookEnv, Phase};
 use crate::inventory::Inventory;
 use crate::layout::Layout;
 use crate::plan::{self, MatchReason, Plan, PlanOptions, ResizePolicy};
+use crate::secrets;
 use crate::target::TargetRoot;
 
-pub use keys::{AgeKey, Terminal};
 pub use report::{PhaseTime, Report};
 pub use verify::VerifyMode;
 
@@ -166,7 +165,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 
     let layout = Layout::load(&layout_path)?;
     let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
-    let keys = if a.plan { keys::Keys::default() } else { read_luks_keys(ctx, &a, &layout, interactive)? };
+    let keys = if a.plan { secrets::Keys::default() } else { read_luks_keys(ctx, &a, &layout, interactive)? };
     let protect: Vec<(PathBuf, &str)> = keys.devices.iter().map(|d| (d.clone(), "holds a LUKS key")).collect();
     let the_plan = make_plan(ctx, &a, &layout, &target_root, interactive, &protect)?;
     if a.plan {
@@ -240,21 +239,14 @@ fn cmdline_has_word(cmdline: &str, word: &str) -> bool {
 
 /// The LUKS keys of the descriptor's volumes (`recover.luks-keys`, then
 /// `--luks-key`), read now: a missing stick or file stops before any write.
-fn read_luks_keys(ctx: &Ctx, a: &Args, layout: &Layout, interactive: bool) -> Result<keys::Keys> {
+fn read_luks_keys(ctx: &Ctx, a: &Args, layout: &Layout, interactive: bool) -> Result<secrets::Keys> {
     let mut sources = ctx.config.recover.luks_keys.clone();
     for (name, value) in parse_pairs(&a.luks_keys, "--luks-key")? {
         sources.insert(name, LuksKeySource::parse(&value)?);
     }
     let volumes: Vec<String> = layout.luks.iter().map(|l| l.name.clone()).collect();
     let wait = std::time::Duration::from_secs(ctx.config.backup.timeout);
-    keys::read_keys(&sources, &volumes, interactive, wait, ctx.config.backup.timeout * 3)
-}
-
-/// The age identity of encrypted backups (`--age-identity`, else
-/// `recover.age-identity`), read when an encrypted archive is met.
-pub(crate) fn age_key(ctx: &Ctx, flag: Option<LuksKeySource>, interactive: bool) -> AgeKey {
-    let source = flag.or_else(|| ctx.config.recover.age_identity.clone());
-    AgeKey::new(source, interactive, std::time::Duration::from_secs(ctx.config.backup.timeout), ctx.config.backup.timeout * 3)
+    secrets::read_keys(&sources, &volumes, interactive, wait, ctx.config.backup.timeout * 3)
 }
 
 /// Map the disks (asking when interactive and ambiguous) and compute the plan. No side effects.
@@ -361,7 +353,7 @@ fn confirm_overwrite(ctx: &Ctx, a: &Args, the_plan: &Plan, unattended: bool, int
 }
 
 /// Execute the storage plan; the tree stays mounted under the target root.
-fn recreate_storage(ctx: &Ctx, the_plan: &Plan, keys: keys::Keys, interactive: bool) -> Result<()> {
+fn recreate_storage(ctx: &Ctx, the_plan: &Plan, keys: secrets::Keys, interactive: bool) -> Result<()> {
     let luks_keys = keys.keys;
     let ask = |name: &str| ask_passphrase(name);
     let quiet = ctx.verbosity < 0 || ctx.json;
@@ -418,8 +410,8 @@ fn full_recovery(ctx: &Ctx, a: &Args, layout_path: &Path, target_root: &TargetRo
     let mut rep = Report::new(layout_path, target_root.path(), unattended);
     let interactive = !unattended && !ctx.json && std::io::stdin().is_terminal();
     let mut phases = report::Phases::new(quiet);
-    let age_key = age_key(ctx, a.age_identity.clone(), interactive);
-    let terminal = interactive.then_some(&keys::Terminal as &dyn backup::Ask);
+    let age_key = secrets::age_key(&ctx.config, a.age_identity.clone(), interactive);
+    let terminal = interactive.then_some(&secrets::Terminal as &dyn backup::Ask);
 
     let result = (|| -> Result<()> {
         let (layout, needs, source, used, keys) = phases.run(&mut rep, "verify", "descriptor, tools, backup", |rep| {
@@ -617,7 +609,7 @@ fn ask_choice(layout: &Layout, disk: &str, candidates: &[PathBuf]) -> Result<Str
         }
         eprint!("Number of the disk to use for {disk} (or q to stop): ");
         let _ = std::io::stderr().flush();
-        let ans = keys::read_line()?;
+        let ans = secrets::read_line()?;
         if ans == "q" || ans.is_empty() {
             return Err(input_error(format!("no disk chosen for {disk}; nothing was written")));
         }
@@ -630,14 +622,14 @@ fn ask_choice(layout: &Layout, disk: &str, candidates: &[PathBuf]) -> Result<Str
 fn confirm(disks: &[String]) -> Result<bool> {
     eprint!("This erases ALL data on {}. Type YES to continue: ", disks.join(", "));
     let _ = std::io::stderr().flush();
-    Ok(keys::read_line()? == "YES")
+    Ok(secrets::read_line()? == "YES")
 }
 
 /// Ask for a LUKS passphrase twice, without echo.
 fn ask_passphrase(name: &str) -> Result<Vec<u8>> {
     loop {
-        let a = keys::read_hidden(&format!("Passphrase for the new LUKS volume {name}: "))?;
-        let b = keys::read_hidden("Again: ")?;
+        let a = secrets::read_hidden(&format!("Passphrase for the new LUKS volume {name}: "))?;
+        let b = secrets::read_hidden("Again: ")?;
         if a.is_empty() {
             eprintln!("An empty passphrase is not allowed.");
         } else if a != b {

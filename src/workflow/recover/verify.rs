@@ -199,7 +199,7 @@ mod tests {
         use crate::archive::age::{EncryptConfig, NoIdentity};
         use crate::backup::{CheckOptions, Pick};
         use crate::config::LuksKeySource;
-        use crate::workflow::recover::AgeKey;
+        use crate::secrets::AgeKey;
         use age::secrecy::ExposeSecret;
         let d = tempfile::tempdir().unwrap();
         let l = Layout::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts/bios-gpt-ext4.toml")).unwrap();

@@ -1,6 +1,8 @@
-//! LUKS keys of a recovery: where each comes from (`recover.luks-keys`,
-//! `--luks-key NAME=SOURCE`), and reading them in the verify phase, before
-//! any disk is written.
+//! Secrets a workflow reads, below the workflows that use them: the LUKS
+//! keys of a recovery (`recover.luks-keys`, `--luks-key NAME=SOURCE`), read
+//! in the verify phase before any disk is written; the age identity of
+//! encrypted backups (recover, restoreonly, `archive extract`); and the
+//! person at the terminal (echoed answers, hidden passphrases and keys).
 //!
 //! A source is a key file in the rescue system, or a file on a removable disk
 //! found by its filesystem label (`usb://LABEL/path`, also
@@ -146,6 +148,13 @@ impl IdentitySource for AgeKey {
     }
 }
 
+/// The age identity of encrypted backups (`--age-identity`, else
+/// `recover.age-identity`), read when an encrypted archive is met.
+pub fn age_key(config: &crate::config::Config, flag: Option<LuksKeySource>, interactive: bool) -> AgeKey {
+    let source = flag.or_else(|| config.recover.age_identity.clone());
+    AgeKey::new(source, interactive, Duration::from_secs(config.backup.timeout), config.backup.timeout * 3)
+}
+
 /// The person at the console ([`crate::backup::Ask`]), for a recovery that is
 /// not unattended and has a terminal.
 pub struct Terminal;
@@ -164,7 +173,7 @@ impl crate::backup::Ask for Terminal {
 }
 
 /// Read one line from the terminal, echoed.
-pub(super) fn read_line() -> Result<String> {
+pub fn read_line() -> Result<String> {
     use std::io::BufRead;
     let mut s = String::new();
     std::io::stdin().lock().read_line(&mut s).context("reading the answer from the terminal")?;
