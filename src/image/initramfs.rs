@@ -86,7 +86,7 @@ pub fn sanitized_config(config: &Config) -> Result<(String, Vec<String>, Vec<Str
     let (mut removed, mut kept) = (Vec::new(), Vec::new());
     // `[backup.s3]` means nothing unless the backup goes to object storage;
     // its defaults (a credentials-file path) would only be reported as removed.
-    let uses_s3 = config.backup.url.as_deref().is_some_and(|u| u.starts_with("s3://"));
+    let uses_s3 = config.backup.url.as_deref().is_some_and(|u| matches!(crate::backup::Location::parse(u), Ok(crate::backup::Location::S3(_))));
     if let (false, Some(backup)) = (uses_s3, value.get_mut("backup").and_then(|b| b.as_table_mut())) {
         backup.remove("s3");
     }
