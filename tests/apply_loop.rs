@@ -21,24 +21,8 @@ use rescue::inventory::Inventory;
 use rescue::layout::{FsType, Layout, TableType};
 use rescue::plan::{self, Operation, PlanOptions};
 
-const TOOLS: &[&str] = &[
-    "sfdisk",
-    "blkid",
-    "partx",
-    "wipefs",
-    "blockdev",
-    "mkfs.ext4",
-    "mkfs.xfs",
-    "mkfs.vfat",
-    "mkfs.btrfs",
-    "btrfs",
-    "mkswap",
-    "dumpe2fs",
-    "xfs_info",
-    "lsblk",
-    "mount",
-    "umount",
-];
+/// Beyond `common::STORAGE_TOOLS`.
+const EXTRA_TOOLS: &[&str] = &["mkfs.btrfs", "btrfs"];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recover").join(name)
@@ -225,7 +209,8 @@ fn assert_same(what: &str, want: &Layout, got: &Layout) {
 /// `sizes_mib` and compare the captures.
 fn round_trip(fixture_name: &str, sizes_mib: &[u64]) {
     require_root();
-    require_tools(TOOLS);
+    require_tools(STORAGE_TOOLS);
+    require_tools(EXTRA_TOOLS);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let src = Layout::load(&fixture(fixture_name)).unwrap();
@@ -368,7 +353,8 @@ fn sha(path: &Path) -> String {
 #[test]
 fn plan_changes_nothing_and_failures_report_and_clean_up() {
     require_root();
-    require_tools(TOOLS);
+    require_tools(STORAGE_TOOLS);
+    require_tools(EXTRA_TOOLS);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let disk = LoopDisk::new(dir, "d", 512);
@@ -446,7 +432,8 @@ fn plan_changes_nothing_and_failures_report_and_clean_up() {
 #[test]
 fn unattended_proceeds_only_when_the_config_says_so() {
     require_root();
-    require_tools(TOOLS);
+    require_tools(STORAGE_TOOLS);
+    require_tools(EXTRA_TOOLS);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let disk = LoopDisk::new(dir, "u", 512);

@@ -27,23 +27,8 @@ use common::recovery::*;
 use common::*;
 use rescue::layout::{BootloaderKind, Layout};
 
-const TOOLS: &[&str] = &[
-    "sfdisk",
-    "blkid",
-    "partx",
-    "wipefs",
-    "blockdev",
-    "mkfs.ext4",
-    "mkfs.xfs",
-    "mkfs.vfat",
-    "mkswap",
-    "mount",
-    "umount",
-    "lsblk",
-    "dumpe2fs",
-    "xfs_info",
-    "busybox",
-];
+/// Beyond `common::STORAGE_TOOLS`.
+const EXTRA_TOOLS: &[&str] = &["busybox"];
 
 /// Path → what it is: kind, mode, owner, size and content checksum (files), target (links).
 fn tree_manifest(root: &Path) -> BTreeMap<String, String> {
@@ -98,7 +83,8 @@ const IDENTITY: &[&str] = &["TYPE", "UUID", "LABEL", "PARTUUID", "PARTLABEL", "P
 #[test]
 fn recover_end_to_end_on_loop_disks() {
     require_root();
-    require_tools(TOOLS);
+    require_tools(STORAGE_TOOLS);
+    require_tools(EXTRA_TOOLS);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
 
