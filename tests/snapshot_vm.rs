@@ -5,9 +5,9 @@
 //!   snapshot's mount while the backup ran), is a strict prefix of the file
 //!   afterwards, nothing "changed while read", exit 0, and no snapshot LV
 //!   or mount is left;
-//! - a backup stopped by SIGTERM mid-archive leaves no snapshot, no mount and
-//!   no partial file; one killed by SIGKILL leaves its snapshot, which the
-//!   next backup removes;
+//! - a backup stopped by SIGTERM mid-archive (a file on the snapshot open)
+//!   leaves no snapshot, no mount and no partial file; one killed by SIGKILL
+//!   leaves its snapshot, which the next backup removes;
 //! - a VG without free extents is refused, naming it and the ways out.
 //!
 //! Needs the VM harness `tests/vm/run-guest.sh` (or `RESCUE_VM_HARNESS=PATH`)
@@ -46,7 +46,7 @@ printf '/dev/vgsnap/root / ext4 defaults 0 1\n/dev/vgsnap/xfs /xfs xfs defaults 
 head -c 4M /dev/zero | tr '\0' a >/mnt/src/var/log/app.log
 head -c 4M /dev/zero | tr '\0' b >/mnt/src/xfs/app.log
 # Incompressible data at zstd's slowest level: backups last long enough to be watched and stopped.
-head -c 8M /dev/urandom >/mnt/src/var/big
+head -c 4M /dev/urandom >/mnt/src/var/big
 rescue savelayout --disk "$DISK1" --root /mnt/src -o "$OUT/src.toml" >"$OUT/save.log" 2>&1 || { cat "$OUT/save.log"; fail savelayout; }
 
 # The guest's mkbackuponly in the background; $! is rescue itself.
@@ -96,10 +96,13 @@ same() { # ARCHIVED SNAPSHOT LIVE
 same /tmp/x1/var/log/app.log /tmp/ext4.snap /mnt/src/var/log/app.log >"$OUT/b1.ext4"
 same /tmp/x1/xfs/app.log /tmp/xfs.snap /mnt/src/xfs/app.log >"$OUT/b1.xfs"
 
-# 2. SIGTERM mid-archive.
+# 2. SIGTERM mid-archive, with a file open: larger than the archiver's read-ahead,
+# it stays open while the slow compressor catches up, keeping the snapshot's mount busy.
+head -c 48M /dev/urandom >/mnt/src/var/big2
 backup /job/slow.toml b2; pid=$!
 wait_mounted $snapmnt/xfs-rescue-snap $pid || fail "backup 2: no snapshot was mounted: $(cat "$OUT/b2.err")"
 sleep 2
+ls -A /backups/* >"$OUT/b2.during"
 kill -TERM $pid; wait $pid; echo $? >"$OUT/b2.rc"
 leftovers b2
 
@@ -170,6 +173,7 @@ fn lvm_snapshots_in_a_guest() {
     assert_eq!(read(&o, "b1.mounts"), "", "backup 1 unmounted its snapshots");
 
     // 2. SIGTERM: exit 143, nothing left (snapshots, mounts, partial file).
+    assert!(read(&o, "b2.during").contains(".partial-"), "stopped mid-archive: {}", read(&o, "b2.during"));
     assert_eq!(read(&o, "b2.rc").trim(), "143", "{}", read(&o, "b2.err"));
     assert_eq!(read(&o, "b2.lvs"), "", "SIGTERM removed the snapshots");
     assert_eq!(read(&o, "b2.mounts"), "", "SIGTERM unmounted the snapshots");

@@ -5,20 +5,29 @@
 //!
 //! Each such thing is registered as an [`Undo`] before it is made, and the
 //! returned [`Pending`] undoes it when dropped (after the backup, or on an
-//! error). A signal handler runs every registered undo, newest first, and
-//! exits as the signal's default action would have. One registry for all of
-//! them: a new kind of leftover is one more [`Undo`] variant.
+//! error). On a signal, every registered undo runs, newest first, and the
+//! process exits as the signal's default action would have. One registry for
+//! all of them: a new kind of leftover is one more [`Undo`] variant.
+//!
+//! The undos after a signal cannot run beside the threads still reading the
+//! snapshot: their open files keep its mount busy, so neither `umount` nor
+//! `lvremove` would succeed. So the process re-executes itself
+//! (`/proc/self/exe`, which ends every other thread and closes every file)
+//! with the list in [`AFTER_SIGNAL_ENV`], and [`finish_after_signal`], first
+//! thing in `main`, runs it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::cmd::Cmd;
 
 /// One thing to undo.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Undo {
     /// A btrfs snapshot (`btrfs subvolume delete`).
     DeleteSubvolume(PathBuf),
@@ -142,12 +151,14 @@ fn install() -> Result<()> {
         if std::io::Read::read_exact(&mut f, &mut sig).is_ok() {
             // Keep the lock to the end: no drop starts an undo after this.
             let list = pending();
-            for (_, undo) in list.iter().rev() {
-                if let Err(e) = undo.run() {
-                    tracing::warn!("cleanup on signal {}: {e:#}; do it by hand: {}", sig[0], undo.by_hand());
+            let after = AfterSignal { signal: i32::from(sig[0]), undo: list.iter().rev().map(|(_, u)| u.clone()).collect() };
+            if !after.undo.is_empty() {
+                if let Ok(json) = serde_json::to_string(&after) {
+                    let e = Cmd::new("/proc/self/exe").env(AFTER_SIGNAL_ENV, json).exec();
+                    tracing::warn!("cleanup on signal {}: {e:#}; undoing beside the running threads", sig[0]);
                 }
             }
-            std::process::exit(128 + i32::from(sig[0]));
+            std::process::exit(after.run());
         }
     });
     let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
@@ -157,6 +168,42 @@ fn install() -> Result<()> {
         unsafe { sigaction(s, &action) }.with_context(|| format!("installing the {s} handler that cleans up after the backup"))?;
     }
     Ok(())
+}
+
+/// The environment variable that carries the undos into the re-executed process.
+pub const AFTER_SIGNAL_ENV: &str = "RESCUE_CLEANUP_AFTER_SIGNAL";
+
+/// What is left to do after a signal: the undos, newest first.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AfterSignal {
+    signal: i32,
+    undo: Vec<Undo>,
+}
+
+impl AfterSignal {
+    /// Run every undo; the exit code of the signal.
+    fn run(&self) -> i32 {
+        for undo in &self.undo {
+            if let Err(e) = undo.run() {
+                eprintln!("rescue: the cleanup after signal {} failed: {e:#}; do it by hand: {}", self.signal, undo.by_hand());
+            }
+        }
+        128 + self.signal
+    }
+}
+
+/// In the process re-executed after a signal (with [`AFTER_SIGNAL_ENV`]):
+/// run the undos it carries and return the exit code; `None` otherwise.
+pub fn finish_after_signal() -> Option<i32> {
+    let json = std::env::var_os(AFTER_SIGNAL_ENV)?;
+    match serde_json::from_slice::<AfterSignal>(json.as_encoded_bytes()) {
+        Ok(after) => Some(after.run()),
+        Err(e) => {
+            eprintln!("rescue: {AFTER_SIGNAL_ENV} is set but is not a cleanup list ({e}); unset it");
+            Some(crate::error::EXIT_INPUT)
+        }
+    }
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -190,5 +237,18 @@ mod tests {
         assert!(!pending().iter().any(|(_, u)| matches!(u, Undo::RemoveFile(p) if p.starts_with(d.path()))), "both left the registry");
         // Undoing what is already gone is no error.
         register(Undo::RemoveFile(a)).unwrap().run().unwrap();
+    }
+
+    #[test]
+    fn after_a_signal_the_undos_travel_to_the_re_executed_process() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("partial");
+        std::fs::write(&f, b"x").unwrap();
+        let after = AfterSignal { signal: 15, undo: vec![Undo::RemoveFile(f.clone()), Undo::RemoveLv("vg/root-rescue-snap".into())] };
+        let json = serde_json::to_string(&after).unwrap();
+        let back: AfterSignal = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.undo, after.undo, "{json}");
+        assert_eq!(AfterSignal { signal: 15, undo: vec![Undo::RemoveFile(f.clone())] }.run(), 143);
+        assert!(!f.exists());
     }
 }
