@@ -154,7 +154,7 @@ fn install() -> Result<()> {
             let after = AfterSignal { signal: i32::from(sig[0]), undo: list.iter().rev().map(|(_, u)| u.clone()).collect() };
             if !after.undo.is_empty() {
                 if let Ok(json) = serde_json::to_string(&after) {
-                    let e = Cmd::new("/proc/self/exe").env(AFTER_SIGNAL_ENV, json).exec();
+                    let e = Cmd::new(SELF).env(AFTER_SIGNAL_ENV, json).exec();
                     tracing::warn!("cleanup on signal {}: {e:#}; undoing beside the running threads", sig[0]);
                 }
             }
@@ -169,6 +169,9 @@ fn install() -> Result<()> {
     }
     Ok(())
 }
+
+/// This very binary (no package provides it), even if replaced on disk meanwhile.
+const SELF: &str = "/proc/self/exe";
 
 /// The environment variable that carries the undos into the re-executed process.
 pub const AFTER_SIGNAL_ENV: &str = "RESCUE_CLEANUP_AFTER_SIGNAL";
