@@ -187,6 +187,15 @@ impl Cmd {
         c.spawn().map_err(|e| self.spawn_error(e))
     }
 
+    /// Replace this process with the command (execve): every other thread
+    /// ends and every close-on-exec descriptor closes. Returns only on failure.
+    pub fn exec(&self) -> anyhow::Error {
+        use std::os::unix::process::CommandExt;
+        tracing::debug!(command = %self.display(), "exec");
+        let e = self.command().exec();
+        self.spawn_error(e)
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);

@@ -79,6 +79,8 @@ impl Backend for Archives {
         let dest = dir.join(&job.name);
         let state = set.state_dir.as_deref().map(|d| chain::State::new(d, &self.url, &host));
         let planned = state.as_ref().map(|s| s.plan(set.level, self.cfg.full_every, &dir, &job.name)).transpose()?;
+        // The chain record is removed with the archive it describes when that is not made (error, signal).
+        let record = planned.as_ref().map(|_| super::cleanup::register(super::cleanup::Undo::RemoveFile(chain::link_path(&dest)))).transpose()?;
         if let Some(p) = &planned {
             if p.link.level > 0 {
                 tracing::info!("incremental backup, level {} of the chain started by {}", p.link.level, p.link.chain);
@@ -89,9 +91,10 @@ impl Backend for Archives {
             // The record goes first: an archive in place always has its own.
             chain::write_link(&dest, &p.link)?;
         }
-        let create = job.report(write_archive_file(&job.sources, &dest, &job.copts).inspect_err(|_| {
-            let _ = std::fs::remove_file(chain::link_path(&dest));
-        })?);
+        let create = job.report(write_archive_file(&job.sources, &dest, &job.copts)?);
+        if let Some(r) = record {
+            r.keep();
+        }
         if let (Some(state), Some(p), Some(snapshot)) = (&state, &planned, &create.snapshot) {
             state.save(&job.name, &p.link, snapshot)?;
         }
@@ -266,7 +269,9 @@ impl ArchiveJob {
     /// `r`, the report of this job's archive, saying which mounts came from a snapshot.
     pub fn report(&self, mut r: CreateReport) -> CreateReport {
         r.from_snapshots = self.snapshots.mounts();
+        r.notes.extend(self.snapshots.notes());
         r.notes.extend(self.snapshots.live.iter().map(|l| format!("read live: {l}")));
+        r.warnings.extend(self.snapshots.problems());
         r
     }
 }
@@ -282,7 +287,7 @@ pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, 
     // A mount below another is archived as its own source, never twice
     // (on the live system one-file-system already stops there).
     exclude_paths.extend(set.mounts.iter().filter(|m| m.as_str() != "/").map(|m| super::under_root(&set.root, m)));
-    let snapshots = super::snapshot::Snapshots::take(cfg.snapshot, &set.root, &set.mounts)?;
+    let snapshots = super::snapshot::Snapshots::take(cfg.snapshot, cfg.snapshot_size, layout, &set.root, &set.mounts)?;
     // A snapshot is read in place of its mount: what is left out below the
     // mount is left out below the snapshot too, and so is the snapshot's own
     // (empty) directory.
@@ -425,6 +430,8 @@ pub fn write_archive_file(sources: &[Source], dest: &Path, opts: &CreateOptions)
         .prefix(&format!(".{fname}.partial-"))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // Removed on drop by `tmp`, on SIGINT/SIGTERM by this.
+    let partial = super::cleanup::register(super::cleanup::Undo::RemoveFile(tmp.path().to_path_buf()))?;
     let started = std::time::Instant::now();
     let out = WritebackFile { file: tmp.as_file_mut(), written: 0, started_to: 0 };
     let result = archive::create(sources, out, opts).and_then(|(w, r)| {
@@ -442,6 +449,7 @@ pub fn write_archive_file(sources: &[Source], dest: &Path, opts: &CreateOptions)
         Err(e) => return Err(e.context(format!("writing the archive {}", dest.display()))),
     };
     tmp.persist(dest).with_context(|| format!("renaming the finished archive into place at {}", dest.display()))?;
+    partial.keep();
     let size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
     tracing::info!(
         "wrote {} ({}, {} files, {} of data, {:.1} s)",

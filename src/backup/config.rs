@@ -65,8 +65,11 @@ pub struct BackupConfig {
     pub s3: crate::backup::s3::config::S3Config,
     /// `[backup.encrypt]`: encrypt archives (age) to these recipients.
     pub encrypt: crate::archive::age::EncryptConfig,
-    /// `auto`: read btrfs subvolumes from a read-only snapshot (docs/config.md).
+    /// `auto`: read btrfs subvolumes and filesystems on LVM logical volumes from a read-only snapshot (docs/config.md).
     pub snapshot: crate::backup::snapshot::SnapshotMode,
+    /// Bytes of each LVM snapshot (`"2G"`); default: a share of its volume group's free space.
+    #[serde(deserialize_with = "crate::backup::snapshot::lvm::deserialize_size", skip_serializing_if = "Option::is_none")]
+    pub snapshot_size: Option<u64>,
 }
 
 impl Default for BackupConfig {
@@ -86,6 +89,7 @@ impl Default for BackupConfig {
             server: crate::backup::bacula::config::ServerConfig::default(),
             s3: crate::backup::s3::config::S3Config::default(),
             snapshot: crate::backup::snapshot::SnapshotMode::Off,
+            snapshot_size: None,
             encrypt: crate::archive::age::EncryptConfig::default(),
         }
     }

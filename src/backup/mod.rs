@@ -19,6 +19,7 @@
 pub mod archives;
 pub mod bacula;
 pub mod chain;
+pub mod cleanup;
 pub mod config;
 pub mod location;
 pub mod rsync;
@@ -623,7 +624,7 @@ pub fn print_create_report(r: &CreateReport, dest: &Path) -> i32 {
     }
     tracing::warn!(
         "{} files changed while they were read ({}); their copies may be inconsistent: read them from a \
-         snapshot (backup.snapshot = \"auto\", btrfs) or quiesce their writers in a pre-backup hook ([hooks] in the config)",
+         snapshot (backup.snapshot = \"auto\": btrfs or LVM) or quiesce their writers in a pre-backup hook ([hooks] in the config)",
         r.changed.len(),
         r.changed.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
     );
