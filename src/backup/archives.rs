@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 
 use super::chain;
 use super::{
-    Backed, Backend, BackupConfig, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Opened, Pick, RestoreOptions, Restored, Settings,
+    Backed, Backend, BackupConfig, BackupReport, BackupSet, BackupUsed, Chains, CheckOptions, ImageParts, Location, Opened, Pick, RestoreOptions, Restored,
+    Settings,
 };
 use crate::archive::age::IdentitySource;
 use crate::archive::{self, CreateOptions, CreateReport, ExtractOptions, ExtractReport, Source};
@@ -67,6 +68,10 @@ impl Backend for Archives {
 
     fn inside_the_iso(&self) -> bool {
         matches!(self.location, Location::Iso { .. })
+    }
+
+    fn chains(&self) -> Chains {
+        Chains::Made
     }
 
     fn backup(&self, set: &BackupSet) -> Result<Backed> {
