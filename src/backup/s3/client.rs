@@ -607,7 +607,7 @@ impl crate::backup::Backend for S3Backend {
     }
 }
 
-/// When the backup `backup-YYYYMMDD-HHMMSS.tar...` was started (UTC).
+/// When the backup `backup-YYYYMMDD-HHMMSS[-UUUUUU].tar...` was started (UTC, to the second).
 fn stamp_of(name: &str) -> Option<time::OffsetDateTime> {
     let stamp = name.strip_prefix(crate::backup::archives::BACKUP_PREFIX)?.get(..15)?;
     let format = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
