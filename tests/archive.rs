@@ -615,9 +615,7 @@ fn mkbackuponly_and_restoreonly_round_trip() {
         run(c)
     };
     assert_eq!(backup().status.code(), Some(0));
-    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(backup().status.code(), Some(0));
-    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(backup().status.code(), Some(0));
     let host_dir = backups.join("testhost");
     let files = rescue::backup::list_backups(&host_dir).unwrap();

@@ -15,7 +15,6 @@ mod archive_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use archive_common::*;
 
@@ -158,8 +157,6 @@ impl Chain {
 
     /// One backup (`level` or none: backup.full-every decides); the new archive's name.
     fn backup(&self, level: Option<&str>) -> String {
-        // Archive names have a one-second stamp.
-        std::thread::sleep(Duration::from_millis(1100));
         let before = self.names();
         let mut c = self.rescue(&["mkbackuponly"]);
         c.arg("--root").arg(&self.src.mnt);
@@ -343,6 +340,33 @@ fn an_encrypted_chain_round_trips() {
     let mut cmd = c.rescue(&["restoreonly"]);
     cmd.arg("--check");
     assert_eq!(run(cmd).status.code(), Some(0));
+}
+
+#[test]
+fn backups_back_to_back_in_one_second_keep_their_own_names_and_records() {
+    let c = Chain::new("", false);
+    c.first();
+    // A full backup and two incrementals as fast as they run: archive names
+    // once carried a one-second stamp, and the second of a second replaced the first.
+    let started = std::time::Instant::now();
+    let full = c.backup(Some("full"));
+    let i1 = c.backup(Some("incremental"));
+    c.w("data/new", "added between the incrementals");
+    let i2 = c.backup(Some("incremental"));
+    eprintln!("three backups in {:.2} s: {full} {i1} {i2}", started.elapsed().as_secs_f64());
+    assert_eq!(c.names(), [full.clone(), i1.clone(), i2.clone()], "three archives, oldest first");
+    for n in [&full, &i1, &i2] {
+        assert!(c.host_dir.join(format!("{n}.chain")).is_file(), "{n} has its chain record");
+    }
+    assert_eq!(c.link(&i2), rescue::backup::chain::Link { level: 2, chain: full.clone(), parent: Some(i1.clone()) });
+    for (archive, has_new) in [(&i1, false), (&i2, true)] {
+        let target = c.t.path().join(format!("target-{archive}"));
+        std::fs::create_dir_all(&target).unwrap();
+        let out = c.restore(&target, Some(archive));
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(target.join("data/new").exists(), has_new, "{archive}");
+    }
+    assert_same_tree(&c.src.mnt, &c.t.path().join(format!("target-{i2}")), SKIP_OURS);
 }
 
 #[test]

@@ -149,3 +149,35 @@ fn a_password_in_the_mount_options_is_never_shown_logged_or_in_an_error() {
     assert_eq!(std::fs::metadata(dir.join("log")).unwrap().permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(dir.join("log/rescue.log")).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn methods_without_chains_refuse_incremental_backups_before_connecting() {
+    // No server answers at nohost.invalid: the refusal must come first.
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("", &["mkbackuponly", "--url", "nohost.invalid:/srv/b", "--level", "incremental"], &["--level incremental", "the rsync method"]),
+        (
+            "[backup]\nurl = \"s3://bucket/prefix\"\nfull-every = 3\n[backup.s3]\nendpoint = \"http://nohost.invalid:7480\"\n",
+            &["mkbackuponly"],
+            &["backup.full-every = 3", "the S3 method (s3://bucket/prefix)"],
+        ),
+        (
+            "[backup]\nmethod = \"bacula\"\n[backup.server]\naddress = \"nohost.invalid\"\n",
+            &["mkbackup", "--level", "incremental"],
+            &["--level incremental", "a Bacula director"],
+        ),
+    ];
+    for (backup, args, want) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = local_config(tmp.path());
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(backup);
+        std::fs::write(&cfg, text).unwrap();
+        let out = rescue(tmp.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for w in *want {
+            assert!(err.contains(w), "{args:?}: no '{w}' in: {err}");
+        }
+        assert!(err.contains("makes only full backups") && err.contains("Nothing was backed up"), "{err}");
+    }
+}

@@ -7,7 +7,8 @@
 //! and scenario 2 (UEFI/OVMF, GPT, ESP, LVM with XFS root and /home, backup on
 //! a USB disk found by its label). Scenarios 3 to 6 and `bios-ext4-bacula`
 //! (the rescue image restores from a Bacula director on the host through
-//! qemu's user-mode network) and `bios-ext4-s3` (from Ceph RGW on the host) need RESCUE_FULL_TESTS=1 (scripts/test.sh
+//! qemu's user-mode network), `bios-ext4-s3` (from Ceph RGW on the host) and
+//! `bios-ext4-incr-age` (an encrypted incremental chain) need RESCUE_FULL_TESTS=1 (scripts/test.sh
 //! --full); RESCUE_SCENARIOS="a b" runs only the named ones (times in
 //! docs/testing.md).
 //!
@@ -87,6 +88,12 @@ fn run_all(scenarios: &[&str]) {
         }
         assert!(Path::new("/usr/bin/aws").exists(), "/usr/bin/aws is missing: apt-get install awscli (or scripts/install-deps.sh)");
     }
+    if scenarios.iter().any(|s| s.ends_with("-incr-age")) {
+        // The host makes the age identity and looks for it in the ISO.
+        for (tool, package) in [("age-keygen", "age"), ("xorriso", "xorriso"), ("cpio", "cpio")] {
+            require(tool, package);
+        }
+    }
     if scenarios.iter().any(|s| s.contains("bond-vlan")) {
         // The namespace pings and fetches from the recovered system.
         require("busybox", "busybox-static");
@@ -117,7 +124,10 @@ const ALWAYS: &[&str] = &["bios-ext4", "uefi-lvm-xfs"];
 /// bond with a VLAN and a static address backed up to NFS and recovered onto
 /// other NICs, in a network namespace (issue 19), and the ext4 system backed
 /// up to and restored from S3 (Ceph RGW on the host), the rescue image
-/// holding only a read-only key (issue 17).
+/// holding only a read-only key (issue 17), and the ext4 system recovered
+/// from an encrypted incremental chain on a USB stick (a full backup and two
+/// incrementals with additions, deletions and renames between them), the age
+/// identity read from a second stick that only the recovery sees (issue 18).
 const FULL: &[&str] = &[
     "bios-md-raid1",
     "luks2-lvm",
@@ -131,6 +141,7 @@ const FULL: &[&str] = &[
     "trixie-uefi-lvm-xfs",
     "bios-ext4-bond-vlan-nfs",
     "bios-ext4-s3",
+    "bios-ext4-incr-age",
 ];
 
 /// Scenarios 1 and 2 always; 3 to 6 and bios-ext4-bacula too with RESCUE_FULL_TESTS=1

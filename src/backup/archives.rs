@@ -1,7 +1,7 @@
 //! The archive method: rescue's own archives (pax tar + zstd, with a
 //! manifest) at a destination URL ([`Location`]: a local directory, NFS,
 //! CIFS, a USB disk, or inside the rescue ISO), one directory per host,
-//! `backup-YYYYMMDD-HHMMSS.tar.zst` in it: full archives, or incremental
+//! `backup-YYYYMMDD-HHMMSS-UUUUUU.tar.zst` (UTC, to the microsecond) in it: full archives, or incremental
 //! chains ([`super::chain`]) restored, verified and kept whole.
 
 use std::collections::{BTreeSet, HashSet};
@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 
 use super::chain;
 use super::{
-    Backed, Backend, BackupConfig, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Opened, Pick, RestoreOptions, Restored, Settings,
+    Backed, Backend, BackupConfig, BackupReport, BackupSet, BackupUsed, Chains, CheckOptions, ImageParts, Location, Opened, Pick, RestoreOptions, Restored,
+    Settings,
 };
 use crate::archive::age::IdentitySource;
 use crate::archive::{self, CreateOptions, CreateReport, ExtractOptions, ExtractReport, Source};
@@ -20,7 +21,7 @@ use crate::layout::Layout;
 use crate::needs::Needs;
 use crate::util::human_bytes;
 
-/// File names of backups: `backup-YYYYMMDD-HHMMSS.tar.zst` in the host's directory.
+/// File names of backups: `backup-YYYYMMDD-HHMMSS-UUUUUU.tar.zst` in the host's directory.
 pub(super) const BACKUP_PREFIX: &str = "backup-";
 
 /// rescue's archives at one destination.
@@ -67,6 +68,10 @@ impl Backend for Archives {
 
     fn inside_the_iso(&self) -> bool {
         matches!(self.location, Location::Iso { .. })
+    }
+
+    fn chains(&self) -> Chains {
+        Chains::Made
     }
 
     fn backup(&self, set: &BackupSet) -> Result<Backed> {
@@ -316,8 +321,12 @@ pub(super) fn archive_job(set: &BackupSet, layout: &Layout, cfg: &BackupConfig, 
             None
         }
     });
+    // To the microsecond: two backups started in the same second (a full one
+    // and an incremental from a script) get two names; the chain record is
+    // created exclusively ([`chain::write_link`]), so a name taken all the
+    // same fails that backup instead of replacing the other.
     let stamp = time::OffsetDateTime::now_utc()
-        .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]-[subsecond digits:6]"))
         .unwrap_or_else(|_| "now".into());
     let compression = cfg.compress;
     let encrypt = cfg.encrypt.load()?;

@@ -66,11 +66,26 @@ pub fn read_link(archive: &Path) -> Result<Link> {
     }
 }
 
-/// Write the record of `archive` (before the archive is put in place).
+/// Write the record of `archive` (before the archive is put in place). It
+/// is created exclusively (`O_EXCL`): a name another backup took already is
+/// an error, never an overwrite of that backup.
 pub fn write_link(archive: &Path, link: &Link) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = link_path(archive);
     let text = toml::to_string(link).context("encoding a chain record")?;
-    crate::util::write_atomic(&path, text.as_bytes(), 0o600).with_context(|| format!("writing the chain record {}", path.display()))
+    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => crate::bail_input!(
+            "the backup name {} is taken already in {} (its chain record {} exists: another backup started at the same instant); \
+             nothing was written. Run the backup again",
+            file_name(archive),
+            archive.parent().unwrap_or(Path::new(".")).display(),
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("creating the chain record {}", path.display())),
+    };
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).with_context(|| format!("writing the chain record {}", path.display()))
 }
 
 /// `NAME.chain` beside `NAME`.
@@ -235,6 +250,18 @@ mod tests {
             write_link(&p, &l).unwrap();
         }
         p
+    }
+
+    #[test]
+    fn a_name_taken_already_is_refused_not_overwritten() {
+        let t = tempfile::tempdir().unwrap();
+        let archive = t.path().join("backup-20261202-093000-000000.tar.zst");
+        let first = Link::full("backup-20261202-093000-000000.tar.zst");
+        write_link(&archive, &first).unwrap();
+        let e = write_link(&archive, &incr(1, "x", "y").unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("is taken already") && format!("{e:#}").contains("nothing was written"), "{e:#}");
+        assert_eq!(crate::error::exit_code_for(&e), 2);
+        assert_eq!(read_link(&archive).unwrap(), first, "the first record stays");
     }
 
     fn incr(level: u32, chain: &str, parent: &str) -> Option<Link> {

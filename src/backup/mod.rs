@@ -63,6 +63,10 @@ pub trait Backend {
     fn inside_the_iso(&self) -> bool {
         false
     }
+    /// Whether this method makes incremental chains of archives
+    /// (`--level incremental`, `backup.full-every`); [`for_backup`] asks it
+    /// before any backup work or connection.
+    fn chains(&self) -> Chains;
     /// Back up `set`. Retention ([`Backend::keep`]) is applied by [`run`].
     fn backup(&self, set: &BackupSet) -> Result<Backed>;
     /// Verify phase: the backup `pick` names can be restored (reachable,
@@ -130,6 +134,39 @@ pub fn open(cfg: &BackupConfig, url: Option<&str>) -> Result<Box<dyn Backend>> {
     configured(cfg, url, None)?.ok_or_else(|| {
         crate::error::input_error("no backup destination: set backup.url in the config (e.g. \"iso:///backup\" or \"nfs://nas/backups\") or pass --url")
     })
+}
+
+/// [`open`] for a backup run at `level` (`--level`; `None`: `backup.full-every`
+/// decides): refused, before anything is read or connected to, when it asks
+/// for an incremental chain the method does not make ([`Backend::chains`]).
+pub fn for_backup(cfg: &BackupConfig, url: Option<&str>, level: Option<chain::Level>) -> Result<Box<dyn Backend>> {
+    let backend = open(cfg, url)?;
+    let Chains::NotMade { method, instead } = backend.chains() else { return Ok(backend) };
+    let asked = match level {
+        Some(chain::Level::Incremental) => "--level incremental".to_string(),
+        None if cfg.full_every > 1 => format!("backup.full-every = {}", cfg.full_every),
+        _ => return Ok(backend),
+    };
+    crate::bail_input!(
+        "{asked} asks for an incremental chain, but {method} ({}) makes only full backups: {instead}. Nothing was backed up. \
+         Leave --level out and set backup.full-every = 1 for this destination, or back up to rescue's archives in a directory, \
+         nfs://, cifs://, usb:// or iso://, which make chains",
+        backend.describe()
+    );
+}
+
+/// Whether a backup method makes incremental chains ([`Backend::chains`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chains {
+    /// `--level` and `backup.full-every` apply (rescue's archives at a destination).
+    Made,
+    /// Every backup is a full one.
+    NotMade {
+        /// The method in the user's words (`the S3 method`).
+        method: String,
+        /// Why, and what does the work of incrementals there.
+        instead: &'static str,
+    },
 }
 
 /// [`configured`] for a recovery: `--url`, `backup.url`, or the descriptor's.
@@ -273,14 +310,6 @@ impl<'a> BackupSet<'a> {
         self.level = level;
         self.state_dir = Some(state_dir.to_path_buf());
         self
-    }
-
-    /// Refuse `--level incremental` for a method that makes only full backups.
-    pub fn full_only(&self, method: &str) -> Result<()> {
-        if self.level == Some(chain::Level::Incremental) {
-            crate::bail_input!("--level incremental makes incremental chains of rescue's archives; {method} does not make them: leave --level out");
-        }
-        Ok(())
     }
 
     /// The descriptor, and at least one mount it records to back up.
@@ -756,6 +785,40 @@ mod tests {
             assert!(format!("{e:#}").contains("rsync copies files as they are and cannot encrypt"), "{e:#}");
         }
         assert!(open(&c.backup, Some("file:///srv/b")).is_ok());
+    }
+
+    #[test]
+    fn methods_without_chains_refuse_incrementals_and_full_every_before_connecting() {
+        use chain::Level::{Full, Incremental};
+        let mut bacula = Config::default().backup;
+        bacula.method = BackupMethod::Bacula;
+        bacula.server.address = Some("nohost.invalid".into());
+        let archive = Config::default().backup;
+        // No server exists at any of these: the refusal comes before any connection.
+        let without: &[(&BackupConfig, Option<&str>, &str)] = &[
+            (&archive, Some("nohost.invalid:/srv/b"), "the rsync method"),
+            (&archive, Some("s3://bucket/prefix"), "the S3 method"),
+            (&bacula, None, "a Bacula director"),
+        ];
+        for (cfg, url, method) in without {
+            let e = for_backup(cfg, *url, Some(Incremental)).err().unwrap();
+            let text = format!("{e:#}");
+            assert!(text.starts_with("--level incremental asks for an incremental chain") && text.contains(method), "{text}");
+            assert!(text.contains("makes only full backups") && text.contains("Nothing was backed up"), "{text}");
+            assert_eq!(crate::error::exit_code_for(&e), 2);
+            let mut every = (*cfg).clone();
+            every.full_every = 7;
+            let e = for_backup(&every, *url, None).err().unwrap();
+            assert!(format!("{e:#}").starts_with("backup.full-every = 7 asks for an incremental chain"), "{e:#}");
+            // A full backup is what these methods make, asked or by default.
+            assert!(for_backup(&every, *url, Some(Full)).is_ok());
+            assert!(for_backup(cfg, *url, None).is_ok());
+        }
+        for url in ["file:///srv/b", "nfs://nas/b", "usb://RESCUEBAK", "iso:///backup"] {
+            let b = open(&archive, Some(url)).unwrap();
+            assert_eq!(b.chains(), Chains::Made, "{url}");
+            assert!(for_backup(&archive, Some(url), Some(Incremental)).is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{Backed, Backend, BackupReport, BackupSet, BackupUsed, CheckOptions, ImageParts, Location, Pick, RestoreOptions, Restored, Settings};
+use super::{Backed, Backend, BackupReport, BackupSet, BackupUsed, Chains, CheckOptions, ImageParts, Location, Pick, RestoreOptions, Restored, Settings};
 use crate::archive::{CreateReport, ExtractReport};
 use crate::cmd::Cmd;
 use crate::layout::Layout;
@@ -41,9 +41,12 @@ impl Backend for RsyncBackend {
         true
     }
 
+    fn chains(&self) -> Chains {
+        Chains::NotMade { method: "the rsync method".into(), instead: "rsync updates one tree and copies only what changed since the last run anyway" }
+    }
+
     fn backup(&self, set: &BackupSet) -> Result<Backed> {
         let layout = set.recorded()?;
-        set.full_only("the rsync method (rsync copies only what changed anyway)")?;
         let mut sources = set.mounts.clone();
         sources.extend(super::nested_subvolume_dirs(layout, &set.mounts));
         let host = super::host_dir_name(layout);

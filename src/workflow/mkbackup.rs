@@ -109,7 +109,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let quiet = ctx.verbosity < 0;
     let mut seconds = Vec::new();
     let layout_path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
-    let backend = backup::open(&ctx.config.backup, a.url.as_deref())?;
+    let backend = backup::for_backup(&ctx.config.backup, a.url.as_deref(), a.level)?;
     check_destination(ctx, &a, backend.as_ref())?;
     if let Some(w) = backup::selfserved::warning_for(&backend.describe()) {
         tracing::warn!("{w}");

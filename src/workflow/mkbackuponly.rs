@@ -39,7 +39,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let backend = backup::open(&ctx.config.backup, a.url.as_deref())?;
+    let backend = backup::for_backup(&ctx.config.backup, a.url.as_deref(), a.level)?;
     let path = a.layout.clone().unwrap_or_else(|| ctx.config.layout_path());
     let c = &ctx.config;
     let (r, hooks) = between_backup_hooks(

@@ -22,6 +22,8 @@
 #             uefi-lvm-xfs-to-4kn (scenario 2's system onto a disk with 4096-byte sectors) |
 #             bios-ext4-bond-vlan-nfs (issue 19: a bond and a VLAN with a static address,
 #             backup on NFS, recovered onto other NICs; in a network namespace)
+#             bios-ext4-incr-age (issue 18: an encrypted incremental chain on a USB
+#             stick, the age identity read from a second stick at recovery)
 #             Each may carry a Debian suite as prefix: trixie-bios-ext4 is
 #             scenario 1 with a Debian 13 source (its own kernel, GRUB and
 #             tools build the rescue image); without one the source is bookworm.
@@ -33,7 +35,7 @@
 # and the tail of the serial log of the phase that failed on stderr.
 # Environment: RESCUE_TEST_CACHE, RESCUE_SCENARIO_TIMEOUT_SCALE (multiplies the
 # per-phase limits; default 1), RESCUE_SCENARIO_MKBACKUP (the backup command run
-# in the source; default "rescue -v mkbackup"; for debugging the harness),
+# in the source; default the scenario's backup_cmd; for debugging the harness),
 # RESCUE_SCENARIO_TOOL=rear (the same scenario with Debian's rear 2.7 instead of
 # rescue: `rear -v mkbackup` to an ISO holding the backup, unattended `rear
 # recover` from it; ISO-backup scenarios only; bench/recover-rear.sh).
@@ -82,9 +84,11 @@ scale=${RESCUE_SCENARIO_TIMEOUT_SCALE:-1}
 # the source phase made the ISO ($iso), which prints what it found and returns
 # non-zero to fail the scenario; verify_probe: a function run in the background
 # while the recovered system boots, which writes PASS or why it failed to
-# W/probe-result.
+# W/probe-result; backup_cmd: the backup command the source job runs after
+# the test data and its state (default "rescue -v mkbackup"; it may record
+# the state again, /var/lib/rescue-test/state, before its last backup).
 usb_label="" targets=() check="" packages="" net=none nic=() source_setup="" recover_stick="" recover_conf="" secure_boot=0
-target_nic=() qemu_ns=() recover_expect=()
+target_nic=() qemu_ns=() recover_expect=() backup_cmd="rescue -v mkbackup"
 backup_iso='[backup]
 url = "iso:///backup"
 '
@@ -328,12 +332,8 @@ CRED"
     # reads the backups but is refused writing and deleting.
     # shellcheck disable=SC2317 # called after the source phase
     image_check() {
-      local why="" x="$W/iso-check" aws key obj
-      rm -rf "$x"; mkdir -p "$x/root"
-      xorriso -osirrox on -indev "$iso" -extract /boot/initrd.img "$x/initrd.img" >/dev/null 2>&1 || why="cannot extract boot/initrd.img from $iso"
-      if [ -z "$why" ]; then
-        zstd -dc "$x/initrd.img" >"$x/initrd.cpio" && (cd "$x/root" && cpio -id --quiet <"$x/initrd.cpio") || why="cannot unpack the image's initramfs"
-      fi
+      local why x="$W/iso-check" aws key obj
+      why=$(unpack_image "$x") || true
       if [ -z "$why" ] && grep -rqaF -- "$S3_WRITE_SECRET" "$x/root" "$x/initrd.cpio" "$iso"; then why="the write secret is in the rescue image"; fi
       if [ -z "$why" ] && grep -rqaF -- "$S3_WRITE_KEY" "$x/root" "$iso"; then why="the write key id $S3_WRITE_KEY is in the rescue image"; fi
       key=$x/root/etc/rescue/s3-read-credentials.toml
@@ -516,7 +516,88 @@ SRV
       fi
       echo "${why:-PASS}" >"$W/probe-result"
     } ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, bios-ext4-s3, uefi-lvm-xfs-to-4kn, bios-ext4-bond-vlan-nfs; each may be prefixed with trixie-)" ;;
+  bios-ext4-incr-age)
+    # Issue 18: recovery from an encrypted incremental chain. The source backs
+    # up to a USB stick, encrypted to an age recipient made here for this run:
+    # a full backup, changes, an incremental, more changes, and the last
+    # incremental with the rescue image (backup_cmd). The state recorded
+    # before the last one is what the recovered system must show, so a
+    # deletion or rename the restore does not apply fails the verify. The
+    # identity is only on a second stick (AGEKEY), attached at recovery; the
+    # host checks that the ISO and its initramfs do not hold it.
+    command -v age-keygen >/dev/null || die "age-keygen is missing: apt-get install age"
+    for t in xorriso zstd cpio; do command -v "$t" >/dev/null || die "$t is missing: run scripts/install-deps.sh"; done
+    kind=bios-ext4 data_dirs="/srv/rescue-data" usb_label=RESCUEBAK
+    age_identity=$(age-keygen 2>/dev/null)
+    age_recipient=$(printf '%s\n' "$age_identity" | age-keygen -y)
+    age_secret=$(printf '%s\n' "$age_identity" | grep '^AGE-SECRET-KEY-1')
+    config="[backup]
+url = \"usb://RESCUEBAK\"
+[backup.encrypt]
+recipients = [\"$age_recipient\"]
+"
+    recover_stick=AGEKEY
+    # shellcheck disable=SC2317 # called when the stick is made
+    recover_stick_files() { printf '%s\n' "$age_identity" >"$1/backup-key.txt"; }
+    recover_conf='age-identity = "usb://AGEKEY/backup-key.txt"
+'
+    # Three archives restored in order, the last an encrypted incremental.
+    recover_expect=(".tar.zst.age into /mnt/local (link 3 of 3 of the chain)")
+    backup_cmd=scenario-chain-backup
+    source_setup='cat >/usr/local/sbin/scenario-chain-backup <<"CHAIN"
+#!/bin/bash
+# The chain: full, incremental, incremental (the last with the rescue image).
+set -euxo pipefail
+d=/srv/rescue-data
+# 1 = completed with warnings, 4 = a file changed while read (logs of the
+# live system): the archive is complete either way.
+backup() { local rc=0; "$@" || rc=$?; [ "$rc" -le 1 ] || [ "$rc" = 4 ] || { echo "$* exited with $rc"; exit 1; }; }
+rescue -v savelayout --disk /dev/vda
+backup rescue -v mkbackuponly --level full
+# Round 1: add, modify, delete (a file, a directory), rename (a file, a
+# directory), a file replaced by a directory, a change that keeps the mtime.
+echo added >"$d/added-file"
+mkdir -p "$d/added-dir/sub" && echo inside >"$d/added-dir/sub/file"
+echo modified >>"$d/tree/dir1/sub1/file1.txt"
+rm "$d/tree/dir2/sub2/file2.txt"
+rm -r "$d/tree/dir6"
+mv "$d/tree/dir3/sub0/file3.txt" "$d/tree/dir3/sub0/file3-renamed.txt"
+mv "$d/tree/dir4" "$d/tree/dir4-renamed"
+rm "$d/tree/dir5/sub2/file5.txt" && mkdir "$d/tree/dir5/sub2/file5.txt" && echo now-a-dir >"$d/tree/dir5/sub2/file5.txt/inside"
+f=$d/random-16M.bin m=$(stat -c %y "$d/random-16M.bin")
+printf "same size, same mtime" | dd of="$f" bs=1 seek=4096 conv=notrunc status=none
+touch -d "$m" "$f"
+backup rescue -v mkbackuponly --level incremental
+# Round 2: delete what round 1 added, a directory replaced by a file, a
+# rename inside the renamed directory, modify, delete, add.
+rm "$d/added-file"
+rm -r "$d/added-dir" && echo now-a-file >"$d/added-dir"
+mv "$d/tree/dir4-renamed/sub1" "$d/tree/dir4-renamed/sub1-moved"
+echo again >>"$d/tree/dir1/sub1/file1.txt"
+rm "$d/tree/dir0/sub0/file21.txt"
+echo round-2 >"$d/tree/dir0/added-in-round-2"
+rescue-scenario-state >/var/lib/rescue-test/state
+exec rescue -v mkbackup --level incremental
+CHAIN
+chmod 0755 /usr/local/sbin/scenario-chain-backup'
+    # shellcheck disable=SC2317 # called after the source phase
+    image_check() {
+      local x="$W/iso-check" why
+      why=$(unpack_image "$x") || true
+      # This run's identity, and any age identity: AGE-SECRET-KEY-1 and 58
+      # Bech32 characters (rescue's binary holds the bare prefix, to refuse keys).
+      if [ -z "$why" ] && grep -rqaF -- "$age_secret" "$x/root" "$x/initrd.cpio" "$iso"; then why="the age identity of this run is in the rescue image"; fi
+      if [ -z "$why" ] && grep -rqaE -- 'AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}' "$x/root" "$x/initrd.cpio" "$iso"; then
+        why="an age identity (AGE-SECRET-KEY-1...) is in the rescue image"
+      fi
+      if [ -z "$why" ] && ! grep -qF "usb://AGEKEY/backup-key.txt" "$x/root/etc/rescue/rescue.toml"; then
+        why="the image's /etc/rescue/rescue.toml does not read the identity from usb://AGEKEY/backup-key.txt"
+      fi
+      rm -rf "$x"
+      [ -z "$why" ] || { echo "$why"; return 1; }
+      echo "no age identity in the ISO or its initramfs; the image reads the identity from usb://AGEKEY/backup-key.txt"
+    } ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, bios-ext4-s3, uefi-lvm-xfs-to-4kn, bios-ext4-bond-vlan-nfs, bios-ext4-incr-age; each may be prefixed with trixie-)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
@@ -533,7 +614,7 @@ unattended-proceed = true
 # there is one); iso_name: the ISO it leaves in /job/out; mark_*: console lines of
 # the recovery: started, succeeded, failed, about to power off (or reboot).
 tool=${RESCUE_SCENARIO_TOOL:-rescue} prepare=""
-mkbackup_cmd=${RESCUE_SCENARIO_MKBACKUP:-rescue -v mkbackup} iso_name='rescue-*.iso'
+mkbackup_cmd=${RESCUE_SCENARIO_MKBACKUP:-$backup_cmd} iso_name='rescue-*.iso'
 mark_start=RESCUE-RECOVER-START mark_ok=RESCUE-RECOVER-OK mark_failed=RESCUE-RECOVER-FAILED mark_end=RESCUE-POWEROFF
 case "$tool" in
   rescue) ;;
@@ -617,6 +698,14 @@ fail() {
   } >&2
   echo "FAIL $phase: $msg" >"$W/result"
   exit 1
+}
+
+# unpack_image DIR: the initramfs of the rescue ISO ($iso) as DIR/initrd.cpio,
+# unpacked into DIR/root, for an image_check; prints why when it cannot.
+unpack_image() {
+  rm -rf "$1"; mkdir -p "$1/root"
+  xorriso -osirrox on -indev "$iso" -extract /boot/initrd.img "$1/initrd.img" >/dev/null 2>&1 || { echo "cannot extract boot/initrd.img from $iso"; return 1; }
+  zstd -dc "$1/initrd.img" >"$1/initrd.cpio" && (cd "$1/root" && cpio -id --quiet <"$1/initrd.cpio") || { echo "cannot unpack the image's initramfs"; return 1; }
 }
 
 # qemu NAME TIMEOUT ARGS...: boot under TCG with the serial console in

@@ -23,7 +23,7 @@ pub use config::{Director, MkbackupMode, ServerConfig};
 pub use console::{AuthRefused, Console, DirectorUnreachable};
 pub use parse::JobInfo;
 
-use super::{Backed, Backend, BackupConfig, BackupMethod, BackupSet, BackupUsed, CheckOptions, ImageParts, Pick, RestoreOptions, Restored, Settings};
+use super::{Backed, Backend, BackupConfig, BackupMethod, BackupSet, BackupUsed, Chains, CheckOptions, ImageParts, Pick, RestoreOptions, Restored, Settings};
 use crate::error::input_error;
 use crate::layout::Layout;
 use crate::needs::{Needs, Runs, When};
@@ -64,8 +64,14 @@ impl Backend for DirectorBackend {
         false
     }
 
-    fn backup(&self, set: &BackupSet) -> Result<Backed> {
-        set.full_only("a director (its job's level is set on the director)")?;
+    fn chains(&self) -> Chains {
+        Chains::NotMade {
+            method: format!("a {} director", self.director.product()),
+            instead: "the director's own Job and Schedule resources set each job's level (Full, Differential, Incremental) and its catalog restores them",
+        }
+    }
+
+    fn backup(&self, _set: &BackupSet) -> Result<Backed> {
         Ok(Backed::Job(Box::new(mkbackup(&self.cfg, self.director)?)))
     }
 

@@ -490,10 +490,13 @@ impl crate::backup::Backend for S3Backend {
         true
     }
 
+    fn chains(&self) -> crate::backup::Chains {
+        crate::backup::Chains::NotMade { method: "the S3 method".into(), instead: "each backup is one complete archive object, streamed as it is made" }
+    }
+
     /// Archive straight into a multipart upload, then write the record.
     fn backup(&self, set: &crate::backup::BackupSet) -> Result<crate::backup::Backed> {
         let layout = set.recorded()?;
-        set.full_only("the S3 method")?;
         let host = crate::backup::host_dir_name(layout);
         let store = connect(&self.bucket, &self.cfg, Access::Write)?;
         let job = crate::backup::archives::archive_job(set, layout, &self.cfg, None)?;
@@ -620,7 +623,7 @@ impl crate::backup::Backend for S3Backend {
     }
 }
 
-/// When the backup `backup-YYYYMMDD-HHMMSS.tar...` was started (UTC).
+/// When the backup `backup-YYYYMMDD-HHMMSS[-UUUUUU].tar...` was started (UTC, to the second).
 fn stamp_of(name: &str) -> Option<time::OffsetDateTime> {
     let stamp = name.strip_prefix(crate::backup::archives::BACKUP_PREFIX)?.get(..15)?;
     let format = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
