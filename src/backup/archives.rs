@@ -84,8 +84,7 @@ impl Backend for Archives {
         let dest = dir.join(&job.name);
         let state = set.state_dir.as_deref().map(|d| chain::State::new(d, &self.url, &host));
         let planned = state.as_ref().map(|s| s.plan(set.level, self.cfg.full_every, &dir, &job.name)).transpose()?;
-        // The chain record is removed with the archive it describes when that is not made (error, signal).
-        let record = planned.as_ref().map(|_| super::cleanup::register(super::cleanup::Undo::RemoveFile(chain::link_path(&dest)))).transpose()?;
+        let mut record = None;
         if let Some(p) = &planned {
             if p.link.level > 0 {
                 tracing::info!("incremental backup, level {} of the chain started by {}", p.link.level, p.link.chain);
@@ -94,7 +93,11 @@ impl Backend for Archives {
             }
             job.copts.chain = Some(p.chain.clone());
             // The record goes first: an archive in place always has its own.
+            // Created exclusively: a name taken already is refused, and only
+            // a record this run made is removed with its archive when that
+            // is not made (error, signal).
             chain::write_link(&dest, &p.link)?;
+            record = Some(super::cleanup::register(super::cleanup::Undo::RemoveFile(chain::link_path(&dest)))?);
         }
         let create = job.report(write_archive_file(&job.sources, &dest, &job.copts)?);
         if let Some(r) = record {
