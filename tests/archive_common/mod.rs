@@ -327,7 +327,17 @@ impl LoopFs {
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
+        // "target is busy" for a moment after a test's last process ended
+        // (seen under load): retry, then detach lazily rather than leak it.
+        let unmounted = (0..20).any(|i| {
+            if i > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Command::new("umount").arg(&self.mnt).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
+        });
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
 }
