@@ -21,9 +21,12 @@
 #             image holds only a read-only key) |
 #             uefi-lvm-xfs-to-4kn (scenario 2's system onto a disk with 4096-byte sectors) |
 #             bios-ext4-bond-vlan-nfs (issue 19: a bond and a VLAN with a static address,
-#             backup on NFS, recovered onto other NICs; in a network namespace)
+#             backup on NFS, recovered onto other NICs; in a network namespace) |
 #             bios-ext4-incr-age (issue 18: an encrypted incremental chain on a USB
-#             stick, the age identity read from a second stick at recovery)
+#             stick, the age identity read from a second stick at recovery) |
+#             bios-ext4-bacula-server (issue 23: a Bacula director, storage and
+#             file daemon with their catalog and volumes, backed up to a USB disk
+#             and recovered; its director lists and restores the old jobs)
 #             Each may carry a Debian suite as prefix: trixie-bios-ext4 is
 #             scenario 1 with a Debian 13 source (its own kernel, GRUB and
 #             tools build the rescue image); without one the source is bookworm.
@@ -597,7 +600,31 @@ chmod 0755 /usr/local/sbin/scenario-chain-backup'
       [ -z "$why" ] || { echo "$why"; return 1; }
       echo "no age identity in the ISO or its initramfs; the image reads the identity from usb://AGEKEY/backup-key.txt"
     } ;;
-  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, bios-ext4-s3, uefi-lvm-xfs-to-4kn, bios-ext4-bond-vlan-nfs, bios-ext4-incr-age; each may be prefixed with trixie-)" ;;
+  bios-ext4-bacula-server)
+    # Issue 23: the backup server itself. The source runs a Bacula director
+    # (sqlite catalog), storage daemon (file volumes in /srv/bacula/volumes on
+    # its root filesystem) and file daemon (source/bacula-server setup: two
+    # jobs of /srv/bacula-data, the job list and a file's checksum recorded,
+    # then that file overwritten). rescue backs it up to a USB disk with the
+    # catalog dump of docs/recover.md in [hooks]; the recovered system starts
+    # the daemons, must list the same jobs and restore the file from the
+    # pre-disaster volume with its recorded checksum (bacula-server check).
+    kind=bios-ext4 data_dirs="/srv/rescue-data" usb_label=RESCUEBAK
+    packages="bacula-director bacula-director-sqlite3 bacula-sd bacula-fd bacula-console sqlite3"
+    config="[backup]
+url = \"usb://RESCUEBAK\"
+[hooks]
+pre-backup = \"sqlite3 /var/lib/bacula/bacula.db '.backup /var/lib/bacula/bacula.db.dump'\"
+post-backup = \"rm -f /var/lib/bacula/bacula.db.dump\"
+post-recover = \"cp /var/lib/bacula/bacula.db.dump /var/lib/bacula/bacula.db && chown bacula:bacula /var/lib/bacula/bacula.db\"
+"
+    source_setup="cat >/usr/local/sbin/rescue-scenario-bacula <<'BACULA'
+$(cat "$here/source/bacula-server")
+BACULA
+chmod 0755 /usr/local/sbin/rescue-scenario-bacula
+rescue-scenario-bacula setup"
+    check='/usr/local/sbin/rescue-scenario-bacula check' ;;
+  *) die "unknown scenario '$scenario' (bios-ext4, uefi-lvm-xfs, bios-md-raid1, luks2-lvm, btrfs-subvol, bios-ext4-to-sata-larger, bios-ext4-to-nvme-smaller, bios-ext4-bacula, bios-ext4-s3, uefi-lvm-xfs-to-4kn, bios-ext4-bond-vlan-nfs, bios-ext4-incr-age, bios-ext4-bacula-server; each may be prefixed with trixie-)" ;;
 esac
 config+='[image]
 output-url = "file:///job/out"
