@@ -517,6 +517,8 @@ fn write_jobs(mut x: Extractor, rx: Receiver<Job>, shared: &Shared) -> Extractor
             break;
         }
     }
+    // The reader, waiting on this queue, learns at once that it is closed.
+    drop(rx);
     finish_dirs(&mut x);
     x
 }
