@@ -31,12 +31,14 @@ ruuid=$(field UUID "$root") rlabel=$(field LABEL "$root")
 
 t=$(up)
 mkfs.ext4 -F -q -U "$ruuid" ${rlabel:+-L "$rlabel"} "$root"
-if [ -n "$swap" ]; then mkswap -U "$(field UUID "$swap")" "$swap" >/dev/null; fi
+# busybox's mkswap (the rescue system's) takes no UUID.
+if [ -n "$swap" ]; then mkswap -U "$(field UUID "$swap")" "$swap" >/dev/null 2>&1 || mkswap "$swap" >/dev/null; fi
 phase mkfs "$t"
 
 t=$(up)
 mount "$root" /mnt/t
-zstd -dc -T0 "$archive" | tar -C /mnt/t -x -p --numeric-owner --xattrs '--xattrs-include=*' --acls -f -
+gnu() { dir=$(dirname "$0")/gnu; prog=$1; shift; "$dir"/ld-linux-x86-64.so.2 --library-path "$dir" "$dir/$prog" "$@"; }
+gnu zstd -dc -T0 "$archive" | gnu tar -C /mnt/t -x -p --numeric-owner --xattrs '--xattrs-include=*' --acls -f -
 phase restore "$t"
 
 t=$(up)

@@ -12,6 +12,8 @@
 #       its CD): bench/limit-guest.sh makes the same filesystems with mkfs,
 #       `zstd -dc ARCHIVE | tar -x` of the same archive onto them with GNU
 #       tar's xattr/ACL flags, grub-install from the restored system, umount.
+#       The rescue system's tar is busybox's: GNU tar and zstd are this
+#       host's (Debian's), carried in with their libraries on a small disk.
 #   limit = the ISO's boot to its shell (RESCUE-READY, measured in (a)) +
 #   mkfs + restore + grub-install + umount; ratio = (a)'s ISO boot to
 #   RESCUE-RECOVER-OK / limit.
@@ -23,10 +25,16 @@
 # "before=/tmp/rescue-11c27bc current=target/release/rescue". WORKDIR (default
 # /var/tmp/rescue-bench-limit) gets NAME/ (the scenario's directory) and
 # NAME-limit/ (serial log, times) for each. Prints a markdown table.
+# STEPS (default "scenario limit"): STEPS=limit runs (b) again on the disks
+# and ISO of an earlier run; STEPS= prints the table of earlier runs.
 set -euo pipefail
+# One compound command: bash parses it whole before running, so editing this
+# file while it runs cannot break that run.
+{
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=${1:-/var/tmp/rescue-bench-limit}
 BINS=${RESCUE_BINS:-current=$ROOT/target/release/rescue}
+STEPS=${STEPS-scenario limit}
 export RESCUE_SCENARIO_TIMEOUT_SCALE=${RESCUE_SCENARIO_TIMEOUT_SCALE:-3}
 for t in qemu-system-x86_64 xorriso mkfs.ext4 timeout; do
   command -v "$t" >/dev/null || { echo "$t is missing: run scripts/install-deps.sh" >&2; exit 2; }
@@ -43,6 +51,14 @@ limit() {
   rm -rf "$l"; mkdir -p "$l/script"
   xorriso -osirrox on -indev "$iso" -extract /boot/vmlinuz "$l/vmlinuz" -extract /boot/initrd.img "$l/initrd.img" 2>/dev/null
   cp "$ROOT/bench/limit-guest.sh" "$l/script/"
+  # The rescue system's tar is busybox's (no xattrs, no ACLs): GNU tar and
+  # zstd come from this Debian host, with their libraries, run by their loader.
+  mkdir -p "$l/script/gnu"
+  local prog
+  for prog in "$(command -v tar)" "$(command -v zstd)"; do
+    cp -L "$prog" "$l/script/gnu/"
+    ldd "$prog" | awk '/=>/ { print $3 } /ld-linux/ { print $1 }' | xargs -r cp -Lt "$l/script/gnu/"
+  done
   truncate -s 16M "$l/script.img"
   mkfs.ext4 -q -F -d "$l/script" "$l/script.img"
   rm -f "$l/in"; mkfifo "$l/in"
@@ -73,16 +89,20 @@ get() { awk -v k="$2" '$1==k {v=$2} END {print v}' "$1" 2>/dev/null || true; }
 names=()
 for pair in $BINS; do
   name=${pair%%=*} bin=${pair#*=}
-  [ -x "$bin" ] || { echo "$name: $bin is not an executable (cargo build --release)" >&2; exit 2; }
+  [ -x "$bin" ] || [ -z "$STEPS" ] || { echo "$name: $bin is not an executable (cargo build --release)" >&2; exit 2; }
   names+=("$name")
-  echo "load-before $(cut -d' ' -f1-3 /proc/loadavg)" >"$W/$name.load"
-  echo "$(date -u +%T) $name: tests/vm/run-scenario.sh --rescue $bin bios-ext4 $W/$name" >&2
-  rm -rf "${W:?}/$name"
-  "$ROOT/tests/vm/run-scenario.sh" --rescue "$bin" bios-ext4 "$W/$name" 2>"$W/$name.stderr" ||
-    { echo "$name: the scenario FAILED:" >&2; tail -n 30 "$W/$name.stderr" >&2; }
-  echo "$(date -u +%T) $name: the limit in the same rescue system" >&2
-  limit "$name" || true
-  echo "load-after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$W/$name.load"
+  case " $STEPS " in *" scenario "*)
+    echo "load-before $(cut -d' ' -f1-3 /proc/loadavg)" >"$W/$name.load"
+    echo "$(date -u +%T) $name: tests/vm/run-scenario.sh --rescue $bin bios-ext4 $W/$name" >&2
+    rm -rf "${W:?}/$name"
+    "$ROOT/tests/vm/run-scenario.sh" --rescue "$bin" bios-ext4 "$W/$name" 2>"$W/$name.stderr" ||
+      { echo "$name: the scenario FAILED:" >&2; tail -n 30 "$W/$name.stderr" >&2; } ;;
+  esac
+  case " $STEPS " in *" limit "*)
+    echo "$(date -u +%T) $name: the limit in the same rescue system" >&2
+    limit "$name" || true
+    echo "load-after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$W/$name.load" ;;
+  esac
 done
 
 echo
@@ -120,3 +140,5 @@ for n in "${names[@]}"; do
     sed 's/^/    /' "$W/$n/recover-report.txt"
   fi
 done
+exit 0
+}
