@@ -12,6 +12,9 @@
 //! absolute names are made relative. Symlinks themselves are restored
 //! verbatim, as the restored system needs them. Directory metadata is
 //! applied last, deepest first, on the directory re-opened the same way.
+//!
+//! Each filesystem mounted beneath the target is written by its own thread
+//! (see [`extract`]); the checks above hold in every one of them.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -21,6 +24,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
@@ -71,6 +77,25 @@ pub struct ExtractReport {
 pub struct SelinuxLabels {
     pub restored: u64,
     pub refused: u64,
+}
+
+impl ExtractReport {
+    /// Add the report of another part of one restore (an archive of a
+    /// chain, a filesystem's writer) to the report of the whole.
+    pub fn add_part(&mut self, r: ExtractReport) {
+        self.entries += r.entries;
+        self.bytes += r.bytes;
+        self.refused.extend(r.refused);
+        self.made_relative += r.made_relative;
+        self.outward_symlinks += r.outward_symlinks;
+        self.warnings.extend(r.warnings);
+        self.damaged.extend(r.damaged);
+        self.manifest_checked &= r.manifest_checked;
+        self.selinux_labels = match (self.selinux_labels, r.selinux_labels) {
+            (Some(a), Some(b)) => Some(SelinuxLabels { restored: a.restored + b.restored, refused: a.refused + b.refused }),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 impl SelinuxLabels {
@@ -209,6 +234,11 @@ struct Extractor {
 }
 
 impl Extractor {
+    fn new(root: OwnedFd, opts: &ExtractOptions) -> Extractor {
+        let report = ExtractReport { selinux_labels: Some(SelinuxLabels::default()), ..ExtractReport::default() };
+        Extractor { root, root_path: opts.target.clone(), open: Vec::new(), dirs: Vec::new(), incremental: opts.incremental, report, hashes: HashMap::new() }
+    }
+
     /// Open the directory `rel` beneath the target (see `open_below`).
     fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
         let mut dir = self.root.try_clone()?;
@@ -275,45 +305,227 @@ impl Extractor {
         }
     }
 
+    /// Take over what a filesystem's writer restored and saw.
+    fn absorb(&mut self, w: Extractor) {
+        self.report.add_part(w.report);
+        self.hashes.extend(w.hashes);
+    }
+
     fn warn(&mut self, s: String) {
         tracing::debug!("warning: {s}");
         self.report.warnings.push(s);
     }
 }
 
+/// How much file data one message to a writer carries, and how many
+/// messages a writer's queue holds: at most 16 MiB of data waits per
+/// filesystem, so a writer that falls behind never holds up memory.
+const CHUNK: usize = 256 << 10;
+const QUEUE: usize = 64;
+
+/// What the reader hands a filesystem's writer, in archive order: a member,
+/// then (a regular file) its data in chunks of at most `CHUNK` bytes, each
+/// within one data region.
+enum Job {
+    Member(EntryMeta),
+    Data(Vec<u8>),
+}
+
+/// What all threads of one extraction share: the first error, which stops
+/// every one of them.
+struct Shared {
+    stop: AtomicBool,
+    first_error: Mutex<Option<anyhow::Error>>,
+}
+
+impl Shared {
+    fn fail(&self, e: anyhow::Error) {
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert(e);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// The filesystems mounted beneath `target`, as paths relative to it, the
+/// target's own first (`""`). Each gets its own writer thread; a member
+/// belongs to the deepest one its path lies in.
+fn filesystems_beneath(target: &Path) -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::new()];
+    let (Ok(canon), Ok(mounts)) = (target.canonicalize(), crate::util::mountinfo()) else {
+        return out;
+    };
+    for m in mounts {
+        if let Ok(rel) = m.target.strip_prefix(&canon) {
+            if !rel.as_os_str().is_empty() && !out.iter().any(|o| o == rel) {
+                out.push(rel.to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+/// The index in `filesystems` of the one `rel` lies in (the deepest match).
+fn writer_for(filesystems: &[PathBuf], rel: &Path) -> usize {
+    let depth = |i: usize| filesystems[i].components().count();
+    (0..filesystems.len()).filter(|&i| rel.starts_with(&filesystems[i])).max_by_key(|&i| depth(i)).unwrap_or(0)
+}
+
 /// Extract an archive stream (any compression) into `opts.target`.
 /// A corrupt or truncated archive is an error; what was extracted stays.
+///
+/// One thread reads the stream (decompression runs on every core below it);
+/// each filesystem mounted beneath the target gets its own writer thread fed
+/// by a bounded queue, so that writes to different filesystems overlap while
+/// the reader goes on. A member's filesystem is known from its path, so hard
+/// links (never across filesystems) and a directory's contents stay in the
+/// order of the archive within their writer. The first error (a stream that
+/// cannot be read on, a target that takes nothing more) stops every thread.
 pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Result<ExtractReport> {
-    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::new(AtomicU64::new(0));
     let (stream, _) = super::open_stream(super::CountingReader { inner: input, count: counter.clone() }).context("reading the archive")?;
     std::fs::create_dir_all(&opts.target).with_context(|| format!("creating the target directory {}", opts.target.display()))?;
     let root = rustix::fs::open(&opts.target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening the target directory {}", opts.target.display()))?;
-    let report = ExtractReport { selinux_labels: Some(SelinuxLabels::default()), ..ExtractReport::default() };
-    let mut x =
-        Extractor { root, root_path: opts.target.clone(), open: Vec::new(), dirs: Vec::new(), incremental: opts.incremental, report, hashes: HashMap::new() };
-    let mut tar = TarReader::new(stream);
+    let filesystems = filesystems_beneath(&opts.target);
+    if filesystems.len() > 1 {
+        let names: Vec<String> = filesystems.iter().map(|f| format!("/{}", f.display())).collect();
+        tracing::info!("{} filesystems written in parallel, each by its own thread: {}", filesystems.len(), names.join(" "));
+    }
+    let mut writers = Vec::new();
+    for _ in &filesystems {
+        writers.push(Extractor::new(root.try_clone().context("opening the target directory again")?, opts));
+    }
+    let shared = Shared { stop: AtomicBool::new(false), first_error: Mutex::new(None) };
     let mut progress = Progress::new("restoring", opts.total_bytes, opts.progress);
-    let mut buf = vec![0u8; 1 << 20];
-    let result = (|| -> Result<()> {
+    let (manifest, finished) = std::thread::scope(|s| {
+        let shared = &shared;
+        let mut queues = Vec::new();
+        let mut handles = Vec::new();
+        for x in writers {
+            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+            queues.push(tx);
+            handles.push(s.spawn(move || write_jobs(x, rx, shared)));
+        }
+        let manifest = read_jobs(stream, &filesystems, &queues, shared, &mut progress, &counter);
+        // The writers finish what is queued once the reader lets go.
+        drop(queues);
+        let finished: Vec<Option<Extractor>> = handles.into_iter().map(|h| h.join().ok()).collect();
+        (manifest, finished)
+    });
+    progress.finish();
+    let mut x = Extractor::new(root, opts);
+    for w in finished {
+        match w {
+            Some(w) => x.absorb(w),
+            None => shared.fail(anyhow::anyhow!("a writer thread of the restore stopped unexpectedly; run the restore again")),
+        }
+    }
+    // The manifest (the archive's last member) is checked also when the
+    // stream breaks after it: the damage it names says which member was hit.
+    let checked = manifest.map_or(Ok(()), |text| {
+        check_manifest(&mut x, &text)?;
+        if opts.keep_manifest {
+            write_manifest(&x, &text).with_context(|| format!("writing {}", x.show(Path::new(format::MANIFEST_NAME))))?;
+        }
+        Ok(())
+    });
+    let result = match shared.first_error.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => checked,
+    };
+    // Damage the manifest check already named says which member it hit.
+    let damaged = &x.report.damaged;
+    result.map_err(|e| match damaged.first() {
+        Some(first) => e.context(format!("{} restored files differ from the manifest (first: {first})", damaged.len())),
+        None => e,
+    })?;
+    Ok(x.report)
+}
+
+/// The reader: hand every member (and its data) to its filesystem's writer
+/// and return the manifest's text. It stops at the first error of any thread.
+fn read_jobs<R: Read>(
+    stream: R,
+    filesystems: &[PathBuf],
+    queues: &[SyncSender<Job>],
+    shared: &Shared,
+    progress: &mut Progress,
+    counter: &AtomicU64,
+) -> Option<Vec<u8>> {
+    let mut tar = TarReader::new(stream);
+    let mut manifest = None;
+    let mut members = 0;
+    let read = (|| -> Result<()> {
         while let Some(m) = tar.next_entry().map_err(|e| annotate(e, &tar))? {
-            progress.set_bytes(counter.load(std::sync::atomic::Ordering::Relaxed), x.report.entries);
+            progress.set_bytes(counter.load(Ordering::Relaxed), members);
             if m.path == format::MANIFEST_NAME.as_bytes() && m.kind == Kind::File {
                 let mut text = vec![0u8; m.size.min(1 << 30) as usize];
                 tar.read_data_exact(&mut text).map_err(|e| annotate(e.into(), &tar))?;
-                check_manifest(&mut x, &text)?;
-                if opts.keep_manifest {
-                    write_manifest(&x, &text).with_context(|| format!("writing {}", x.show(Path::new(format::MANIFEST_NAME))))?;
-                }
+                manifest = Some(text);
                 continue;
             }
-            extract_one(&mut x, &mut tar, m, &mut buf)?;
+            members += 1;
+            let mut made_rel = false;
+            let rel = clean_path(&m.path, &mut made_rel).unwrap_or_default();
+            let queue = &queues[writer_for(filesystems, &rel)];
+            let regions = match (m.kind, &m.sparse) {
+                (Kind::File, Some(map)) => map.clone(),
+                (Kind::File, None) => vec![(0, m.size)],
+                _ => Vec::new(),
+            };
+            let path = m.path.clone();
+            if shared.stopped() || queue.send(Job::Member(m)).is_err() {
+                return Ok(());
+            }
+            for (_, len) in regions {
+                let mut left = len;
+                while left > 0 {
+                    let mut chunk = vec![0u8; left.min(CHUNK as u64) as usize];
+                    tar.read_data_exact(&mut chunk).map_err(|e| annotate(e.into(), &tar).context(format!("extracting {}", lossy(&path))))?;
+                    left -= chunk.len() as u64;
+                    if queue.send(Job::Data(chunk)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
         }
         tar.read_to_end_of_stream()
     })();
-    progress.finish();
-    // Directory metadata, deepest first, also after an error: what was
-    // extracted stays and looks right.
+    if let Err(e) = read {
+        shared.fail(e);
+    }
+    manifest
+}
+
+/// A filesystem's writer: place each member as it comes, then apply the
+/// directories' metadata. No other writer creates anything in this
+/// filesystem's directories, so its directories can be finished here.
+fn write_jobs(mut x: Extractor, rx: Receiver<Job>, shared: &Shared) -> Extractor {
+    while let Ok(job) = rx.recv() {
+        if shared.stopped() {
+            break;
+        }
+        // Data left over from a member that was refused or failed.
+        let Job::Member(m) = job else { continue };
+        if let Err(e) = extract_one(&mut x, &rx, m) {
+            shared.fail(e);
+            break;
+        }
+    }
+    // The reader, waiting on this queue, learns at once that it is closed.
+    drop(rx);
+    finish_dirs(&mut x);
+    x
+}
+
+/// Directory metadata, deepest first, also after an error: what was
+/// extracted stays and looks right.
+fn finish_dirs(x: &mut Extractor) {
     let dirs = std::mem::take(&mut x.dirs);
     for (rel, m) in dirs.iter().rev() {
         let mut labels = SelinuxLabels::default();
@@ -327,13 +539,6 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
             x.warn(format!("cannot set owner/mode/time of directory {}: {e:#}", x.show(rel)));
         }
     }
-    // Damage the manifest check already named says which member it hit.
-    let damaged = &x.report.damaged;
-    result.map_err(|e| match damaged.first() {
-        Some(first) => e.context(format!("{} restored files differ from the manifest (first: {first})", damaged.len())),
-        None => e,
-    })?;
-    Ok(x.report)
 }
 
 fn write_manifest(x: &Extractor, text: &[u8]) -> Result<()> {
@@ -374,7 +579,7 @@ fn check_manifest(x: &mut Extractor, text: &[u8]) -> Result<()> {
 /// Restore one member. A member that cannot be placed is a warning naming
 /// it and the extraction goes on; an archive that cannot be read on, or a
 /// target that takes nothing more (full, read-only, I/O error), stops it.
-fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta, buf: &mut [u8]) -> Result<()> {
+fn extract_one(x: &mut Extractor, rx: &Receiver<Job>, m: EntryMeta) -> Result<()> {
     let mut made_rel = false;
     let rel = match clean_path(&m.path, &mut made_rel) {
         Ok(p) => p,
@@ -396,7 +601,7 @@ fn extract_one<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: EntryMeta,
         }
         return Ok(());
     }
-    match place(x, tar, &m, &rel, buf) {
+    match place(x, rx, &m, &rel) {
         Ok(()) => Ok(()),
         Err(Failure::Stream(e)) => Err(e),
         Err(Failure::Refused(why)) => {
@@ -427,23 +632,15 @@ fn apply_dumpdir(x: &mut Extractor, m: &EntryMeta, dir: BorrowedFd, rel: &Path) 
 }
 
 /// Create the member `rel` (not empty) in its parent directory.
-fn place<R: Read>(x: &mut Extractor, tar: &mut TarReader<R>, m: &EntryMeta, rel: &Path, buf: &mut [u8]) -> std::result::Result<(), Failure> {
+fn place(x: &mut Extractor, rx: &Receiver<Job>, m: &EntryMeta, rel: &Path) -> std::result::Result<(), Failure> {
     let (parent, dir) = x.take_parent(rel)?;
     let name = rel.file_name().unwrap_or(rel.as_os_str());
-    let placed = place_in(x, tar, m, rel, dir.as_fd(), name, buf);
+    let placed = place_in(x, rx, m, rel, dir.as_fd(), name);
     x.put_back(parent, dir);
     placed
 }
 
-fn place_in<R: Read>(
-    x: &mut Extractor,
-    tar: &mut TarReader<R>,
-    m: &EntryMeta,
-    rel: &Path,
-    dir: BorrowedFd,
-    name: &OsStr,
-    buf: &mut [u8],
-) -> std::result::Result<(), Failure> {
+fn place_in(x: &mut Extractor, rx: &Receiver<Job>, m: &EntryMeta, rel: &Path, dir: BorrowedFd, name: &OsStr) -> std::result::Result<(), Failure> {
     match m.kind {
         Kind::Dir => {
             match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -473,7 +670,7 @@ fn place_in<R: Read>(
                 Err(e) => return Err(e.into()),
             };
             let mut f = File::from(fd);
-            let hash = write_file_data(tar, m, &mut f, buf)?;
+            let hash = write_file_data(rx, m, &mut f)?;
             x.report.bytes += m.size;
             x.hashes.insert(m.path.clone(), (m.size, hash));
             let mut labels = SelinuxLabels::default();
@@ -540,9 +737,9 @@ fn place_in<R: Read>(
     Ok(())
 }
 
-/// Write a file member's data (each region of a sparse one at its offset)
-/// and return its checksum.
-fn write_file_data<R: Read>(tar: &mut TarReader<R>, m: &EntryMeta, f: &mut File, buf: &mut [u8]) -> std::result::Result<u128, Failure> {
+/// Write a file member's data as the reader hands it over (each region of
+/// a sparse one at its offset) and return its checksum.
+fn write_file_data(rx: &Receiver<Job>, m: &EntryMeta, f: &mut File) -> std::result::Result<u128, Failure> {
     let mut hasher = Xxh3::new();
     let regions = m.sparse.clone().unwrap_or_else(|| vec![(0, m.size)]);
     for (off, len) in &regions {
@@ -551,11 +748,13 @@ fn write_file_data<R: Read>(tar: &mut TarReader<R>, m: &EntryMeta, f: &mut File,
         }
         let mut left = *len;
         while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            tar.read_data_exact(&mut buf[..want]).map_err(|e| Failure::Stream(annotate(e.into(), tar).context(format!("extracting {}", lossy(&m.path)))))?;
-            hasher.update(&buf[..want]);
-            f.write_all(&buf[..want]).context("writing the data")?;
-            left -= want as u64;
+            // The reader stopped (its error, or another writer's, is the one reported).
+            let Ok(Job::Data(chunk)) = rx.recv() else {
+                return Err(Failure::Stream(anyhow::anyhow!("the restore stopped while {} was written", lossy(&m.path))));
+            };
+            hasher.update(&chunk);
+            f.write_all(&chunk).context("writing the data")?;
+            left = left.saturating_sub(chunk.len() as u64);
         }
     }
     if m.sparse.is_some() {
@@ -779,6 +978,15 @@ mod tests {
         assert!(clean_path(b"a/../../etc/passwd", &mut r).is_err());
         assert_eq!(clean_path(b"/etc/passwd", &mut r).unwrap(), PathBuf::from("etc/passwd"));
         assert!(r);
+    }
+
+    #[test]
+    fn a_member_goes_to_the_deepest_filesystem_its_path_lies_in() {
+        let fs: Vec<PathBuf> = ["", "boot", "boot/efi", "home"].iter().map(PathBuf::from).collect();
+        let at = |p: &str| writer_for(&fs, Path::new(p));
+        assert_eq!((at(""), at("etc/passwd"), at("bootx/y")), (0, 0, 0));
+        assert_eq!((at("boot"), at("boot/vmlinuz"), at("boot/efi"), at("boot/efi/EFI/x")), (1, 1, 2, 2));
+        assert_eq!((at("home/alice/.profile"), at("homes")), (3, 0));
     }
 
     #[test]

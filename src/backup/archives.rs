@@ -159,7 +159,7 @@ impl Backend for Archives {
             total = Some(match total {
                 None => r,
                 Some(mut t) => {
-                    add_link(&mut t, r);
+                    t.add_part(r);
                     t
                 }
             });
@@ -246,22 +246,6 @@ fn chain_position(i: usize, len: usize) -> String {
     } else {
         String::new()
     }
-}
-
-/// Add the restore of one archive of a chain to the report of the whole.
-fn add_link(total: &mut ExtractReport, r: ExtractReport) {
-    total.entries += r.entries;
-    total.bytes += r.bytes;
-    total.refused.extend(r.refused);
-    total.made_relative += r.made_relative;
-    total.outward_symlinks += r.outward_symlinks;
-    total.warnings.extend(r.warnings);
-    total.damaged.extend(r.damaged);
-    total.manifest_checked &= r.manifest_checked;
-    total.selinux_labels = match (total.selinux_labels, r.selinux_labels) {
-        (Some(a), Some(b)) => Some(archive::SelinuxLabels { restored: a.restored + b.restored, refused: a.refused + b.refused }),
-        (a, b) => a.or(b),
-    };
 }
 
 /// One archive to make of `set`: its sources, file name and options.

@@ -897,11 +897,13 @@ if [ "$fw" = uefi ]; then
 fi
 t=$(now)
 mark_time recover-ok "$t" "$W/recover.serial.log" "$mark_ok" & mpid=$!
+# The rescue system's boot to its shell (bench/limit.sh): RESCUE-READY.
+mark_time recover-ready "$t" "$W/recover.serial.log" RESCUE-READY & rpid=$!
 if ((${#target_nic[@]} == 0)); then recover_nic=("${nic[@]}"); else recover_nic=("${target_nic[@]}"); fi
 rc=0; qemu recover 1800 "${tgt_args[@]}" "${usb_args[@]}" "${stick_args[@]}" "${recover_nic[@]}" \
   -drive "file=$iso,format=raw,if=none,id=cd,media=cdrom,readonly=on" -device ide-cd,drive=cd,bus=ide.1 || rc=$?
 record recover-boot-and-restore "$(secs "$t")"
-kill "$mpid" 2>/dev/null || true
+kill "$mpid" "$rpid" 2>/dev/null || true
 serial="$W/recover.serial.log"
 tr '\r' '\n' <"$serial" | grep -av '^\s*$' >"$serial.txt" || true
 # The recovery's own report: "Recovery of HOST finished in N s", then one line a phase.
