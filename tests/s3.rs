@@ -12,6 +12,8 @@
 //!   would use; the next backup aborts the stale upload;
 //! - Object Lock: the server refuses to delete a locked backup, and
 //!   `backup.keep` reports it and goes on.
+//! - an encrypted backup (age) round trip through S3; without the identity
+//!   restoreonly refuses before restoring anything;
 //! - no read key configured: `restoreonly` at a terminal (a pty) asks for
 //!   one, the secret not echoed and in no log; with nobody to ask, the
 //!   error says what to configure.
@@ -413,4 +415,38 @@ fn a_read_key_is_asked_at_the_terminal_when_none_is_configured() {
     assert_eq!(status.code(), Some(2), "{rest}");
     assert!(rest.contains("refused the access key") && rest.contains("typed on the terminal"), "{rest}");
     assert!(!rest.contains("not-the-secret-at-all"), "the typed secret was echoed or printed:\n{rest}");
+}
+
+#[test]
+fn an_encrypted_backup_goes_to_s3_and_comes_back_only_with_its_identity() {
+    let s3 = server();
+    let src = Source::new(64, &[("srv/secret.bin", 2 << 20)]);
+    let key = src.dir.join("backup-key.txt");
+    let o = Command::new("age-keygen").arg("-o").arg(&key).output().expect("age-keygen (Debian package age)");
+    assert!(o.status.success(), "age-keygen: {}", text(&o));
+    let recipient = String::from_utf8_lossy(&Command::new("age-keygen").arg("-y").arg(&key).output().unwrap().stdout).trim().to_string();
+    let backup = s3.backup_toml("rescue-plain", "encrypted", "") + &format!("[backup.encrypt]\nrecipients = [\"{recipient}\"]\n");
+    let cfg = config(&src.dir, "s3.toml", &backup);
+    let o = src.backup(&cfg);
+    assert!(o.status.success(), "mkbackuponly to S3, encrypted: {}", text(&o));
+    let objects = s3.objects("rescue-plain", "encrypted/");
+    assert!(objects.iter().any(|(k, _)| k.ends_with(".tar.zst.age")), "no .tar.zst.age object: {objects:?}");
+
+    // Without the identity (no terminal): refused before anything is restored.
+    let into = src.dir.join("restored");
+    std::fs::create_dir_all(&into).unwrap();
+    let o = run(&cfg, &["restoreonly", "--layout", src.layout.to_str().unwrap(), "--target", into.to_str().unwrap()], &[]);
+    assert_failed(&o, 2, &["is encrypted (age) and no identity is given"]);
+    assert!(!into.join("srv").exists(), "something was restored without the identity");
+
+    // With it: the tree comes back.
+    let o =
+        run(&cfg, &["restoreonly", "--layout", src.layout.to_str().unwrap(), "--target", into.to_str().unwrap(), "--age-identity", key.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "restoreonly from S3 with the identity: {}", text(&o));
+    let restored = tree_sums(&into);
+    assert_eq!(restored.get("./srv/secret.bin"), tree_sums(&src.root).get("./srv/secret.bin"), "the restored file differs");
+    let log = std::fs::read_to_string(std::fs::read_dir(src.dir.join("log")).unwrap().next().unwrap().unwrap().path()).unwrap_or_default();
+    let secret = std::fs::read_to_string(&key).unwrap();
+    let secret = secret.lines().find(|l| l.starts_with("AGE-SECRET-KEY-")).unwrap();
+    assert!(!log.contains(secret) && !text(&o).contains(secret), "the identity reached a log or the output");
 }
