@@ -68,7 +68,7 @@ pub struct BackupConfig {
     /// `auto`: read btrfs subvolumes and filesystems on LVM logical volumes from a read-only snapshot (docs/config.md).
     pub snapshot: crate::backup::snapshot::SnapshotMode,
     /// Bytes of each LVM snapshot (`"2G"`); default: a share of its volume group's free space.
-    #[serde(deserialize_with = "crate::backup::snapshot::lvm::deserialize_size", skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "deserialize_size", skip_serializing_if = "Option::is_none")]
     pub snapshot_size: Option<u64>,
 }
 
@@ -192,10 +192,50 @@ impl Serialize for MountOptions {
     }
 }
 
+/// `backup.snapshot-size`: bytes (a number, as `rescue dump` shows it), or
+/// a string with an optional K, M, G or T (powers of 1024).
+pub fn deserialize_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Bytes(0)) => Err(serde::de::Error::custom("snapshot-size must be more than 0")),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(s)) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    match num.trim().parse::<u64>() {
+        Ok(n) if n > 0 => n.checked_mul(1 << shift).ok_or_else(|| format!("snapshot-size {s:?} is too large")),
+        _ => Err(format!("snapshot-size {s:?} is not a size: write bytes or a number with K, M, G or T (\"2G\")")),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod mount_options_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err() && parse_size("lots").is_err() && parse_size("2X").is_err());
+    }
 
     #[test]
     fn secret_mount_options_are_masked_everywhere_but_the_mount() {

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Deserializer};
 
 use crate::apply::lvm::lvm_cmd;
 use crate::backup::cleanup::{self, Pending, Undo};
@@ -236,38 +235,6 @@ pub fn overflowed(origins: &[Origin]) -> Vec<String> {
     out
 }
 
-/// `backup.snapshot-size`: bytes (a number, as `rescue dump` shows it), or
-/// a string with an optional K, M, G or T (powers of 1024).
-pub fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Bytes(u64),
-        Text(String),
-    }
-    match Option::<Size>::deserialize(d)? {
-        None => Ok(None),
-        Some(Size::Bytes(0)) => Err(serde::de::Error::custom("snapshot-size must be more than 0")),
-        Some(Size::Bytes(n)) => Ok(Some(n)),
-        Some(Size::Text(s)) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
-    }
-}
-
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let (num, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 10),
-        Some('M') => (&t[..t.len() - 1], 20),
-        Some('G') => (&t[..t.len() - 1], 30),
-        Some('T') => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    match num.trim().parse::<u64>() {
-        Ok(n) if n > 0 => n.checked_mul(1 << shift).ok_or_else(|| format!("snapshot-size {s:?} is too large")),
-        _ => Err(format!("snapshot-size {s:?} is not a size: write bytes or a number with K, M, G or T (\"2G\")")),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -298,14 +265,6 @@ mod tests {
         let space = BTreeMap::from([("vg".to_string(), VgSpace { free: 10 * 4 * MIB, extent_size: 4 * MIB })]);
         let e = extents(&[origin("vg", "data", 100 * MIB)], Some(80 * MIB), &space).unwrap_err().to_string();
         assert!(e.contains("backup.snapshot-size smaller") && e.contains("40.0 MiB free"), "{e}");
-    }
-
-    #[test]
-    fn sizes_parse_with_binary_suffixes() {
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("512m"), Ok(512 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err() && parse_size("lots").is_err() && parse_size("2X").is_err());
     }
 
     #[test]
