@@ -369,6 +369,59 @@ fn backups_back_to_back_in_one_second_keep_their_own_names_and_records() {
     assert_same_tree(&c.src.mnt, &c.t.path().join(format!("target-{i2}")), SKIP_OURS);
 }
 
+/// The hidden partial archives and chain records in the host directory.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial-") || n.ends_with(".chain"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_killed_backup_holds_its_partial_locked_and_the_next_backup_removes_it() {
+    let c = Chain::new("level = 19", false);
+    c.first();
+    let big = c.src.mnt.join("data/big");
+    sh(&format!("head -c 40M /dev/urandom > {}", big.display()));
+    let mut cmd = c.rescue(&["mkbackuponly"]);
+    cmd.arg("--root").arg(&c.src.mnt).args(["--level", "full"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let partial = loop {
+        let found = std::fs::read_dir(&c.host_dir)
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains(".partial-") && p.metadata().is_ok_and(|m| m.len() > 0)));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(started.elapsed().as_secs() < 120, "no partial archive appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // While the backup runs, its partial file is locked: no other backup takes it for stale.
+    let probe = Command::new("flock").args(["-n"]).arg(&partial).arg("true").status().unwrap();
+    assert_eq!(probe.code(), Some(1), "{} is not locked by the running backup", partial.display());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = leftovers(&c.host_dir);
+    assert_eq!(killed.len(), 2, "SIGKILL leaves the partial archive and its chain record: {killed:?}");
+    // A minute later (the partial's mtime put back), the next backup removes both.
+    sh(&format!("touch -d '-2 minutes' {}", partial.display()));
+    std::fs::remove_file(&big).unwrap();
+    let mut cmd = c.rescue(&["mkbackuponly"]);
+    cmd.arg("--root").arg(&c.src.mnt).args(["--level", "full"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("the partial archive of a backup that was killed"), "{log}");
+    let names = c.names();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(leftovers(&c.host_dir), [format!("{}.chain", names[0])], "only the new backup's record is left");
+}
+
 #[test]
 fn keep_counts_chains_and_never_breaks_one() {
     let c = Chain::new("keep = 1\nfull-every = 2", false);

@@ -5,6 +5,7 @@
 //! chains ([`super::chain`]) restored, verified and kept whole.
 
 use std::collections::{BTreeSet, HashSet};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -420,12 +421,18 @@ fn is_enospc(e: &anyhow::Error) -> bool {
 pub fn write_archive_file(sources: &[Source], dest: &Path, opts: &CreateOptions) -> Result<CreateReport> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    remove_stale_partials(dir);
     check_space(dir, opts.expected_bytes)?;
     let fname = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{fname}.partial-"))
+        .prefix(&format!(".{fname}{PARTIAL}"))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // Held while the archive is written: a partial file nobody holds locked
+    // is left from a backup that was killed, and the next backup removes it.
+    if let Err(e) = rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        tracing::debug!("no lock on {} ({e}): if this backup is killed, its partial file stays", tmp.path().display());
+    }
     // Removed on drop by `tmp`, on SIGINT/SIGTERM by this.
     let partial = super::cleanup::register(super::cleanup::Undo::RemoveFile(tmp.path().to_path_buf()))?;
     let started = std::time::Instant::now();
@@ -456,6 +463,54 @@ pub fn write_archive_file(sources: &[Source], dest: &Path, opts: &CreateOptions)
         started.elapsed().as_secs_f64()
     );
     Ok(report)
+}
+
+/// What a partial archive's name holds after the archive's own name
+/// (`.NAME.partial-XXXXXX`).
+const PARTIAL: &str = ".partial-";
+
+/// How long a partial archive nobody holds locked must have been untouched
+/// before a later backup removes it.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Remove the partial archives in `dir` that no running backup writes: a
+/// backup holds an exclusive lock on its partial file until it is renamed
+/// into place, so one that can be locked was left by a backup that was
+/// killed (SIGKILL, power loss). Where the filesystem cannot lock, nothing
+/// is removed.
+fn remove_stale_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((archive, _)) = name.strip_prefix('.').and_then(|n| n.split_once(PARTIAL)) else { continue };
+        if !is_archive_name(archive) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) else { continue };
+        // Untouched for a minute: not one whose backup is between creating
+        // and locking it.
+        let Ok(meta) = f.metadata() else { continue };
+        if meta.modified().ok().and_then(|m| m.elapsed().ok()).is_none_or(|age| age < STALE_AFTER) {
+            continue;
+        }
+        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        let size = meta.len();
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("removed {} ({}): the partial archive of a backup that was killed", path.display(), human_bytes(size)),
+            Err(err) => tracing::warn!("the partial archive {} of a killed backup stays: {err}; remove it by hand", path.display()),
+        }
+        // Its chain record, written before it, names an archive that never came.
+        let never_made = dir.join(archive);
+        if !never_made.exists() {
+            let record = chain::link_path(&never_made);
+            if std::fs::remove_file(&record).is_ok() {
+                tracing::info!("removed {}: the chain record of that killed backup", record.display());
+            }
+        }
+    }
 }
 
 /// A file writer that starts the kernel's writeback every few MiB, so the
@@ -647,6 +702,45 @@ fn summary_files(summary: &str) -> Option<u64> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_old_unlocked_partial_archives_are_removed_with_their_records() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let make = |name: &str, age: std::time::SystemTime| {
+            let f = std::fs::File::create(d.join(name)).unwrap();
+            f.set_modified(age).unwrap();
+            f
+        };
+        // Killed: old, unlocked; its chain record names an archive never made.
+        make(".backup-20261202-101010-000001.tar.zst.partial-AAAAAA", old);
+        std::fs::write(d.join("backup-20261202-101010-000001.tar.zst.chain"), "level = 0\n").unwrap();
+        // Running: locked by its writer.
+        let held = make(".backup-20261202-101011-000002.tar.zst.partial-BBBBBB", old);
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        // Just created, not yet locked.
+        make(".backup-20261202-101012-000003.tar.zst.partial-CCCCCC", std::time::SystemTime::now());
+        // Not a backup's: never touched.
+        make(".notes.txt.partial-DDDDDD", old);
+        // A finished archive keeps its record.
+        make("backup-20261202-101013-000004.tar.zst", old);
+        std::fs::write(d.join("backup-20261202-101013-000004.tar.zst.chain"), "level = 0\n").unwrap();
+        remove_stale_partials(d);
+        let mut left: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".backup-20261202-101011-000002.tar.zst.partial-BBBBBB",
+                ".backup-20261202-101012-000003.tar.zst.partial-CCCCCC",
+                ".notes.txt.partial-DDDDDD",
+                "backup-20261202-101013-000004.tar.zst",
+                "backup-20261202-101013-000004.tar.zst.chain",
+            ]
+        );
+        drop(held);
+    }
 
     #[test]
     fn subvolumes_of_one_btrfs_count_once_in_the_expected_size() {
