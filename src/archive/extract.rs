@@ -317,11 +317,17 @@ impl Extractor {
     }
 }
 
-/// How much file data one message to a writer carries, and how many
-/// messages a writer's queue holds: at most 16 MiB of data waits per
+/// How much file data one job carries; how much one batch of jobs carries
+/// (or how many jobs it holds) before it goes to the writer; how many
+/// batches a writer's queue holds: at most about 20 MiB of data waits per
 /// filesystem, so a writer that falls behind never holds up memory.
+/// Jobs travel in batches because a system is mostly small files: one
+/// message (and one wake-up of the writer) per member cost more than the
+/// member's own write.
 const CHUNK: usize = 256 << 10;
-const QUEUE: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_JOBS: usize = 256;
+const QUEUE: usize = 16;
 
 /// What the reader hands a filesystem's writer, in archive order: a member,
 /// then (a regular file) its data in chunks of at most `CHUNK` bytes, each
@@ -329,6 +335,65 @@ const QUEUE: usize = 64;
 enum Job {
     Member(EntryMeta),
     Data(Vec<u8>),
+}
+
+/// The reader's end of a writer's queue: jobs are gathered into a batch,
+/// sent when it is full and when the reader is done.
+struct Outbox {
+    tx: SyncSender<Vec<Job>>,
+    batch: Vec<Job>,
+    bytes: usize,
+}
+
+impl Outbox {
+    fn new(tx: SyncSender<Vec<Job>>) -> Outbox {
+        Outbox { tx, batch: Vec::new(), bytes: 0 }
+    }
+
+    /// Queue a job; false when the writer has stopped.
+    fn push(&mut self, job: Job) -> bool {
+        self.bytes += match &job {
+            Job::Data(d) => d.len(),
+            Job::Member(_) => 0,
+        };
+        self.batch.push(job);
+        if self.bytes >= BATCH_BYTES || self.batch.len() >= BATCH_JOBS {
+            return self.flush();
+        }
+        true
+    }
+
+    /// Send what is gathered; false when the writer has stopped.
+    fn flush(&mut self) -> bool {
+        self.bytes = 0;
+        if self.batch.is_empty() {
+            return true;
+        }
+        self.tx.send(std::mem::take(&mut self.batch)).is_ok()
+    }
+}
+
+/// The writer's end of its queue: the jobs one at a time, in order.
+struct Inbox {
+    rx: Receiver<Vec<Job>>,
+    batch: std::vec::IntoIter<Job>,
+}
+
+impl Inbox {
+    fn new(rx: Receiver<Vec<Job>>) -> Inbox {
+        Inbox { rx, batch: Vec::new().into_iter() }
+    }
+
+    /// The next job; `None` once the reader is done (or stopped) and
+    /// everything it sent was taken.
+    fn recv(&mut self) -> Option<Job> {
+        loop {
+            if let Some(job) = self.batch.next() {
+                return Some(job);
+            }
+            self.batch = self.rx.recv().ok()?.into_iter();
+        }
+    }
 }
 
 /// What all threads of one extraction share: the first error, which stops
@@ -339,11 +404,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// An error that stops every thread.
     fn fail(&self, e: anyhow::Error) {
+        self.report(e);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The error the extraction ends with, unless an earlier one is.
+    fn report(&self, e: anyhow::Error) {
         if let Ok(mut first) = self.first_error.lock() {
             first.get_or_insert(e);
         }
-        self.stop.store(true, Ordering::SeqCst);
     }
 
     fn stopped(&self) -> bool {
@@ -408,11 +479,16 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
         let mut handles = Vec::new();
         for x in writers {
             let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-            queues.push(tx);
-            handles.push(s.spawn(move || write_jobs(x, rx, shared)));
+            queues.push(Outbox::new(tx));
+            handles.push(s.spawn(move || write_jobs(x, Inbox::new(rx), shared)));
         }
-        let manifest = read_jobs(stream, &filesystems, &queues, shared, &mut progress, &counter);
-        // The writers finish what is queued once the reader lets go.
+        let manifest = read_jobs(stream, &filesystems, &mut queues, shared, &mut progress, &counter);
+        // What the reader gathered goes out also after an error (what was
+        // read before it is restored); the writers finish what is queued
+        // once the reader lets go.
+        for q in &mut queues {
+            q.flush();
+        }
         drop(queues);
         let finished: Vec<Option<Extractor>> = handles.into_iter().map(|h| h.join().ok()).collect();
         (manifest, finished)
@@ -452,7 +528,7 @@ pub fn extract<R: Read + Send + 'static>(input: R, opts: &ExtractOptions) -> Res
 fn read_jobs<R: Read>(
     stream: R,
     filesystems: &[PathBuf],
-    queues: &[SyncSender<Job>],
+    queues: &mut [Outbox],
     shared: &Shared,
     progress: &mut Progress,
     counter: &AtomicU64,
@@ -460,6 +536,7 @@ fn read_jobs<R: Read>(
     let mut tar = TarReader::new(stream);
     let mut manifest = None;
     let mut members = 0;
+    let mut last: Option<usize> = None;
     let read = (|| -> Result<()> {
         while let Some(m) = tar.next_entry().map_err(|e| annotate(e, &tar))? {
             progress.set_bytes(counter.load(Ordering::Relaxed), members);
@@ -472,14 +549,24 @@ fn read_jobs<R: Read>(
             members += 1;
             let mut made_rel = false;
             let rel = clean_path(&m.path, &mut made_rel).unwrap_or_default();
-            let queue = &queues[writer_for(filesystems, &rel)];
+            // A batch goes out when the reader moves on to another
+            // filesystem: no member waits in a batch while others, read
+            // after it, are written.
+            let w = writer_for(filesystems, &rel);
+            if let Some(l) = last.filter(|&l| l != w) {
+                if !queues[l].flush() {
+                    return Ok(());
+                }
+            }
+            last = Some(w);
+            let queue = &mut queues[w];
             let regions = match (m.kind, &m.sparse) {
                 (Kind::File, Some(map)) => map.clone(),
                 (Kind::File, None) => vec![(0, m.size)],
                 _ => Vec::new(),
             };
             let path = m.path.clone();
-            if shared.stopped() || queue.send(Job::Member(m)).is_err() {
+            if shared.stopped() || !queue.push(Job::Member(m)) {
                 return Ok(());
             }
             for (_, len) in regions {
@@ -488,7 +575,7 @@ fn read_jobs<R: Read>(
                     let mut chunk = vec![0u8; left.min(CHUNK as u64) as usize];
                     tar.read_data_exact(&mut chunk).map_err(|e| annotate(e.into(), &tar).context(format!("extracting {}", lossy(&path))))?;
                     left -= chunk.len() as u64;
-                    if queue.send(Job::Data(chunk)).is_err() {
+                    if !queue.push(Job::Data(chunk)) {
                         return Ok(());
                     }
                 }
@@ -496,8 +583,10 @@ fn read_jobs<R: Read>(
         }
         tar.read_to_end_of_stream()
     })();
+    // The writers go on with what was read before the damage (it is
+    // restored, as the error says); only a writer's error stops the others.
     if let Err(e) = read {
-        shared.fail(e);
+        shared.report(e);
     }
     manifest
 }
@@ -505,14 +594,14 @@ fn read_jobs<R: Read>(
 /// A filesystem's writer: place each member as it comes, then apply the
 /// directories' metadata. No other writer creates anything in this
 /// filesystem's directories, so its directories can be finished here.
-fn write_jobs(mut x: Extractor, rx: Receiver<Job>, shared: &Shared) -> Extractor {
-    while let Ok(job) = rx.recv() {
+fn write_jobs(mut x: Extractor, mut rx: Inbox, shared: &Shared) -> Extractor {
+    while let Some(job) = rx.recv() {
         if shared.stopped() {
             break;
         }
         // Data left over from a member that was refused or failed.
         let Job::Member(m) = job else { continue };
-        if let Err(e) = extract_one(&mut x, &rx, m) {
+        if let Err(e) = extract_one(&mut x, &mut rx, m) {
             shared.fail(e);
             break;
         }
@@ -579,7 +668,7 @@ fn check_manifest(x: &mut Extractor, text: &[u8]) -> Result<()> {
 /// Restore one member. A member that cannot be placed is a warning naming
 /// it and the extraction goes on; an archive that cannot be read on, or a
 /// target that takes nothing more (full, read-only, I/O error), stops it.
-fn extract_one(x: &mut Extractor, rx: &Receiver<Job>, m: EntryMeta) -> Result<()> {
+fn extract_one(x: &mut Extractor, rx: &mut Inbox, m: EntryMeta) -> Result<()> {
     let mut made_rel = false;
     let rel = match clean_path(&m.path, &mut made_rel) {
         Ok(p) => p,
@@ -632,7 +721,7 @@ fn apply_dumpdir(x: &mut Extractor, m: &EntryMeta, dir: BorrowedFd, rel: &Path) 
 }
 
 /// Create the member `rel` (not empty) in its parent directory.
-fn place(x: &mut Extractor, rx: &Receiver<Job>, m: &EntryMeta, rel: &Path) -> std::result::Result<(), Failure> {
+fn place(x: &mut Extractor, rx: &mut Inbox, m: &EntryMeta, rel: &Path) -> std::result::Result<(), Failure> {
     let (parent, dir) = x.take_parent(rel)?;
     let name = rel.file_name().unwrap_or(rel.as_os_str());
     let placed = place_in(x, rx, m, rel, dir.as_fd(), name);
@@ -640,7 +729,7 @@ fn place(x: &mut Extractor, rx: &Receiver<Job>, m: &EntryMeta, rel: &Path) -> st
     placed
 }
 
-fn place_in(x: &mut Extractor, rx: &Receiver<Job>, m: &EntryMeta, rel: &Path, dir: BorrowedFd, name: &OsStr) -> std::result::Result<(), Failure> {
+fn place_in(x: &mut Extractor, rx: &mut Inbox, m: &EntryMeta, rel: &Path, dir: BorrowedFd, name: &OsStr) -> std::result::Result<(), Failure> {
     match m.kind {
         Kind::Dir => {
             match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -739,7 +828,7 @@ fn place_in(x: &mut Extractor, rx: &Receiver<Job>, m: &EntryMeta, rel: &Path, di
 
 /// Write a file member's data as the reader hands it over (each region of
 /// a sparse one at its offset) and return its checksum.
-fn write_file_data(rx: &Receiver<Job>, m: &EntryMeta, f: &mut File) -> std::result::Result<u128, Failure> {
+fn write_file_data(rx: &mut Inbox, m: &EntryMeta, f: &mut File) -> std::result::Result<u128, Failure> {
     let mut hasher = Xxh3::new();
     let regions = m.sparse.clone().unwrap_or_else(|| vec![(0, m.size)]);
     for (off, len) in &regions {
@@ -749,7 +838,7 @@ fn write_file_data(rx: &Receiver<Job>, m: &EntryMeta, f: &mut File) -> std::resu
         let mut left = *len;
         while left > 0 {
             // The reader stopped (its error, or another writer's, is the one reported).
-            let Ok(Job::Data(chunk)) = rx.recv() else {
+            let Some(Job::Data(chunk)) = rx.recv() else {
                 return Err(Failure::Stream(anyhow::anyhow!("the restore stopped while {} was written", lossy(&m.path))));
             };
             hasher.update(&chunk);
