@@ -6,11 +6,16 @@
 //! `gzip -d`, `pigz -d`, `zstd -d`, `tar -xzf` and `tar --zstd -xf` read it
 //! as one.
 //!
-//! zstd frames are also decompressed in parallel ([`parallel_zstd`]): a
-//! frame's end is found by walking its header and block headers, which
-//! carry their sizes, without decompressing it; each frame then goes to a
-//! worker and the results are handed on in order. Memory stays bounded: a
-//! few frames per worker, none above [`ZSTD_FRAME_MAX`].
+//! Both are also decompressed in parallel ([`parallel`]): a zstd frame's
+//! end is found by walking its header and block headers, which carry their
+//! sizes, and a gzip member's end from the size rescue writes into its
+//! header's extra field (an `RS` subfield, RFC 1952 2.3.1.1, which every
+//! gzip reader passes over, as BGZF does with its `BC`), without
+//! decompressing either; each piece then goes to a worker and the results
+//! are handed on in order. Memory stays bounded: a few pieces per worker,
+//! none above [`ZSTD_FRAME_MAX`] (or [`GZIP_MEMBER_MAX`]). A stream whose
+//! pieces do not say their size (from another tool, or from rescue before
+//! this) is read by one streaming decoder.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -20,6 +25,17 @@ use std::thread::JoinHandle;
 
 /// The tar bytes in one gzip member.
 pub const GZIP_CHUNK: usize = 1 << 20;
+
+/// The largest gzip member (compressed, and its content) the parallel
+/// reader takes; rescue writes members of [`GZIP_CHUNK`].
+pub const GZIP_MEMBER_MAX: u64 = 16 << 20;
+
+/// A gzip member as rescue writes it: the fixed header with FEXTRA set
+/// (no name, comment or header CRC), XLEN = 8, then one subfield `RS` of
+/// 4 bytes holding the whole member's size, little-endian.
+const GZIP_SIZED_HEADER: usize = 20;
+const GZIP_FEXTRA: u8 = 4;
+const GZIP_SIZE_ID: &[u8; 2] = b"RS";
 
 /// The tar bytes in one zstd frame: 4 MiB, twice the window of the default
 /// level, so that cutting costs little ratio (about 1 %) and a restore has
@@ -76,14 +92,32 @@ impl Compressor {
 
     fn compress(&mut self, data: &[u8]) -> io::Result<Vec<u8>> {
         match self {
-            Compressor::Gzip(level) => {
-                let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), flate2::Compression::new(*level));
-                enc.write_all(data)?;
-                enc.finish()
-            }
+            Compressor::Gzip(level) => gzip_member(data, *level),
             Compressor::Zstd(c) => c.compress(data),
         }
     }
+}
+
+/// One gzip member (RFC 1952) of `data` that says its own size in its
+/// header's extra field, so that a reader finds its end without inflating it.
+fn gzip_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(data.len() / 2 + 64);
+    // ID1 ID2 CM FLG, MTIME (none), XFL, OS (Unix); XLEN; the subfield.
+    head.extend_from_slice(&[0x1f, 0x8b, 8, GZIP_FEXTRA, 0, 0, 0, 0, 0, 3]);
+    head.extend_from_slice(&8u16.to_le_bytes());
+    head.extend_from_slice(GZIP_SIZE_ID);
+    head.extend_from_slice(&4u16.to_le_bytes());
+    head.extend_from_slice(&[0; 4]);
+    let mut enc = flate2::write::DeflateEncoder::new(head, flate2::Compression::new(level));
+    enc.write_all(data)?;
+    let mut out = enc.finish()?;
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let size = u32::try_from(out.len()).map_err(|_| io::Error::other("a gzip member above 4 GiB"))?;
+    out[16..GZIP_SIZED_HEADER].copy_from_slice(&size.to_le_bytes());
+    Ok(out)
 }
 
 type Job = (Vec<u8>, SyncSender<io::Result<Vec<u8>>>);
@@ -250,17 +284,48 @@ fn frame_header(head: &[u8]) -> Option<FrameHeader> {
 }
 
 /// The content size the first zstd frame of `head` declares (its magic
-/// number first), when it is one that [`parallel_zstd`] reads.
+/// number first), when it is one that [`parallel`] reads.
 pub fn first_frame_fits(head: &[u8]) -> bool {
     head.get(..4).is_some_and(|m| m == ZSTD_MAGIC.to_le_bytes()) && frame_header(&head[4..]).and_then(|h| h.content_size).is_some_and(|s| s <= ZSTD_FRAME_MAX)
 }
 
-/// One zstd frame read whole, and where it starts in the compressed stream.
+/// How a compressed stream is cut into pieces that decompress on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pieces {
+    /// zstd frames that say their content size.
+    Zstd,
+    /// gzip members that say their own size (as rescue writes them).
+    Gzip,
+}
+
+/// How [`parallel`] reads the stream that starts with `head`; `None` when
+/// it cannot (one streaming decoder reads it).
+pub fn pieces(head: &[u8]) -> Option<Pieces> {
+    if first_frame_fits(head) {
+        Some(Pieces::Zstd)
+    } else if gzip_member_size(head).is_some() {
+        Some(Pieces::Gzip)
+    } else {
+        None
+    }
+}
+
+/// The size a gzip member written by rescue says it has (`head` starts at
+/// the member); `None` for any other header.
+fn gzip_member_size(head: &[u8]) -> Option<u64> {
+    let h = head.get(..GZIP_SIZED_HEADER)?;
+    let sized = h[..4] == [0x1f, 0x8b, 8, GZIP_FEXTRA] && h[10..12] == 8u16.to_le_bytes() && &h[12..14] == GZIP_SIZE_ID && h[14..16] == 4u16.to_le_bytes();
+    sized.then(|| u64::from(u32::from_le_bytes([h[16], h[17], h[18], h[19]])))
+}
+
+/// One piece (a zstd frame, a gzip member) read whole, and where it starts
+/// in the compressed stream.
 struct Frame {
+    kind: Pieces,
     bytes: Vec<u8>,
     content_size: u64,
     offset: u64,
-    /// The frame could not be read whole (the stream ends, a block header
+    /// The piece could not be read whole (the stream ends, a block header
     /// is damaged): `bytes` holds what was read before.
     broken: Option<io::Error>,
 }
@@ -341,8 +406,76 @@ fn next_frame(r: &mut impl Read, offset: &mut u64) -> io::Result<Option<Frame>> 
         })?;
         let blocks = read_blocks(r, &mut bytes, header.checksum, start);
         *offset += bytes.len() as u64;
-        return Ok(Some(Frame { bytes, content_size, offset: start, broken: blocks.err() }));
+        return Ok(Some(Frame { kind: Pieces::Zstd, bytes, content_size, offset: start, broken: blocks.err() }));
     }
+}
+
+/// Read the next piece of `kind` whole; `None` at the end of the stream.
+fn next_piece(kind: Pieces, r: &mut impl Read, offset: &mut u64) -> io::Result<Option<Frame>> {
+    match kind {
+        Pieces::Zstd => next_frame(r, offset),
+        Pieces::Gzip => next_member(r, offset),
+    }
+}
+
+/// Read the next gzip member whole, by the size its header says; `None`
+/// at the end of the stream. `offset`: bytes of the stream read so far.
+fn next_member(r: &mut impl Read, offset: &mut u64) -> io::Result<Option<Frame>> {
+    let start = *offset;
+    let mut head = [0u8; GZIP_SIZED_HEADER];
+    if !read_all_or_none(r, &mut head, start).map_err(|e| gzip_cut(e, start))? {
+        return Ok(None);
+    }
+    let size = gzip_member_size(&head).ok_or_else(|| {
+        io::Error::other(format!(
+            "the gzip member at byte {start} does not say its size, unlike the others rescue wrote (the stream is damaged or was joined \
+             to another); decompress the archive with `gzip -d` and read the plain tar"
+        ))
+    })?;
+    if !(GZIP_SIZED_HEADER as u64 + 8..=GZIP_MEMBER_MAX).contains(&size) {
+        return Err(io::Error::other(format!("the gzip stream is damaged: the member at byte {start} says it has {size} bytes")));
+    }
+    let mut bytes = head.to_vec();
+    let broken = append(r, &mut bytes, size as usize - GZIP_SIZED_HEADER, start).err().map(|e| gzip_cut(e, start));
+    *offset += bytes.len() as u64;
+    let content_size = match &broken {
+        Some(_) => GZIP_MEMBER_MAX,
+        None => {
+            let n = bytes.len();
+            u64::from(u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]))
+        }
+    };
+    if content_size > GZIP_MEMBER_MAX {
+        return Err(io::Error::other(format!("the gzip stream is damaged: the member at byte {start} says it holds {content_size} bytes")));
+    }
+    Ok(Some(Frame { kind: Pieces::Gzip, bytes, content_size, offset: start, broken }))
+}
+
+/// A cut stream's error, in gzip's words.
+fn gzip_cut(e: io::Error, start: u64) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::new(io::ErrorKind::UnexpectedEof, format!("the gzip stream ends in the middle of the member at byte {start}"))
+    } else {
+        e
+    }
+}
+
+/// A gzip member's content, and the error that ends the stream there
+/// (after what could be inflated of it): a damaged member, a CRC or size
+/// that does not match, a size field that does not end where the member does.
+fn inflate(frame: &Frame) -> (Vec<u8>, Option<io::Error>) {
+    let mut out = Vec::with_capacity(frame.content_size.min(GZIP_MEMBER_MAX) as usize);
+    let mut d = flate2::bufread::GzDecoder::new(&frame.bytes[..]);
+    let read = (&mut d).take(GZIP_MEMBER_MAX).read_to_end(&mut out);
+    let damaged = |why: String| Some(io::Error::other(format!("the gzip member at byte {} is damaged: {why}", frame.offset)));
+    let error = match (read, &frame.broken) {
+        (_, Some(e)) => Some(io::Error::new(e.kind(), e.to_string())),
+        (Err(e), None) => damaged(e.to_string()),
+        (Ok(_), None) if out.len() as u64 != frame.content_size => damaged(format!("it holds {} bytes, its trailer says {}", out.len(), frame.content_size)),
+        (Ok(_), None) if !d.into_inner().is_empty() => damaged("it ends before the size its header says".to_string()),
+        (Ok(_), None) => None,
+    };
+    (out, error)
 }
 
 /// Read a frame's blocks (and checksum) onto `bytes`, its header already there.
@@ -387,6 +520,9 @@ fn salvage(frame: &Frame) -> Vec<u8> {
 /// The frame's content, and the error that ends the stream there (after
 /// what could be decompressed of it).
 fn decode(frame: Frame, d: &mut io::Result<zstd::bulk::Decompressor<'static>>) -> (Vec<u8>, Option<io::Error>) {
+    if frame.kind == Pieces::Gzip {
+        return inflate(&frame);
+    }
     if let Some(e) = frame.broken {
         let partial = Frame { broken: None, ..frame };
         return (salvage(&partial), Some(e));
@@ -419,11 +555,10 @@ fn decompress(frame: &Frame, d: &mut zstd::bulk::Decompressor<'static>) -> io::R
 type Decoded = (Vec<u8>, Option<io::Error>);
 type FrameJob = (Frame, SyncSender<Decoded>);
 
-/// Decompress the zstd stream `input` (frames of at most
-/// [`ZSTD_FRAME_MAX`], see [`first_frame_fits`]) on `threads` workers; the
-/// frames' contents arrive on the returned channel in order, an error
-/// after what came before it, and nothing after the error.
-pub fn parallel_zstd<R: Read + Send + 'static>(mut input: R, threads: usize) -> Receiver<io::Result<Vec<u8>>> {
+/// Decompress `input`, cut into `kind`'s pieces (see [`pieces`]), on
+/// `threads` workers; the pieces' contents arrive on the returned channel
+/// in order, an error after what came before it, and nothing after the error.
+pub fn parallel<R: Read + Send + 'static>(mut input: R, threads: usize, kind: Pieces) -> Receiver<io::Result<Vec<u8>>> {
     let threads = threads.max(1);
     let (out_tx, out_rx) = sync_channel::<io::Result<Vec<u8>>>(threads);
     let (job_tx, job_rx) = sync_channel::<FrameJob>(threads);
@@ -448,7 +583,7 @@ pub fn parallel_zstd<R: Read + Send + 'static>(mut input: R, threads: usize) -> 
         let mut offset = 0;
         loop {
             let (tx, rx) = sync_channel(1);
-            let next = next_frame(&mut input, &mut offset);
+            let next = next_piece(kind, &mut input, &mut offset);
             if let Ok(None) = next {
                 return;
             }
@@ -472,7 +607,7 @@ pub fn parallel_zstd<R: Read + Send + 'static>(mut input: R, threads: usize) -> 
     // The collector: hands the results on in the frames' order.
     std::thread::spawn(move || {
         for rx in order_rx {
-            let (data, error) = rx.recv().unwrap_or_else(|_| (Vec::new(), Some(io::Error::other("a zstd decompression thread stopped"))));
+            let (data, error) = rx.recv().unwrap_or_else(|_| (Vec::new(), Some(io::Error::other("a decompression thread stopped"))));
             if !data.is_empty() && out_tx.send(Ok(data)).is_err() {
                 return;
             }
@@ -495,9 +630,33 @@ mod tests {
         (0..len as u32).map(|i| ((i / 7) % 251) as u8 ^ ((i >> 20) as u8)).collect()
     }
 
+    fn compressed(codec: Codec, data: &[u8]) -> Vec<u8> {
+        let mut w = ChunkWriter::new(Vec::new(), codec, 3);
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    /// The content sizes of the pieces, found without decompressing; they cover the stream.
+    fn piece_sizes(z: &[u8], kind: Pieces) -> Vec<usize> {
+        let (mut r, mut offset, mut sizes) = (io::Cursor::new(z), 0, Vec::new());
+        while let Some(f) = next_piece(kind, &mut r, &mut offset).unwrap() {
+            sizes.push(f.content_size as usize);
+        }
+        assert_eq!(offset, z.len() as u64);
+        sizes
+    }
+
     fn read_parallel(z: Vec<u8>, threads: usize) -> io::Result<Vec<u8>> {
+        read_pieces(z, threads, Pieces::Zstd)
+    }
+
+    fn read_gzip(gz: Vec<u8>, threads: usize) -> io::Result<Vec<u8>> {
+        read_pieces(gz, threads, Pieces::Gzip)
+    }
+
+    fn read_pieces(z: Vec<u8>, threads: usize, kind: Pieces) -> io::Result<Vec<u8>> {
         let mut back = Vec::new();
-        for piece in parallel_zstd(io::Cursor::new(z), threads) {
+        for piece in parallel(io::Cursor::new(z), threads, kind) {
             back.extend_from_slice(&piece?);
         }
         Ok(back)
@@ -515,19 +674,71 @@ mod tests {
     }
 
     #[test]
+    fn gzip_members_say_their_size_and_read_back_in_parallel() {
+        let data = sample(GZIP_CHUNK * 3 + 777);
+        let gz = compressed(Codec::Gzip { level: 6 }, &data);
+        assert_eq!(pieces(&gz), Some(Pieces::Gzip));
+        // Four members, each found by the size in its header.
+        assert_eq!(piece_sizes(&gz, Pieces::Gzip), [GZIP_CHUNK, GZIP_CHUNK, GZIP_CHUNK, 777]);
+        assert_eq!(read_gzip(gz.clone(), 3).unwrap(), data);
+        assert_eq!(read_gzip(gz.clone(), 1).unwrap(), data);
+        // A gzip member from another writer is not taken (one streaming decoder reads it).
+        let mut other = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        other.write_all(&data[..1000]).unwrap();
+        assert_eq!(pieces(&other.finish().unwrap()), None);
+    }
+
+    #[test]
+    fn damaged_gzip_members_are_errors_after_the_good_ones() {
+        let data = sample(GZIP_CHUNK * 2 + 100);
+        let mut w = ChunkWriter::new(Vec::new(), Codec::Gzip { level: 1 }, 2);
+        w.write_all(&data).unwrap();
+        let gz = w.finish().unwrap();
+        let n = gz.len();
+        // The damage is in the last of the three members.
+        let first = gzip_member_size(&gz).unwrap() as usize;
+        let last = first + gzip_member_size(&gz[first..]).unwrap() as usize;
+        let flip = |at: usize| {
+            let mut bad = gz.clone();
+            bad[at] ^= 0x01;
+            bad
+        };
+        for (what, bad, says) in [
+            ("CRC", flip(n - 8), "damaged"),
+            ("size in the trailer", flip(n - 2), "damaged"),
+            ("deflate data", flip(last + 30), "damaged"),
+            (
+                "size in the header",
+                {
+                    let mut bad = gz.clone();
+                    let size = u32::try_from(n - last + 1000).unwrap();
+                    bad[last + 16..last + 20].copy_from_slice(&size.to_le_bytes());
+                    bad
+                },
+                "ends in the middle",
+            ),
+            ("cut", gz[..n - 3].to_vec(), "ends in the middle"),
+        ] {
+            let pieces: Vec<io::Result<Vec<u8>>> = parallel(io::Cursor::new(bad), 2, Pieces::Gzip).into_iter().collect();
+            assert_eq!(pieces[0].as_ref().unwrap()[..], data[..GZIP_CHUNK], "{what}: the first member arrives");
+            assert_eq!(pieces[1].as_ref().unwrap()[..], data[GZIP_CHUNK..GZIP_CHUNK * 2], "{what}: the second member arrives");
+            let e = pieces.last().unwrap().as_ref().unwrap_err().to_string();
+            assert!(e.contains(says), "{what}: {e}");
+        }
+        // Something else after the members: refused, naming where.
+        let mut joined = gz.clone();
+        joined.extend_from_slice(b"\x1f\x8b\x08\x00 not a member rescue wrote");
+        let e = read_gzip(joined, 2).unwrap_err().to_string();
+        assert!(e.contains(&format!("at byte {n} does not say its size")), "{e}");
+    }
+
+    #[test]
     fn zstd_frames_read_back_in_parallel_and_as_one_stream() {
         let data = sample(ZSTD_FRAME * 3 + 12345);
-        let mut w = ChunkWriter::new(Vec::new(), Codec::Zstd { level: 3 }, 3);
-        w.write_all(&data).unwrap();
-        let z = w.finish().unwrap();
+        let z = compressed(Codec::Zstd { level: 3 }, &data);
         assert!(first_frame_fits(&z));
         // Four frames, each found by walking its headers.
-        let (mut r, mut offset, mut sizes) = (io::Cursor::new(&z), 0, Vec::new());
-        while let Some(f) = next_frame(&mut r, &mut offset).unwrap() {
-            sizes.push(f.content_size as usize);
-        }
-        assert_eq!(sizes, [ZSTD_FRAME, ZSTD_FRAME, ZSTD_FRAME, 12345]);
-        assert_eq!(offset, z.len() as u64);
+        assert_eq!(piece_sizes(&z, Pieces::Zstd), [ZSTD_FRAME, ZSTD_FRAME, ZSTD_FRAME, 12345]);
         assert_eq!(read_parallel(z.clone(), 4).unwrap(), data);
         assert_eq!(read_parallel(z.clone(), 1).unwrap(), data);
         // Any zstd decoder reads the frames as one stream.
@@ -555,13 +766,13 @@ mod tests {
         for b in &mut bad[at..at + 8] {
             *b ^= 0x5a;
         }
-        let pieces: Vec<io::Result<Vec<u8>>> = parallel_zstd(io::Cursor::new(bad), 2).into_iter().collect();
+        let pieces: Vec<io::Result<Vec<u8>>> = parallel(io::Cursor::new(bad), 2, Pieces::Zstd).into_iter().collect();
         assert_eq!(pieces[0].as_ref().unwrap()[..], data[..ZSTD_FRAME]);
         assert_eq!(pieces[1].as_ref().unwrap()[..], data[ZSTD_FRAME..ZSTD_FRAME * 2]);
         let e = pieces.last().unwrap().as_ref().unwrap_err().to_string();
         assert!(e.contains("is damaged"), "{e}");
         // Cut in the middle of the first frame: whatever arrives before the error is its start.
-        let pieces: Vec<io::Result<Vec<u8>>> = parallel_zstd(io::Cursor::new(z[..z.len() / 4].to_vec()), 2).into_iter().collect();
+        let pieces: Vec<io::Result<Vec<u8>>> = parallel(io::Cursor::new(z[..z.len() / 4].to_vec()), 2, Pieces::Zstd).into_iter().collect();
         assert!(pieces.last().unwrap().is_err());
         let got: Vec<u8> = pieces.iter().filter_map(|p| p.as_ref().ok()).flatten().copied().collect();
         assert_eq!(got[..], data[..got.len()], "the start of a cut frame");

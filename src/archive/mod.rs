@@ -197,8 +197,9 @@ pub fn open_stream<R: Read + Send + 'static>(input: R) -> io::Result<(ThreadedRe
         ));
     }
     let kind = detect(br.fill_buf()?);
-    if kind == Compression::Zstd && chunked::first_frame_fits(br.fill_buf()?) {
-        let rx = chunked::parallel_zstd(br, cpus());
+    // What rescue wrote is cut into pieces that say their size: decompressed on every core.
+    if let Some(pieces) = chunked::pieces(br.fill_buf()?) {
+        let rx = chunked::parallel(br, cpus(), pieces);
         return Ok((ThreadedReader { rx, cur: Vec::new(), pos: 0, done: false }, kind));
     }
     let mut dec: Box<dyn Read + Send> = match kind {
