@@ -347,9 +347,15 @@ fn drill_passes_for_a_good_backup_and_fails_for_a_corrupt_one() {
     let prom = base.join("rescue_drill.prom");
     expect_pass(&p, &p.iso, &work, &prom, &[]);
 
-    // A corrupt archive: the recovery stops in verify, the drill FAILS.
+    // A corrupt archive: the drill FAILS. The drill VM's disks are blank, so
+    // its recovery takes the one pass (issue 21), as a real one onto new
+    // disks would: the damage is found while restoring, before the bootloader.
     let stage = base.join("iso-stage");
-    let archive = walk_files(&stage).into_iter().find(|p| p.to_string_lossy().contains(".tar")).expect("no staged archive");
+    // The archive itself, not its chain record (`NAME.tar.zst.chain`) beside it.
+    let archive = walk_files(&stage)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| rescue::backup::archives::is_archive_name(&n.to_string_lossy())))
+        .expect("no staged archive");
     let len = std::fs::metadata(&archive).unwrap().len();
     sh(&format!("printf 'CORRUPTCORRUPTCORRUPT' | dd of={} bs=1 seek={} conv=notrunc status=none", archive.display(), len / 2));
     let bad_iso = p.mkrescue(&base.join("out-bad"));
@@ -358,7 +364,9 @@ fn drill_passes_for_a_good_backup_and_fails_for_a_corrupt_one() {
     let v: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
     assert_eq!(v["result"], "fail");
     // The recovery's own error line, not just its exit code.
-    assert!(v["failure"].as_str().unwrap().contains("the recovery failed in the rescue VM: recovery stopped in phase verify"), "{}", d.stdout);
+    let failure = v["failure"].as_str().unwrap();
+    assert!(failure.contains("the recovery failed in the rescue VM: recovery stopped in phase restore"), "{}", d.stdout);
+    assert!(failure.contains("checked in the restore's one pass: all target disks are blank"), "{}", d.stdout);
     assert!(!v["console-tail"].as_array().unwrap().is_empty());
     assert!(std::fs::read_to_string(&prom).unwrap().contains(&format!("rescue_drill_success{{host=\"{HOST}\"}} 0")));
     no_qemu_left(&work);
