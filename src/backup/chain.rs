@@ -59,11 +59,36 @@ impl Link {
 pub fn read_link(archive: &Path) -> Result<Link> {
     let name = file_name(archive);
     let path = link_path(archive);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).with_context(|| format!("reading the chain record {} of the backup {name}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Link::full(&name)),
-        Err(e) => Err(e).with_context(|| format!("reading the chain record {} of the backup {name}", path.display())),
+    let link: Link = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading the chain record {} of the backup {name}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Link::full(&name)),
+        Err(e) => return Err(e).with_context(|| format!("reading the chain record {} of the backup {name}", path.display())),
+    };
+    // A record comes from the backup medium: the names in it are archives
+    // beside it, never a path elsewhere, and they must fit its level.
+    let names_ok = is_bare_name(&link.chain) && link.parent.as_deref().is_none_or(is_bare_name);
+    match (link.level, &link.parent) {
+        (0, None) if names_ok && link.chain == name => Ok(link),
+        (0, _) => {
+            // A full archive needs nothing from its record.
+            tracing::warn!("the chain record {} does not fit its full backup {name} (damaged?); the archive is read as a full backup", path.display());
+            Ok(Link::full(&name))
+        }
+        (_, Some(_)) if names_ok => Ok(link),
+        _ => crate::bail_input!(
+            "the chain record {} of the backup {name} is damaged (level {}, chain {:?}, parent {:?}: an incremental names its parent and \
+             chain by their file names beside it); the chain cannot be known, nothing was written. Restore another backup with --archive NAME",
+            path.display(),
+            link.level,
+            link.chain,
+            link.parent
+        ),
     }
+}
+
+/// A file name in the backup directory: no directory part, not `.` or `..`.
+fn is_bare_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && name != "." && name != ".."
 }
 
 /// Write the record of `archive` (before the archive is put in place). It
@@ -288,6 +313,32 @@ mod tests {
         assert_eq!(crate::error::exit_code_for(&e), 2);
         let m = format!("{e:#}");
         assert!(m.contains("its link backup-2.tar.zst (level 1) is missing") && m.contains("--archive NAME"), "{m}");
+    }
+
+    #[test]
+    fn records_from_the_medium_name_only_archives_beside_them() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("host");
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = "backup-1.tar.zst";
+        put(&dir, a, Some(Link::full(a)));
+        // Outside the directory: refused, never read as a link of the chain.
+        std::fs::write(d.path().join("elsewhere.tar.zst"), "x").unwrap();
+        for parent in ["../elsewhere.tar.zst", "/etc/passwd", "..", ""] {
+            let name = "backup-2.tar.zst";
+            let _ = std::fs::remove_file(dir.join("backup-2.tar.zst.chain"));
+            let p = put(&dir, name, incr(1, a, parent));
+            let e = chain_to(&dir, &p).unwrap_err();
+            assert!(format!("{e:#}").contains("is damaged"), "{parent}: {e:#}");
+            assert_eq!(crate::error::exit_code_for(&e), 2, "{parent}");
+        }
+        // An incremental without a parent cannot be placed.
+        let _ = std::fs::remove_file(dir.join("backup-2.tar.zst.chain"));
+        let p = put(&dir, "backup-2.tar.zst", Some(Link { level: 1, chain: a.into(), parent: None }));
+        assert!(format!("{:#}", read_link(&p).unwrap_err()).contains("is damaged"));
+        // A full archive whose record was damaged is still a full archive of its own.
+        let f = put(&dir, "backup-3.tar.zst", Some(Link { level: 0, chain: "backup-3CORRUPTar.zst".into(), parent: None }));
+        assert_eq!(read_link(&f).unwrap(), Link::full("backup-3.tar.zst"));
     }
 
     #[test]
