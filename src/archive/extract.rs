@@ -396,8 +396,9 @@ impl Inbox {
     }
 }
 
-/// What all threads of one extraction share: the first error, which stops
-/// every one of them.
+/// What all threads of one extraction share: the first error, and whether
+/// a writer failed, which stops every thread (a stream that cannot be read
+/// on stops only the reader: the writers finish what it read before).
 struct Shared {
     stop: AtomicBool,
     first_error: Mutex<Option<anyhow::Error>>,

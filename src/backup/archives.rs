@@ -498,10 +498,11 @@ fn remove_stale_partials(dir: &Path) {
             continue;
         }
         let size = meta.len();
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::info!("removed {} ({}): the partial archive of a backup that was killed", path.display(), human_bytes(size)),
-            Err(err) => tracing::warn!("the partial archive {} of a killed backup stays: {err}; remove it by hand", path.display()),
+        if let Err(err) = std::fs::remove_file(&path) {
+            tracing::warn!("the partial archive {} of a killed backup stays: {err}; remove it by hand", path.display());
+            continue;
         }
+        tracing::info!("removed {} ({}): the partial archive of a backup that was killed", path.display(), human_bytes(size));
         // Its chain record, written before it, names an archive that never came.
         let never_made = dir.join(archive);
         if !never_made.exists() {
