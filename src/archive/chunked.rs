@@ -30,12 +30,20 @@ pub const GZIP_CHUNK: usize = 1 << 20;
 /// reader takes; rescue writes members of [`GZIP_CHUNK`].
 pub const GZIP_MEMBER_MAX: u64 = 16 << 20;
 
-/// A gzip member as rescue writes it: the fixed header with FEXTRA set
-/// (no name, comment or header CRC), XLEN = 8, then one subfield `RS` of
-/// 4 bytes holding the whole member's size, little-endian.
+/// The header of a gzip member as rescue writes it: the fixed header with
+/// FEXTRA set (no name, comment or header CRC), XLEN = 8, then one subfield
+/// `RS` of 4 bytes holding the whole member's size, little-endian (the
+/// last 4 bytes of the header).
 const GZIP_SIZED_HEADER: usize = 20;
-const GZIP_FEXTRA: u8 = 4;
-const GZIP_SIZE_ID: &[u8; 2] = b"RS";
+
+/// The header of a member of `size` bytes; the reader compares all but the size.
+fn gzip_sized_header(size: u32) -> [u8; GZIP_SIZED_HEADER] {
+    let mut h = [0u8; GZIP_SIZED_HEADER];
+    // ID1 ID2 CM FLG(FEXTRA), MTIME (none), XFL, OS (Unix); XLEN; SI1 SI2 LEN; the size.
+    h[..16].copy_from_slice(&[0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 3, 8, 0, b'R', b'S', 4, 0]);
+    h[16..].copy_from_slice(&size.to_le_bytes());
+    h
+}
 
 /// The tar bytes in one zstd frame: 4 MiB, twice the window of the default
 /// level, so that cutting costs little ratio (about 1 %) and a restore has
@@ -102,12 +110,7 @@ impl Compressor {
 /// header's extra field, so that a reader finds its end without inflating it.
 fn gzip_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(data.len() / 2 + 64);
-    // ID1 ID2 CM FLG, MTIME (none), XFL, OS (Unix); XLEN; the subfield.
-    head.extend_from_slice(&[0x1f, 0x8b, 8, GZIP_FEXTRA, 0, 0, 0, 0, 0, 3]);
-    head.extend_from_slice(&8u16.to_le_bytes());
-    head.extend_from_slice(GZIP_SIZE_ID);
-    head.extend_from_slice(&4u16.to_le_bytes());
-    head.extend_from_slice(&[0; 4]);
+    head.extend_from_slice(&gzip_sized_header(0));
     let mut enc = flate2::write::DeflateEncoder::new(head, flate2::Compression::new(level));
     enc.write_all(data)?;
     let mut out = enc.finish()?;
@@ -116,7 +119,7 @@ fn gzip_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
     out.extend_from_slice(&crc.sum().to_le_bytes());
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     let size = u32::try_from(out.len()).map_err(|_| io::Error::other("a gzip member above 4 GiB"))?;
-    out[16..GZIP_SIZED_HEADER].copy_from_slice(&size.to_le_bytes());
+    out[..GZIP_SIZED_HEADER].copy_from_slice(&gzip_sized_header(size));
     Ok(out)
 }
 
@@ -314,8 +317,7 @@ pub fn pieces(head: &[u8]) -> Option<Pieces> {
 /// the member); `None` for any other header.
 fn gzip_member_size(head: &[u8]) -> Option<u64> {
     let h = head.get(..GZIP_SIZED_HEADER)?;
-    let sized = h[..4] == [0x1f, 0x8b, 8, GZIP_FEXTRA] && h[10..12] == 8u16.to_le_bytes() && &h[12..14] == GZIP_SIZE_ID && h[14..16] == 4u16.to_le_bytes();
-    sized.then(|| u64::from(u32::from_le_bytes([h[16], h[17], h[18], h[19]])))
+    (h[..16] == gzip_sized_header(0)[..16]).then(|| u64::from(u32::from_le_bytes([h[16], h[17], h[18], h[19]])))
 }
 
 /// One piece (a zstd frame, a gzip member) read whole, and where it starts
@@ -438,8 +440,9 @@ fn next_member(r: &mut impl Read, offset: &mut u64) -> io::Result<Option<Frame>>
     let mut bytes = head.to_vec();
     let broken = append(r, &mut bytes, size as usize - GZIP_SIZED_HEADER, start).err().map(|e| gzip_cut(e, start));
     *offset += bytes.len() as u64;
+    // Unknown for a member cut short (its trailer is missing).
     let content_size = match &broken {
-        Some(_) => GZIP_MEMBER_MAX,
+        Some(_) => 0,
         None => {
             let n = bytes.len();
             u64::from(u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]))
@@ -464,7 +467,7 @@ fn gzip_cut(e: io::Error, start: u64) -> io::Error {
 /// (after what could be inflated of it): a damaged member, a CRC or size
 /// that does not match, a size field that does not end where the member does.
 fn inflate(frame: &Frame) -> (Vec<u8>, Option<io::Error>) {
-    let mut out = Vec::with_capacity(frame.content_size.min(GZIP_MEMBER_MAX) as usize);
+    let mut out = Vec::with_capacity(frame.content_size as usize);
     let mut d = flate2::bufread::GzDecoder::new(&frame.bytes[..]);
     let read = (&mut d).take(GZIP_MEMBER_MAX).read_to_end(&mut out);
     let damaged = |why: String| Some(io::Error::other(format!("the gzip member at byte {} is damaged: {why}", frame.offset)));
@@ -517,12 +520,17 @@ fn salvage(frame: &Frame) -> Vec<u8> {
     out
 }
 
-/// The frame's content, and the error that ends the stream there (after
+/// A piece's content, and the error that ends the stream there (after
 /// what could be decompressed of it).
 fn decode(frame: Frame, d: &mut io::Result<zstd::bulk::Decompressor<'static>>) -> (Vec<u8>, Option<io::Error>) {
-    if frame.kind == Pieces::Gzip {
-        return inflate(&frame);
+    match frame.kind {
+        Pieces::Gzip => inflate(&frame),
+        Pieces::Zstd => unzstd(frame, d),
     }
+}
+
+/// A zstd frame's content, and the error that ends the stream there.
+fn unzstd(frame: Frame, d: &mut io::Result<zstd::bulk::Decompressor<'static>>) -> (Vec<u8>, Option<io::Error>) {
     if let Some(e) = frame.broken {
         let partial = Frame { broken: None, ..frame };
         return (salvage(&partial), Some(e));
@@ -665,9 +673,7 @@ mod tests {
     #[test]
     fn many_gzip_members_read_back_as_one_stream() {
         let data = sample(3_500_000);
-        let mut w = ChunkWriter::new(Vec::new(), Codec::Gzip { level: 6 }, 2);
-        w.write_all(&data).unwrap();
-        let gz = w.finish().unwrap();
+        let gz = compressed(Codec::Gzip { level: 6 }, &data);
         let mut back = Vec::new();
         flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
@@ -691,9 +697,7 @@ mod tests {
     #[test]
     fn damaged_gzip_members_are_errors_after_the_good_ones() {
         let data = sample(GZIP_CHUNK * 2 + 100);
-        let mut w = ChunkWriter::new(Vec::new(), Codec::Gzip { level: 1 }, 2);
-        w.write_all(&data).unwrap();
-        let gz = w.finish().unwrap();
+        let gz = compressed(Codec::Gzip { level: 1 }, &data);
         let n = gz.len();
         // The damage is in the last of the three members.
         let first = gzip_member_size(&gz).unwrap() as usize;
@@ -757,9 +761,7 @@ mod tests {
     #[test]
     fn damage_and_truncation_are_errors_after_the_good_frames() {
         let data = sample(ZSTD_FRAME * 2 + 100);
-        let mut w = ChunkWriter::new(Vec::new(), Codec::Zstd { level: 1 }, 2);
-        w.write_all(&data).unwrap();
-        let z = w.finish().unwrap();
+        let z = compressed(Codec::Zstd { level: 1 }, &data);
         // Flipped bytes in the last frame: the first two arrive, then the error.
         let mut bad = z.clone();
         let at = z.len() - 40;
